@@ -1,0 +1,229 @@
+"""Shared pieces of the benchmarks: machine description, peak-RSS sampling, the benchmark model, results file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import re
+import shlex
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+import torch
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+WORK_DIR = BENCH_DIR / "corpora"  # git-ignored: corpora, random-weight checkpoints, job outputs
+
+# bert-base-chinese's architecture; about 85e6 non-embedding parameters, hence 2 x 85e6 FLOPs per token forward.
+BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 256}
+FLOPS_PER_TOKEN = 2 * 85e6
+H100_BF16_PEAK = 989e12  # dense bf16 tensor-core peak of an H100 SXM
+
+
+# ------------------------------------------------------------------------------------------------- machine
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def gpu_name() -> str | None:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+
+
+def machine_tag(device: str) -> str:
+    """`cpu-2core` on a CPU run, the GPU's name as a slug (`nvidia-h100-80gb-hbm3`) on a GPU run."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return re.sub(r"[^a-z0-9]+", "-", gpu_name().lower()).strip("-")
+    return f"cpu-{os.cpu_count()}core"
+
+
+def machine_lines(device: str) -> list[str]:
+    memory = psutil.virtual_memory().total / 2**30
+    lines = [
+        f"- CPU: {cpu_model()}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}",
+        f"- RAM: {memory:.1f} GiB",
+        f"- GPU: {gpu_name() or 'none'}; device used: {device}",
+    ]
+    names = ("torch", "transformers", "tokenizers", "accelerate", "pandas", "pyarrow", "numpy", "snownlp")
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} -")
+    lines.append(f"- Python {platform.python_version()}; " + ", ".join(found))
+    return lines
+
+
+def resolve_device(name: str | None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def mfu(real_tokens: int, seconds: float, device: torch.device) -> str:
+    """Model FLOPs utilisation of a forward pass against the H100's dense bf16 peak (GPU only)."""
+    if device.type != "cuda" or seconds <= 0:
+        return "-"
+    return f"{100 * FLOPS_PER_TOKEN * real_tokens / seconds / H100_BF16_PEAK:.1f}%"
+
+
+# ------------------------------------------------------------------------------------------------- memory
+class PeakRSS:
+    """Samples the resident set size of a process (and, optionally, its children) in a thread; `peak` in bytes.
+
+    `with PeakRSS() as rss: ...` measures this process; `PeakRSS(pid, children=True)` another one."""
+
+    def __init__(self, pid: int | None = None, children: bool = False, interval: float = 0.02):
+        self.process = psutil.Process(pid or os.getpid())
+        self.children, self.interval = children, interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        try:
+            total = self.process.memory_info().rss
+            if self.children:
+                for child in self.process.children(recursive=True):
+                    try:
+                        total += child.memory_info().rss
+                    except psutil.Error:
+                        pass
+            return total
+        except psutil.Error:
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self.peak = self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+
+
+def gib(num_bytes: float) -> str:
+    return f"{num_bytes / 2**30:.2f} GiB"
+
+
+def mib(num_bytes: float) -> str:
+    return f"{num_bytes / 2**20:.0f} MiB"
+
+
+# ------------------------------------------------------------------------------------------------- model
+def build_benchmark_model(directory: Path, shape: dict, seed: int = 0) -> Path:
+    """A `BertForSequenceClassification` checkpoint with the project's four labels on the bundled bert-base-chinese
+    tokenizer, initialised at random (speed does not depend on the weights). Reused when already there."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from weibolabel.labels import LabelSchema
+    from weibolabel.modeling import bundled_vocab_path, save_checkpoint
+
+    if (directory / "config.json").is_file() and (directory / "model.safetensors").is_file():
+        return directory
+    schema = LabelSchema()
+    tokenizer = BertTokenizerFast(vocab=str(bundled_vocab_path()), do_lower_case=True, tokenize_chinese_chars=True)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        max_position_embeddings=512,
+        num_labels=len(schema),
+        id2label=schema.id2label(),
+        label2id={name: i for i, name in schema.id2label().items()},
+        **shape,
+    )
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config).eval()
+    directory.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, tokenizer, directory, schema)
+    return directory
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(all parameters, parameters outside the embeddings)."""
+    total = sum(p.numel() for p in model.parameters())
+    embeddings = sum(p.numel() for n, p in model.named_parameters() if ".embeddings." in f".{n}")
+    return total, total - embeddings
+
+
+# ------------------------------------------------------------------------------------------------- results
+def command_line() -> str:
+    return " ".join(["python", str(Path(sys.argv[0]).resolve().relative_to(REPO_ROOT)), *map(shlex.quote, sys.argv[1:])])
+
+
+def results_file(device: str, when: dt.date | None = None) -> Path:
+    when = when or dt.date.today()
+    return RESULTS_DIR / f"{machine_tag(device)}-{when.isoformat()}.md"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def append_section(device: str, title: str, body: str) -> Path:
+    """Append one benchmark's section (command, date, machine, then `body`) to today's results file."""
+    path = results_file(device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now().astimezone()
+    header = "" if path.exists() else f"# Benchmark results: {machine_tag(device)}, {now.date().isoformat()}\n\n"
+    section = "\n".join(
+        [
+            f"## {title}",
+            "",
+            f"Command: `{command_line()}`",
+            "",
+            f"- Date: {now.isoformat(timespec='seconds')}",
+            *machine_lines(device),
+            "",
+            body.rstrip(),
+            "",
+            "",
+        ]
+    )
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(header + section)
+    return path
+
+
+class Timer:
+    def __init__(self, device: torch.device | None = None):
+        self.device = device
+        self.seconds = 0.0
+
+    def __enter__(self) -> Timer:
+        if self.device is not None:
+            synchronize(self.device)
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device is not None:
+            synchronize(self.device)
+        self.seconds = time.perf_counter() - self._started

@@ -1,0 +1,167 @@
+"""Label an unlabeled corpus with a trained run (its fold models ensembled) and write one Parquet file.
+
+    accelerate launch jobs/label_corpus.py --input comments.xlsx --model runs/cv --output labels.parquet
+
+The input is cut into chunks of --chunk_size rows; chunk c is labeled by process c mod N, inside it texts are
+sorted by length and batched under a token budget, and each finished chunk is written atomically as a part file.
+A re-run with the same arguments skips finished chunks, so a killed or pre-empted job loses at most the chunk in
+flight. The main process then merges the parts in input order into --output, verifies that every input row is
+there exactly once, and removes the parts.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from tqdm.auto import tqdm
+
+from weibolabel.config import LabelConfig, config_to_dict, parse_config
+from weibolabel.data import Corpus, clean_text, parse_label, resolve_inputs
+from weibolabel.errors import UserError
+from weibolabel.inference import encode, label_encoded, load_ensemble, prefetched
+from weibolabel.labeling import corpus_summary, format_summary
+from weibolabel.parquet_io import PartStore, output_schema
+from weibolabel.preemption import EXIT_PREEMPTED, Preempted, StopSignal
+from weibolabel.runs import ensure_writable, git_revision, make_accelerator, now_utc, setup_logging, versions
+
+logger = get_logger("label_corpus")
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(LabelConfig, argv, description=__doc__)
+    setup_logging()
+    accelerator = make_accelerator()
+    try:
+        label_corpus(config, accelerator, StopSignal())
+    except UserError as error:
+        logger.error(str(error))
+        return 2
+    except Preempted as error:
+        logger.warning(f"{error}; finished chunks are saved. Re-run the same command to resume.")
+        return EXIT_PREEMPTED
+    return 0
+
+
+def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal) -> None:
+    # 1. Everything that can be checked is checked before any labeling: inputs, output location, model.
+    for option in ("input", "model", "output"):
+        if not getattr(config, option):
+            raise UserError(f"--{option} is required (see --help).")
+    output = Path(config.output)
+    if output.suffix != ".parquet":
+        raise UserError(f"--output must end in .parquet, got {output}.")
+    corpus = Corpus(
+        resolve_inputs(config.input),
+        config.text_column,
+        config.carry_columns,
+        config.gold_column,
+        config.sheet,
+        config.encoding,
+    )
+    ensure_writable(output.parent)
+    device = accelerator.device
+    dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if device.type == "cuda" else None
+    ensemble = load_ensemble(config.model, device, dtype)
+    max_length = config.max_length or ensemble.max_length
+    multi_file = len(corpus.files) > 1
+    store = PartStore(
+        output, output_schema(len(ensemble.schema), multi_file, corpus.carry_columns, corpus.gold_column is not None)
+    )
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in ("overwrite", "low_confidence")}
+    job = {
+        **settings,
+        "max_length": max_length,
+        "inputs": [_file_identity(p) for p in corpus.files],
+        "members": ensemble.members,
+        "temperature": ensemble.temperature,
+    }
+    if accelerator.is_main_process:
+        store.prepare(job, config.overwrite)
+    accelerator.wait_for_everyone()
+    logger.info(
+        f"{corpus.num_rows} rows in {len(corpus.files)} file(s); model {config.model} "
+        f"({len(ensemble.models)} checkpoint(s)); {accelerator.num_processes} process(es) on {device.type}"
+    )
+
+    # 2. Each process labels its own chunks; the next chunk is tokenised while the current one runs.
+    num_chunks = math.ceil(corpus.num_rows / config.chunk_size)
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    def prepare(chunk):
+        texts = [clean_text(t) for t in chunk.rows["text"]]
+        return chunk, texts, encode(ensemble.tokenizer, texts, max_length)
+
+    todo = (c for c in corpus.iter_chunks(config.chunk_size) if c.index % world == rank and not store.is_done(c.index))
+    started, labeled_rows, labeled_tokens = time.perf_counter(), 0, 0
+    progress = tqdm(total=corpus.num_rows, unit="rows", disable=not accelerator.is_main_process, desc="labeling")
+    progress.update(sum(r["rows"] for r in store.done_records()))
+    for chunk, texts, encoded in prefetched(todo, prepare):
+        chunk_started = time.perf_counter()
+        labels = label_encoded(ensemble, texts, encoded, config.batch_size, config.max_tokens)
+        rows = assemble_rows(chunk.rows, labels, corpus, ensemble.schema, multi_file)
+        tokens = int(encoded.lengths.sum())
+        store.write(chunk.index, rows, {"rank": rank, "tokens": tokens, "seconds": time.perf_counter() - chunk_started})
+        labeled_rows, labeled_tokens = labeled_rows + len(rows), labeled_tokens + tokens
+        progress.update(min(len(rows) * world, progress.total - progress.n))
+        stop.check(f"after chunk {chunk.index}")
+    progress.close()
+    accelerator.wait_for_everyone()
+
+    # 3. The main process merges the parts in input order, verifies the result, and summarises it.
+    if accelerator.is_main_process:
+        metadata = {
+            "labels": ensemble.schema.to_list(),
+            "model": ensemble.source,
+            "members": ensemble.members,
+            "temperature": ensemble.temperature,
+            "max_length": max_length,
+            "inputs": [str(p) for p in corpus.files],
+            "text_column": config.text_column,
+            "code_revision": git_revision(),
+            "versions": versions(),
+            "time": now_utc(),
+        }
+        store.merge(num_chunks, corpus.num_rows, metadata)
+        seconds = time.perf_counter() - started
+        summary = corpus_summary(output, ensemble.schema.names, config.low_confidence)
+        logger.info(f"wrote {output}: {format_summary(summary, config.low_confidence)}")
+        logger.info(
+            f"this run labeled {labeled_rows} rows on the main process in {seconds:.1f}s "
+            f"({labeled_rows / seconds:.0f} rows/s, {labeled_tokens / seconds:.0f} tokens/s per process)"
+        )
+
+
+def assemble_rows(source: pd.DataFrame, labels: pd.DataFrame, corpus: Corpus, schema, multi_file: bool) -> pd.DataFrame:
+    """Input position, the text as given, the predictions, and the columns the user asked to carry."""
+    rows = pd.DataFrame({"row_id": source["row_id"].to_numpy(), "text": [_as_text(t) for t in source["text"]]})
+    rows = pd.concat([rows, labels.reset_index(drop=True)], axis=1)
+    if multi_file:
+        rows["source_file"], rows["source_row"] = source["source_file"].to_numpy(), source["source_row"].to_numpy()
+    for column in corpus.carry_columns:
+        rows[column] = [_as_text(v) for v in source[column]]
+    if corpus.gold_column:
+        rows["gold_label"] = pd.array([parse_label(v, schema)[0] for v in source["gold"]], dtype="Int64")
+    return rows
+
+
+def _as_text(value) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    return str(value)
+
+
+def _file_identity(path: Path) -> dict:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "bytes": stat.st_size, "modified": stat.st_mtime_ns}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

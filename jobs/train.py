@@ -1,0 +1,185 @@
+"""k-fold cross-validated fine-tuning of a Chinese BERT comment classifier, with a paper-ready report.
+
+    accelerate launch jobs/train.py --data comments.xlsx --model_name_or_path models/bert-base-chinese
+
+Folds are spread over the processes (fold k runs on process k mod N): with a few thousand comments a whole fold
+fits one device, so folds train side by side without gradient traffic, and the result does not depend on the
+number of processes. Each fold starts from the same pretrained weights, picks its best epoch on a validation part
+carved from its own training data, and is scored once on its test fold. A TF-IDF baseline is scored on the same
+folds. Re-running with the same --output_dir resumes: finished folds are skipped, an interrupted fold continues
+from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+
+from weibolabel.config import TrainConfig, config_to_dict, parse_config, write_config
+from weibolabel.data import load_labeled
+from weibolabel.errors import UserError
+from weibolabel.folds import make_folds, split_validation
+from weibolabel.inference import encode
+from weibolabel.labels import load_label_schema
+from weibolabel.modeling import (
+    load_pretrained_classifier,
+    load_tokenizer,
+    save_checkpoint,
+)
+from weibolabel.preemption import EXIT_PREEMPTED, Preempted, StopSignal
+from weibolabel.results import weights_digest, write_results
+from weibolabel.runs import (
+    claim_run_directory,
+    ensure_writable,
+    environment,
+    file_sha256,
+    make_accelerator,
+    setup_logging,
+    write_json,
+)
+from weibolabel.training import Split, evaluate, train_fold
+
+logger = get_logger("train")
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(TrainConfig, argv, description=__doc__)
+    setup_logging()
+    accelerator = make_accelerator()
+    try:
+        cross_validate(config, accelerator, StopSignal())
+    except UserError as error:
+        logger.error(str(error))
+        return 2
+    except Preempted as error:
+        logger.warning(f"{error}; finished folds and epochs are saved. Re-run the same command to resume.")
+        return EXIT_PREEMPTED
+    return 0
+
+
+def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSignal) -> None:
+    out = Path(config.output_dir)
+
+    # 1. Data and model are checked before any training: bad rows and unreachable models fail here.
+    if not config.data:
+        raise UserError("--data is required: the labeled .xlsx, .csv or .parquet file.")
+    schema = load_label_schema(config.labels)
+    data = load_labeled(
+        config.data, schema, config.text_column, config.label_column, config.sheet, config.encoding, config.on_conflict
+    )
+    rows, texts, labels = data.rows, data.rows["text"].tolist(), data.rows["label"].to_numpy()
+    tokenizer = load_tokenizer(config.model_name_or_path)
+    logger.info(f"{config.data}: {data.counts['rows_used']} rows used, classes {data.counts['class_counts']}")
+    for key in ("empty_text_dropped", "duplicates_merged", "conflicting_duplicates_dropped"):
+        if data.counts[key]:
+            logger.warning(f"{key.replace('_', ' ')}: {data.counts[key]} (listed in {out / 'data_issues.csv'})")
+
+    # 2. The run directory records what it holds, so a resume never mixes two different runs.
+    if accelerator.is_main_process:
+        ensure_writable(out)
+        identity = {**config_to_dict(config), "data_sha256": file_sha256(Path(config.data)), "labels": schema.names}
+        identity.pop("output_dir")
+        claim_run_directory(out, identity, "training run")
+        write_config(config, out / "config.yaml")
+        write_json(out / "env.json", environment(accelerator.num_processes, accelerator.mixed_precision))
+        data.issues.to_csv(out / "data_issues.csv", index=False)
+    accelerator.wait_for_everyone()
+
+    # 3. Folds: stratified, seeded, duplicates grouped; every row's fold is written down.
+    fold_of_row = make_folds(labels, rows["group"].tolist(), config.num_folds, config.seed)
+    if accelerator.is_main_process:
+        rows.assign(fold=fold_of_row).to_csv(out / "folds.csv", index=False)
+    encoded = encode(tokenizer, texts, config.max_length)
+    if encoded.truncated.any():
+        logger.warning(f"{int(encoded.truncated.sum())} texts are longer than {config.max_length} tokens: truncated")
+
+    # 4. Each process trains its share of the folds.
+    for fold in range(config.num_folds):
+        if fold % accelerator.num_processes != accelerator.process_index:
+            continue
+        if (out / f"fold_{fold}" / "fold_result.json").is_file():
+            logger.info(f"fold {fold}: already finished, skipped", main_process_only=False)
+            continue
+        run_fold(fold, config, accelerator, stop, tokenizer, schema, encoded.input_ids, labels, rows, fold_of_row, out)
+    accelerator.wait_for_everyone()
+
+    # 5. The main process gathers the folds, scores the baseline on the same folds and writes the report.
+    if accelerator.is_main_process:
+        data_counts = data.counts | {"truncated": int(encoded.truncated.sum())}
+        metrics = write_results(config, out, schema.names, data_counts, texts, labels, rows, fold_of_row)
+        summary = metrics["summary"]
+        logger.info(
+            f"done: accuracy {summary['accuracy']['mean']:.4f} ± {summary['accuracy']['std']:.4f}, macro-F1 "
+            f"{summary['macro_f1']['mean']:.4f} ± {summary['macro_f1']['std']:.4f}; report: {out / 'report.md'}"
+        )
+
+
+def run_fold(fold, config, accelerator, stop, tokenizer, schema, input_ids, labels, rows, fold_of_row, out) -> None:
+    fold_dir = out / f"fold_{fold}"
+    train_index = np.flatnonzero(fold_of_row != fold)
+    test_index = np.flatnonzero(fold_of_row == fold)
+    fit_index, val_index = split_validation(
+        train_index, labels, rows["group"].tolist(), config.validation_fraction, config.seed + fold
+    )
+
+    def split(index):
+        return Split([input_ids[i] for i in index], labels[index])
+
+    # A fresh model from the same pretrained weights and the same head initialisation, whichever process runs it.
+    set_seed(config.seed)
+    model = load_pretrained_classifier(config.model_name_or_path, schema)
+    initial_weights = weights_digest(model)
+    logger.info(
+        f"fold {fold}: train {len(fit_index)}, validation {len(val_index)}, test {len(test_index)}",
+        main_process_only=False,
+    )
+    training = train_fold(
+        model,
+        split(fit_index),
+        split(val_index),
+        config,
+        accelerator,
+        fold,
+        tokenizer.pad_token_id,
+        fold_dir / "resume" / "state.pt",
+        stop,
+    )
+
+    # The test fold is scored once, with the epoch that did best on validation.
+    model.load_state_dict(training.best_state)
+    probs, test_metrics = evaluate(
+        model, split(test_index), tokenizer.pad_token_id, accelerator, config.eval_batch_size
+    )
+    save_checkpoint(accelerator.unwrap_model(model), tokenizer, fold_dir, schema)
+    pd.DataFrame({"index": test_index, "probs": list(probs)}).to_parquet(fold_dir / "test_predictions.parquet")
+    write_json(
+        fold_dir / "fold_result.json",
+        {
+            "fold": fold,
+            "num_train": len(fit_index),
+            "num_validation": len(val_index),
+            "num_test": len(test_index),
+            "best_epoch": training.best_epoch + 1,
+            "history": training.history,
+            "test": test_metrics,
+            "initial_weights_sha256": initial_weights,
+        },
+    )
+    shutil.rmtree(fold_dir / "resume", ignore_errors=True)
+    logger.info(
+        f"fold {fold}: test accuracy {test_metrics['accuracy']:.4f}, macro-F1 {test_metrics['macro_f1']:.4f}",
+        main_process_only=False,
+    )
+    del model
+    accelerator.free_memory()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

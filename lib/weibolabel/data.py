@@ -1,0 +1,395 @@
+"""Reading comment tables (xlsx, csv, parquet, txt), text normalisation and validation of labeled data.
+
+Every problem is reported with the file, the row as a spreadsheet shows it (header = row 1) and the column.
+"""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import html
+import math
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from weibolabel.errors import UserError
+from weibolabel.labels import LabelSchema
+
+TABLE_SUFFIXES = (".xlsx", ".xlsm", ".csv", ".parquet", ".txt")
+MAX_LISTED = 20  # problems listed in one error message; the rest are counted
+
+_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
+_WHITESPACE = re.compile(r"\s+")
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+# ---------------------------------------------------------------------------------------------------------- text
+def clean_text(value) -> str:
+    """The text a model sees: HTML entities decoded, zero-width characters dropped, whitespace collapsed."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # a number typed into a text cell: 123.0 -> "123"
+    text = html.unescape(str(value))
+    text = _ZERO_WIDTH.sub("", text)
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def group_key(text: str) -> str:
+    """Near-duplicate key: case, width, whitespace and punctuation folded, so such copies share a fold."""
+    folded = unicodedata.normalize("NFKC", text).lower()
+    return _NOT_WORD.sub("", folded) or folded
+
+
+# ---------------------------------------------------------------------------------------------------------- files
+def row_name(path: Path, index: int) -> str:
+    """How a user finds row `index` (0-based, after the header) in their file."""
+    if path.suffix == ".parquet":
+        return f"row index {index}"
+    if path.suffix == ".txt":
+        return f"line {index + 1}"
+    return f"row {index + 2}"
+
+
+def detect_encoding(path: Path, encoding: str | None) -> str:
+    """UTF-8 (with or without BOM) first, then GB18030 (a superset of GBK and GB2312, common for Chinese files)."""
+    if encoding:
+        return encoding
+    for candidate in ("utf-8-sig", "gb18030"):
+        try:
+            with open(path, encoding=candidate) as handle:
+                while handle.read(1 << 20):
+                    pass
+            return candidate
+        except UnicodeDecodeError:
+            continue
+    raise UserError(f"{path}: the file is neither UTF-8 nor GB18030/GBK text; pass --encoding (e.g. big5).")
+
+
+def read_table(path: str | Path, sheet: str | None = None, encoding: str | None = None) -> pd.DataFrame:
+    """The whole table, cells as read (no type coercion of text), with a clear error for unreadable files."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"File not found: {path}")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; expected a {', '.join(TABLE_SUFFIXES)} file.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".xlsx", ".xlsm"):
+            frame = _read_excel(path, sheet)
+        elif suffix == ".csv":
+            frame = pd.read_csv(path, dtype=object, encoding=detect_encoding(path, encoding), keep_default_na=False)
+            frame = frame.replace("", np.nan)
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        elif suffix == ".txt":
+            with open(path, encoding=detect_encoding(path, encoding)) as handle:
+                frame = pd.DataFrame({"text": [line.rstrip("\r\n") for line in handle]})
+        else:
+            raise UserError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(TABLE_SUFFIXES)}.")
+    except UserError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path}: the file is empty (no header row).") from None
+    except Exception as error:  # a corrupt or mislabelled file: say which and why, not where in pandas
+        raise UserError(f"Could not read {path}: {type(error).__name__}: {error}") from None
+    _check_column_names(frame, path)
+    return frame
+
+
+def _read_excel(path: Path, sheet: str | None) -> pd.DataFrame:
+    import openpyxl
+
+    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    sheets = workbook.sheetnames
+    workbook.close()
+    if sheet is not None and sheet not in sheets:
+        raise UserError(f"{path}: no sheet named '{sheet}'; the sheets are {sheets}.")
+    # data_only above and pandas both read a formula's cached value, which is what the user saw in Excel.
+    return pd.read_excel(path, sheet_name=sheet if sheet is not None else 0, dtype=object, engine="openpyxl")
+
+
+def _check_column_names(frame: pd.DataFrame, path: Path) -> None:
+    names = [str(c) for c in frame.columns]
+    # pandas renames a repeated header "Sentence" to "Sentence.1"; a silent pick of one of them would lose data.
+    repeated = sorted({n.rsplit(".", 1)[0] for n in names if re.search(r"\.\d+$", n) and n.rsplit(".", 1)[0] in names})
+    if repeated:
+        raise UserError(f"{path}: the header has duplicate column names {repeated}; rename them so each is unique.")
+
+
+def require_column(frame: pd.DataFrame, column: str, path: Path, option: str) -> None:
+    if column in frame.columns:
+        return
+    names = [str(c) for c in frame.columns]
+    hint = difflib.get_close_matches(column, names, n=1, cutoff=0.5)
+    found_below = _find_header_below(frame, column)
+    message = f"{path}: no column '{column}'. The columns are {names}."
+    if hint:
+        message += f" Did you mean '{hint[0]}'? Pass {option} {hint[0]}."
+    elif found_below is not None:
+        message += f" '{column}' appears in row {found_below}: delete the rows above it so it is the header (row 1)."
+    else:
+        message += f" Pass {option} with the right name."
+    raise UserError(message)
+
+
+def _find_header_below(frame: pd.DataFrame, column: str) -> int | None:
+    for index, row in frame.head(20).iterrows():
+        if any(str(value).strip() == column for value in row.values):
+            return int(index) + 2
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------- labels
+def parse_label(value, schema: LabelSchema) -> tuple[int | None, str | None]:
+    """(label id, None) or (None, what is wrong with the cell)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None, "missing label"
+    if isinstance(value, bool | np.bool_):
+        return None, f"'{value}' is not a label id"
+    if isinstance(value, int | np.integer):
+        number = int(value)
+    elif isinstance(value, float | np.floating):
+        if not float(value).is_integer():
+            return None, f"'{value}' is not a whole number"
+        number = int(value)  # Excel stores 1 as 1.0 once a column holds an empty cell
+    else:
+        text = str(value)
+        if text in schema.names:
+            return schema.names.index(text), None
+        if re.fullmatch(r"\d+", text):
+            number = int(text)
+        elif text.strip() != text and parse_label(text.strip(), schema)[1] is None:
+            return None, f"'{text}' has spaces around it; type {text.strip()!r} without them"
+        else:
+            return None, f"'{text}' is neither a label id (0..{len(schema) - 1}) nor a label name {schema.names}"
+    if not 0 <= number < len(schema):
+        return None, f"{number} is outside the label schema (ids 0..{len(schema) - 1})"
+    return number, None
+
+
+# ---------------------------------------------------------------------------------------------------------- labeled
+@dataclass
+class LabeledData:
+    """Validated training rows and what validation dropped or merged."""
+
+    rows: pd.DataFrame  # row (as the user numbers it), text, label, group
+    issues: pd.DataFrame  # row, column, issue, action
+    counts: dict = field(default_factory=dict)
+
+
+def load_labeled(
+    path: str | Path,
+    schema: LabelSchema,
+    text_column: str = "Sentence",
+    label_column: str = "Label",
+    sheet: str | None = None,
+    encoding: str | None = None,
+    on_conflict: str = "drop",
+) -> LabeledData:
+    """Read and validate a labeled table; bad labels are errors, empty texts and duplicates are reported."""
+    path = Path(path)
+    frame = read_table(path, sheet=sheet, encoding=encoding)
+    require_column(frame, text_column, path, "--text_column")
+    require_column(frame, label_column, path, "--label_column")
+    if frame.empty:
+        raise UserError(f"{path}: the table has a header but no rows.")
+
+    rows = [row_name(path, i) for i in range(len(frame))]
+    labels, label_errors = [], []
+    for i, value in enumerate(frame[label_column].tolist()):
+        label, problem = parse_label(value, schema)
+        labels.append(label)
+        if problem:
+            label_errors.append(f"  {path}, {rows[i]}, column '{label_column}': {problem}")
+    if label_errors:
+        listed = "\n".join(label_errors[:MAX_LISTED])
+        more = f"\n  ... and {len(label_errors) - MAX_LISTED} more" if len(label_errors) > MAX_LISTED else ""
+        raise UserError(
+            f"{len(label_errors)} invalid label(s) in {path}:\n{listed}{more}\n"
+            f"Each label must be an id {list(range(len(schema)))} or a name {schema.names}. "
+            "Fix these cells, or delete the rows, and run again."
+        )
+
+    table = pd.DataFrame({"row": rows, "text": [clean_text(v) for v in frame[text_column].tolist()], "label": labels})
+    issues: list[dict] = []
+    empty = table["text"] == ""
+    issues += [
+        {"row": r, "column": text_column, "issue": "empty text", "action": "dropped"} for r in table.loc[empty, "row"]
+    ]
+    table = table[~empty]
+
+    # Exact duplicates after normalisation: one copy is kept; copies that disagree on the label are all dropped.
+    conflict_rows, merged_rows = [], []
+    for _, copies in table.groupby("text", sort=False):
+        if len(copies) == 1:
+            continue
+        if copies["label"].nunique() > 1:
+            detail = ", ".join(f"{r} = {schema.names[lab]}" for r, lab in zip(copies["row"], copies["label"]))
+            conflict_rows += [(r, f"same text, conflicting labels ({detail})") for r in copies["row"]]
+        else:
+            merged_rows += [(r, f"duplicate of {copies['row'].iloc[0]}") for r in copies["row"].iloc[1:]]
+    if conflict_rows and on_conflict == "error":
+        listed = "\n".join(f"  {path}, {r}, column '{label_column}': {why}" for r, why in conflict_rows[:MAX_LISTED])
+        raise UserError(
+            f"{len(conflict_rows)} rows share a text but not a label:\n{listed}\n"
+            "Decide on one label for each text, or run with --on_conflict drop to leave them out."
+        )
+    issues += [{"row": r, "column": label_column, "issue": why, "action": "dropped"} for r, why in conflict_rows]
+    issues += [{"row": r, "column": text_column, "issue": why, "action": "merged"} for r, why in merged_rows]
+    dropped = {r for r, _ in conflict_rows} | {r for r, _ in merged_rows}
+    table = table[~table["row"].isin(dropped)].reset_index(drop=True)
+    if table.empty:
+        raise UserError(f"{path}: no usable rows remain after validation (see the issues above).")
+    table["group"] = [group_key(t) for t in table["text"]]
+
+    counts = {
+        "rows_read": len(frame),
+        "empty_text_dropped": int(empty.sum()),
+        "conflicting_duplicates_dropped": len(conflict_rows),
+        "duplicates_merged": len(merged_rows),
+        "rows_used": len(table),
+        "class_counts": {schema.names[i]: int((table["label"] == i).sum()) for i in range(len(schema))},
+    }
+    return LabeledData(
+        rows=table, issues=pd.DataFrame(issues, columns=["row", "column", "issue", "action"]), counts=counts
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------- corpus
+def resolve_inputs(spec: str) -> list[Path]:
+    """A file, a directory (its table files, sorted) or a glob pattern."""
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_SUFFIXES and not p.name.startswith("."))
+    elif any(ch in spec for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in TABLE_SUFFIXES)
+    else:
+        if not path.exists():
+            raise UserError(f"Input not found: {spec}")
+        files = [path]
+    if not files:
+        raise UserError(f"No {', '.join(TABLE_SUFFIXES)} files match {spec}.")
+    return files
+
+
+@dataclass
+class CorpusChunk:
+    index: int  # chunk number over the whole input
+    rows: pd.DataFrame  # row_id, text (raw), source_file, source_row, plus carried and gold columns
+
+
+class Corpus:
+    """The input files as one stream of rows, read a chunk at a time so memory stays bounded."""
+
+    def __init__(
+        self,
+        files: list[Path],
+        text_column: str,
+        carry_columns: list[str],
+        gold_column: str | None,
+        sheet: str | None = None,
+        encoding: str | None = None,
+    ):
+        self.files, self.text_column, self.sheet, self.encoding = files, text_column, sheet, encoding
+        self.carry_columns = list(carry_columns)
+        self.row_counts: list[int] = []
+        have_gold = True
+        for path in files:
+            columns = self._columns(path)
+            if path.suffix.lower() != ".txt":
+                require_column(pd.DataFrame(columns=columns), text_column, path, "--text_column")
+            for column in self.carry_columns:
+                require_column(pd.DataFrame(columns=columns), column, path, "--carry_columns")
+            have_gold &= gold_column in columns
+            self.row_counts.append(self._count_rows(path))
+        self.gold_column = gold_column if have_gold and gold_column else None
+
+    @property
+    def num_rows(self) -> int:
+        return sum(self.row_counts)
+
+    def _columns(self, path: Path) -> list[str]:
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            try:
+                return list(pq.read_schema(path).names)
+            except Exception as error:
+                raise UserError(f"Could not read {path}: {error}") from None
+        if suffix == ".txt":
+            return ["text"]
+        if suffix == ".csv":
+            try:
+                return list(pd.read_csv(path, nrows=0, encoding=detect_encoding(path, self.encoding)).columns)
+            except pd.errors.EmptyDataError:
+                raise UserError(f"{path}: the file is empty (no header row).") from None
+        return list(read_table(path, sheet=self.sheet).columns)
+
+    def _count_rows(self, path: Path) -> int:
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            return pq.ParquetFile(path).metadata.num_rows
+        if suffix in (".csv", ".txt"):
+            return sum(len(frame) for frame in self._iter_file(path, 1 << 16))
+        return len(read_table(path, sheet=self.sheet))
+
+    def _iter_file(self, path: Path, block_rows: int) -> Iterator[pd.DataFrame]:
+        suffix = path.suffix.lower()
+        wanted = [self.text_column, *self.carry_columns] + ([self.gold_column] if self.gold_column else [])
+        if suffix == ".parquet":
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=block_rows, columns=list(dict.fromkeys(wanted))):
+                yield batch.to_pandas()
+        elif suffix == ".csv":
+            encoding = detect_encoding(path, self.encoding)
+            yield from pd.read_csv(path, dtype=object, encoding=encoding, chunksize=block_rows, keep_default_na=False)
+        elif suffix == ".txt":
+            with open(path, encoding=detect_encoding(path, self.encoding)) as handle:
+                lines = []
+                for line in handle:
+                    lines.append(line.rstrip("\r\n"))
+                    if len(lines) == block_rows:
+                        yield pd.DataFrame({self.text_column: lines})
+                        lines = []
+                if lines:
+                    yield pd.DataFrame({self.text_column: lines})
+        else:
+            frame = read_table(path, sheet=self.sheet)
+            for start in range(0, len(frame), block_rows):
+                yield frame.iloc[start : start + block_rows]
+
+    def iter_chunks(self, chunk_size: int) -> Iterator[CorpusChunk]:
+        """Chunks of exactly `chunk_size` rows (the last may be shorter), across file boundaries."""
+        buffer: list[pd.DataFrame] = []
+        buffered, chunk_index, row_id = 0, 0, 0
+        for path in self.files:
+            source_row = 0
+            for block in self._iter_file(path, chunk_size):
+                block = block.reset_index(drop=True)
+                block = pd.DataFrame(
+                    {
+                        "row_id": np.arange(row_id, row_id + len(block), dtype=np.int64),
+                        "text": block[self.text_column].to_numpy(dtype=object),
+                        "source_file": str(path) if len(self.files) > 1 else None,
+                        "source_row": np.arange(source_row, source_row + len(block), dtype=np.int64),
+                        **{c: block[c].to_numpy(dtype=object) for c in self.carry_columns},
+                        **({"gold": block[self.gold_column].to_numpy(dtype=object)} if self.gold_column else {}),
+                    }
+                )
+                row_id += len(block)
+                source_row += len(block)
+                buffer.append(block)
+                buffered += len(block)
+                while buffered >= chunk_size:
+                    merged = pd.concat(buffer, ignore_index=True)
+                    yield CorpusChunk(chunk_index, merged.iloc[:chunk_size].reset_index(drop=True))
+                    chunk_index += 1
+                    buffer, buffered = [merged.iloc[chunk_size:]], len(merged) - chunk_size
+        if buffered:
+            yield CorpusChunk(chunk_index, pd.concat(buffer, ignore_index=True))

@@ -1,0 +1,249 @@
+"""Scoring: tokenisation, length-sorted batching under a token budget, fold ensembles, labeled rows.
+
+One code path serves validation during training, the labeling job and `jobs/predict.py`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from weibolabel.data import clean_text
+from weibolabel.errors import UserError
+from weibolabel.labels import LabelSchema
+from weibolabel.modeling import load_checkpoint, load_tokenizer
+
+STATUS_OK, STATUS_EMPTY, STATUS_UNK_ONLY = "ok", "empty", "unknown_tokens_only"
+
+
+# ------------------------------------------------------------------------------------------------- tokens
+@dataclass
+class Encoded:
+    input_ids: list[list[int]]
+    truncated: np.ndarray  # bool: the text was longer than max_length tokens
+    unk_only: np.ndarray  # bool: every word piece is [UNK] (emoji-only text, say): the label means nothing
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+
+def encode(tokenizer, texts: list[str], max_length: int) -> Encoded:
+    """One fast-tokenizer call for the whole list, truncated to `max_length`, no padding."""
+    if not texts:
+        return Encoded([], np.zeros(0, bool), np.zeros(0, bool))
+    batch = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False)
+    input_ids = batch["input_ids"]
+    truncated = np.array([len(encoding.overflowing) > 0 for encoding in batch.encodings], dtype=bool)
+    special = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+    unk = tokenizer.unk_token_id
+    unk_only = np.array([all(i == unk for i in ids if i not in special) for ids in input_ids], dtype=bool)
+    return Encoded(input_ids, truncated, unk_only)
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, max_tokens: int) -> list[np.ndarray]:
+    """Indices sorted by length (longest first, so memory trouble shows at once) cut into batches of at most
+    `batch_size` rows and `max_tokens` padded tokens."""
+    order = np.argsort(-lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        longest = int(lengths[order[start]])
+        size = max(1, min(batch_size, max_tokens // max(longest, 1)))
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int) -> list[np.ndarray]:
+    """Training order: shuffled, then sorted by length inside blocks of 50 batches, batches shuffled again.
+    Padding stays small and the order depends only on `seed`, so a resumed epoch replays exactly."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    block = batch_size * 50
+    batches = []
+    for start in range(0, len(order), block):
+        part = order[start : start + block]
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def pad_batch(input_ids: list[list[int]], pad_id: int, multiple_of: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and the attention mask that hides the padding."""
+    longest = max(len(ids) for ids in input_ids)
+    longest = -(-longest // multiple_of) * multiple_of
+    ids = np.full((len(input_ids), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(input_ids), longest), dtype=np.int64)
+    for row, seq in enumerate(input_ids):
+        ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+@torch.inference_mode()
+def predict_probs(
+    models: list[torch.nn.Module],
+    input_ids: list[list[int]],
+    pad_id: int,
+    batch_size: int = 256,
+    max_tokens: int = 16384,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    temperature: float = 1.0,
+) -> np.ndarray:
+    """Class probabilities, averaged over `models` (a fold ensemble), in input order; float32 [n, classes]."""
+    if not input_ids:
+        return np.zeros((0, models[0].config.num_labels), dtype=np.float32)
+    device = next(models[0].parameters()).device
+    multiple_of = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
+    probs = torch.zeros((len(input_ids), models[0].config.num_labels), dtype=torch.float32, device=device)
+    lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
+    for batch in length_batches(lengths, batch_size, max_tokens):
+        ids, mask = pad_batch([input_ids[i] for i in batch], pad_id, multiple_of)
+        ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+        total = 0
+        with autocast():
+            for model in models:
+                logits = model(input_ids=ids, attention_mask=mask).logits.float()
+                total = total + torch.softmax(logits / temperature, dim=-1)
+        probs[torch.from_numpy(batch).to(device)] = total / len(models)
+    return probs.cpu().numpy()
+
+
+def prefetched(items: Iterable, work: Callable) -> Iterator:
+    """`work(item)` for each item, computed one item ahead in a thread (tokenisation releases the GIL, so the
+    next chunk is tokenised while the current one runs on the device)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for item in items:
+            future = pool.submit(work, item)
+            if pending is not None:
+                yield pending.result()
+            pending = future
+        if pending is not None:
+            yield pending.result()
+
+
+# ------------------------------------------------------------------------------------------------- ensembles
+@dataclass
+class Ensemble:
+    models: list[torch.nn.Module]
+    tokenizer: object
+    schema: LabelSchema
+    max_length: int
+    source: str
+    members: list[str]  # checkpoint directories, relative to source
+    temperature: float = 1.0
+
+
+def find_checkpoints(path: Path) -> list[Path]:
+    """The fold checkpoints of a finished training run, or [path] for a single checkpoint directory."""
+    if not path.is_dir():
+        raise UserError(f"Model not found: {path} (pass a training run directory or a checkpoint directory).")
+    if (path / "config.json").is_file():
+        return [path]
+    run_config = path / "config.yaml"
+    if not run_config.is_file():
+        raise UserError(
+            f"{path} is neither a training run directory (no config.yaml) nor a checkpoint (no config.json)."
+        )
+    num_folds = int(yaml.safe_load(run_config.read_text())["num_folds"])
+    finished = [path / f"fold_{k}" for k in range(num_folds) if (path / f"fold_{k}" / "fold_result.json").is_file()]
+    if len(finished) < num_folds:
+        raise UserError(
+            f"{path}: only {len(finished)} of {num_folds} folds have finished training. Re-run jobs/train.py with "
+            "the same --output_dir to finish them, or pass one finished fold directory (e.g. {path}/fold_0)."
+        )
+    return finished
+
+
+def load_ensemble(path: str | Path, device: torch.device, dtype: torch.dtype | None = None) -> Ensemble:
+    path = Path(path)
+    checkpoints = find_checkpoints(path)
+    models, schemas = [], []
+    for checkpoint in checkpoints:
+        model, schema = load_checkpoint(checkpoint, dtype=dtype)
+        models.append(model.to(device))
+        schemas.append(schema)
+    if any(schema.names != schemas[0].names for schema in schemas):
+        raise UserError(f"{path}: the fold checkpoints disagree on the label schema: {[s.names for s in schemas]}.")
+    run_config = path / "config.yaml"
+    max_length = int(yaml.safe_load(run_config.read_text())["max_length"]) if run_config.is_file() else 512
+    max_length = min(max_length, models[0].config.max_position_embeddings)
+    calibration = path / "calibration.json"
+    temperature = float(json.loads(calibration.read_text())["temperature"]) if calibration.is_file() else 1.0
+    return Ensemble(
+        models=models,
+        tokenizer=load_tokenizer(str(checkpoints[0])),
+        schema=schemas[0],
+        max_length=max_length,
+        source=str(path),
+        members=[str(c.relative_to(path)) if c != path else "." for c in checkpoints],
+        temperature=temperature,
+    )
+
+
+def label_texts(
+    ensemble: Ensemble,
+    raw_texts: list,
+    max_length: int,
+    batch_size: int = 256,
+    max_tokens: int = 16384,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> pd.DataFrame:
+    """Label, name, confidence, probabilities, status and truncation flag of each text, in input order."""
+    texts = [clean_text(t) for t in raw_texts]
+    return label_encoded(
+        ensemble, texts, encode(ensemble.tokenizer, texts, max_length), batch_size, max_tokens, autocast
+    )
+
+
+def label_encoded(
+    ensemble: Ensemble,
+    texts: list[str],
+    encoded: Encoded,
+    batch_size: int = 256,
+    max_tokens: int = 16384,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> pd.DataFrame:
+    empty = np.array([t == "" for t in texts], dtype=bool)
+    scored = ~empty & ~encoded.unk_only
+    index = np.flatnonzero(scored)
+    probs = predict_probs(
+        ensemble.models,
+        [encoded.input_ids[i] for i in index],
+        ensemble.tokenizer.pad_token_id,
+        batch_size,
+        max_tokens,
+        autocast,
+        ensemble.temperature,
+    )
+    num_rows, names = len(texts), np.array(ensemble.schema.names, dtype=object)
+    label = pd.array([pd.NA] * num_rows, dtype="Int64")
+    label[index] = probs.argmax(axis=1)
+    confidence = np.full(num_rows, np.nan, dtype=np.float32)
+    confidence[index] = probs.max(axis=1)
+    all_probs = [None] * num_rows
+    for row, p in zip(index, probs):
+        all_probs[row] = p
+    status = np.where(empty, STATUS_EMPTY, np.where(encoded.unk_only, STATUS_UNK_ONLY, STATUS_OK))
+    label_name = np.full(num_rows, None, dtype=object)
+    label_name[index] = names[probs.argmax(axis=1)]
+    return pd.DataFrame(
+        {
+            "label": label,
+            "label_name": label_name,
+            "confidence": confidence,
+            "probs": all_probs,
+            "status": status,
+            "truncated": encoded.truncated & ~empty,
+        }
+    )

@@ -1,0 +1,159 @@
+"""Tokenizer and model loading (hub name or local directory, with a fast clear offline error) and the demo model."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from weibolabel.errors import UserError
+from weibolabel.labels import LabelSchema
+
+# bert-base-chinese's vocab.txt (21,128 entries, md5 3b5b76c4aef48ecf8cb3abaafe960f09), as shipped byte-identical
+# in PyPI's cn-clip 1.6.0 (cn_clip/clip/vocab.txt). It lets the demo and the tests use the real tokenizer offline.
+BUNDLED_VOCAB = "bert-base-chinese-vocab.txt"
+DEMO_MARKER = "weibolabel_demo_model"  # set in config.json of models built from scratch by build_demo_model
+
+
+def bundled_vocab_path() -> Path:
+    return Path(str(resources.files("weibolabel") / "resources" / BUNDLED_VOCAB))
+
+
+def build_demo_model(
+    output_dir: str | Path,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    intermediate_size: int = 512,
+    seed: int = 0,
+) -> Path:
+    """A small BERT initialised from scratch (no pretraining) on the real bert-base-chinese tokenizer."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = BertTokenizerFast(vocab=str(bundled_vocab_path()), do_lower_case=True, tokenize_chinese_chars=True)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=512,
+    )
+    setattr(config, DEMO_MARKER, True)
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def is_demo_model(config) -> bool:
+    return bool(getattr(config, DEMO_MARKER, False))
+
+
+def resolve_model_source(name_or_path: str) -> tuple[str, bool]:
+    """(what to pass to from_pretrained, local_files_only); fails at once when the model cannot be had."""
+    if Path(name_or_path).expanduser().is_dir():
+        return str(Path(name_or_path).expanduser()), True
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise UserError(f"Model directory not found: {name_or_path}")
+    try:  # already in the Hugging Face cache?
+        AutoConfig.from_pretrained(name_or_path, local_files_only=True)
+        return name_or_path, True
+    except (OSError, ValueError):
+        pass
+    if not _hub_reachable():
+        raise UserError(
+            f"'{name_or_path}' is not a local directory and the Hugging Face Hub cannot be reached from here "
+            "(no network, or HF_HUB_OFFLINE=1). On a machine with internet run\n"
+            f"  huggingface-cli download {name_or_path} --local-dir models/{name_or_path.split('/')[-1]}\n"
+            f"copy that directory here and pass --model_name_or_path models/{name_or_path.split('/')[-1]}"
+        )
+    return name_or_path, False
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_model_config(name_or_path: str):
+    source, local_only = resolve_model_source(name_or_path)
+    return AutoConfig.from_pretrained(source, local_files_only=local_only)
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    source, local_only = resolve_model_source(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    except (OSError, ValueError, TypeError):
+        # Old bert-base-chinese downloads hold only vocab.txt, which AutoTokenizer cannot read in transformers v5.
+        vocab = Path(source) / "vocab.txt"
+        if not vocab.is_file():
+            raise UserError(f"No tokenizer files (tokenizer.json or vocab.txt) in {source}.") from None
+        tokenizer = BertTokenizerFast(vocab=str(vocab))
+    check_tokenizer(tokenizer, source)
+    return tokenizer
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> None:
+    """Refuse a tokenizer that maps ordinary Chinese to [UNK] (a silent transformers v5 trap)."""
+    ids = tokenizer("故宫的文物真好看", add_special_tokens=False)["input_ids"]
+    if not ids or sum(i == tokenizer.unk_token_id for i in ids) > len(ids) // 2:
+        raise UserError(f"The tokenizer in {source} maps Chinese text to [UNK]; its vocabulary is wrong or missing.")
+
+
+def load_pretrained_classifier(name_or_path: str, schema: LabelSchema) -> PreTrainedModel:
+    """A pretrained encoder with a freshly initialised classification head for `schema`."""
+    source, local_only = resolve_model_source(name_or_path)
+    return AutoModelForSequenceClassification.from_pretrained(
+        source,
+        local_files_only=local_only,
+        num_labels=len(schema),
+        id2label=schema.id2label(),
+        label2id={name: i for i, name in schema.id2label().items()},
+        ignore_mismatched_sizes=True,  # a checkpoint fine-tuned on other classes can be a starting point
+    )
+
+
+def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path, schema) -> None:
+    """Hugging Face format, loadable by AutoModelForSequenceClassification; label descriptions in config.json."""
+    model.config.label_descriptions = {str(label.id): label.description for label in schema.labels}
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def load_checkpoint(directory: Path, dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, LabelSchema]:
+    """A fine-tuned classifier and its label schema, with clear errors for directories that are not one."""
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise UserError(f"{directory} is not a model checkpoint (no config.json).")
+    config = json.loads(config_file.read_text())
+    if not any(arch.endswith("ForSequenceClassification") for arch in config.get("architectures") or []):
+        raise UserError(
+            f"{directory} holds a {config.get('architectures')} model without a classification head; "
+            "pass a fine-tuned checkpoint or a run directory of jobs/train.py."
+        )
+    model = AutoModelForSequenceClassification.from_pretrained(directory, local_files_only=True, dtype=dtype)
+    schema = LabelSchema.from_id2label(model.config.id2label, getattr(model.config, "label_descriptions", None))
+    return model.eval(), schema

@@ -1,0 +1,135 @@
+"""Sharded, restartable Parquet output: one part per chunk, written atomically with a completion record, then a
+verified merge into the final file (the datatrove way, keyed by chunk so any process count can resume)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from weibolabel.errors import UserError
+
+METADATA_KEY = b"weibolabel"
+
+
+def output_schema(num_labels: int, multi_file: bool, carry_columns: list[str], with_gold: bool) -> pa.Schema:
+    fields = [
+        pa.field("row_id", pa.int64(), nullable=False),
+        pa.field("text", pa.string()),
+        pa.field("label", pa.int64()),
+        pa.field("label_name", pa.string()),
+        pa.field("confidence", pa.float32()),
+        pa.field("probs", pa.list_(pa.float32())),
+        pa.field("status", pa.string()),
+        pa.field("truncated", pa.bool_()),
+    ]
+    if multi_file:
+        fields += [pa.field("source_file", pa.string()), pa.field("source_row", pa.int64())]
+    fields += [pa.field(column, pa.string()) for column in carry_columns]
+    if with_gold:
+        fields.append(pa.field("gold_label", pa.int64()))
+    return pa.schema(fields)
+
+
+class PartStore:
+    """`<output>.parts/part-NNNNN.parquet` + `part-NNNNN.done` for each finished chunk, and `job.json` naming the
+    settings they were made with. A part counts only once its `.done` record exists."""
+
+    def __init__(self, output: Path, schema: pa.Schema):
+        self.output, self.schema = output, schema
+        self.directory = output.with_name(output.name + ".parts")
+
+    def _part(self, chunk: int) -> Path:
+        return self.directory / f"part-{chunk:05d}.parquet"
+
+    def _done(self, chunk: int) -> Path:
+        return self.directory / f"part-{chunk:05d}.done"
+
+    def prepare(self, job: dict, overwrite: bool) -> None:
+        """Main process only: refuse to clobber, or to resume parts made with other settings."""
+        if self.output.exists() and not overwrite:
+            raise UserError(f"{self.output} already exists; pass --overwrite to replace it.")
+        record = self.directory / "job.json"
+        if self.directory.exists():
+            same = record.is_file() and json.loads(record.read_text()) == job
+            if not same and not overwrite:
+                raise UserError(
+                    f"{self.directory} holds unfinished parts of a labeling run with other settings; pass "
+                    "--overwrite to discard them, or re-run with the original arguments to finish that run."
+                )
+            if not same:
+                shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not record.is_file():
+            tmp = record.with_suffix(".tmp")
+            tmp.write_text(json.dumps(job, indent=2, ensure_ascii=False))
+            tmp.replace(record)
+
+    def is_done(self, chunk: int) -> bool:
+        return self._done(chunk).is_file() and self._part(chunk).is_file()
+
+    def done_records(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted(self.directory.glob("part-*.done"))]
+
+    def write(self, chunk: int, frame: pd.DataFrame, record: dict) -> None:
+        """Temp name, fsync, rename; then the completion record. A kill at any point leaves no part that counts."""
+        table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
+        part = self._part(chunk)
+        tmp = part.with_name(f".{part.name}.{os.getpid()}.tmp")
+        try:
+            pq.write_table(table, tmp)
+            _fsync(tmp)
+            tmp.replace(part)
+            done_tmp = self._done(chunk).with_suffix(f".{os.getpid()}.tmp")
+            done_tmp.write_text(json.dumps({"chunk": chunk, "rows": len(frame), **record}))
+            _fsync(done_tmp)
+            done_tmp.replace(self._done(chunk))
+        except OSError as error:
+            tmp.unlink(missing_ok=True)
+            raise UserError(
+                f"Could not write {part}: {error.strerror or error}. Free space and re-run to resume."
+            ) from None
+
+    def merge(self, num_chunks: int, num_rows: int, metadata: dict) -> None:
+        """Concatenate the parts in chunk order into the output, verify it, and only then delete the parts."""
+        missing = [chunk for chunk in range(num_chunks) if not self.is_done(chunk)]
+        if missing:
+            raise UserError(f"Cannot merge: chunks {missing[:10]} of {num_chunks} are not finished; re-run to finish.")
+        schema = self.schema.with_metadata({METADATA_KEY: json.dumps(metadata, ensure_ascii=False).encode()})
+        tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
+        expected_id = 0
+        try:
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for chunk in range(num_chunks):
+                    table = pq.read_table(self._part(chunk), schema=self.schema)
+                    row_ids = table.column("row_id").to_numpy()
+                    if len(row_ids) and (row_ids[0] != expected_id or (row_ids[1:] - row_ids[:-1] != 1).any()):
+                        raise UserError(f"{self._part(chunk)}: row ids are not contiguous from {expected_id}.")
+                    expected_id += len(row_ids)
+                    writer.write_table(table.replace_schema_metadata(schema.metadata))
+            if expected_id != num_rows:
+                raise UserError(f"The merged output has {expected_id} rows but the input has {num_rows}.")
+            written = pq.ParquetFile(tmp).metadata.num_rows
+            if written != num_rows:
+                raise UserError(f"Verification failed: {tmp} holds {written} rows, expected {num_rows}.")
+            _fsync(tmp)
+            tmp.replace(self.output)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        shutil.rmtree(self.directory)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def read_metadata(path: Path) -> dict:
+    """The run's provenance stored in the Parquet footer (label schema, model, folds, code revision, time)."""
+    return json.loads(pq.read_schema(path).metadata[METADATA_KEY])

@@ -1,0 +1,102 @@
+"""report.md: the tables a paper needs, built only from metrics.json's content."""
+
+from __future__ import annotations
+
+from weibolabel.metrics import HEADLINE
+
+TITLES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "weighted_f1": "Weighted-F1"}
+
+
+def _pm(stat: dict) -> str:
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_report(metrics: dict) -> str:
+    setup, data, names = metrics["setup"], metrics["data"], metrics["label_names"]
+    folds, summary, baseline = metrics["folds"], metrics["summary"], metrics.get("baseline")
+    out = [f"# Cross-validated classification report: {setup['data']}", ""]
+    if setup.get("demo_model"):
+        out += [
+            "> **Demo model.** The encoder was built from scratch (random initialisation, no pretraining) on the "
+            "bert-base-chinese tokenizer, so these numbers show the pipeline working, not what a pretrained Chinese "
+            "BERT achieves. Pass `--model_name_or_path` a real checkpoint for a result worth reporting.",
+            "",
+        ]
+    out += [
+        f"{setup['num_folds']}-fold stratified cross-validation (grouped so duplicate comments never straddle a "
+        f"split), seed {setup['seed']}. Model `{setup['model_name_or_path']}`, {setup['num_epochs']} epochs per fold, "
+        f"learning rate {setup['learning_rate']}, batch {setup['per_device_batch_size']} x "
+        f"{setup['gradient_accumulation_steps']} accumulation, max length {setup['max_length']} tokens, "
+        f"class-weighted loss: {'yes' if setup['class_weighted_loss'] else 'no'}. Within each fold, "
+        f"{setup['validation_fraction']:.0%} of the training part is held out to pick the best epoch by macro-F1; the "
+        "test fold is scored once, with that epoch's model. ± is the sample standard deviation over folds.",
+        "",
+        "## Headline",
+        "",
+    ]
+    header = ["Model", *(TITLES[k] for k in HEADLINE)]
+    rows = [["Fine-tuned encoder", *(_pm(summary[k]) for k in HEADLINE)]]
+    if baseline:
+        rows.append([f"Baseline: {baseline['description']}", *(_pm(baseline["summary"][k]) for k in HEADLINE)])
+    out += [_table(header, rows), ""]
+
+    out += ["## Per fold", ""]
+    header = ["Fold", "Test rows", "Best epoch", *(TITLES[k] for k in HEADLINE)]
+    if baseline:
+        header += ["Baseline accuracy", "Baseline macro-F1"]
+    rows = []
+    for k, fold in enumerate(folds):
+        row = [k, fold["num_test"], fold["best_epoch"], *(f"{fold['test'][m]:.3f}" for m in HEADLINE)]
+        if baseline:
+            row += [f"{baseline['folds'][k][m]:.3f}" for m in ("accuracy", "macro_f1")]
+        rows.append(row)
+    mean_row = ["mean ± std", sum(f["num_test"] for f in folds), "", *(_pm(summary[m]) for m in HEADLINE)]
+    if baseline:
+        mean_row += [_pm(baseline["summary"][m]) for m in ("accuracy", "macro_f1")]
+    out += [_table(header, [*rows, mean_row]), ""]
+
+    out += ["## Per class (mean ± std over folds)", ""]
+    header = ["Class", "Precision (mean)", "Recall (mean)", "F1", "Support"] + (["Baseline F1"] if baseline else [])
+    rows = []
+    for name in names:
+        per_fold = [fold["test"]["per_class"][name] for fold in folds]
+        precision = f"{sum(p['precision'] for p in per_fold) / len(per_fold):.3f}"
+        recall = f"{sum(p['recall'] for p in per_fold) / len(per_fold):.3f}"
+        row = [name, precision, recall, _pm(summary["per_class_f1"][name]), sum(p["support"] for p in per_fold)]
+        if baseline:
+            row.append(_pm(baseline["summary"]["per_class_f1"][name]))
+        rows.append(row)
+    out += [_table(header, rows), ""]
+
+    out += ["## Confusion matrix (summed over test folds; rows gold, columns predicted)", ""]
+    matrix = summary["confusion_matrix"]
+    out += [_table(["gold \\ predicted", *names], [[names[i], *matrix[i]] for i in range(len(names))]), ""]
+    out += ["![confusion matrix](plots/confusion_matrix.png)", "", "![learning curves](plots/learning_curves.png)", ""]
+
+    out += ["## Data", ""]
+    out += [
+        f"- rows read: {data['rows_read']}; used: {data['rows_used']}",
+        f"- empty texts dropped: {data['empty_text_dropped']}",
+        f"- exact duplicates merged (one copy kept): {data['duplicates_merged']}",
+        f"- duplicates with conflicting labels dropped: {data['conflicting_duplicates_dropped']}",
+        "- class counts: " + ", ".join(f"{name} {count}" for name, count in data["class_counts"].items()),
+        f"- texts truncated at {setup['max_length']} tokens: {data.get('truncated', 0)}",
+        "",
+        "Every dropped or merged row is listed in `data_issues.csv`; the fold of every row in `folds.csv`; "
+        "out-of-fold predictions in `oof_predictions.parquet`.",
+        "",
+        "## Provenance",
+        "",
+        f"- code revision `{metrics['env']['git_revision']}`, {metrics['env']['hardware']['num_processes']} "
+        f"process(es), mixed precision `{metrics['env']['hardware']['mixed_precision']}`",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in metrics["env"]["versions"].items()),
+        f"- finished {metrics['finished']}",
+        "",
+    ]
+    return "\n".join(out)

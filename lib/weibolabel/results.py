@@ -1,0 +1,110 @@
+"""Gathering a finished cross-validation: out-of-fold predictions, the baseline on the same folds,
+metrics.json, plots and report.md."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from weibolabel import baseline, plots
+from weibolabel.config import TrainConfig, config_to_dict
+from weibolabel.metrics import classification_metrics, summarize_folds
+from weibolabel.modeling import is_demo_model, load_model_config
+from weibolabel.report import render_report
+from weibolabel.runs import now_utc, write_json
+
+
+def weights_digest(model) -> str:
+    """A fingerprint of a model's weights: every fold must start from the same one."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_results(
+    config: TrainConfig,
+    out: Path,
+    names: list[str],
+    data_counts: dict,
+    texts: list[str],
+    labels: np.ndarray,
+    rows: pd.DataFrame,
+    fold_of_row: np.ndarray,
+) -> dict:
+    """Everything a paper table needs, rebuilt from the fold directories; returns metrics.json's content."""
+    folds = [json.loads((out / f"fold_{k}" / "fold_result.json").read_text()) for k in range(config.num_folds)]
+    probs = np.zeros((len(texts), len(names)), dtype=np.float32)
+    for k in range(config.num_folds):
+        predictions = pd.read_parquet(out / f"fold_{k}" / "test_predictions.parquet")
+        probs[predictions["index"].to_numpy()] = np.stack(predictions["probs"].to_numpy())
+
+    baseline_result, baseline_pred = None, None
+    if config.baseline:
+        baseline_probs = np.zeros_like(probs)
+        for k in range(config.num_folds):
+            train, test = fold_of_row != k, fold_of_row == k
+            baseline_probs[test] = baseline.tfidf_logreg_probs(
+                [t for t, m in zip(texts, train) if m],
+                labels[train],
+                [t for t, m in zip(texts, test) if m],
+                len(names),
+                config.class_weighted_loss,
+            )
+        baseline_pred = baseline_probs.argmax(axis=1)
+        baseline_folds = [
+            classification_metrics(labels[fold_of_row == k], baseline_pred[fold_of_row == k], names)
+            for k in range(config.num_folds)
+        ]
+        baseline_result = {
+            "description": baseline.DESCRIPTION,
+            "folds": baseline_folds,
+            "summary": summarize_folds(baseline_folds, names),
+        }
+
+    predicted = probs.argmax(axis=1)
+    oof = pd.DataFrame(
+        {
+            "row": rows["row"],
+            "text": texts,
+            "gold": labels,
+            "gold_name": [names[i] for i in labels],
+            "predicted": predicted,
+            "predicted_name": [names[i] for i in predicted],
+            "fold": fold_of_row,
+            **{f"prob_{name}": probs[:, i] for i, name in enumerate(names)},
+            **({"baseline_predicted": baseline_pred} if baseline_pred is not None else {}),
+        }
+    )
+    oof.to_parquet(out / "oof_predictions.parquet", index=False)
+
+    metrics = {
+        "setup": {**config_to_dict(config), "demo_model": is_demo_model(load_model_config(config.model_name_or_path))},
+        "label_names": names,
+        "data": data_counts,
+        "folds": [{**fold, "test": fold["test"]} for fold in folds],
+        "summary": summarize_folds([fold["test"] for fold in folds], names),
+        "baseline": baseline_result,
+        "env": json.loads((out / "env.json").read_text()),
+        "finished": now_utc(),
+    }
+    write_json(out / "metrics.json", metrics)
+    (out / "plots").mkdir(exist_ok=True)
+    plots.plot_learning_curves(
+        {f["fold"]: f["history"] for f in folds},
+        {f["fold"]: f["best_epoch"] - 1 for f in folds},
+        out / "plots" / "learning_curves.png",
+    )
+    plots.plot_confusion_matrix(
+        metrics["summary"]["confusion_matrix"],
+        names,
+        out / "plots" / "confusion_matrix.png",
+        "Fine-tuned encoder, summed over test folds",
+    )
+    (out / "report.md").write_text(render_report(metrics))
+    return metrics

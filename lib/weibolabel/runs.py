@@ -1,0 +1,139 @@
+"""The run directory: provenance (env.json), atomic writes, and the guard against mixing two runs in one place."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+import transformers
+from accelerate import Accelerator, InitProcessGroupKwargs
+
+from weibolabel.errors import UserError
+
+PACKAGES = ("weibolabel", "torch", "transformers", "accelerate", "tokenizers", "scikit-learn", "pandas", "pyarrow")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def setup_logging() -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    for noisy in ("httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    # transformers' load reports ("not sharded", weight-loading bars) are noise for a job's log
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def make_accelerator() -> Accelerator:
+    """The job's one Accelerator. On a machine without GPUs, processes started by `accelerate launch --multi_gpu
+    --num_processes N` become N gloo CPU processes (accelerate's --cpu flag alone always starts one process).
+    Folds and chunks finish at different times, so barriers wait far longer than the default timeout."""
+    return Accelerator(
+        cpu=not torch.cuda.is_available(), kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=24))]
+    )
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def git_revision() -> str:
+    """The commit of the code that ran, with '+dirty' when the work tree had uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def environment(num_processes: int, mixed_precision: str) -> dict:
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "time": now_utc(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "git_revision": git_revision(),
+        "versions": versions(),
+        "hardware": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "gpus": gpus,
+            "cuda": torch.version.cuda,
+            "num_processes": num_processes,
+            "mixed_precision": mixed_precision,
+        },
+    }
+
+
+def write_json(path: Path, payload) -> None:
+    """Write under a temporary name, then rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=_jsonable))
+    tmp.replace(path)
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def claim_run_directory(directory: Path, identity: dict, what: str) -> None:
+    """Record what a run directory holds; refuse to resume it with other settings or other data."""
+    record = directory / "run_identity.json"
+    if record.is_file():
+        previous = json.loads(record.read_text())
+        changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+        if changed:
+            details = "; ".join(f"{k}: {previous.get(k)!r} -> {identity.get(k)!r}" for k in changed[:6])
+            raise UserError(
+                f"{directory} already holds a {what} with different settings or data ({details}). "
+                "Resuming it would mix results: pass another --output_dir, or delete the directory to start over."
+            )
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(record, identity)
+
+
+def ensure_writable(directory: Path) -> None:
+    """Fail before any model work if outputs cannot be written here."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"Cannot write to {directory}: {error.strerror or error}.") from None

@@ -1,0 +1,45 @@
+#!/bin/bash
+# Label a corpus of Weibo comments with a trained run directory, sharded over
+# all processes of the allocation, written to Parquet.
+#
+#   sbatch slurm/label_corpus.sh --input comments.xlsx --model runs/cv --output labels.parquet
+#
+# Everything after the script name is passed to jobs/label_corpus.py.  Submit
+# from the repository root (or set REPO_DIR); relative paths in the arguments
+# are relative to the directory you submit from.  logs/ must exist there
+# (SLURM opens the log file before this script runs; the repository ships
+# logs/.gitkeep).  CPU-only partition: `sbatch --gres=none ...`.
+# Pre-emption / time limit: the job is requeued and resumes from the chunk
+# files already written next to the output.  See docs/cluster.md.
+#
+# ---- SLURM resources: edit here, or override on the sbatch command line ----
+#SBATCH --job-name=weibolabel-label
+##SBATCH --partition=gpu
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=8
+#SBATCH --mem=32G
+#SBATCH --time=04:00:00
+#SBATCH --output=logs/%x-%j.out
+#SBATCH --open-mode=append
+#SBATCH --requeue
+#SBATCH --signal=B:USR1@120
+set -euo pipefail
+
+# ---- environment: edit here, or set before sbatch (sbatch exports it) -------
+# Python environment: VENV=/path/to/.venv or CONDA_ENV=name.  Neither set:
+# $REPO_DIR/.venv when it exists, else the PATH as it is.
+export VENV="${VENV:-}" CONDA_ENV="${CONDA_ENV:-}"
+# Processes per node (default: one per GPU, or 2 on a CPU-only allocation).
+export PROCS_PER_NODE="${PROCS_PER_NODE:-}"
+# HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE / HF_DATASETS_OFFLINE=1 are set by
+# slurm/launch.sh: the model must be a local directory.
+
+REPO_DIR="${REPO_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}"
+export REPO_DIR
+if [[ ! -f "$REPO_DIR/slurm/launch.sh" ]]; then
+    echo "error: $REPO_DIR is not the repository root: submit from it or set REPO_DIR" >&2
+    exit 2
+fi
+exec bash "$REPO_DIR/slurm/launch.sh" batch jobs/label_corpus.py "$@"

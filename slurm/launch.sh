@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# Shared SLURM launch logic for slurm/train.sh and slurm/label_corpus.sh.
+#
+#   launch.sh batch SCRIPT [ARGS...]
+#       Run inside the batch script (which execs it): sets up the Python
+#       environment, starts one launcher task per node with
+#       `srun --ntasks-per-node=1 ... launch.sh node SCRIPT ARGS &`, waits for
+#       it, and handles pre-emption / the time limit (see "Signals" below).
+#       Its exit code is the job step's.
+#
+#   launch.sh node [--print-command] SCRIPT [ARGS...]
+#       Run by srun once on every node: builds the `accelerate launch` command
+#       for THIS node from the SLURM_* variables of the allocation (evaluated
+#       here, on the node, so the machine rank is right on every node) and
+#       execs it.  With --print-command it only prints the command, one line,
+#       shell-quoted, and exits (no SLURM needed: fake the SLURM_* variables).
+#
+# Variables (all optional; set them in the environment before sbatch, or in
+# the batch script's "edit here" block):
+#   REPO_DIR         repository root (default: $SLURM_SUBMIT_DIR)
+#   VENV             virtualenv to activate ($VENV/bin/activate)
+#   CONDA_ENV        conda environment to activate (needs `conda` on PATH)
+#                    neither: $REPO_DIR/.venv if it exists, else PATH as is
+#   GPUS_PER_NODE    GPUs per node (default: from the allocation,
+#                    SLURM_GPUS_ON_NODE / SLURM_GPUS_PER_NODE; 0 = CPU run)
+#   PROCS_PER_NODE   processes per node (default: GPUs per node, or 2 when
+#                    there is no GPU)
+#   MAIN_PROCESS_PORT  rendezvous port (default: 20000 + job id % 10000)
+#   MIXED_PRECISION  no|fp16|bf16 on GPUs (default: accelerate_config.yaml's
+#                    value when the file exists, else no); always no on CPU
+#
+# accelerate options: the topology options (--num_machines, --machine_rank,
+# --main_process_ip, --main_process_port, --num_processes, --multi_gpu) are
+# always passed explicitly, because only the allocation knows them; they
+# override whatever an accelerate config says.  If $REPO_DIR/accelerate_config.yaml
+# exists it is passed as --config_file for everything else (mixed precision,
+# dynamo, ...); without it the remaining options get explicit defaults, so a
+# stray ~/.cache/huggingface/accelerate/default_config.yaml cannot change the
+# precision silently.
+#
+# CPU runs: `accelerate launch --cpu --num_processes N` starts ONE process
+# (accelerate only fans out CPU processes through mpirun).  So N > 1 CPU
+# processes are started like GPU ones, through torchrun (`--multi_gpu`), with
+# ACCELERATE_USE_CPU=true so that Accelerator() sets up a gloo process group
+# on the CPU instead of running N independent copies.
+#
+# Signals: the batch script receives SIGUSR1 `--signal=B:USR1@120` seconds
+# before the time limit, and SIGTERM on pre-emption, `scontrol requeue` or
+# `scancel`.  A trap only runs between commands, so srun runs in the
+# background and the script waits for it.  On either signal the script sends
+# SIGTERM to srun, which forwards it to the job step; accelerate's torchrun
+# agent passes SIGTERM on to every worker and waits (up to 30 s) for them
+# to finish their chunk / step and save.  SIGUSR1 is never forwarded as such:
+# accelerate's launcher dies on it at once and orphans its workers.  After
+# SIGUSR1 (time limit coming) the script requeues its own job once the step
+# has stopped; after SIGTERM it does not (pre-emption and `scontrol requeue`
+# requeue the job themselves, and a `scancel` must not bring the job back).
+# A requeued job runs the same command again and the jobs resume by
+# themselves (finished chunk files / folds are skipped).
+set -euo pipefail
+
+log() {
+    echo "[launch.sh $(date '+%F %T')] $*"
+}
+
+die() {
+    echo "[launch.sh] error: $*" >&2
+    exit 2
+}
+
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+REPO_DIR=${REPO_DIR:-${SLURM_SUBMIT_DIR:-$(dirname "$script_dir")}}
+
+# First host of a SLURM node list ("gpu[01-04,07],cpu3" -> "gpu01").
+first_host() {
+    local list=$1 hosts
+    if command -v scontrol >/dev/null 2>&1 &&
+        hosts=$(scontrol show hostnames "$list" 2>/dev/null) && [[ -n $hosts ]]; then
+        echo "${hosts%%$'\n'*}"
+        return
+    fi
+    # Fallback without scontrol: first entry, first value of its first range.
+    local first=${list%%,*}
+    if [[ $list == *\[* && ${list%%\[*} != *,* ]]; then
+        local prefix=${list%%\[*} inside=${list#*\[}
+        inside=${inside%%\]*}
+        local range=${inside%%,*}
+        local suffix=${list#*\]}
+        suffix=${suffix%%,*}
+        first="$prefix${range%%-*}$suffix"
+    fi
+    echo "$first"
+}
+
+# GPUs allocated on this node, from the allocation (0 when none).
+gpus_on_node() {
+    local n
+    if [[ -n ${GPUS_PER_NODE:-} ]]; then
+        n=$GPUS_PER_NODE
+    elif [[ -n ${SLURM_GPUS_ON_NODE:-} ]]; then
+        n=$SLURM_GPUS_ON_NODE
+    elif [[ -n ${SLURM_GPUS_PER_NODE:-} ]]; then
+        n=${SLURM_GPUS_PER_NODE##*:} # "a100:4" -> 4
+    else
+        n=0
+    fi
+    [[ $n =~ ^[0-9]+$ ]] || die "cannot read a GPU count from '$n'"
+    echo "$n"
+}
+
+# The accelerate command for this node, into the global array CMD.
+build_command() {
+    local script=$1
+    shift
+    local nnodes=${SLURM_NNODES:-${SLURM_JOB_NUM_NODES:-1}}
+    local rank=${SLURM_NODEID:-${SLURM_PROCID:-}}
+    if [[ -z $rank ]]; then
+        ((nnodes == 1)) || die "SLURM_NODEID is not set: run this through srun"
+        rank=0
+    fi
+    ((rank < nnodes)) || die "node id $rank out of range for $nnodes nodes"
+
+    local gpus procs total cpus threads
+    gpus=$(gpus_on_node)
+    if ((gpus > 0)); then
+        procs=${PROCS_PER_NODE:-$gpus}
+    else
+        procs=${PROCS_PER_NODE:-2}
+    fi
+    [[ $procs =~ ^[1-9][0-9]*$ ]] || die "PROCS_PER_NODE must be a positive integer, not '$procs'"
+    total=$((nnodes * procs))
+    cpus=${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-$(nproc)}}
+    threads=$((cpus / procs))
+    ((threads >= 1)) || threads=1
+
+    local main_ip=127.0.0.1
+    if ((nnodes > 1)); then
+        [[ -n ${SLURM_JOB_NODELIST:-${SLURM_NODELIST:-}} ]] || die "SLURM_JOB_NODELIST is not set"
+        main_ip=$(first_host "${SLURM_JOB_NODELIST:-$SLURM_NODELIST}")
+    fi
+    local port=${MAIN_PROCESS_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 10000))}
+
+    CMD=()
+    if ((gpus == 0 && total > 1)); then
+        CMD+=(env ACCELERATE_USE_CPU=true)
+    fi
+    CMD+=(accelerate launch)
+    local config=$REPO_DIR/accelerate_config.yaml
+    if [[ -f $config ]]; then
+        CMD+=(--config_file "$config")
+    else
+        CMD+=(--dynamo_backend no)
+    fi
+    if ((gpus == 0)); then
+        CMD+=(--mixed_precision no)
+        ((total > 1)) || CMD+=(--cpu)
+    elif [[ -n ${MIXED_PRECISION:-} ]]; then
+        CMD+=(--mixed_precision "$MIXED_PRECISION")
+    elif [[ ! -f $config ]]; then
+        CMD+=(--mixed_precision no)
+    fi
+    # --multi_gpu selects torchrun; on CPU (ACCELERATE_USE_CPU) it means gloo.
+    ((total > 1)) && CMD+=(--multi_gpu)
+    CMD+=(
+        --num_machines "$nnodes"
+        --machine_rank "$rank"
+        --main_process_ip "$main_ip"
+        --main_process_port "$port"
+        --num_processes "$total"
+        --num_cpu_threads_per_process "$threads"
+        "$script" "$@"
+    )
+}
+
+node_main() {
+    local print=0
+    if [[ ${1:-} == --print-command ]]; then
+        print=1
+        shift
+    fi
+    [[ $# -ge 1 ]] || die "usage: launch.sh node [--print-command] SCRIPT [ARGS...]"
+    local script=$1
+    shift
+    [[ $script == /* ]] || script=$REPO_DIR/$script
+    build_command "$script" "$@"
+    if ((print)); then
+        printf '%q ' "${CMD[@]}"
+        echo
+        return 0
+    fi
+    [[ -f $script ]] || die "no such script: $script"
+    log "node $(hostname -s) rank ${SLURM_NODEID:-0}/${SLURM_NNODES:-1}: ${CMD[*]}"
+    exec "${CMD[@]}"
+}
+
+activate_env() {
+    if [[ -n ${VENV:-} ]]; then
+        [[ -f $VENV/bin/activate ]] || die "VENV=$VENV has no bin/activate"
+        # shellcheck disable=SC1091
+        source "$VENV/bin/activate"
+    elif [[ -n ${CONDA_ENV:-} ]]; then
+        command -v conda >/dev/null 2>&1 || die "CONDA_ENV is set but conda is not on PATH"
+        set +u # conda's activation scripts read unset variables
+        eval "$(conda shell.bash hook)"
+        conda activate "$CONDA_ENV"
+        set -u
+    elif [[ -f $REPO_DIR/.venv/bin/activate ]]; then
+        # shellcheck disable=SC1091
+        source "$REPO_DIR/.venv/bin/activate"
+    fi
+    command -v accelerate >/dev/null 2>&1 ||
+        die "accelerate not found: set VENV=/path/to/.venv or CONDA_ENV=name"
+}
+
+STOP_SIGNAL=""
+SRUN_PID=""
+
+on_signal() {
+    STOP_SIGNAL=$1
+    [[ -n $SRUN_PID ]] || return 0
+    if [[ $1 == USR1 ]]; then
+        # `--signal=B:USR1` reaches only this shell: pass SIGTERM on to the
+        # job step.  Not with `kill -TERM $SRUN_PID`: srun answers SIGTERM by
+        # killing the step at once; `scancel --signal` delivers SIGTERM to the
+        # step's processes and leaves the step running until they exit.
+        log "caught SIGUSR1 (time limit close): asking the job step to stop (SIGTERM) and save its progress"
+        scancel --signal=TERM "$SLURM_JOB_ID" || true
+    else
+        # Pre-emption, `scontrol requeue`, `scancel`, time limit: SLURM sends
+        # SIGTERM to every process of the job itself (and SIGKILL KillWait
+        # seconds later).  Calling scancel now would block: the job is
+        # completing and slurmctld answers "try again later" for ~30 s.
+        log "caught SIG$1: SLURM is stopping the job; waiting for the job step to save and exit"
+    fi
+}
+
+batch_main() {
+    [[ $# -ge 1 ]] || die "usage: launch.sh batch SCRIPT [ARGS...]"
+    [[ -n ${SLURM_JOB_ID:-} ]] || die "not inside a SLURM job: submit with sbatch"
+    local script=$1
+    shift
+
+    activate_env
+    # Compute nodes have no internet: models are local directories.
+    export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+    export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONUNBUFFERED=1
+
+    local nnodes=${SLURM_NNODES:-1}
+    log "job ${SLURM_JOB_NAME:-?} ${SLURM_JOB_ID} SLURM_RESTART_COUNT=${SLURM_RESTART_COUNT:-0}" \
+        "nodes=${SLURM_JOB_NODELIST:-?} ($nnodes) gpus/node=$(gpus_on_node)" \
+        "cpus/task=${SLURM_CPUS_PER_TASK:-?} python=$(command -v python)"
+    log "command: $script $*"
+
+    local srun_args=(--nodes="$nnodes" --ntasks="$nnodes" --ntasks-per-node=1 --kill-on-bad-exit=1)
+    # SLURM 22.05's srun does not inherit --cpus-per-task from sbatch.
+    [[ -n ${SLURM_CPUS_PER_TASK:-} ]] && srun_args+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
+
+    trap 'on_signal USR1' USR1
+    trap 'on_signal TERM' TERM
+    srun "${srun_args[@]}" bash "$script_dir/launch.sh" node "$script" "$@" &
+    SRUN_PID=$!
+    local rc
+    while :; do
+        if wait "$SRUN_PID"; then rc=0; else rc=$?; fi
+        # wait returns early (>128) when a trapped signal arrives: wait again.
+        kill -0 "$SRUN_PID" 2>/dev/null || break
+    done
+    SRUN_PID=""
+    log "job step finished with exit code $rc"
+
+    if [[ $STOP_SIGNAL == USR1 ]]; then
+        log "time limit close: requeueing job $SLURM_JOB_ID; the next run resumes"
+        if scontrol requeue "$SLURM_JOB_ID"; then
+            exit 0
+        fi
+        log "requeue failed (job not requeueable?): resubmit the same command to resume"
+        ((rc != 0)) || rc=1
+    elif [[ $STOP_SIGNAL == TERM ]]; then
+        log "stopped by SIGTERM (pre-emption, requeue or scancel)"
+    fi
+    exit "$rc"
+}
+
+case ${1:-} in
+    batch)
+        shift
+        batch_main "$@"
+        ;;
+    node)
+        shift
+        node_main "$@"
+        ;;
+    *)
+        die "usage: launch.sh batch|node [--print-command] SCRIPT [ARGS...]"
+        ;;
+esac
