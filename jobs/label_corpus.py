@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from weibolabel.config import LabelConfig, config_to_dict, parse_config
@@ -113,7 +114,8 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
         progress.update(min(len(rows) * world, progress.total - progress.n))
         stop.check(f"after chunk {chunk.index}")
     progress.close()
-    accelerator.wait_for_everyone()
+    # Every process reports what it labeled in this run (finished chunks skipped on resume are not counted).
+    labeled_rows, labeled_tokens = np.sum(gather_object([(labeled_rows, labeled_tokens)]), axis=0).tolist()
 
     # 3. The main process merges the parts in input order, verifies the result, and summarises it.
     if accelerator.is_main_process:
@@ -134,8 +136,9 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
         summary = corpus_summary(output, ensemble.schema.names, config.low_confidence)
         logger.info(f"wrote {output}: {format_summary(summary, config.low_confidence)}")
         logger.info(
-            f"this run labeled {labeled_rows} rows on the main process in {seconds:.1f}s "
-            f"({labeled_rows / seconds:.0f} rows/s, {labeled_tokens / seconds:.0f} tokens/s per process)"
+            f"this run labeled {labeled_rows} rows ({labeled_tokens} tokens) in {seconds:.1f}s: "
+            f"{labeled_rows / seconds:.0f} rows/s, {labeled_tokens / seconds:.0f} tokens/s, "
+            f"{accelerator.num_processes} process(es)"
         )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import save_torch_state_dict
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -137,9 +138,15 @@ def load_pretrained_classifier(name_or_path: str, schema: LabelSchema) -> PreTra
 
 
 def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path, schema) -> None:
-    """Hugging Face format, loadable by AutoModelForSequenceClassification; label descriptions in config.json."""
+    """Hugging Face format, loadable by AutoModelForSequenceClassification; label descriptions in config.json.
+
+    Written with huggingface_hub rather than `model.save_pretrained`: once torch.distributed is initialised,
+    transformers v5 silently writes weights on global rank 0 only, and here every rank saves its own folds."""
+    directory.mkdir(parents=True, exist_ok=True)
     model.config.label_descriptions = {str(label.id): label.description for label in schema.labels}
-    model.save_pretrained(directory)
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(directory)
+    save_torch_state_dict(model.state_dict(), directory)
     tokenizer.save_pretrained(directory)
 
 
