@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -68,6 +69,13 @@ def machine_lines(device: str) -> list[str]:
     return lines
 
 
+def quiet_transformers() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def resolve_device(name: str | None) -> torch.device:
     if name:
         return torch.device(name)
@@ -104,10 +112,8 @@ class PeakRSS:
             total = self.process.memory_info().rss
             if self.children:
                 for child in self.process.children(recursive=True):
-                    try:
+                    with contextlib.suppress(psutil.Error):
                         total += child.memory_info().rss
-                    except psutil.Error:
-                        pass
             return total
         except psutil.Error:
             return 0
@@ -173,7 +179,8 @@ def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------------- results
 def command_line() -> str:
-    return " ".join(["python", str(Path(sys.argv[0]).resolve().relative_to(REPO_ROOT)), *map(shlex.quote, sys.argv[1:])])
+    script = Path(sys.argv[0]).resolve().relative_to(REPO_ROOT)
+    return " ".join(["python", str(script), *map(shlex.quote, sys.argv[1:])])
 
 
 def results_file(device: str, when: dt.date | None = None) -> Path:
@@ -212,18 +219,29 @@ def append_section(device: str, title: str, body: str) -> Path:
     return path
 
 
+def cpu_seconds() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 class Timer:
+    """Wall seconds, CPU seconds of this process (all its threads) and the highest 1-minute load average seen
+    at start and end: on a shared machine a load above the core count means the wall times are inflated."""
+
     def __init__(self, device: torch.device | None = None):
         self.device = device
-        self.seconds = 0.0
+        self.seconds = self.cpu_seconds = self.load = 0.0
 
     def __enter__(self) -> Timer:
         if self.device is not None:
             synchronize(self.device)
-        self._started = time.perf_counter()
+        self._started, self._cpu = time.perf_counter(), cpu_seconds()
+        self.load = os.getloadavg()[0]
         return self
 
     def __exit__(self, *exc) -> None:
         if self.device is not None:
             synchronize(self.device)
         self.seconds = time.perf_counter() - self._started
+        self.cpu_seconds = cpu_seconds() - self._cpu
+        self.load = max(self.load, os.getloadavg()[0])

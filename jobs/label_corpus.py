@@ -31,7 +31,15 @@ from weibolabel.inference import encode, label_encoded, load_ensemble, prefetche
 from weibolabel.labeling import corpus_summary, format_summary
 from weibolabel.parquet_io import PartStore, output_schema
 from weibolabel.preemption import EXIT_PREEMPTED, Preempted, StopSignal
-from weibolabel.runs import ensure_writable, git_revision, make_accelerator, now_utc, setup_logging, versions
+from weibolabel.runs import (
+    ensure_writable,
+    git_revision,
+    make_accelerator,
+    now_utc,
+    setup_logging,
+    storage_error_message,
+    versions,
+)
 
 logger = get_logger("label_corpus")
 
@@ -48,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as error:
         logger.warning(f"{error}; finished chunks are saved. Re-run the same command to resume.")
         return EXIT_PREEMPTED
+    except OSError as error:  # a disk that fills up mid-merge: the parts stay, so a re-run only merges again
+        message = storage_error_message(error, "finished chunks are kept")
+        if message is None:
+            raise
+        logger.error(message)
+        return 2
     return 0
 
 
@@ -66,17 +80,21 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
         config.gold_column,
         config.sheet,
         config.encoding,
+        config.header_row,
     )
-    ensure_writable(output.parent)
+    ensure_writable(output.parent, "--output")
     device = accelerator.device
     dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if device.type == "cuda" else None
-    ensemble = load_ensemble(config.model, device, dtype)
+    ensemble = load_ensemble(config.model, device, dtype, calibrated=config.calibration)
     max_length = config.max_length or ensemble.max_length
     multi_file = len(corpus.files) > 1
     store = PartStore(
         output, output_schema(len(ensemble.schema), multi_file, corpus.carry_columns, corpus.gold_column is not None)
     )
-    settings = {k: v for k, v in config_to_dict(config).items() if k not in ("overwrite", "low_confidence")}
+    # What decides the labels identifies the run; batch sizes only move float rounding, so after an out-of-memory
+    # error a re-run with a smaller budget keeps the finished chunks.
+    ignored = ("overwrite", "low_confidence", "batch_size", "max_tokens")
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in ignored}
     job = {
         **settings,
         "max_length": max_length,
@@ -84,9 +102,11 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
         "members": ensemble.members,
         "temperature": ensemble.temperature,
     }
-    if accelerator.is_main_process:
-        store.prepare(job, config.overwrite)
+    if accelerator.is_main_process and not store.prepare(job, config.overwrite):
+        logger.info(f"{output} was already written and verified by an earlier run; removed its leftover parts")
     accelerator.wait_for_everyone()
+    if not store.directory.exists():
+        return
     logger.info(
         f"{corpus.num_rows} rows in {len(corpus.files)} file(s); model {config.model} "
         f"({len(ensemble.models)} checkpoint(s)); {accelerator.num_processes} process(es) on {device.type}"
@@ -106,7 +126,14 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
     progress.update(sum(r["rows"] for r in store.done_records()))
     for chunk, texts, encoded in prefetched(todo, prepare):
         chunk_started = time.perf_counter()
-        labels = label_encoded(ensemble, texts, encoded, config.batch_size, config.max_tokens)
+        try:
+            labels = label_encoded(ensemble, texts, encoded, config.batch_size, config.max_tokens)
+        except torch.OutOfMemoryError:
+            raise UserError(
+                f"Out of GPU memory labeling chunk {chunk.index} with --batch_size {config.batch_size} and "
+                f"--max_tokens {config.max_tokens}: lower --max_tokens (e.g. to {config.max_tokens // 2}; it caps "
+                "long batches) or --batch_size and re-run: finished chunks are kept."
+            ) from None
         rows = assemble_rows(chunk.rows, labels, corpus, ensemble.schema, multi_file)
         tokens = int(encoded.lengths.sum())
         store.write(chunk.index, rows, {"rank": rank, "tokens": tokens, "seconds": time.perf_counter() - chunk_started})

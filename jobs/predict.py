@@ -20,11 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="A training run directory or one checkpoint directory.")
     parser.add_argument("--max_length", type=int, default=None, help="Longest input in tokens (default: the run's).")
+    parser.add_argument("--no_calibration", action="store_true", help="Ignore the run's fitted temperature.")
     parser.add_argument("comments", nargs="*", help="Comments to label; read from stdin (one a line) if none.")
     args = parser.parse_args(argv)
     comments = args.comments or [line.rstrip("\n") for line in sys.stdin]
     try:
-        ensemble = load_ensemble(args.model, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        ensemble = load_ensemble(args.model, device, calibrated=not args.no_calibration)
         labels = label_texts(ensemble, comments, args.max_length or ensemble.max_length)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

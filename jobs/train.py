@@ -20,21 +20,19 @@ import numpy as np
 import pandas as pd
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import set_seed
 
 from weibolabel.config import TrainConfig, config_to_dict, parse_config, write_config
 from weibolabel.data import load_labeled
 from weibolabel.errors import UserError
-from weibolabel.folds import make_folds, split_validation
+from weibolabel.folds import make_folds
 from weibolabel.inference import encode
 from weibolabel.labels import load_label_schema
 from weibolabel.modeling import (
-    load_pretrained_classifier,
     load_tokenizer,
     save_checkpoint,
 )
 from weibolabel.preemption import EXIT_PREEMPTED, Preempted, StopSignal
-from weibolabel.results import weights_digest, write_results
+from weibolabel.results import write_results
 from weibolabel.runs import (
     claim_run_directory,
     ensure_writable,
@@ -42,9 +40,10 @@ from weibolabel.runs import (
     file_sha256,
     make_accelerator,
     setup_logging,
+    storage_error_message,
     write_json,
 )
-from weibolabel.training import Split, evaluate, train_fold
+from weibolabel.training import fit_and_score_fold
 
 logger = get_logger("train")
 
@@ -61,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as error:
         logger.warning(f"{error}; finished folds and epochs are saved. Re-run the same command to resume.")
         return EXIT_PREEMPTED
+    except OSError as error:  # a disk that fills up or goes away mid-run: say so, not where in torch it happened
+        message = storage_error_message(error, "finished folds and epochs are kept")
+        if message is None:
+            raise
+        logger.error(message)
+        return 2
     return 0
 
 
@@ -70,9 +75,17 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
     # 1. Data and model are checked before any training: bad rows and unreachable models fail here.
     if not config.data:
         raise UserError("--data is required: the labeled .xlsx, .csv or .parquet file.")
+    ensure_writable(out)  # every process: one that went on alone would wait for the others forever
     schema = load_label_schema(config.labels)
     data = load_labeled(
-        config.data, schema, config.text_column, config.label_column, config.sheet, config.encoding, config.on_conflict
+        config.data,
+        schema,
+        config.text_column,
+        config.label_column,
+        config.sheet,
+        config.encoding,
+        config.on_conflict,
+        header_row=config.header_row,
     )
     rows, texts, labels = data.rows, data.rows["text"].tolist(), data.rows["label"].to_numpy()
     tokenizer = load_tokenizer(config.model_name_or_path)
@@ -83,7 +96,6 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
 
     # 2. The run directory records what it holds, so a resume never mixes two different runs.
     if accelerator.is_main_process:
-        ensure_writable(out)
         identity = {**config_to_dict(config), "data_sha256": file_sha256(Path(config.data)), "labels": schema.names}
         identity.pop("output_dir")
         claim_run_directory(out, identity, "training run")
@@ -122,59 +134,32 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
 
 
 def run_fold(fold, config, accelerator, stop, tokenizer, schema, input_ids, labels, rows, fold_of_row, out) -> None:
+    """Train on every fold but `fold` (a validation part carved out picks the best epoch), score `fold` once with
+    that epoch's model, and save the checkpoint, the test predictions and the fold's record."""
     fold_dir = out / f"fold_{fold}"
-    train_index = np.flatnonzero(fold_of_row != fold)
     test_index = np.flatnonzero(fold_of_row == fold)
-    fit_index, val_index = split_validation(
-        train_index, labels, rows["group"].tolist(), config.validation_fraction, config.seed + fold
-    )
-
-    def split(index):
-        return Split([input_ids[i] for i in index], labels[index])
-
-    # A fresh model from the same pretrained weights and the same head initialisation, whichever process runs it.
-    set_seed(config.seed)
-    model = load_pretrained_classifier(config.model_name_or_path, schema)
-    initial_weights = weights_digest(model)
-    logger.info(
-        f"fold {fold}: train {len(fit_index)}, validation {len(val_index)}, test {len(test_index)}",
-        main_process_only=False,
-    )
-    training = train_fold(
-        model,
-        split(fit_index),
-        split(val_index),
-        config,
-        accelerator,
-        fold,
-        tokenizer.pad_token_id,
-        fold_dir / "resume" / "state.pt",
-        stop,
-    )
-
-    # The test fold is scored once, with the epoch that did best on validation.
-    model.load_state_dict(training.best_state)
-    probs, test_metrics = evaluate(
-        model, split(test_index), tokenizer.pad_token_id, accelerator, config.eval_batch_size
-    )
+    score, model = fit_and_score_fold(
+        config, accelerator, stop, schema, tokenizer.pad_token_id, input_ids, labels, rows["group"].tolist(),
+        np.flatnonzero(fold_of_row != fold), test_index, fold, fold_dir / "resume" / "state.pt",
+    )  # fmt: skip
     save_checkpoint(accelerator.unwrap_model(model), tokenizer, fold_dir, schema)
-    pd.DataFrame({"index": test_index, "probs": list(probs)}).to_parquet(fold_dir / "test_predictions.parquet")
+    pd.DataFrame({"index": test_index, "probs": list(score.probs)}).to_parquet(fold_dir / "test_predictions.parquet")
     write_json(
         fold_dir / "fold_result.json",
         {
             "fold": fold,
-            "num_train": len(fit_index),
-            "num_validation": len(val_index),
+            "num_train": score.num_fit,
+            "num_validation": score.num_validation,
             "num_test": len(test_index),
-            "best_epoch": training.best_epoch + 1,
-            "history": training.history,
-            "test": test_metrics,
-            "initial_weights_sha256": initial_weights,
+            "best_epoch": score.training.best_epoch + 1,
+            "history": score.training.history,
+            "test": score.metrics,
+            "initial_weights_sha256": score.initial_weights_sha256,
         },
     )
     shutil.rmtree(fold_dir / "resume", ignore_errors=True)
     logger.info(
-        f"fold {fold}: test accuracy {test_metrics['accuracy']:.4f}, macro-F1 {test_metrics['macro_f1']:.4f}",
+        f"fold {fold}: test accuracy {score.metrics['accuracy']:.4f}, macro-F1 {score.metrics['macro_f1']:.4f}",
         main_process_only=False,
     )
     del model

@@ -32,11 +32,13 @@
 # accelerate options: the topology options (--num_machines, --machine_rank,
 # --main_process_ip, --main_process_port, --num_processes, --multi_gpu) are
 # always passed explicitly, because only the allocation knows them; they
-# override whatever an accelerate config says.  If $REPO_DIR/accelerate_config.yaml
-# exists it is passed as --config_file for everything else (mixed precision,
-# dynamo, ...); without it the remaining options get explicit defaults, so a
-# stray ~/.cache/huggingface/accelerate/default_config.yaml cannot change the
-# precision silently.
+# override whatever an accelerate config says.  On GPUs, the repository's
+# accelerate_config.yaml (when it exists) is passed as --config_file for
+# everything else (mixed precision bf16, dynamo, ...); MIXED_PRECISION
+# overrides its precision (fp16 on V100/T4).  On CPU, and on GPUs without
+# that file, the remaining options are explicit (`--mixed_precision no
+# --dynamo_backend no`), so a stray ~/.cache/huggingface/accelerate/
+# default_config.yaml cannot change them.
 #
 # CPU runs: `accelerate launch --cpu --num_processes N` starts ONE process
 # (accelerate only fans out CPU processes through mpirun).  So N > 1 CPU
@@ -45,18 +47,24 @@
 # on the CPU instead of running N independent copies.
 #
 # Signals: the batch script receives SIGUSR1 `--signal=B:USR1@120` seconds
-# before the time limit, and SIGTERM on pre-emption, `scontrol requeue` or
-# `scancel`.  A trap only runs between commands, so srun runs in the
-# background and the script waits for it.  On either signal the script sends
-# SIGTERM to srun, which forwards it to the job step; accelerate's torchrun
-# agent passes SIGTERM on to every worker and waits (up to 30 s) for them
-# to finish their chunk / step and save.  SIGUSR1 is never forwarded as such:
-# accelerate's launcher dies on it at once and orphans its workers.  After
-# SIGUSR1 (time limit coming) the script requeues its own job once the step
-# has stopped; after SIGTERM it does not (pre-emption and `scontrol requeue`
-# requeue the job themselves, and a `scancel` must not bring the job back).
-# A requeued job runs the same command again and the jobs resume by
-# themselves (finished chunk files / folds are skipped).
+# before the time limit, and SIGTERM on pre-emption, `scontrol requeue`,
+# `scancel` or the time limit itself.  A trap only runs between commands, so
+# srun runs in the background and the script waits for it.
+#  - SIGUSR1 reaches only the batch shell: the script sends SIGTERM to the
+#    job step's processes (`scancel --signal=TERM $SLURM_JOB_ID`; a plain
+#    `kill -TERM` on srun would make srun kill the step at once), waits for
+#    the step to stop, then requeues its own job (`scontrol requeue`).
+#  - SIGTERM: SLURM itself has sent SIGTERM to every process of the job (and
+#    sends SIGKILL KillWait seconds later) and requeues the job if it was
+#    pre-empted or `scontrol requeue`d; the script only waits for the step.
+#    It does not requeue: after a `scancel` the job must stay stopped.
+# Either way accelerate's torchrun agent passes SIGTERM on to its workers
+# (so workers may see SIGTERM twice), waits up to 30 s for them to save and
+# exit, then SIGKILLs them, and exits 1 with a SignalException traceback.
+# SIGUSR1 is never forwarded as such: accelerate's launcher dies on it at
+# once and orphans its workers.  A requeued job runs the same command again
+# and the jobs resume by themselves (finished chunk files / folds are
+# skipped), appending to the same log with SLURM_RESTART_COUNT=1, 2, ...
 set -euo pipefail
 
 log() {
@@ -146,18 +154,21 @@ build_command() {
     fi
     CMD+=(accelerate launch)
     local config=$REPO_DIR/accelerate_config.yaml
-    if [[ -f $config ]]; then
-        CMD+=(--config_file "$config")
-    else
-        CMD+=(--dynamo_backend no)
-    fi
     if ((gpus == 0)); then
-        CMD+=(--mixed_precision no)
+        # The repository's config is for GPUs (MULTI_GPU, bf16): not on CPU.
+        CMD+=(--mixed_precision no --dynamo_backend no)
         ((total > 1)) || CMD+=(--cpu)
-    elif [[ -n ${MIXED_PRECISION:-} ]]; then
-        CMD+=(--mixed_precision "$MIXED_PRECISION")
-    elif [[ ! -f $config ]]; then
-        CMD+=(--mixed_precision no)
+    else
+        if [[ -f $config ]]; then
+            CMD+=(--config_file "$config")
+        else
+            CMD+=(--dynamo_backend no)
+        fi
+        if [[ -n ${MIXED_PRECISION:-} ]]; then
+            CMD+=(--mixed_precision "$MIXED_PRECISION")
+        elif [[ ! -f $config ]]; then
+            CMD+=(--mixed_precision no)
+        fi
     fi
     # --multi_gpu selects torchrun; on CPU (ACCELERATE_USE_CPU) it means gloo.
     ((total > 1)) && CMD+=(--multi_gpu)
@@ -189,7 +200,7 @@ node_main() {
         return 0
     fi
     [[ -f $script ]] || die "no such script: $script"
-    log "node $(hostname -s) rank ${SLURM_NODEID:-0}/${SLURM_NNODES:-1}: ${CMD[*]}"
+    log "node ${SLURMD_NODENAME:-$(hostname -s)} rank ${SLURM_NODEID:-0}/${SLURM_NNODES:-1}: ${CMD[*]}"
     exec "${CMD[@]}"
 }
 
@@ -223,14 +234,16 @@ on_signal() {
         # job step.  Not with `kill -TERM $SRUN_PID`: srun answers SIGTERM by
         # killing the step at once; `scancel --signal` delivers SIGTERM to the
         # step's processes and leaves the step running until they exit.
-        log "caught SIGUSR1 (time limit close): asking the job step to stop (SIGTERM) and save its progress"
+        log "caught SIGUSR1 (time limit close): asking the job step to stop (SIGTERM) and save its progress" \
+            "(accelerate's launcher may then exit 1 with a torch SignalException traceback: expected)"
         scancel --signal=TERM "$SLURM_JOB_ID" || true
     else
         # Pre-emption, `scontrol requeue`, `scancel`, time limit: SLURM sends
         # SIGTERM to every process of the job itself (and SIGKILL KillWait
         # seconds later).  Calling scancel now would block: the job is
         # completing and slurmctld answers "try again later" for ~30 s.
-        log "caught SIG$1: SLURM is stopping the job; waiting for the job step to save and exit"
+        log "caught SIG$1: SLURM is stopping the job; waiting for the job step to save and exit" \
+            "(accelerate's launcher may then exit 1 with a torch SignalException traceback: expected)"
     fi
 }
 
@@ -243,7 +256,8 @@ batch_main() {
     activate_env
     # Compute nodes have no internet: models are local directories.
     export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
-    export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}"
+    # This checkout's package, whichever copy the environment has installed.
+    export PYTHONPATH="$REPO_DIR/lib${PYTHONPATH:+:$PYTHONPATH}"
     export PYTHONUNBUFFERED=1
 
     local nnodes=${SLURM_NNODES:-1}
@@ -269,7 +283,9 @@ batch_main() {
     SRUN_PID=""
     log "job step finished with exit code $rc"
 
-    if [[ $STOP_SIGNAL == USR1 ]]; then
+    if [[ $STOP_SIGNAL == USR1 && $rc -eq 0 ]]; then
+        log "the job finished before it had to stop: not requeueing"
+    elif [[ $STOP_SIGNAL == USR1 ]]; then
         log "time limit close: requeueing job $SLURM_JOB_ID; the next run resumes"
         if scontrol requeue "$SLURM_JOB_ID"; then
             exit 0

@@ -1,16 +1,18 @@
 #!/bin/bash
-# Label a corpus of Weibo comments with a trained run directory, sharded over
-# all processes of the allocation, written to Parquet.
+# k-fold cross-validated fine-tuning of a Chinese BERT on labeled Weibo
+# comments; folds are spread over all processes of the allocation.
 #
-#   sbatch slurm/label_corpus.sh --input comments.xlsx --model runs/cv --output labels.parquet
+#   sbatch slurm/train.sh --data data/comments.xlsx \
+#       --model_name_or_path models/bert-base-chinese --output_dir runs/cv
 #
-# Everything after the script name is passed to jobs/label_corpus.py.  Submit
-# from the repository root (or set REPO_DIR); relative paths in the arguments
-# are relative to the directory you submit from.  logs/ must exist there
-# (SLURM opens the log file before this script runs; the repository ships
-# logs/.gitkeep).  CPU-only partition: `sbatch --gres=none ...`.
-# Pre-emption / time limit: the job is requeued and resumes from the chunk
-# files already written next to the output.  See docs/cluster.md.
+# Everything after the script name is passed to jobs/train.py.  Submit from
+# the repository root (or set REPO_DIR); relative paths in the arguments are
+# relative to the directory you submit from.  The nodes have no internet: the
+# model must be a local directory (see docs/cluster.md).  logs/ must exist
+# there (SLURM opens the log file before this script runs; the repository
+# ships logs/.gitkeep).  CPU-only partition: `sbatch --gres=none ...`.
+# Pre-emption / time limit: the job is requeued and resumes after the last
+# finished fold and epoch.  See docs/cluster.md.
 #
 # ---- SLURM resources: edit here, or override on the sbatch command line ----
 #SBATCH --job-name=weibolabel-train

@@ -24,6 +24,10 @@ class TrainConfig:
     encoding: str | None = field(
         default=None, metadata={"help": "Encoding of a .csv (default: detect UTF-8, UTF-8 with BOM or GB18030)."}
     )
+    header_row: int = field(
+        default=1,
+        metadata={"help": "Spreadsheet row (1 = first) of the column names in an .xlsx or .csv (titles above it)."},
+    )
     text_column: str = field(default="Sentence", metadata={"help": "Column holding the comment text."})
     label_column: str = field(default="Label", metadata={"help": "Column holding the label id (or label name)."})
     labels: str | None = field(
@@ -80,6 +84,10 @@ class LabelConfig:
     text_column: str = field(default="Sentence", metadata={"help": "Column holding the comment text."})
     sheet: str | None = field(default=None, metadata={"help": "Sheet name of .xlsx inputs (default: the first)."})
     encoding: str | None = field(default=None, metadata={"help": "Encoding of .csv/.txt inputs (default: detect)."})
+    header_row: int = field(
+        default=1,
+        metadata={"help": "Spreadsheet row (1 = first) of the column names in .xlsx/.csv inputs (titles above it)."},
+    )
     carry_columns: list[str] = field(
         default_factory=list, metadata={"help": "Input columns copied into the output (e.g. show date user_id)."}
     )
@@ -95,6 +103,12 @@ class LabelConfig:
     )
     chunk_size: int = field(
         default=4096, metadata={"help": "Rows per output part; a kill loses at most one chunk per process."}
+    )
+    calibration: bool = field(
+        default=True,
+        metadata={
+            "help": "Apply the run's fitted temperature (calibration.json); --no_calibration for raw probabilities."
+        },
     )
     low_confidence: float = field(
         default=0.5, metadata={"help": "Rows with confidence below this are counted in the summary."}

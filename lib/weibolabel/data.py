@@ -49,13 +49,18 @@ def group_key(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------- files
-def row_name(path: Path, index: int) -> str:
+def row_name(path: Path, index: int, header_row: int = 1) -> str:
     """How a user finds row `index` (0-based, after the header) in their file."""
-    if path.suffix == ".parquet":
+    if path.suffix.lower() == ".parquet":
         return f"row index {index}"
-    if path.suffix == ".txt":
+    if path.suffix.lower() == ".txt":
         return f"line {index + 1}"
-    return f"row {index + 2}"
+    return f"row {index + header_row + 1}"
+
+
+def check_header_row(header_row: int) -> None:
+    if not isinstance(header_row, int) or header_row < 1:
+        raise UserError(f"--header_row must be a row number, 1 or more (got {header_row!r}).")
 
 
 def detect_encoding(path: Path, encoding: str | None) -> str:
@@ -73,19 +78,30 @@ def detect_encoding(path: Path, encoding: str | None) -> str:
     raise UserError(f"{path}: the file is neither UTF-8 nor GB18030/GBK text; pass --encoding (e.g. big5).")
 
 
-def read_table(path: str | Path, sheet: str | None = None, encoding: str | None = None) -> pd.DataFrame:
-    """The whole table, cells as read (no type coercion of text), with a clear error for unreadable files."""
+def read_table(
+    path: str | Path, sheet: str | None = None, encoding: str | None = None, header_row: int = 1
+) -> pd.DataFrame:
+    """The whole table, cells as read (no type coercion of text), with a clear error for unreadable files.
+    `header_row` is the spreadsheet row of the column names (.xlsx and .csv); the rows above it are skipped."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"File not found: {path}")
     if path.is_dir():
         raise UserError(f"{path} is a directory; expected a {', '.join(TABLE_SUFFIXES)} file.")
+    check_header_row(header_row)
     suffix = path.suffix.lower()
     try:
         if suffix in (".xlsx", ".xlsm"):
-            frame = _read_excel(path, sheet)
+            frame = _read_excel(path, sheet, header_row)
         elif suffix == ".csv":
-            frame = pd.read_csv(path, dtype=object, encoding=detect_encoding(path, encoding), keep_default_na=False)
+            frame = pd.read_csv(
+                path,
+                dtype=object,
+                encoding=detect_encoding(path, encoding),
+                keep_default_na=False,  # "NA", "null" and "None" are comments too, not missing values
+                skiprows=header_row - 1,
+                skip_blank_lines=False,  # a blank line is a row in a spreadsheet program: keep row numbers true
+            )
             frame = frame.replace("", np.nan)
         elif suffix == ".parquet":
             frame = pd.read_parquet(path)
@@ -97,23 +113,68 @@ def read_table(path: str | Path, sheet: str | None = None, encoding: str | None 
     except UserError:
         raise
     except pd.errors.EmptyDataError:
-        raise UserError(f"{path}: the file is empty (no header row).") from None
+        raise UserError(_empty_file_message(path, header_row)) from None
     except Exception as error:  # a corrupt or mislabelled file: say which and why, not where in pandas
-        raise UserError(f"Could not read {path}: {type(error).__name__}: {error}") from None
+        raise UserError(unreadable_message(path, error, encoding)) from None
     _check_column_names(frame, path)
     return frame
 
 
-def _read_excel(path: Path, sheet: str | None) -> pd.DataFrame:
+def _empty_file_message(path: Path, header_row: int) -> str:
+    where = f" at or below row {header_row} (--header_row)" if header_row > 1 else ""
+    return f"{path}: the file is empty (no header row{where}). Check that it is the right file."
+
+
+def unreadable_message(path: Path, error: Exception, encoding: str | None = None) -> str:
+    """What went wrong reading a file, in the user's terms, with what to do about it."""
+    suffix = path.suffix.lower()
+    if isinstance(error, UnicodeDecodeError):
+        return (
+            f"{path} is not valid {encoding or error.encoding} text (byte {error.start}: {error.reason}). "
+            "Pass the file's encoding with --encoding (e.g. utf-8, gb18030, big5), or leave it out to detect it."
+        )
+    if suffix in (".xlsx", ".xlsm"):
+        return (
+            f"{path} is not a readable Excel workbook ({type(error).__name__}: {error}). It may be damaged, or another "
+            "format renamed to .xlsx (an old .xls, a .csv): open it in Excel and save it as 'Excel Workbook (.xlsx)'."
+        )
+    if suffix == ".parquet":
+        return (
+            f"{path} is not a readable Parquet file ({type(error).__name__}: {error}). It may be damaged or cut short "
+            "(an interrupted copy or write): copy or export it again."
+        )
+    if isinstance(error, pd.errors.ParserError):
+        return (
+            f"{path}: {str(error).strip()}. A row has more cells than the header: put texts that contain commas "
+            "in double quotes, or export the file again from a spreadsheet program."
+        )
+    return f"Could not read {path}: {type(error).__name__}: {error}"
+
+
+def _read_excel(path: Path, sheet: str | None, header_row: int = 1) -> pd.DataFrame:
     import openpyxl
 
     workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     sheets = workbook.sheetnames
     workbook.close()
     if sheet is not None and sheet not in sheets:
-        raise UserError(f"{path}: no sheet named '{sheet}'; the sheets are {sheets}.")
+        raise UserError(f"{path}: no sheet named '{sheet}'; the sheets are {sheets}. Pass one of them with --sheet.")
+    name = sheet if sheet is not None else sheets[0]
     # data_only above and pandas both read a formula's cached value, which is what the user saw in Excel.
-    return pd.read_excel(path, sheet_name=sheet if sheet is not None else 0, dtype=object, engine="openpyxl")
+    try:
+        # keep_default_na=False: a comment reading "NA", "null" or "None" is text; only empty cells are missing.
+        frame = pd.read_excel(
+            path, sheet_name=name, header=header_row - 1, dtype=object, engine="openpyxl", keep_default_na=False
+        )
+    except ValueError as error:
+        if "header" not in str(error):
+            raise
+        message = f"{path}: sheet '{name}' has fewer than {header_row} rows (--header_row {header_row})."
+        raise UserError(message) from None
+    if len(frame.columns) == 0:
+        others = f" The workbook's sheets are {sheets}: pick one with --sheet." if len(sheets) > 1 else ""
+        raise UserError(f"{path}: sheet '{name}' is empty (nothing at or below row {header_row}).{others}")
+    return frame.replace("", np.nan)
 
 
 def _check_column_names(frame: pd.DataFrame, path: Path) -> None:
@@ -124,27 +185,90 @@ def _check_column_names(frame: pd.DataFrame, path: Path) -> None:
         raise UserError(f"{path}: the header has duplicate column names {repeated}; rename them so each is unique.")
 
 
-def require_column(frame: pd.DataFrame, column: str, path: Path, option: str) -> None:
+def require_column(
+    frame: pd.DataFrame, column: str, path: Path, option: str, header_row: int = 1, sheet: str | None = None
+) -> None:
+    """Stop with the closest fix: another sheet that has the column, a similar name, or the row the header is on."""
     if column in frame.columns:
         return
+    path = Path(path)
     names = [str(c) for c in frame.columns]
     hint = difflib.get_close_matches(column, names, n=1, cutoff=0.5)
-    found_below = _find_header_below(frame, column)
-    message = f"{path}: no column '{column}'. The columns are {names}."
-    if hint:
+    other_sheet = _other_sheet_with(path, sheet, header_row, column)
+    found_below = _find_header_below(frame, column, header_row)
+    where = f"sheet '{sheet}' of {path}" if sheet else str(path)
+    message = f"{where}: no column '{column}' in the header (row {header_row}). The columns are {names}."
+    if other_sheet is not None:
+        message += f" Sheet '{other_sheet}' has it: pass --sheet {other_sheet}."
+    elif hint:
         message += f" Did you mean '{hint[0]}'? Pass {option} {hint[0]}."
     elif found_below is not None:
-        message += f" '{column}' appears in row {found_below}: delete the rows above it so it is the header (row 1)."
+        message += f" '{column}' appears in row {found_below}: pass --header_row {found_below}."
     else:
         message += f" Pass {option} with the right name."
     raise UserError(message)
 
 
-def _find_header_below(frame: pd.DataFrame, column: str) -> int | None:
-    for index, row in frame.head(20).iterrows():
-        if any(str(value).strip() == column for value in row.values):
-            return int(index) + 2
+def _find_header_below(frame: pd.DataFrame, column: str, header_row: int = 1) -> int | None:
+    for position, row in enumerate(frame.head(20).itertuples(index=False)):
+        if any(str(value).strip() == column for value in row):
+            return position + header_row + 1
     return None
+
+
+def _other_sheet_with(path: Path, sheet: str | None, header_row: int, column: str) -> str | None:
+    """The first other sheet of a workbook whose header has `column` (users often label on a second sheet)."""
+    if path.suffix.lower() not in (".xlsx", ".xlsm") or not path.is_file():
+        return None
+    import openpyxl
+
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True)
+        sheets = workbook.sheetnames
+        workbook.close()
+        current = sheet if sheet is not None else sheets[0]
+        for name in sheets:
+            if name == current:
+                continue
+            header = pd.read_excel(path, sheet_name=name, header=header_row - 1, nrows=0, engine="openpyxl")
+            if column in [str(c) for c in header.columns]:
+                return name
+    except Exception:  # only a hint: an unreadable sheet must not hide the real message
+        return None
+    return None
+
+
+def _blank_cell_reasons(path: Path, sheet: str | None, column_number: int, excel_rows: list[int]) -> dict[int, str]:
+    """Why cells that read as empty are empty, when the workbook says: a formula that Excel never computed and
+    saved, or a merged range (only its top cell holds the value)."""
+    if path.suffix.lower() not in (".xlsx", ".xlsm") or not excel_rows:
+        return {}
+    import openpyxl
+
+    try:  # not read-only: merged ranges are only known to a fully loaded sheet (this runs on errors only)
+        workbook = openpyxl.load_workbook(path, data_only=False)
+    except Exception:
+        return {}
+    worksheet = workbook[sheet] if sheet is not None else workbook.worksheets[0]
+    reasons = {}
+    for row in excel_rows:
+        value = worksheet.cell(row=row, column=column_number).value
+        if isinstance(value, str) and value.startswith("="):
+            reasons[row] = (
+                f"the formula {value} has no saved value (the file was written by a program, not saved by Excel): "
+                "open the file in Excel and save it, or replace the formula by its value"
+            )
+    wanted = set(excel_rows)
+    for merged in worksheet.merged_cells.ranges:
+        if merged.min_col <= column_number <= merged.max_col:
+            for row in range(merged.min_row + 1, merged.max_row + 1):
+                if row in wanted:
+                    reasons[row] = (
+                        f"the cell is inside the merged cells {merged.coord}, whose value belongs to its first row "
+                        "only: unmerge them and fill in every row"
+                    )
+    workbook.close()
+    return reasons
 
 
 # ---------------------------------------------------------------------------------------------------------- labels
@@ -166,6 +290,10 @@ def parse_label(value, schema: LabelSchema) -> tuple[int | None, str | None]:
             return schema.names.index(text), None
         if re.fullmatch(r"\d+", text):
             number = int(text)
+        elif re.fullmatch(r"\d+\.\d*", text):  # "1.0" from a CSV written by a program that saw floats
+            if not float(text).is_integer():
+                return None, f"'{text}' is not a whole number"
+            number = int(float(text))
         elif text.strip() != text and parse_label(text.strip(), schema)[1] is None:
             return None, f"'{text}' has spaces around it; type {text.strip()!r} without them"
         else:
@@ -193,22 +321,32 @@ def load_labeled(
     sheet: str | None = None,
     encoding: str | None = None,
     on_conflict: str = "drop",
+    header_row: int = 1,
 ) -> LabeledData:
     """Read and validate a labeled table; bad labels are errors, empty texts and duplicates are reported."""
     path = Path(path)
-    frame = read_table(path, sheet=sheet, encoding=encoding)
-    require_column(frame, text_column, path, "--text_column")
-    require_column(frame, label_column, path, "--label_column")
+    frame = read_table(path, sheet=sheet, encoding=encoding, header_row=header_row)
+    require_column(frame, text_column, path, "--text_column", header_row, sheet)
+    require_column(frame, label_column, path, "--label_column", header_row, sheet)
     if frame.empty:
-        raise UserError(f"{path}: the table has a header but no rows.")
+        raise UserError(f"{path}: the table has a header (row {header_row}) but no rows below it.")
 
-    rows = [row_name(path, i) for i in range(len(frame))]
-    labels, label_errors = [], []
+    rows = [row_name(path, i, header_row) for i in range(len(frame))]
+    texts = [clean_text(v) for v in frame[text_column].tolist()]
+    labels, bad_labels = [], []
     for i, value in enumerate(frame[label_column].tolist()):
         label, problem = parse_label(value, schema)
         labels.append(label)
-        if problem:
-            label_errors.append(f"  {path}, {rows[i]}, column '{label_column}': {problem}")
+        # A row with neither text nor label is a blank spacer row (common in hand-made sheets), not a mistake.
+        if problem and not (texts[i] == "" and problem == "missing label"):
+            bad_labels.append((i, problem))
+    excel = path.suffix.lower() in (".xlsx", ".xlsm")
+    if bad_labels and excel:
+        column_number = list(frame.columns).index(label_column) + 1  # pandas keeps empty leading columns: A = 1
+        blank = [i + header_row + 1 for i, problem in bad_labels if problem == "missing label"]
+        reasons = _blank_cell_reasons(path, sheet, column_number, blank)
+        bad_labels = [(i, reasons.get(i + header_row + 1, problem)) for i, problem in bad_labels]
+    label_errors = [f"  {path}, {rows[i]}, column '{label_column}': {problem}" for i, problem in bad_labels]
     if label_errors:
         listed = "\n".join(label_errors[:MAX_LISTED])
         more = f"\n  ... and {len(label_errors) - MAX_LISTED} more" if len(label_errors) > MAX_LISTED else ""
@@ -218,12 +356,19 @@ def load_labeled(
             "Fix these cells, or delete the rows, and run again."
         )
 
-    table = pd.DataFrame({"row": rows, "text": [clean_text(v) for v in frame[text_column].tolist()], "label": labels})
+    table = pd.DataFrame({"row": rows, "text": texts, "label": labels})
     issues: list[dict] = []
     empty = table["text"] == ""
-    issues += [
-        {"row": r, "column": text_column, "issue": "empty text", "action": "dropped"} for r in table.loc[empty, "row"]
-    ]
+    blank_row = empty & table["label"].isna()
+    reasons = {}
+    if excel and (empty & ~blank_row).any():
+        column_number = list(frame.columns).index(text_column) + 1
+        reasons = _blank_cell_reasons(path, sheet, column_number, [i + header_row + 1 for i in np.flatnonzero(empty)])
+    for i in np.flatnonzero(empty):
+        why = "empty row" if blank_row[i] else "empty text"
+        if i + header_row + 1 in reasons:
+            why += f" ({reasons[i + header_row + 1]})"
+        issues.append({"row": rows[i], "column": text_column, "issue": why, "action": "dropped"})
     table = table[~empty]
 
     # Exact duplicates after normalisation: one copy is kept; copies that disagree on the label are all dropped.
@@ -253,6 +398,7 @@ def load_labeled(
     counts = {
         "rows_read": len(frame),
         "empty_text_dropped": int(empty.sum()),
+        "empty_rows_dropped": int(blank_row.sum()),  # of those, rows with no label either
         "conflicting_duplicates_dropped": len(conflict_rows),
         "duplicates_merged": len(merged_rows),
         "rows_used": len(table),
@@ -297,48 +443,76 @@ class Corpus:
         gold_column: str | None,
         sheet: str | None = None,
         encoding: str | None = None,
+        header_row: int = 1,
     ):
+        check_header_row(header_row)
         self.files, self.text_column, self.sheet, self.encoding = files, text_column, sheet, encoding
+        self.header_row = header_row
         self.carry_columns = list(carry_columns)
         self.row_counts: list[int] = []
+        self.gold_column = None  # known once every file's header is read; reading rows needs it set
         have_gold = True
         for path in files:
-            columns = self._columns(path)
+            head = self._head(path)
             if path.suffix.lower() != ".txt":
-                require_column(pd.DataFrame(columns=columns), text_column, path, "--text_column")
+                require_column(head, text_column, path, "--text_column", header_row, sheet)
             for column in self.carry_columns:
-                require_column(pd.DataFrame(columns=columns), column, path, "--carry_columns")
-            have_gold &= gold_column in columns
+                require_column(head, column, path, "--carry_columns", header_row, sheet)
+            have_gold &= gold_column in head.columns
             self.row_counts.append(self._count_rows(path))
         self.gold_column = gold_column if have_gold and gold_column else None
+        if self.num_rows == 0:
+            names = ", ".join(str(p) for p in files)
+            verb = "has" if len(files) == 1 else "have"
+            raise UserError(f"Nothing to label: {names} {verb} no rows below the header.")
 
     @property
     def num_rows(self) -> int:
         return sum(self.row_counts)
 
-    def _columns(self, path: Path) -> list[str]:
+    def _head(self, path: Path) -> pd.DataFrame:
+        """The header and the first rows: enough to check the columns and to find a header further down."""
         suffix = path.suffix.lower()
         if suffix == ".parquet":
             try:
-                return list(pq.read_schema(path).names)
+                return pd.DataFrame(columns=pq.read_schema(path).names)
             except Exception as error:
-                raise UserError(f"Could not read {path}: {error}") from None
+                raise UserError(unreadable_message(path, error)) from None
         if suffix == ".txt":
-            return ["text"]
+            return pd.DataFrame(columns=["text"])
         if suffix == ".csv":
+            encoding = detect_encoding(path, self.encoding)
             try:
-                return list(pd.read_csv(path, nrows=0, encoding=detect_encoding(path, self.encoding)).columns)
+                head = pd.read_csv(
+                    path,
+                    nrows=20,
+                    dtype=object,
+                    encoding=encoding,
+                    skiprows=self.header_row - 1,
+                    skip_blank_lines=False,
+                )
             except pd.errors.EmptyDataError:
-                raise UserError(f"{path}: the file is empty (no header row).") from None
-        return list(read_table(path, sheet=self.sheet).columns)
+                raise UserError(_empty_file_message(path, self.header_row)) from None
+            except Exception as error:
+                raise UserError(unreadable_message(path, error, encoding)) from None
+            _check_column_names(head, path)
+            return head
+        return read_table(path, sheet=self.sheet, header_row=self.header_row)
 
     def _count_rows(self, path: Path) -> int:
         suffix = path.suffix.lower()
         if suffix == ".parquet":
-            return pq.ParquetFile(path).metadata.num_rows
+            try:
+                return pq.ParquetFile(path).metadata.num_rows
+            except Exception as error:
+                raise UserError(unreadable_message(path, error)) from None
         if suffix in (".csv", ".txt"):
-            return sum(len(frame) for frame in self._iter_file(path, 1 << 16))
-        return len(read_table(path, sheet=self.sheet))
+            # Reading it all once here also finds bad bytes and ragged rows before any labeling starts.
+            try:
+                return sum(len(frame) for frame in self._iter_file(path, 1 << 16))
+            except (UnicodeError, ValueError, OSError) as error:  # bad bytes, ragged rows (ParserError)
+                raise UserError(unreadable_message(path, error, self.encoding)) from None
+        return len(read_table(path, sheet=self.sheet, header_row=self.header_row))
 
     def _iter_file(self, path: Path, block_rows: int) -> Iterator[pd.DataFrame]:
         suffix = path.suffix.lower()
@@ -348,7 +522,15 @@ class Corpus:
                 yield batch.to_pandas()
         elif suffix == ".csv":
             encoding = detect_encoding(path, self.encoding)
-            yield from pd.read_csv(path, dtype=object, encoding=encoding, chunksize=block_rows, keep_default_na=False)
+            yield from pd.read_csv(
+                path,
+                dtype=object,
+                encoding=encoding,
+                chunksize=block_rows,
+                keep_default_na=False,  # "NA" and "null" are comments to label, not missing values
+                skiprows=self.header_row - 1,
+                skip_blank_lines=False,  # a blank line is kept as an empty row, so row ids match the file
+            )
         elif suffix == ".txt":
             with open(path, encoding=detect_encoding(path, self.encoding)) as handle:
                 lines = []
@@ -360,7 +542,7 @@ class Corpus:
                 if lines:
                     yield pd.DataFrame({self.text_column: lines})
         else:
-            frame = read_table(path, sheet=self.sheet)
+            frame = read_table(path, sheet=self.sheet, header_row=self.header_row)
             for start in range(0, len(frame), block_rows):
                 yield frame.iloc[start : start + block_rows]
 

@@ -165,7 +165,10 @@ def find_checkpoints(path: Path) -> list[Path]:
     return finished
 
 
-def load_ensemble(path: str | Path, device: torch.device, dtype: torch.dtype | None = None) -> Ensemble:
+def load_ensemble(
+    path: str | Path, device: torch.device, dtype: torch.dtype | None = None, calibrated: bool = True
+) -> Ensemble:
+    """Fold checkpoints (or one checkpoint), with the run's temperature unless `calibrated` is False."""
     path = Path(path)
     checkpoints = find_checkpoints(path)
     models, schemas = [], []
@@ -179,7 +182,9 @@ def load_ensemble(path: str | Path, device: torch.device, dtype: torch.dtype | N
     max_length = int(yaml.safe_load(run_config.read_text())["max_length"]) if run_config.is_file() else 512
     max_length = min(max_length, models[0].config.max_position_embeddings)
     calibration = path / "calibration.json"
-    temperature = float(json.loads(calibration.read_text())["temperature"]) if calibration.is_file() else 1.0
+    temperature = (
+        float(json.loads(calibration.read_text())["temperature"]) if calibrated and calibration.is_file() else 1.0
+    )
     return Ensemble(
         models=models,
         tokenizer=load_tokenizer(str(checkpoints[0])),

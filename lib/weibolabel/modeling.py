@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -164,3 +165,12 @@ def load_checkpoint(directory: Path, dtype: torch.dtype | None = None) -> tuple[
     model = AutoModelForSequenceClassification.from_pretrained(directory, local_files_only=True, dtype=dtype)
     schema = LabelSchema.from_id2label(model.config.id2label, getattr(model.config, "label_descriptions", None))
     return model.eval(), schema
+
+
+def weights_digest(model) -> str:
+    """A fingerprint of a model's weights: every fold must start from the same one."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()

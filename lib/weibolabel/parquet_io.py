@@ -50,25 +50,32 @@ class PartStore:
     def _done(self, chunk: int) -> Path:
         return self.directory / f"part-{chunk:05d}.done"
 
-    def prepare(self, job: dict, overwrite: bool) -> None:
-        """Main process only: refuse to clobber, or to resume parts made with other settings."""
-        if self.output.exists() and not overwrite:
-            raise UserError(f"{self.output} already exists; pass --overwrite to replace it.")
+    def prepare(self, job: dict, overwrite: bool) -> bool:
+        """Main process only: refuse to clobber, or to resume parts made with other settings. Returns False when
+        an earlier run with these settings already merged and verified the output (it was stopped while
+        removing its parts), so there is nothing left to do."""
         record = self.directory / "job.json"
-        if self.directory.exists():
-            same = record.is_file() and json.loads(record.read_text()) == job
-            if not same and not overwrite:
+        same = record.is_file() and json.loads(record.read_text()) == job
+        for stale in self.output.parent.glob(f".{self.output.name}.*.tmp"):  # merges killed midway
+            stale.unlink(missing_ok=True)
+        if self.output.exists() and not overwrite:
+            if same:
+                shutil.rmtree(self.directory)
+                return False
+            raise UserError(f"{self.output} already exists; pass --overwrite to replace it.")
+        if self.directory.exists() and not same:
+            if not overwrite:
                 raise UserError(
                     f"{self.directory} holds unfinished parts of a labeling run with other settings; pass "
                     "--overwrite to discard them, or re-run with the original arguments to finish that run."
                 )
-            if not same:
-                shutil.rmtree(self.directory)
+            shutil.rmtree(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         if not record.is_file():
             tmp = record.with_suffix(".tmp")
             tmp.write_text(json.dumps(job, indent=2, ensure_ascii=False))
             tmp.replace(record)
+        return True
 
     def is_done(self, chunk: int) -> bool:
         return self._done(chunk).is_file() and self._part(chunk).is_file()
@@ -100,7 +107,12 @@ class PartStore:
         missing = [chunk for chunk in range(num_chunks) if not self.is_done(chunk)]
         if missing:
             raise UserError(f"Cannot merge: chunks {missing[:10]} of {num_chunks} are not finished; re-run to finish.")
-        schema = self.schema.with_metadata({METADATA_KEY: json.dumps(metadata, ensure_ascii=False).encode()})
+        # Keep the parts' pandas metadata, or nullable int columns (label, gold_label) read back as float64.
+        part_metadata = (pq.read_schema(self._part(0)).metadata or {}) if num_chunks else {}
+        pandas_metadata = {key: value for key, value in part_metadata.items() if key == b"pandas"}
+        schema = self.schema.with_metadata(
+            {**pandas_metadata, METADATA_KEY: json.dumps(metadata, ensure_ascii=False).encode()}
+        )
         tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
         expected_id = 0
         try:

@@ -79,6 +79,32 @@ def render_report(metrics: dict) -> str:
     out += [_table(["gold \\ predicted", *names], [[names[i], *matrix[i]] for i in range(len(names))]), ""]
     out += ["![confusion matrix](plots/confusion_matrix.png)", "", "![learning curves](plots/learning_curves.png)", ""]
 
+    calibration = metrics.get("calibration")
+    if calibration:
+        out += ["## Calibration", ""]
+        out += [
+            f"Temperature scaling fitted on the {calibration['fitted_on']} ({calibration.get('num_rows', '')} rows; "
+            "each row scored by the fold model that did not train on it, so no test fold is reused). The labeling "
+            "job divides every fold model's logits by T before the softmax. ECE: expected calibration error over "
+            f"{calibration.get('num_bins', 15)} equal-width confidence bins; NLL: mean negative log-likelihood.",
+            "",
+            _table(
+                ["", "T", "ECE", "NLL"],
+                [
+                    ["Before", "1", f"{calibration['ece_before']:.4f}", f"{calibration['nll_before']:.4f}"],
+                    [
+                        "After",
+                        f"{calibration['temperature']:.3f}",
+                        f"{calibration['ece_after']:.4f}",
+                        f"{calibration['nll_after']:.4f}",
+                    ],
+                ],
+            ),
+            "",
+            "![reliability diagram](plots/reliability.png)",
+            "",
+        ]
+
     out += ["## Data", ""]
     out += [
         f"- rows read: {data['rows_read']}; used: {data['rows_used']}",

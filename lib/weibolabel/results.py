@@ -3,7 +3,6 @@ metrics.json, plots and report.md."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -11,20 +10,12 @@ import numpy as np
 import pandas as pd
 
 from weibolabel import baseline, plots
+from weibolabel.calibration import calibrate_run
 from weibolabel.config import TrainConfig, config_to_dict
 from weibolabel.metrics import classification_metrics, summarize_folds
 from weibolabel.modeling import is_demo_model, load_model_config
 from weibolabel.report import render_report
 from weibolabel.runs import now_utc, write_json
-
-
-def weights_digest(model) -> str:
-    """A fingerprint of a model's weights: every fold must start from the same one."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().float().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def write_results(
@@ -90,6 +81,8 @@ def write_results(
         "folds": [{**fold, "test": fold["test"]} for fold in folds],
         "summary": summarize_folds([fold["test"] for fold in folds], names),
         "baseline": baseline_result,
+        # One temperature for the labeling job, fitted on out-of-fold rows only (no fold's test data is reused).
+        "calibration": calibrate_run(probs, labels, out),
         "env": json.loads((out / "env.json").read_text()),
         "finished": now_utc(),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -93,8 +94,12 @@ def environment(num_processes: int, mixed_precision: str) -> dict:
 def write_json(path: Path, payload) -> None:
     """Write under a temporary name, then rename, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=_jsonable))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=_jsonable))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave half-written files lying about
+        raise
 
 
 def _jsonable(value):
@@ -128,7 +133,7 @@ def claim_run_directory(directory: Path, identity: dict, what: str) -> None:
     write_json(record, identity)
 
 
-def ensure_writable(directory: Path) -> None:
+def ensure_writable(directory: Path, option: str = "--output_dir") -> None:
     """Fail before any model work if outputs cannot be written here."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -136,4 +141,24 @@ def ensure_writable(directory: Path) -> None:
         probe.write_bytes(b"x")
         probe.unlink()
     except OSError as error:
-        raise UserError(f"Cannot write to {directory}: {error.strerror or error}.") from None
+        raise UserError(
+            f"Cannot write to {directory}: {error.strerror or error}"
+            + (f" ({error.filename})" if error.filename and str(error.filename) != str(directory) else "")
+            + f". Pass a {option} in a directory you can write to, or fix its permissions."
+        ) from None
+
+
+# Errors of the storage, not of the code: a full disk or quota, a read-only or failing mount, lost permissions.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+
+
+def storage_error_message(error: OSError, kept: str, path: Path | None = None) -> str | None:
+    """The user's message for an OSError of the storage, or None if it is something else (a bug: let it show).
+    `kept` says what a re-run will not have to redo; `path` names the file when the error does not."""
+    # Arrow reports some I/O failures without an errno; its message still says what happened.
+    if error.errno not in STORAGE_ERRNOS and "No space left on device" not in str(error):
+        return None
+    where = f" ({error.filename or path})" if (error.filename or path) else ""
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
+    fix = "Free space" if full else "Fix the storage or its permissions"
+    return f"{error.strerror or error}{where}. {fix} and re-run the same command; {kept}."

@@ -1,0 +1,158 @@
+"""How much would more labels help? Macro-F1 against training-set size, under a finished run's own folds.
+
+    accelerate launch jobs/learning_curve.py --run runs/cv --fractions 0.25 0.5 0.75 1.0
+    python jobs/learning_curve.py --run runs/cv --baseline_only          # the TF-IDF baseline alone, in seconds
+
+For every fold of the run and every fraction, a stratified, seeded share of the fold's training part is drawn
+(smaller shares are subsets of larger ones), a fresh encoder is trained on it with the run's settings (the best
+epoch picked on a validation part carved from the share) and scored once on the run's untouched test fold; the
+TF-IDF baseline is scored on the same shares. At 100% the encoder's scores are read from the run itself, since
+retraining would repeat it exactly. Cells are spread over processes like the folds of jobs/train.py, and each
+finished cell is saved, so a re-run resumes. Writes learning_curve.csv (per fold), learning_curve.md and
+learning_curve.png into the run directory or --output_dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from accelerate.logging import get_logger
+
+from weibolabel import learning_curve as lc
+from weibolabel.config import TrainConfig, parse_config
+from weibolabel.errors import UserError
+from weibolabel.inference import encode
+from weibolabel.labels import Label, LabelSchema
+from weibolabel.modeling import load_tokenizer
+from weibolabel.preemption import EXIT_PREEMPTED, Preempted, StopSignal
+from weibolabel.runs import ensure_writable, make_accelerator, setup_logging, write_json
+
+logger = get_logger("learning_curve")
+
+
+@dataclass(frozen=True)
+class LearningCurveConfig:
+    """Macro-F1 at growing shares of each fold's training data, under the folds of a finished training run."""
+
+    run: str | None = field(default=None, metadata={"help": "A training run directory of jobs/train.py (required)."})
+    fractions: list[float] = field(
+        default_factory=lambda: [0.25, 0.5, 0.75, 1.0], metadata={"help": "Shares of each fold's training part."}
+    )
+    baseline_only: bool = field(default=False, metadata={"help": "Only the TF-IDF baseline (fast; no encoder)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Where to write (default: the run directory)."})
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(LearningCurveConfig, argv, description=__doc__)
+    setup_logging()
+    accelerator = make_accelerator()
+    try:
+        learning_curve(config, accelerator, StopSignal())
+    except UserError as error:
+        logger.error(str(error))
+        return 2
+    except Preempted as error:
+        logger.warning(f"{error}; finished cells are saved. Re-run the same command to resume.")
+        return EXIT_PREEMPTED
+    return 0
+
+
+def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -> None:
+    # 1. The run's settings, rows and folds, exactly as it used them.
+    if not config.run:
+        raise UserError("--run is required: a training run directory of jobs/train.py.")
+    run = Path(config.run)
+    for name in ("config.yaml", "folds.csv", "run_identity.json"):
+        if not (run / name).is_file():
+            raise UserError(f"{run} is not a training run directory of jobs/train.py (no {name}).")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    train_config = TrainConfig(
+        **{k: v for k, v in yaml.safe_load((run / "config.yaml").read_text()).items() if k in known}
+    )
+    names = json.loads((run / "run_identity.json").read_text())["labels"]
+    schema = LabelSchema(tuple(Label(i, name) for i, name in enumerate(names)))
+    folds = pd.read_csv(run / "folds.csv", keep_default_na=False)
+    texts, labels = folds["text"].astype(str).tolist(), folds["label"].to_numpy(dtype=np.int64)
+    groups, fold_of_row = folds["group"].astype(str).tolist(), folds["fold"].to_numpy(dtype=np.int64)
+    fractions = sorted(set(config.fractions))
+    out = Path(config.output_dir) if config.output_dir else run
+    work = out / "learning_curve_parts"
+    if accelerator.is_main_process:
+        ensure_writable(work)
+    accelerator.wait_for_everyone()
+
+    # 2. The baseline on every fold and share (seconds).
+    cells = []
+    if accelerator.is_main_process:
+        for fraction in fractions:
+            for fold in range(train_config.num_folds):
+                cells.append(lc.baseline_cell(train_config, texts, labels, fold_of_row, fold, fraction, names))
+        logger.info(f"baseline: {len(cells)} cells scored")
+
+    # 3. The encoder: 100% comes from the run's own fold results; other shares are trained, cell c on process
+    # c mod N, each finished cell saved so a re-run skips it.
+    reused_full = False
+    if not config.baseline_only:
+        todo = []
+        for fraction in fractions:
+            for fold in range(train_config.num_folds):
+                result = run / f"fold_{fold}" / "fold_result.json"
+                if fraction == 1.0 and result.is_file():
+                    reused_full = True
+                    record = json.loads(result.read_text())
+                    num_train = record["num_train"] + record["num_validation"]
+                    cells.append(
+                        lc.cell_record("encoder", fold, 1.0, num_train, record["test"], "run", record["best_epoch"])
+                    )
+                else:
+                    todo.append((fold, fraction))
+        cells = cells if accelerator.is_main_process else []
+        tokenizer = load_tokenizer(train_config.model_name_or_path)
+        input_ids = encode(tokenizer, texts, train_config.max_length).input_ids
+        for c, (fold, fraction) in enumerate(todo):
+            done = work / f"encoder_fold_{fold}_fraction_{fraction:g}.json"
+            if c % accelerator.num_processes != accelerator.process_index or done.is_file():
+                continue
+            logger.info(f"encoder: fold {fold}, {fraction:.0%} of the training part", main_process_only=False)
+            record = lc.encoder_cell(
+                train_config,
+                accelerator,
+                stop,
+                schema,
+                tokenizer.pad_token_id,
+                input_ids,
+                labels,
+                groups,
+                fold_of_row,
+                fold,
+                fraction,
+                work,
+            )
+            write_json(done, record)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            cells += [json.loads((work / f"encoder_fold_{f}_fraction_{x:g}.json").read_text()) for f, x in todo]
+
+    # 4. The per-fold table, its summary, the plot and the Markdown page.
+    if accelerator.is_main_process:
+        table = pd.DataFrame(cells).sort_values(["model", "fraction", "fold"], kind="stable")
+        table.to_csv(out / "learning_curve.csv", index=False)
+        summary = lc.summarize(table)
+        lc.plot_learning_curve(summary, out / "learning_curve.png", f"Learning curve, {train_config.num_folds} folds")
+        (out / "learning_curve.md").write_text(lc.render_markdown(summary, train_config, run, reused_full))
+        if not any(work.iterdir()):
+            work.rmdir()
+        for row in summary.itertuples(index=False):
+            logger.info(f"{row.model} {row.fraction:.0%}: macro-F1 {row.macro_f1_mean:.3f} ± {row.macro_f1_std:.3f}")
+        logger.info(f"wrote {out / 'learning_curve.md'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""The annotation loop: pick the comments a model is least sure about for people to label, write them in the
+annotators' spreadsheet format, and merge the filled-in sheet back into the training file."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from weibolabel.data import clean_text, group_key, load_labeled, parse_label, read_table, require_column
+from weibolabel.errors import UserError
+from weibolabel.labels import LabelSchema
+from weibolabel.parquet_io import read_metadata
+
+ANNOTATION_SHEET, LABELS_SHEET = "Sheet1", "labels"
+REFERENCE_COLUMNS = ["predicted_label", "predicted_name", "confidence", "row_id"]
+METHODS = ("margin", "entropy", "disagreement")
+
+
+# ------------------------------------------------------------------------------------------------- reading
+def read_labeled_parquet(path: str | Path) -> tuple[pd.DataFrame, np.ndarray, LabelSchema]:
+    """The labeling job's rows with status 'ok' (the only ones with probabilities), their probabilities
+    [n, classes] and the label schema stored in the file's metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Labeled Parquet file not found: {path}")
+    try:
+        schema = LabelSchema.from_list(read_metadata(path)["labels"])
+    except (KeyError, TypeError):
+        raise UserError(
+            f"{path} has no label schema in its metadata; is it an output of jobs/label_corpus.py?"
+        ) from None
+    frame = pd.read_parquet(path)
+    missing = {"row_id", "text", "label", "confidence", "probs", "status"} - set(frame.columns)
+    if missing:
+        raise UserError(f"{path}: columns {sorted(missing)} are missing; is it an output of jobs/label_corpus.py?")
+    frame = frame[frame["status"] == "ok"].reset_index(drop=True)
+    probs = np.stack(frame["probs"].to_numpy()).astype(np.float64) if len(frame) else np.zeros((0, len(schema)))
+    return frame, probs, schema
+
+
+# ------------------------------------------------------------------------------------------------- uncertainty
+def margin(probs: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 probability: small when the model hesitates between two classes."""
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def entropy(probs: np.ndarray) -> np.ndarray:
+    """Entropy in nats (0 = certain, log(classes) = uniform)."""
+    p = np.clip(probs, 1e-12, 1.0)
+    return -(p * np.log(p)).sum(axis=-1)
+
+
+def fold_disagreement(fold_probs: np.ndarray) -> np.ndarray:
+    """[folds, n, classes] -> the mutual information between the prediction and the fold model (BALD): entropy of
+    the mean minus mean entropy. Zero when all fold models agree, whatever their confidence."""
+    return entropy(fold_probs.mean(axis=0)) - entropy(fold_probs).mean(axis=0)
+
+
+def score_by_fold(run: str | Path, texts: list[str]) -> np.ndarray:
+    """Probabilities of each fold model of a training run separately: [folds, n, classes] (calibrated if the run is)."""
+    import torch
+
+    from weibolabel.inference import encode, load_ensemble, predict_probs
+
+    ensemble = load_ensemble(run, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    encoded = encode(ensemble.tokenizer, [clean_text(t) for t in texts], ensemble.max_length)
+    pad = ensemble.tokenizer.pad_token_id
+    return np.stack(
+        [predict_probs([m], encoded.input_ids, pad, temperature=ensemble.temperature) for m in ensemble.models]
+    ).astype(np.float64)
+
+
+def uncertainty(probs: np.ndarray, method: str) -> np.ndarray:
+    """Larger = less certain, for ranking."""
+    if method == "margin":
+        return 1.0 - margin(probs)
+    if method == "entropy":
+        return entropy(probs)
+    raise UserError(f"Unknown uncertainty method '{method}'; use one of {list(METHODS)}.")
+
+
+# ------------------------------------------------------------------------------------------------- selection
+def drop_known(frame: pd.DataFrame, probs: np.ndarray, exclude_texts: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows whose text (or a near-copy of it, by `group_key`) is not among `exclude_texts` (already labeled)."""
+    known = {group_key(clean_text(t)) for t in exclude_texts}
+    keep = np.array([group_key(clean_text(t)) not in known for t in frame["text"]], dtype=bool)
+    return frame[keep].reset_index(drop=True), probs[keep]
+
+
+def select_for_annotation(frame: pd.DataFrame, scores: np.ndarray, k: int, class_quota: float = 0.5) -> pd.DataFrame:
+    """K rows, most uncertain first, with every predicted class represented and near-duplicates left out.
+
+    `class_quota` of K is reserved in equal parts for the most uncertain rows of each predicted class (at least one
+    each), so a frequent class cannot crowd out a rare one; the rest goes to the most uncertain rows overall.
+    Among rows sharing a `group_key` (copies that differ in case, width, spacing, punctuation or emoji) only the
+    most uncertain can be picked (texts already labeled are removed beforehand by `drop_known`).
+    """
+    if k < 1:
+        raise UserError("--k must be at least 1.")
+    if not 0 <= class_quota <= 1:
+        raise UserError("--class_quota must be between 0 and 1.")
+    pool = frame.assign(uncertainty=scores, group=[group_key(clean_text(t)) for t in frame["text"]])
+    counts = {"candidates": len(pool)}
+    pool = pool.sort_values(["uncertainty", "row_id"], ascending=[False, True], kind="stable")
+    before = len(pool)
+    pool = pool.drop_duplicates("group", keep="first")
+    counts["near_duplicates_skipped"] = before - len(pool)
+    if len(pool) < k:
+        raise UserError(f"Only {len(pool)} distinct candidate rows remain (of {counts['candidates']}); lower --k.")
+    classes = sorted(pool["label"].astype(int).unique())
+    if k < len(classes):
+        raise UserError(f"--k {k} is smaller than the {len(classes)} predicted classes; each needs a place.")
+
+    per_class = max(1, int(k * class_quota) // len(classes))
+    chosen, reason = [], {}
+    for label in classes:
+        for index in pool.index[pool["label"] == label][:per_class]:
+            chosen.append(index)
+            reason[index] = "class quota"
+    for index in pool.index:
+        if len(chosen) >= k:
+            break
+        if index not in reason:
+            chosen.append(index)
+            reason[index] = "most uncertain"
+    chosen = chosen[:k] if len(chosen) > k else chosen  # quota alone can exceed k only when k < 2 * classes
+    picked = pool.loc[chosen].assign(reason=[reason[i] for i in chosen])
+    picked.attrs["counts"] = counts
+    return picked.sort_values("row_id").reset_index(drop=True)
+
+
+def write_annotation_sheet(picked: pd.DataFrame, schema: LabelSchema, path: Path) -> None:
+    """Sheet 1: `Sentence`, an empty `Label` and the model's guess for reference; sheet 2: the label schema."""
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.datavalidation import DataValidation
+
+    sheet = pd.DataFrame(
+        {
+            "Sentence": picked["text"].to_numpy(dtype=object),
+            "Label": [None] * len(picked),
+            "predicted_label": picked["label"].astype(int).to_numpy(),
+            "predicted_name": [schema.names[int(i)] for i in picked["label"]],
+            "confidence": picked["confidence"].astype(float).round(4).to_numpy(),
+            "row_id": picked["row_id"].astype(int).to_numpy(),
+        }
+    )
+    labels = pd.DataFrame(schema.to_list(), columns=["id", "name", "description"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
+        sheet.to_excel(writer, sheet_name=ANNOTATION_SHEET, index=False)
+        labels.to_excel(writer, sheet_name=LABELS_SHEET, index=False)
+        worksheet = writer.sheets[ANNOTATION_SHEET]
+        worksheet.freeze_panes = "A2"
+        for column, width in zip(range(1, 7), (60, 8, 15, 15, 11, 9)):
+            worksheet.column_dimensions[get_column_letter(column)].width = width
+        # A drop-down of the valid ids; typing a name is still accepted by the merge (parse_label reads both).
+        choices = DataValidation(type="list", formula1='"' + ",".join(map(str, range(len(schema)))) + '"')
+        choices.error, choices.showErrorMessage = f"Use a label id 0..{len(schema) - 1} (see sheet 'labels').", False
+        worksheet.add_data_validation(choices)
+        if len(sheet):
+            choices.add(f"B2:B{len(sheet) + 1}")
+        writer.sheets[LABELS_SHEET].column_dimensions["C"].width = 80
+    tmp.replace(path)
+
+
+# ------------------------------------------------------------------------------------------------- merging
+def schema_from_sheet(path: Path) -> LabelSchema | None:
+    """The label schema written into the annotation file's `labels` sheet, if it has one."""
+    import openpyxl
+
+    workbook = openpyxl.load_workbook(path, read_only=True)
+    has_labels = LABELS_SHEET in workbook.sheetnames
+    workbook.close()
+    if not has_labels:
+        return None
+    items = read_table(path, sheet=LABELS_SHEET).dropna(how="all")
+    if not {"id", "name"} <= set(items.columns):
+        raise UserError(f"{path}: sheet '{LABELS_SHEET}' needs columns 'id', 'name' (and 'description').")
+    return LabelSchema.from_list(items.fillna("").to_dict("records"))
+
+
+def _is_blank(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
+
+
+def read_annotations(path: Path, schema: LabelSchema, sheet: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The labeled rows of a filled-in sheet, validated by `load_labeled`; rows still without a label are listed
+    in the issues and skipped. They are blanked (not removed) before validation so every error names the row as
+    the annotator's spreadsheet numbers it."""
+    frame = read_table(path, sheet=sheet)
+    require_column(frame, "Sentence", path, "(the annotation sheet's text column)")
+    require_column(frame, "Label", path, "(the annotation sheet's label column)")
+    blank = np.array([_is_blank(v) for v in frame["Label"]], dtype=bool)
+    if blank.all():
+        raise UserError(f"{path}: no row has a label yet; fill in the 'Label' column first.")
+    to_check = frame[["Sentence", "Label"]].astype(object).copy()
+    to_check.loc[blank, "Sentence"], to_check.loc[blank, "Label"] = "", 0  # dropped as empty text, row kept
+    with tempfile.TemporaryDirectory() as directory:
+        copy = Path(directory) / path.name
+        to_check.to_excel(copy, index=False)
+        try:
+            data = load_labeled(copy, schema, "Sentence", "Label")
+        except UserError as error:
+            raise UserError(str(error).replace(str(copy), str(path))) from None
+    blank_rows = {f"row {i + 2}" for i in np.flatnonzero(blank)}
+    issues = data.issues.copy()
+    unlabeled = issues["row"].isin(blank_rows)
+    issues.loc[unlabeled, ["column", "issue", "action"]] = ["Label", "no label given", "skipped"]
+    return data.rows, issues
+
+
+def merge_annotations(
+    existing: pd.DataFrame,
+    existing_labels: list[int],
+    new_rows: pd.DataFrame,
+    schema: LabelSchema,
+    text_column: str,
+    label_column: str,
+    prefer: str = "existing",
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Existing rows (raw, as read) + annotated rows whose normalised text is new. A text already in the existing
+    file with the same label is skipped as known; with another label it is a conflict, left out unless
+    `prefer == 'new'`, which relabels the existing copies instead."""
+    if prefer not in ("existing", "new"):
+        raise UserError("--prefer must be 'existing' or 'new'.")
+    combined = pd.DataFrame({"Sentence": existing[text_column].to_numpy(dtype=object), "Label": existing_labels})
+    normalised = pd.Series([clean_text(t) for t in combined["Sentence"]])
+    known: dict[str, set[int]] = {}
+    for text, label in zip(normalised, combined["Label"]):
+        if text and label is not None:
+            known.setdefault(text, set()).add(int(label))
+    added, conflicts, counts = [], [], {"already_known": 0, "conflicts": 0, "relabeled_existing_rows": 0}
+    for row, text, label in zip(new_rows["row"], new_rows["text"], new_rows["label"]):
+        label = int(label)
+        if text not in known:
+            added.append({"Sentence": text, "Label": label})
+        elif known[text] == {label}:
+            counts["already_known"] += 1
+        else:
+            copies = normalised.index[normalised == text]
+            conflicts.append(
+                {
+                    "text": text,
+                    "existing_rows": ", ".join(f"row {i + 2}" for i in copies),
+                    "existing_label": ", ".join(schema.names[i] for i in sorted(known[text])),
+                    "annotation_row": row,
+                    "new_label": schema.names[label],
+                    "resolution": "new label kept, existing rows relabeled" if prefer == "new" else "left out",
+                }
+            )
+            if prefer == "new":
+                combined.loc[copies, "Label"] = label
+                counts["relabeled_existing_rows"] += len(copies)
+    counts["conflicts"] = len(conflicts)
+    counts["added"] = len(added)
+    combined = pd.concat([combined, pd.DataFrame(added, columns=["Sentence", "Label"])], ignore_index=True)
+    columns = ["text", "existing_rows", "existing_label", "annotation_row", "new_label", "resolution"]
+    return combined, pd.DataFrame(conflicts, columns=columns), counts
+
+
+def existing_label_ids(frame: pd.DataFrame, label_column: str, schema: LabelSchema) -> list[int | None]:
+    """Label ids of the existing file's cells (names or ids; the file has passed `load_labeled`)."""
+    return [parse_label(v, schema)[0] for v in frame[label_column]]

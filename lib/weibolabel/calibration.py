@@ -1,0 +1,177 @@
+"""Temperature scaling fitted on out-of-fold predictions, expected calibration error and the reliability diagram.
+
+Every out-of-fold probability comes from the fold model that never saw that row, so fitting one temperature on
+them touches no test data of any fold and needs no extra held-out split. The log of a softmax output differs from
+the logits only by a per-row constant, which the softmax ignores, so log-probabilities serve as logits.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from weibolabel.errors import UserError
+from weibolabel.runs import write_json
+
+NUM_BINS = 15
+FITTED_ON = "out-of-fold predictions"
+_LOG_T_RANGE = (math.log(0.05), math.log(20.0))
+
+
+def log_probs(probs: np.ndarray) -> np.ndarray:
+    """Logits up to a per-row constant; the clip keeps a float32 zero from becoming -inf."""
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, None))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exp = np.exp(scaled)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the gold labels under softmax(logits / T)."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    top = scaled.max(axis=1, keepdims=True)
+    log_norm = (top + np.log(np.exp(scaled - top).sum(axis=1, keepdims=True)))[:, 0]
+    return float(np.mean(log_norm - scaled[np.arange(len(labels)), labels]))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, tolerance: float = 1e-5) -> float:
+    """The T minimising NLL, by golden-section search on log T in [0.05, 20]. The NLL is convex in 1/T, hence
+    unimodal in log T, so the 1-D search finds the optimum without scipy or a learning rate to tune."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) == 0:
+        raise UserError("Cannot fit a temperature on zero predictions.")
+    low, high = _LOG_T_RANGE
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    fa, fb = nll(logits, labels, math.exp(a)), nll(logits, labels, math.exp(b))
+    while high - low > tolerance:
+        if fa < fb:
+            high, b, fb = b, a, fa
+            a = high - ratio * (high - low)
+            fa = nll(logits, labels, math.exp(a))
+        else:
+            low, a, fa = a, b, fb
+            b = low + ratio * (high - low)
+            fb = nll(logits, labels, math.exp(b))
+    return float(math.exp((low + high) / 2))
+
+
+def reliability_table(probs: np.ndarray, labels: np.ndarray, num_bins: int = NUM_BINS) -> pd.DataFrame:
+    """Per equal-width confidence bin: rows, mean confidence (top-1 probability) and accuracy of the top-1 class."""
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    # Bins are (lower, upper]; a confidence of exactly 0 cannot occur (it is at least 1 / classes).
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, num_bins - 1)
+    rows = []
+    for b in range(num_bins):
+        members = which == b
+        count = int(members.sum())
+        rows.append(
+            {
+                "bin_lower": edges[b],
+                "bin_upper": edges[b + 1],
+                "count": count,
+                "mean_confidence": float(confidence[members].mean()) if count else float("nan"),
+                "accuracy": float(correct[members].mean()) if count else float("nan"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, num_bins: int = NUM_BINS) -> float:
+    """Sum over bins of (share of rows in the bin) x |accuracy - mean confidence|."""
+    table = reliability_table(probs, labels, num_bins)
+    filled = table[table["count"] > 0]
+    gap = (filled["accuracy"] - filled["mean_confidence"]).abs()
+    return float((filled["count"] * gap).sum() / max(int(table["count"].sum()), 1))
+
+
+def calibrate(probs: np.ndarray, labels: np.ndarray, num_bins: int = NUM_BINS) -> tuple[dict, np.ndarray]:
+    """Fit T on (probs, labels); the summary for calibration.json and the recalibrated probabilities."""
+    logits, labels = log_probs(probs), np.asarray(labels, dtype=np.int64)
+    temperature = fit_temperature(logits, labels)
+    calibrated = softmax(logits, temperature)
+    summary = {
+        "temperature": temperature,
+        "ece_before": expected_calibration_error(probs, labels, num_bins),
+        "ece_after": expected_calibration_error(calibrated, labels, num_bins),
+        "nll_before": nll(logits, labels),
+        "nll_after": nll(logits, labels, temperature),
+        "fitted_on": FITTED_ON,
+        "num_rows": len(labels),
+        "num_bins": num_bins,
+    }
+    return summary, calibrated
+
+
+def calibrate_run(probs: np.ndarray, labels: np.ndarray, out: Path) -> dict:
+    """A training run's calibration: `<out>/calibration.json` (read by the labeling job, which divides every fold
+    model's logits by T) and `<out>/plots/reliability.png`; returns the summary for metrics.json."""
+    summary, calibrated = calibrate(probs, labels)
+    write_json(out / "calibration.json", summary)
+    (out / "plots").mkdir(exist_ok=True)
+    plot_reliability(
+        reliability_table(probs, labels),
+        reliability_table(calibrated, labels),
+        summary,
+        out / "plots" / "reliability.png",
+    )
+    return summary
+
+
+def plot_reliability(before: pd.DataFrame, after: pd.DataFrame, summary: dict, path: Path) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
+    titles = (
+        f"Before (T = 1): ECE {summary['ece_before']:.3f}, NLL {summary['nll_before']:.3f}",
+        f"After (T = {summary['temperature']:.2f}): ECE {summary['ece_after']:.3f}, NLL {summary['nll_after']:.3f}",
+    )
+    for axis, table, title in zip(axes, (before, after), titles):
+        width = table["bin_upper"] - table["bin_lower"]
+        filled = table["count"] > 0
+        axis.bar(
+            table.loc[filled, "bin_lower"],
+            table.loc[filled, "accuracy"],
+            width=width[filled],
+            align="edge",
+            color="tab:blue",
+            edgecolor="black",
+            linewidth=0.5,
+            label="accuracy in bin",
+        )
+        axis.bar(  # from accuracy up (over-confident) or down (under-confident) to the bin's mean confidence
+            table.loc[filled, "bin_lower"],
+            table.loc[filled, "mean_confidence"] - table.loc[filled, "accuracy"],
+            bottom=table.loc[filled, "accuracy"],
+            width=width[filled],
+            align="edge",
+            facecolor="none",
+            hatch="///",
+            edgecolor="tab:red",
+            linewidth=0.8,
+            label="gap to mean confidence",
+        )
+        axis.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+        share = table["count"] / max(int(table["count"].sum()), 1)
+        edges = [*table["bin_lower"], table["bin_upper"].iloc[-1]]
+        axis.stairs(share, edges, color="tab:orange", linewidth=2, label="share of rows in bin")
+        axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top-1 probability)", title=title)
+        axis.title.set_fontsize(10)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=8, loc="upper left")
+    figure.suptitle(f"Reliability of out-of-fold predictions ({summary['num_rows']} rows, {summary['num_bins']} bins)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=150)
+    plt.close(figure)

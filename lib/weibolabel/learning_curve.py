@@ -1,0 +1,181 @@
+"""Learning curves under a training run's own folds: nested, stratified subsamples of each fold's training part,
+scored on the untouched test fold, for the encoder and the TF-IDF baseline.
+
+Each cell is `weibolabel.training.fit_and_score_fold`, the step jobs/train.py runs for every fold.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from accelerate import Accelerator
+
+from weibolabel.config import TrainConfig
+from weibolabel.errors import UserError
+from weibolabel.metrics import classification_metrics
+from weibolabel.preemption import StopSignal
+from weibolabel.training import fit_and_score_fold
+
+MODELS = ("encoder", "baseline")
+
+
+def subsample(train_index: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A stratified share of `train_index`, the same seeded order for every fraction, so smaller samples are
+    subsets of larger ones (the curve then shows more data, not other data) and 1.0 gives all of it, sorted."""
+    if not 0 < fraction <= 1:
+        raise UserError(f"Fractions must lie in (0, 1], got {fraction}.")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(labels[train_index]):
+        members = rng.permutation(train_index[labels[train_index] == label])
+        chosen.append(members[: max(2, math.ceil(fraction * len(members)))])  # two per class keep a validation split
+    return np.sort(np.concatenate(chosen))
+
+
+def encoder_cell(
+    config: TrainConfig,
+    accelerator: Accelerator,
+    stop: StopSignal,
+    schema,
+    pad_id: int,
+    input_ids: list[list[int]],
+    labels: np.ndarray,
+    groups: list[str],
+    fold_of_row: np.ndarray,
+    fold: int,
+    fraction: float,
+    work_dir: Path,
+) -> dict:
+    train_index = subsample(np.flatnonzero(fold_of_row != fold), labels, fraction, config.seed + fold)
+    test_index = np.flatnonzero(fold_of_row == fold)
+    state_dir = work_dir / f"fold_{fold}_fraction_{fraction:g}"
+    score, model = fit_and_score_fold(
+        config,
+        accelerator,
+        stop,
+        schema,
+        pad_id,
+        input_ids,
+        labels,
+        groups,
+        train_index,
+        test_index,
+        fold,
+        state_dir / "state.pt",
+    )
+    shutil.rmtree(state_dir, ignore_errors=True)
+    del model
+    accelerator.free_memory()
+    return cell_record(
+        "encoder", fold, fraction, len(train_index), score.metrics, "trained", score.training.best_epoch + 1
+    )
+
+
+def baseline_cell(config: TrainConfig, texts: list[str], labels: np.ndarray, fold_of_row, fold, fraction, names):
+    from weibolabel.baseline import tfidf_logreg_probs
+
+    train_index = subsample(np.flatnonzero(fold_of_row != fold), labels, fraction, config.seed + fold)
+    test_index = np.flatnonzero(fold_of_row == fold)
+    probs = tfidf_logreg_probs(
+        [texts[i] for i in train_index],
+        labels[train_index],
+        [texts[i] for i in test_index],
+        len(names),
+        config.class_weighted_loss,
+    )
+    metrics = classification_metrics(labels[test_index], probs.argmax(axis=1), names)
+    return cell_record("baseline", fold, fraction, len(train_index), metrics, "trained", None)
+
+
+def cell_record(model: str, fold: int, fraction: float, num_train: int, metrics: dict, source: str, best_epoch):
+    return {
+        "model": model,
+        "fraction": fraction,
+        "fold": fold,
+        "num_train": num_train,
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "weighted_f1": metrics["weighted_f1"],
+        "best_epoch": best_epoch,
+        "source": source,
+    }
+
+
+def summarize(cells: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample standard deviation over folds per model and fraction."""
+    grouped = cells.groupby(["model", "fraction"], sort=True)
+    summary = grouped.agg(
+        folds=("fold", "count"),
+        num_train_mean=("num_train", "mean"),
+        accuracy_mean=("accuracy", "mean"),
+        accuracy_std=("accuracy", "std"),
+        macro_f1_mean=("macro_f1", "mean"),
+        macro_f1_std=("macro_f1", "std"),
+    )
+    return summary.fillna({"accuracy_std": 0.0, "macro_f1_std": 0.0}).reset_index()
+
+
+def plot_learning_curve(summary: pd.DataFrame, path: Path, title: str) -> None:
+    figure, axis = plt.subplots(figsize=(6.5, 4.2))
+    labels = {"encoder": "fine-tuned encoder", "baseline": "TF-IDF + logistic regression"}
+    for model in [m for m in MODELS if m in set(summary["model"])]:
+        part = summary[summary["model"] == model].sort_values("fraction")
+        axis.errorbar(
+            part["fraction"] * 100,
+            part["macro_f1_mean"],
+            yerr=part["macro_f1_std"],
+            marker="o",
+            capsize=4,
+            label=labels[model],
+        )
+    ticks = sorted(summary["fraction"].unique())
+    rows = summary.drop_duplicates("fraction").set_index("fraction")["num_train_mean"]
+    axis.set_xticks([f * 100 for f in ticks], [f"{f:.0%}\n({rows[f]:.0f})" for f in ticks])
+    axis.set(
+        xlabel="share of each fold's training part (mean training rows)",
+        ylabel="test macro-F1 (mean ± std over folds)",
+        ylim=(0, 1),
+        title=title,
+    )
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=150)
+    plt.close(figure)
+
+
+def render_markdown(summary: pd.DataFrame, config: TrainConfig, run: Path, reused_full: bool) -> str:
+    lines = [
+        f"# Learning curve: {run}",
+        "",
+        f"Macro-F1 on each test fold of the run's {config.num_folds} folds when training on a stratified, seeded "
+        "share of that fold's training part (smaller shares are subsets of larger ones; the validation part that "
+        f"picks the best epoch is carved from the share, {config.validation_fraction:.0%} of it). The encoder uses "
+        f"the run's settings (`{config.model_name_or_path}`, {config.num_epochs} epochs, learning rate "
+        f"{config.learning_rate}); the baseline is the run's TF-IDF + logistic regression. ± is the sample "
+        "standard deviation over folds. The number of epochs is fixed, so a smaller share also gets fewer "
+        "optimisation steps; a slow learner (a model trained from scratch, say) is held back at small shares by both.",
+        "",
+    ]
+    if reused_full:
+        lines += [
+            "At 100% the encoder's scores are the run's own fold results (`fold_k/fold_result.json`): the training "
+            "rows, validation split and seed are exactly those of the run, so retraining would repeat it.",
+            "",
+        ]
+    lines += ["| Model | Share | Mean training rows | Accuracy | Macro-F1 |", "|---|---|---|---|---|"]
+    for row in summary.itertuples(index=False):
+        lines.append(
+            f"| {row.model} | {row.fraction:.0%} | {row.num_train_mean:.0f} | {row.accuracy_mean:.3f} ± "
+            f"{row.accuracy_std:.3f} | {row.macro_f1_mean:.3f} ± {row.macro_f1_std:.3f} |"
+        )
+    lines += ["", "![learning curve](learning_curve.png)", "", "Per fold: `learning_curve.csv`.", ""]
+    return "\n".join(lines)

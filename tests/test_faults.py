@@ -1,0 +1,430 @@
+"""Faults: signals and kills at chosen points of both jobs, full disks, unwritable outputs, non-finite losses and
+out-of-memory errors. Kills are placed deterministically by a wrapper that patches the job's own functions from
+outside (no test hooks in the production code) and then runs the job as `python jobs/<job>.py` would."""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import TINY_TRAIN_ARGS, launch_job, make_labeled_rows
+from test_determinism import assert_same_training_result
+from transformers.models.bert.modeling_bert import BertForSequenceClassification
+
+from weibolabel.config import TrainConfig
+from weibolabel.errors import UserError
+from weibolabel.inference import encode
+from weibolabel.labels import load_label_schema
+from weibolabel.modeling import load_pretrained_classifier, load_tokenizer
+from weibolabel.runs import make_accelerator
+from weibolabel.training import Split, evaluate, train_fold
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = load_label_schema(None)
+
+# Runs a job after patching one of its functions to signal the process at an exact point.
+#   step:<where>       training, at StopSignal.check(where) (after that step's update)
+#   part_tmp:<chunk>   labeling, half of the chunk's part file written under its temporary name
+#   done_tmp:<chunk>   labeling, part renamed into place but its completion record not yet
+#   after:<chunk>      labeling, right after the chunk is complete
+#   slow:<seconds>     labeling, no signal, a pause after each chunk so the test can kill at a random moment
+#   merge:<n>          labeling, after n parts were copied into the merged file's temporary name
+KILL_WRAPPER = r"""
+import os, runpy, signal, sys, time
+import pyarrow.parquet as pq
+from weibolabel import parquet_io, preemption
+
+mode, _, arg = os.environ.get("WEIBOLABEL_TEST_KILL_AT", "").partition(":")
+signum = getattr(signal, os.environ.get("WEIBOLABEL_TEST_SIGNAL", "SIGKILL"))
+
+def die():
+    os.kill(os.getpid(), signum)
+    time.sleep(0.2)
+
+if mode == "step":
+    original_check = preemption.StopSignal.check
+    def check(self, where):
+        if where == arg:
+            die()
+        original_check(self, where)
+    preemption.StopSignal.check = check
+elif mode in ("after", "slow"):
+    original_write = parquet_io.PartStore.write
+    def write(self, chunk, frame, record):
+        original_write(self, chunk, frame, record)
+        if mode == "after" and chunk == int(arg):
+            die()
+        if mode == "slow":
+            time.sleep(float(arg))
+    parquet_io.PartStore.write = write
+elif mode == "part_tmp":
+    original_write_table = pq.write_table
+    def write_table(table, where, *args, **kwargs):
+        original_write_table(table, where, *args, **kwargs)
+        if f"part-{int(arg):05d}" in str(where):
+            data = open(where, "rb").read()
+            open(where, "wb").write(data[: len(data) // 2])
+            die()
+    pq.write_table = write_table
+elif mode == "done_tmp":
+    original_fsync = parquet_io._fsync
+    def fsync(path):
+        if path.name.startswith(f"part-{int(arg):05d}.") and path.name.endswith(".tmp"):
+            die()
+        original_fsync(path)
+    parquet_io._fsync = fsync
+elif mode == "merge":
+    class Writer(pq.ParquetWriter):
+        written = 0
+        def write_table(self, table, *args, **kwargs):
+            super().write_table(table, *args, **kwargs)
+            Writer.written += 1
+            if Writer.written == int(arg):
+                die()
+    pq.ParquetWriter = Writer
+
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers():
+    """In-process job runs install their SIGTERM/SIGUSR1 handlers in the test process; put pytest's back."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGUSR1)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def load_job(name: str):
+    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "jobs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def killed_run(tmp_path: Path, monkeypatch, script: str, args: list[str], at: str, signame: str = "SIGKILL"):
+    wrapper = tmp_path / "kill_wrapper.py"
+    wrapper.write_text(KILL_WRAPPER)
+    monkeypatch.setenv("WEIBOLABEL_TEST_KILL_AT", at)
+    monkeypatch.setenv("WEIBOLABEL_TEST_SIGNAL", signame)
+    return launch_job(str(wrapper), [str(REPO / "jobs" / script), *args], check=False)
+
+
+def log_of(result) -> str:
+    return result.stdout + result.stderr
+
+
+# ================================================================================================ training
+def train_args(data: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data", str(data), "--model_name_or_path", str(model), "--output_dir", str(out), *TINY_TRAIN_ARGS, *extra]
+
+
+def test_training_sigterm_and_sigkill_then_resume_matches_an_uninterrupted_run(
+    tmp_path, monkeypatch, tiny_run_dir, tiny_base_model_dir, labeled_xlsx
+):
+    out = tmp_path / "resumed"
+    args = train_args(labeled_xlsx, tiny_base_model_dir, out)
+
+    # SIGTERM (SLURM's warning before the time limit) mid-epoch: the step finishes, the job exits 143.
+    first = killed_run(tmp_path, monkeypatch, "train.py", args, "step:in fold 0, epoch 2, step 2", "SIGTERM")
+    assert first.returncode == 143, log_of(first)
+    assert "stopped on SIGTERM in fold 0, epoch 2, step 2" in log_of(first)
+    assert "Re-run the same command to resume" in log_of(first)
+    assert (out / "fold_0" / "resume" / "state.pt").is_file()
+    assert not (out / "fold_0" / "fold_result.json").exists()
+
+    # SIGKILL (no warning at all) in the next fold: only the epoch in flight is lost.
+    second = killed_run(tmp_path, monkeypatch, "train.py", args, "step:in fold 1, epoch 2, step 1", "SIGKILL")
+    assert second.returncode == -signal.SIGKILL, log_of(second)
+    assert "fold 0: resuming after epoch 1" in log_of(second)
+    assert (out / "fold_0" / "fold_result.json").is_file() and not (out / "fold_0" / "resume").exists()
+    assert (out / "fold_1" / "resume" / "state.pt").is_file()
+    # What a kill in the middle of saving leaves: a temporary file that must never be read.
+    (out / "fold_1" / "resume" / "state.tmp").write_bytes(b"\x80half a pickle")
+
+    third = launch_job("train.py", args)
+    assert "fold 0: already finished, skipped" in log_of(third)
+    assert "fold 1: resuming after epoch 1" in log_of(third)
+    assert_same_training_result(tiny_run_dir, out)
+
+
+def test_training_refuses_to_resume_with_other_settings_or_data(tmp_path, caplog, tiny_run_dir, labeled_xlsx):
+    train = load_job("train")
+    identity = (tiny_run_dir / "run_identity.json").read_text()
+    model = json.loads(identity)["model_name_or_path"]
+
+    code = train.main(train_args(labeled_xlsx, Path(model), tiny_run_dir, "--learning_rate", "2e-3"))
+    assert code == 2
+    assert f"{tiny_run_dir} already holds a training run with different settings" in caplog.text
+    assert "learning_rate: 0.001 -> 0.002" in caplog.text and "pass another --output_dir" in caplog.text
+
+    changed = tmp_path / "changed.xlsx"
+    frame = pd.read_excel(labeled_xlsx)
+    frame.loc[0, "Label"] = (frame.loc[0, "Label"] + 1) % 4
+    frame.to_excel(changed, index=False)
+    caplog.clear()
+    assert train.main(train_args(changed, Path(model), tiny_run_dir)) == 2
+    assert "data_sha256" in caplog.text
+    assert (tiny_run_dir / "run_identity.json").read_text() == identity
+
+
+def test_non_finite_loss_names_fold_epoch_and_step(tmp_path, caplog, tiny_base_model_dir, labeled_xlsx):
+    out = tmp_path / "nan"
+    args = ["--data", str(labeled_xlsx), "--model_name_or_path", str(tiny_base_model_dir), "--output_dir", str(out)]
+    args += ["--num_folds", "2", "--num_epochs", "1", "--learning_rate", "1e6", "--warmup_ratio", "0"]
+    assert load_job("train").main([*args, "--max_length", "32", "--per_device_batch_size", "16"]) == 2
+    assert "Non-finite loss (nan) in fold 0, epoch 1, step " in caplog.text
+    assert "Lower --learning_rate" in caplog.text
+    assert not (out / "fold_0" / "fold_result.json").exists()
+
+
+@pytest.fixture
+def small_fold(tiny_base_model_dir):
+    """A tiny model and a few encoded rows, for calling train_fold directly."""
+    tokenizer = load_tokenizer(str(tiny_base_model_dir))
+    rows = make_labeled_rows(24)
+    ids = encode(tokenizer, rows["Sentence"].tolist(), 32).input_ids
+    labels = rows["Label"].to_numpy().copy()  # pandas hands out read-only arrays
+    model = load_pretrained_classifier(str(tiny_base_model_dir), SCHEMA)
+    config = TrainConfig(num_epochs=1, per_device_batch_size=4, eval_batch_size=8, max_length=32)
+    return types.SimpleNamespace(
+        model=model,
+        train=Split(ids[:16], labels[:16]),
+        validation=Split(ids[16:], labels[16:]),
+        config=config,
+        pad_id=tokenizer.pad_token_id,
+        accelerator=make_accelerator(),
+        stop=types.SimpleNamespace(check=lambda where: None),
+    )
+
+
+def _out_of_memory(*args, **kwargs):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_training_out_of_memory_names_the_options_to_lower(tmp_path, monkeypatch, small_fold):
+    f = small_fold
+    monkeypatch.setattr(BertForSequenceClassification, "forward", _out_of_memory)
+    with pytest.raises(UserError) as caught:
+        train_fold(f.model, f.train, f.validation, f.config, f.accelerator, 0, f.pad_id, tmp_path / "s.pt", f.stop)
+    message = str(caught.value)
+    assert message.startswith("Out of GPU memory in fold 0, epoch 1, step 1 (a batch of 4 texts x ")
+    assert "Lower --per_device_batch_size (e.g. to 2) and raise --gradient_accumulation_steps (e.g. to 2)" in message
+    with pytest.raises(UserError, match=r"while scoring 8 texts with --eval_batch_size 8: lower --eval_batch_size"):
+        evaluate(f.model, f.validation, f.pad_id, f.accelerator, 8)
+
+
+def test_training_disk_full_and_damaged_state_are_clear_errors(tmp_path, monkeypatch, small_fold):
+    f = small_fold
+    state = tmp_path / "fold_0" / "resume" / "state.pt"
+
+    def disk_full(*args, **kwargs):
+        Path(args[1]).write_bytes(b"partial")  # what a full disk leaves: the start of the file
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", disk_full)
+        with pytest.raises(UserError) as caught:
+            train_fold(f.model, f.train, f.validation, f.config, f.accelerator, 0, f.pad_id, state, f.stop)
+    assert str(caught.value) == (
+        f"No space left on device ({state}). Free space and re-run the same command; "
+        "the fold resumes from its last saved epoch."
+    )
+    assert list(state.parent.iterdir()) == []  # neither a truncated state.pt nor its temporary file
+
+    state.write_bytes(b"not a checkpoint")  # a damaged disk or a copy cut short
+    with pytest.raises(UserError, match=r"(?s)state.pt is damaged and cannot be resumed from .* Delete the directory"):
+        train_fold(f.model, f.train, f.validation, f.config, f.accelerator, 0, f.pad_id, state, f.stop)
+
+
+def test_unwritable_output_fails_before_any_model_work(tmp_path, monkeypatch, caplog, labeled_xlsx, tiny_run_dir):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+
+    def no_model_work(*args, **kwargs):
+        raise AssertionError("model work started before the output location was checked")
+
+    train = load_job("train")
+    monkeypatch.setattr(train, "load_tokenizer", no_model_work)
+    monkeypatch.setattr(train, "load_pretrained_classifier", no_model_work)
+    assert train.main(train_args(labeled_xlsx, tmp_path / "model", blocker / "run")) == 2
+    assert f"Cannot write to {blocker / 'run'}: Not a directory" in caplog.text
+    assert "Pass a --output_dir in a directory you can write to" in caplog.text
+
+    caplog.clear()
+    label = load_job("label_corpus")
+    monkeypatch.setattr(label, "load_ensemble", no_model_work)
+    output = blocker / "sub" / "labels.parquet"
+    args = ["--input", str(labeled_xlsx), "--model", str(tiny_run_dir), "--output", str(output)]
+    assert label.main(args) == 2
+    assert f"Cannot write to {blocker / 'sub'}: Not a directory" in caplog.text and "--output" in caplog.text
+    assert not output.exists()
+
+
+# ================================================================================================ labeling
+@pytest.fixture(scope="module")
+def corpus_csv(tmp_path_factory) -> Path:
+    """120 ordinary rows and a few odd ones; with --chunk_size 8, 16 chunks."""
+    texts = [*make_labeled_rows(120, seed=3)["Sentence"], "", "😭🙏", "中华文化" * 200, "转发微博"]
+    texts += ["&lt;3 故宫", "   ", "@央视 https://t.cn/x", "12345"]
+    path = tmp_path_factory.mktemp("corpus") / "corpus.csv"
+    pd.DataFrame({"Sentence": texts, "show": [f"s{i % 5}" for i in range(len(texts))]}).to_csv(path, index=False)
+    return path
+
+
+CHUNK = 8
+
+
+def label_args(source: Path, model: Path, output: Path) -> list[str]:
+    return ["--input", str(source), "--model", str(model), "--output", str(output), "--chunk_size", str(CHUNK)]
+
+
+def check_after_kill(output: Path, reference: pd.DataFrame) -> int:
+    """No final file; every part with a completion record is whole and right. Returns the finished chunks."""
+    assert not output.exists()
+    parts = output.with_name(output.name + ".parts")
+    done = sorted(parts.glob("part-*.done"))
+    for record in done:
+        chunk = json.loads(record.read_text())["chunk"]
+        part = pq.read_table(parts / f"part-{chunk:05d}.parquet").to_pandas()
+        expected = reference.iloc[chunk * CHUNK : (chunk + 1) * CHUNK].reset_index(drop=True)
+        pd.testing.assert_frame_equal(part, expected, check_exact=True)
+    return len(done)
+
+
+def comparable_metadata(path: Path) -> dict:
+    metadata = json.loads(pq.read_schema(path).metadata[b"weibolabel"])
+    metadata.pop("time")
+    return metadata
+
+
+def test_labeling_killed_at_five_points_ends_identical_to_an_uninterrupted_run(
+    tmp_path, monkeypatch, tiny_run_dir, corpus_csv
+):
+    reference_file = tmp_path / "reference.parquet"
+    launch_job("label_corpus.py", [*label_args(corpus_csv, tiny_run_dir, reference_file), "--carry_columns", "show"])
+    reference = pq.read_table(reference_file).to_pandas()
+    num_chunks = -(-len(reference) // CHUNK)
+    assert num_chunks == 16
+
+    output = tmp_path / "labels.parquet"
+    args = [*label_args(corpus_csv, tiny_run_dir, output), "--carry_columns", "show"]
+    parts = output.with_name(output.name + ".parts")
+
+    # 1. Half of chunk 2's part is on disk under its temporary name.
+    result = killed_run(tmp_path, monkeypatch, "label_corpus.py", args, "part_tmp:2")
+    assert result.returncode == -signal.SIGKILL, log_of(result)
+    assert list(parts.glob(".part-00002.parquet.*.tmp")) and not (parts / "part-00002.parquet").exists()
+    assert check_after_kill(output, reference) == 2
+
+    # 2. Chunk 4's part is in place but its completion record is not; then the part is damaged on top of it.
+    result = killed_run(tmp_path, monkeypatch, "label_corpus.py", args, "done_tmp:4")
+    assert result.returncode == -signal.SIGKILL, log_of(result)
+    assert (parts / "part-00004.parquet").is_file() and not (parts / "part-00004.done").exists()
+    assert check_after_kill(output, reference) == 4
+    damaged = parts / "part-00004.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:100])
+
+    # 3. Right after chunk 6 is complete.
+    result = killed_run(tmp_path, monkeypatch, "label_corpus.py", args, "after:6")
+    assert result.returncode == -signal.SIGKILL, log_of(result)
+    assert check_after_kill(output, reference) == 7
+
+    # 4. At a random moment, from outside, as `kill -9` or the OOM killer would.
+    wrapper_env = {**os.environ, "WEIBOLABEL_TEST_KILL_AT": "slow:0.3", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    (tmp_path / "kill_wrapper.py").write_text(KILL_WRAPPER)
+    command = [sys.executable, str(tmp_path / "kill_wrapper.py"), str(REPO / "jobs" / "label_corpus.py"), *args]
+    process = subprocess.Popen(command, env=wrapper_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(parts.glob("part-*.done"))) < 10 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(random.Random(7).uniform(0, 0.3))
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    finished = check_after_kill(output, reference)
+    assert 10 <= finished < num_chunks
+
+    # 5. During the merge: three parts copied into the merged file's temporary name.
+    result = killed_run(tmp_path, monkeypatch, "label_corpus.py", args, "merge:3")
+    assert result.returncode == -signal.SIGKILL, log_of(result)
+    assert list(tmp_path.glob(f".{output.name}.*.tmp")), "the kill did not land in the merge"
+    assert check_after_kill(output, reference) == num_chunks
+
+    # The same command once more finishes the run: the file is the one an uninterrupted run writes.
+    launch_job("label_corpus.py", args)
+    assert not parts.exists()
+    pd.testing.assert_frame_equal(pq.read_table(output).to_pandas(), reference, check_exact=True)
+    assert pq.read_schema(output).equals(pq.read_schema(reference_file), check_metadata=False)
+    assert comparable_metadata(output) == comparable_metadata(reference_file)
+
+
+def test_labeling_disk_full_leaves_no_final_file_and_resumes(tmp_path, monkeypatch, caplog, tiny_run_dir, corpus_csv):
+    label = load_job("label_corpus")
+    output = tmp_path / "labels.parquet"
+    parts = output.with_name(output.name + ".parts")
+    args = label_args(corpus_csv, tiny_run_dir, output)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    # Full while writing a part: the job stops at once, nothing half-written is left.
+    with monkeypatch.context() as patch:
+        patch.setattr(pq, "write_table", disk_full)
+        assert label.main(args) == 2
+    assert f"Could not write {parts / 'part-00000.parquet'}: No space left on device." in caplog.text
+    assert "Free space and re-run to resume" in caplog.text
+    assert not output.exists() and not list(parts.glob("*.parquet")) and not list(parts.glob(".*.tmp"))
+
+    # Full during the merge: the parts are kept, the merged file's temporary name is removed.
+    class FullDiskWriter(pq.ParquetWriter):
+        def write_table(self, table, *args, **kwargs):
+            disk_full()
+
+    caplog.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(pq, "ParquetWriter", FullDiskWriter)
+        assert label.main(args) == 2
+    assert "No space left on device. Free space and re-run the same command; finished chunks are kept." in caplog.text
+    assert not output.exists() and not list(tmp_path.glob(f".{output.name}.*"))
+    assert len(list(parts.glob("part-*.done"))) == 16
+
+    # With space again, the same command only merges.
+    caplog.clear()
+    assert label.main(args) == 0
+    table = pq.read_table(output)
+    assert table.column("row_id").to_pylist() == list(range(128)) and not parts.exists()
+
+
+def test_labeling_out_of_memory_names_the_options_to_lower(tmp_path, monkeypatch, caplog, tiny_run_dir, corpus_csv):
+    monkeypatch.setattr(BertForSequenceClassification, "forward", _out_of_memory)
+    output = tmp_path / "labels.parquet"
+    args = [*label_args(corpus_csv, tiny_run_dir, output), "--batch_size", "64", "--max_tokens", "4096"]
+    assert load_job("label_corpus").main(args) == 2
+    assert "Out of GPU memory labeling chunk 0 with --batch_size 64 and --max_tokens 4096" in caplog.text
+    assert "lower --max_tokens (e.g. to 2048" in caplog.text and "--batch_size" in caplog.text
+    assert not output.exists()
+
+
+@pytest.fixture(autouse=True)
+def _job_logs_at_info(caplog):
+    caplog.set_level(logging.INFO)

@@ -1,0 +1,272 @@
+"""jobs/label_corpus.py and jobs/predict.py through their real entry points: identical output for any process
+count, every row once and in order, row statuses, types and provenance, kill-and-resume, and clean errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, launch_job, make_labeled_rows
+
+from weibolabel.parquet_io import read_metadata
+
+NAMES = ["production", "heritage", "culture", "irrelevant"]
+CHUNK = ["--chunk_size", "8"]
+
+
+def label_args(input_path: Path, model: Path, output: Path, *extra: str) -> list[str]:
+    return ["--input", str(input_path), "--model", str(model), "--output", str(output), *CHUNK, *extra]
+
+
+def job_env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
+def parts_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".parts")
+
+
+@pytest.fixture(scope="module")
+def labeled_once(tiny_run_dir, unlabeled_xlsx, tmp_path_factory) -> Path:
+    """The reference output: one process."""
+    output = tmp_path_factory.mktemp("label") / "one.parquet"
+    launch_job("label_corpus.py", label_args(unlabeled_xlsx, tiny_run_dir, output))
+    return output
+
+
+@pytest.fixture(scope="module")
+def reference(labeled_once) -> pd.DataFrame:
+    return pd.read_parquet(labeled_once)
+
+
+# --------------------------------------------------------------------------------------------- content
+def test_two_processes_write_the_same_file(labeled_once, tiny_run_dir, unlabeled_xlsx, tmp_path):
+    output = tmp_path / "two.parquet"
+    launch_job("label_corpus.py", label_args(unlabeled_xlsx, tiny_run_dir, output), num_processes=2)
+    pd.testing.assert_frame_equal(pd.read_parquet(output), pd.read_parquet(labeled_once))
+    assert not parts_dir(output).exists()
+
+
+def test_every_row_once_in_input_order(reference, unlabeled_xlsx):
+    source = pd.read_excel(unlabeled_xlsx)
+    assert len(reference) == len(source) == 46
+    assert reference["row_id"].tolist() == list(range(len(source)))
+    for row_id in (0, 5, 39):  # ordinary comments come back unchanged, in their place
+        assert reference.loc[row_id, "text"] == source.loc[row_id, "Sentence"]
+
+
+def test_row_statuses(reference):
+    by_status = reference.set_index("row_id")
+    for row_id in (40, 41):  # "" and None: both empty cells
+        assert by_status.loc[row_id, "status"] == "empty"
+        assert pd.isna(by_status.loc[row_id, "label"])
+        assert by_status.loc[row_id, "probs"] is None
+    assert by_status.loc[42, "status"] == "unknown_tokens_only"  # emoji only: all [UNK]
+    assert pd.isna(by_status.loc[42, "label"])
+    assert by_status.loc[43, "status"] == "ok"  # 2,000 characters
+    assert bool(by_status.loc[43, "truncated"]) is True
+    assert not reference.drop(index=43)["truncated"].any()
+    # Duplicates stay separate rows, with the same prediction.
+    assert by_status.loc[44, "text"] == by_status.loc[45, "text"] == "转发微博"
+    assert by_status.loc[44, "label"] == by_status.loc[45, "label"]
+    np.testing.assert_array_equal(by_status.loc[44, "probs"], by_status.loc[45, "probs"])
+    ok = reference[reference["status"] == "ok"]
+    assert len(ok) == 43
+    assert ok["label"].notna().all()
+    assert set(ok["label_name"]) <= set(NAMES)
+    assert (ok["label_name"] == [NAMES[i] for i in ok["label"]]).all()
+
+
+def test_column_types_and_probabilities(labeled_once, reference):
+    schema = pq.read_schema(labeled_once)
+    assert schema.field("row_id").type == pa.int64()
+    assert not schema.field("row_id").nullable
+    assert schema.field("label").type == pa.int64()
+    assert schema.field("probs").type == pa.list_(pa.float32())
+    assert schema.field("confidence").type == pa.float32()
+    assert schema.field("truncated").type == pa.bool_()
+    assert reference["row_id"].dtype == np.int64
+    assert str(reference["label"].dtype) == "Int64"  # nullable int, not float64 with NaN
+    ok = reference[reference["status"] == "ok"]
+    probs = np.stack(ok["probs"].to_numpy())
+    assert probs.dtype == np.float32
+    assert probs.shape == (len(ok), len(NAMES))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(probs.argmax(axis=1), ok["label"].to_numpy(dtype=np.int64))
+    np.testing.assert_allclose(ok["confidence"].to_numpy(), probs.max(axis=1), rtol=1e-6)
+
+
+def test_parquet_metadata_records_provenance(labeled_once, tiny_run_dir):
+    metadata = read_metadata(labeled_once)
+    assert [label["name"] for label in metadata["labels"]] == NAMES
+    assert [label["id"] for label in metadata["labels"]] == [0, 1, 2, 3]
+    assert metadata["model"] == str(tiny_run_dir)
+    assert metadata["members"] == ["fold_0", "fold_1", "fold_2"]
+    assert metadata["code_revision"]
+    assert metadata["time"]
+    assert metadata["max_length"] == 64  # the training run's
+
+
+def test_single_checkpoint_directory_as_model(tiny_run_dir, unlabeled_xlsx, reference, tmp_path):
+    output = tmp_path / "fold0.parquet"
+    launch_job("label_corpus.py", label_args(unlabeled_xlsx, tiny_run_dir / "fold_0", output))
+    single = pd.read_parquet(output)
+    assert single["row_id"].tolist() == list(range(46))
+    assert single["status"].tolist() == reference["status"].tolist()
+    assert read_metadata(output)["members"] == ["."]
+
+
+# --------------------------------------------------------------------------------------------- kill and resume
+def test_killed_run_resumes_to_the_uninterrupted_result(tiny_run_dir, tmp_path):
+    source = tmp_path / "big.parquet"
+    num_rows = 800
+    pd.DataFrame({"Sentence": make_labeled_rows(num_rows, seed=11)["Sentence"]}).to_parquet(source)
+    reference = tmp_path / "reference.parquet"
+    launch_job("label_corpus.py", label_args(source, tiny_run_dir, reference))
+
+    output = tmp_path / "resumed.parquet"
+    parts = parts_dir(output)
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(REPO / "jobs" / "label_corpus.py"), *label_args(source, tiny_run_dir, output)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=job_env(),
+            cwd=REPO,
+        )
+        deadline = time.monotonic() + 120
+        while process.poll() is None and len(list(parts.glob("part-*.done"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process.poll() is None, "the job finished before it could be killed; give it more rows"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    done = sorted(parts.glob("part-*.done"))
+    num_chunks = -(-num_rows // 8)
+    assert 3 <= len(done) < num_chunks
+    assert not output.exists()
+
+    # Leftovers of the kill that must not count: a half-written temp part, and a part without its .done record.
+    (parts / ".part-00001.parquet.99999.tmp").write_bytes(b"PAR1 half written")
+    (parts / f"part-{num_chunks - 1:05d}.parquet").write_bytes(b"PAR1 garbage")
+    assert not (parts / f"part-{num_chunks - 1:05d}.done").exists()
+
+    launch_job("label_corpus.py", label_args(source, tiny_run_dir, output), num_processes=2)
+    resumed = pd.read_parquet(output)
+    assert resumed["row_id"].tolist() == list(range(num_rows))  # no duplicate, no missing row
+    pd.testing.assert_frame_equal(resumed, pd.read_parquet(reference))
+    assert not parts.exists()
+
+
+# --------------------------------------------------------------------------------------------- user errors
+@pytest.mark.parametrize("case", ["missing_input", "missing_text_column", "model_without_head", "existing_output"])
+def test_bad_input_writes_nothing_and_exits_2(case, tiny_run_dir, tiny_base_model_dir, unlabeled_xlsx, tmp_path):
+    output = tmp_path / "out.parquet"
+    args = label_args(unlabeled_xlsx, tiny_run_dir, output)
+    expected = {
+        "missing_input": "Input not found",
+        "missing_text_column": "no column 'Text'",
+        "model_without_head": "without a classification head",
+        "existing_output": "--overwrite",
+    }[case]
+    if case == "missing_input":
+        args = label_args(tmp_path / "nope.xlsx", tiny_run_dir, output)
+    elif case == "missing_text_column":
+        args += ["--text_column", "Text"]
+    elif case == "model_without_head":
+        args = label_args(unlabeled_xlsx, tiny_base_model_dir, output)
+    elif case == "existing_output":
+        output.write_bytes(b"keep me")
+    result = launch_job("label_corpus.py", args, check=False)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert expected in result.stderr
+    if case == "existing_output":
+        assert output.read_bytes() == b"keep me"
+        assert "already exists" in result.stderr
+    else:
+        assert not output.exists()
+    assert not parts_dir(output).exists()
+
+
+# --------------------------------------------------------------------------------------------- inputs
+def test_gold_column_agreement_and_carried_columns(tiny_run_dir, tmp_path):
+    table = make_labeled_rows(12, seed=5)
+    table["user_id"] = [1000 + i for i in range(12)]
+    table["date"] = [f"2024-01-{i + 1:02d}" for i in range(12)]
+    source = tmp_path / "with_gold.xlsx"
+    table.to_excel(source, index=False)
+    output = tmp_path / "gold.parquet"
+    result = launch_job(
+        "label_corpus.py", label_args(source, tiny_run_dir, output, "--carry_columns", "user_id", "date")
+    )
+    assert "agreement with gold on 12 rows" in result.stderr
+    labeled = pd.read_parquet(output)
+    assert labeled["gold_label"].tolist() == table["Label"].tolist()
+    assert labeled["user_id"].tolist() == [str(v) for v in table["user_id"]]
+    assert labeled["date"].tolist() == table["date"].tolist()
+    accuracy = float((labeled["gold_label"] == labeled["label"]).mean())
+    assert f"accuracy {accuracy:.4f}" in result.stderr
+
+
+def test_directory_of_csv_and_txt_inputs_gives_source_columns_and_global_row_ids(tiny_run_dir, tmp_path):
+    directory = tmp_path / "inputs"
+    directory.mkdir()
+    csv_texts = ["主持人讲得真好", "越王勾践剑好锋利", "", "文化自信", "转发微博"]
+    pd.DataFrame({"Sentence": csv_texts}).to_csv(directory / "a.csv", index=False)
+    txt_texts = ["兵马俑好震撼", "早上好呀", "为祖国感到骄傲"]
+    (directory / "b.txt").write_text("\n".join(txt_texts) + "\n", encoding="utf-8")
+    output = tmp_path / "csv_txt.parquet"
+    launch_job("label_corpus.py", label_args(directory, tiny_run_dir, output))
+    labeled = pd.read_parquet(output)
+    assert labeled["row_id"].tolist() == list(range(8))
+    assert labeled["source_file"].tolist() == [str(directory / "a.csv")] * 5 + [str(directory / "b.txt")] * 3
+    assert labeled["source_row"].tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+    assert labeled["text"].tolist()[3:] == ["文化自信", "转发微博", *txt_texts]
+    assert labeled["status"].tolist() == ["ok", "ok", "empty", "ok", "ok", "ok", "ok", "ok"]
+    assert pd.isna(labeled.loc[2, "label"])
+    assert read_metadata(output)["inputs"] == [str(directory / "a.csv"), str(directory / "b.txt")]
+
+
+# --------------------------------------------------------------------------------------------- predict.py
+def run_predict(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "jobs" / "predict.py"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=job_env(),
+        cwd=REPO,
+        timeout=300,
+    )
+
+
+def test_predict_prints_a_table_for_comments(tiny_run_dir):
+    result = run_predict(["--model", str(tiny_run_dir), "评论一", "评论二"])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3
+    for name in NAMES:
+        assert f"p({name})" in lines[0]
+    for line, comment in zip(lines[1:], ["评论一", "评论二"]):
+        assert comment in line
+        assert any(name in line for name in NAMES)
+        assert "ok" in line
+
+
+def test_predict_reads_stdin(tiny_run_dir):
+    result = run_predict(["--model", str(tiny_run_dir / "fold_0")], stdin="好看\n转发微博\n")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3
+    assert "好看" in lines[1] and "转发微博" in lines[2]
+    probabilities = [float(v) for v in lines[1].split()[3:7]]
+    assert sum(probabilities) == pytest.approx(1.0, abs=0.01)

@@ -1,0 +1,154 @@
+"""Tokenizer and model loading (bundled vocab, offline failures), identical fold starts, checkpoint round trips,
+and the scoring path: encoding flags, token-budget batching, padding that does not change results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+from accelerate.utils import set_seed
+from transformers import AutoModelForSequenceClassification, BertTokenizerFast
+
+from weibolabel.errors import UserError
+from weibolabel.inference import encode, length_batches, predict_probs
+from weibolabel.labels import LabelSchema
+from weibolabel.modeling import bundled_vocab_path, load_checkpoint, load_pretrained_classifier, load_tokenizer
+
+CHINESE = ["故宫的文物真好看", "越王勾践剑好锋利", "中华文化博大精深"]
+NAMES = ["production", "heritage", "culture", "irrelevant"]
+
+
+# --------------------------------------------------------------------------------------------- tokenizer
+def test_bundled_vocab_is_bert_base_chinese():
+    path = bundled_vocab_path()
+    content = path.read_bytes()
+    assert hashlib.md5(content).hexdigest() == "3b5b76c4aef48ecf8cb3abaafe960f09"
+    # Count "\n" only: some vocabulary entries are characters that str.splitlines() treats as line breaks.
+    assert content.count(b"\n") == 21128
+    assert len(BertTokenizerFast(vocab=str(path)).vocab) == 21128
+
+
+def test_load_tokenizer_gives_real_ids_for_chinese(tiny_base_model_dir):
+    tokenizer = load_tokenizer(str(tiny_base_model_dir))
+    reference = BertTokenizerFast(vocab=str(bundled_vocab_path()))
+    for text in CHINESE:
+        ids = tokenizer(text)["input_ids"]
+        assert tokenizer.unk_token_id not in ids
+        assert len(ids) == len(text) + 2  # one piece per character, plus [CLS] and [SEP]
+        assert ids == reference(text)["input_ids"]
+
+
+def test_directory_with_only_vocab_txt_loads(tmp_path):
+    shutil.copy(bundled_vocab_path(), tmp_path / "vocab.txt")
+    tokenizer = load_tokenizer(str(tmp_path))
+    reference = BertTokenizerFast(vocab=str(bundled_vocab_path()))
+    for text in CHINESE:
+        assert tokenizer(text)["input_ids"] == reference(text)["input_ids"]
+
+
+def test_unreachable_hub_name_fails_fast_with_a_local_path_hint(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    started = time.monotonic()
+    with pytest.raises(UserError) as error:
+        load_tokenizer("bert-base-chinese-not-cached")
+    assert time.monotonic() - started < 5
+    message = str(error.value)
+    assert "--model_name_or_path" in message
+    assert "local" in message
+    assert "bert-base-chinese-not-cached" in message
+
+
+def test_missing_local_directory_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_tokenizer(str(tmp_path / "no-such-model"))
+
+
+# --------------------------------------------------------------------------------------------- fold starts
+def test_every_fold_starts_from_identical_weights(tiny_base_model_dir):
+    schema = LabelSchema()
+    set_seed(7)
+    first = load_pretrained_classifier(str(tiny_base_model_dir), schema).state_dict()
+    torch.rand(10)  # whatever ran in between (another fold's training) must not matter
+    set_seed(7)
+    second = load_pretrained_classifier(str(tiny_base_model_dir), schema).state_dict()
+    assert first.keys() == second.keys()
+    assert any("classifier" in key for key in first)
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
+
+
+def test_fold_results_record_the_same_initial_weights(tiny_run_dir):
+    results = [json.loads(p.read_text()) for p in sorted(tiny_run_dir.glob("fold_*/fold_result.json"))]
+    assert len(results) == 3
+    digests = {r["initial_weights_sha256"] for r in results}
+    assert len(digests) == 1
+    assert len(digests.pop()) == 64
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+def test_fold_checkpoint_reloads_with_transformers_to_identical_logits(tiny_run_dir):
+    directory = tiny_run_dir / "fold_0"
+    plain = AutoModelForSequenceClassification.from_pretrained(directory).eval()
+    ours, schema = load_checkpoint(directory)
+    assert schema.names == NAMES
+    assert plain.config.id2label == dict(enumerate(NAMES))
+    assert plain.config.label2id == {name: i for i, name in enumerate(NAMES)}
+    tokenizer = load_tokenizer(str(directory))
+    batch = tokenizer([*CHINESE, "转发微博"], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        expected = plain(**batch).logits
+        got = ours(**batch).logits
+    assert expected.shape == (4, 4)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_base_model_without_head_is_refused_as_checkpoint(tiny_base_model_dir):
+    with pytest.raises(UserError, match="without a classification head"):
+        load_checkpoint(tiny_base_model_dir)
+
+
+# --------------------------------------------------------------------------------------------- scoring
+def test_encode_flags_truncation_and_unknown_only(tiny_base_model_dir):
+    tokenizer = load_tokenizer(str(tiny_base_model_dir))
+    texts = ["故宫的文物真好看", "中华文化" * 100, "😭🙏🥺", "好看😭"]
+    encoded = encode(tokenizer, texts, max_length=32)
+    assert encoded.truncated.tolist() == [False, True, False, False]
+    assert encoded.unk_only.tolist() == [False, False, True, False]
+    assert encoded.lengths.tolist()[1] == 32
+    assert encoded.lengths.tolist()[0] == 10
+    assert encode(tokenizer, [], 32).input_ids == []
+
+
+def test_length_batches_cover_every_index_once_within_budget():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 200, size=500)
+    batches = length_batches(lengths, batch_size=32, max_tokens=1024)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(500))
+    for batch in batches:
+        assert 1 <= len(batch) <= 32
+        assert len(batch) * lengths[batch].max() <= 1024
+    # A single row longer than the budget still gets its own batch.
+    assert [b.tolist() for b in length_batches(np.array([5000, 3]), 8, 1024)] == [[0], [1]]
+
+
+def test_batched_scoring_equals_one_at_a_time(tiny_run_dir):
+    model, _ = load_checkpoint(tiny_run_dir / "fold_0")
+    tokenizer = load_tokenizer(str(tiny_run_dir / "fold_0"))
+    texts = ["好", "故宫的文物真好看", "中华文化博大精深，传统文化需要传承" * 3, "转发微博", "兵马俑好震撼！！！"]
+    input_ids = encode(tokenizer, texts, max_length=64).input_ids
+    assert len({len(ids) for ids in input_ids}) == len(texts)  # all lengths differ, so batches carry padding
+    batched = predict_probs([model], input_ids, tokenizer.pad_token_id, batch_size=8)
+    single = np.concatenate([predict_probs([model], [ids], tokenizer.pad_token_id) for ids in input_ids])
+    assert batched.shape == (len(texts), 4)
+    np.testing.assert_allclose(batched, single, atol=1e-5)
+    np.testing.assert_allclose(batched.sum(axis=1), 1.0, atol=1e-5)
+    # An ensemble of the same model twice is that model.
+    np.testing.assert_allclose(
+        predict_probs([model, model], input_ids, tokenizer.pad_token_id, batch_size=2), batched, atol=1e-5
+    )

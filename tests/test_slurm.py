@@ -1,0 +1,423 @@
+"""The SLURM submit scripts: syntax and shellcheck, the per-node `accelerate launch` line for a fake 2-node
+allocation, and (marked `slurm`, root only) real runs through a local SLURM that slurm/local_cluster.sh brings up
+in a temporary directory, with two nodes on this machine: a labeling job, a 2-node labeling job, and labeling jobs
+pre-empted mid-run (time-limit warning, `scontrol requeue`) that are requeued and resume to exactly the
+uninterrupted result."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, launch_job, make_labeled_rows
+
+SLURM_DIR = REPO / "slurm"
+BATCH_SCRIPTS = [SLURM_DIR / "train.sh", SLURM_DIR / "label_corpus.sh"]
+SHELL_SCRIPTS = [
+    *BATCH_SCRIPTS,
+    SLURM_DIR / "launch.sh",
+    SLURM_DIR / "local_cluster.sh",
+    REPO / ".ci" / "slurm_setup.sh",
+]
+SCRIPT_IDS = [str(p.relative_to(REPO)) for p in SHELL_SCRIPTS]
+
+
+# --------------------------------------------------------------------------------------------- static checks
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=SCRIPT_IDS)
+def test_bash_syntax(script):
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=SCRIPT_IDS)
+def test_shellcheck(script):
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck; .ci/slurm_setup.sh does it)")
+    # -x follows `source`d files; run from the repository root so relative source paths resolve.
+    result = subprocess.run(["shellcheck", "-x", str(script)], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def sbatch_options(script: Path) -> dict[str, str]:
+    options = {}
+    for line in script.read_text().splitlines():
+        if line.startswith("#SBATCH "):
+            name, _, value = line.split(None, 1)[1].partition("=")
+            options[name] = value
+    return options
+
+
+@pytest.mark.parametrize("script", BATCH_SCRIPTS, ids=lambda p: p.name)
+def test_batch_script_headers(script):
+    options = sbatch_options(script)
+    for name in ("--job-name", "--nodes", "--gres", "--cpus-per-task", "--mem", "--time"):
+        assert name in options, f"{script.name} has no #SBATCH {name}"
+    assert options["--output"] == "logs/%x-%j.out"
+    assert options["--signal"] == "B:USR1@120"
+    assert "--requeue" in options
+    assert options["--open-mode"] == "append"  # a requeued run appends to the first run's log
+    assert options["--ntasks-per-node"] == "1"
+    text = script.read_text()
+    assert "\nset -euo pipefail\n" in text
+    assert "##SBATCH --partition" in text  # there, commented, for the user to fill in
+    # SLURM opens the log before the script runs: the directory must be in the repository.
+    assert (REPO / "logs" / ".gitkeep").is_file()
+
+
+# --------------------------------------------------------------------------------------------- launch line
+def node_command(env: dict[str, str], script="jobs/train.py", *args: str, path: str | None = None) -> list[str]:
+    """The command `slurm/launch.sh node` would exec on a node with these SLURM_* variables."""
+    clean = {"PATH": path or os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **env}
+    result = subprocess.run(
+        ["bash", str(SLURM_DIR / "launch.sh"), "node", "--print-command", script, *args],
+        capture_output=True,
+        text=True,
+        env=clean,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    return shlex.split(result.stdout)
+
+
+def option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def two_node_gpu_env(node_id: int) -> dict[str, str]:
+    return {
+        "SLURM_JOB_ID": "123456",
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_NODELIST": "node[01-02]",
+        "SLURM_NODEID": str(node_id),
+        "SLURM_PROCID": str(node_id),
+        "SLURM_GPUS_ON_NODE": "4",
+        "SLURM_CPUS_PER_TASK": "32",
+        "SLURM_SUBMIT_DIR": str(REPO),
+    }
+
+
+def tool_dir_without_scontrol(tmp_path: Path) -> str:
+    """A PATH with only the few tools launch.sh needs, so it must parse the node list itself."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "hostname", "nproc", "date"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    return str(bin_dir)
+
+
+@pytest.mark.parametrize("with_scontrol", [True, False], ids=["scontrol", "no-scontrol"])
+def test_two_node_gpu_launch_lines(with_scontrol, tmp_path):
+    if with_scontrol and shutil.which("scontrol") is None:
+        pytest.skip("scontrol is not installed (slurm-client)")
+    path = None if with_scontrol else tool_dir_without_scontrol(tmp_path)
+    args = ("--data", "my data.xlsx", "--num_folds", "5")
+    commands = [node_command(two_node_gpu_env(node), "jobs/train.py", *args, path=path) for node in (0, 1)]
+    for node, command in enumerate(commands):
+        assert command[:2] == ["accelerate", "launch"]
+        assert option(command, "--machine_rank") == str(node)  # evaluated on each node, not on the first
+        assert option(command, "--num_machines") == "2"
+        assert option(command, "--main_process_ip") == "node01"
+        assert option(command, "--num_processes") == "8"  # 2 nodes x 4 GPUs
+        assert option(command, "--num_cpu_threads_per_process") == "8"  # 32 CPUs / 4 processes
+        assert "--multi_gpu" in command
+        assert "--cpu" not in command
+        assert option(command, "--config_file") == str(REPO / "accelerate_config.yaml")
+        assert command[-5:] == [str(REPO / "jobs" / "train.py"), *args]  # arguments pass through untouched
+    port = option(commands[0], "--main_process_port")
+    assert option(commands[1], "--main_process_port") == port  # every node meets on the same port
+    assert 20000 <= int(port) < 30000
+
+
+def test_node_list_forms_without_scontrol(tmp_path):
+    path = tool_dir_without_scontrol(tmp_path)
+    for nodelist, first in [("gpu[07,09-10]", "gpu07"), ("a1,b2", "a1"), ("rack1-n[3-4]-ib", "rack1-n3-ib")]:
+        env = {**two_node_gpu_env(1), "SLURM_JOB_NODELIST": nodelist}
+        assert option(node_command(env, path=path), "--main_process_ip") == first
+
+
+def test_cpu_launch_lines():
+    base = {"SLURM_JOB_ID": "77", "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_CPUS_PER_TASK": "4"}
+    # No GPU: N gloo processes through torchrun; accelerate's --cpu would start one process whatever N says.
+    command = node_command(base)
+    assert command[:4] == ["env", "ACCELERATE_USE_CPU=true", "accelerate", "launch"]
+    assert "--multi_gpu" in command and "--cpu" not in command
+    assert option(command, "--num_processes") == "2"
+    assert option(command, "--mixed_precision") == "no"
+    assert option(command, "--main_process_ip") == "127.0.0.1"
+    assert option(command, "--main_process_port") == "20077"
+    assert "--config_file" not in command  # the repository's config is for GPUs (bf16)
+
+    command = node_command({**base, "PROCS_PER_NODE": "1"})
+    assert command[:2] == ["accelerate", "launch"]
+    assert "--cpu" in command and "--multi_gpu" not in command
+    assert option(command, "--num_processes") == "1"
+
+    two_nodes = {**base, "SLURM_NNODES": "2", "SLURM_NODEID": "1", "SLURM_JOB_NODELIST": "cpu[1-2]"}
+    command = node_command({**two_nodes, "PROCS_PER_NODE": "3"})
+    assert option(command, "--num_processes") == "6"
+    assert option(command, "--machine_rank") == "1"
+    assert option(command, "--main_process_ip") == "cpu1"
+
+
+def test_gpu_overrides():
+    base = {"SLURM_JOB_ID": "5", "SLURM_NNODES": "1", "SLURM_NODEID": "0", "SLURM_GPUS_ON_NODE": "1"}
+    command = node_command(base)
+    assert option(command, "--num_processes") == "1" and "--multi_gpu" not in command
+    command = node_command({**base, "MIXED_PRECISION": "fp16", "MAIN_PROCESS_PORT": "29999"})
+    assert option(command, "--mixed_precision") == "fp16"
+    assert option(command, "--main_process_port") == "29999"
+    command = node_command({**base, "SLURM_GPUS_ON_NODE": "", "SLURM_GPUS_PER_NODE": "a100:2"})
+    assert option(command, "--num_processes") == "2" and "--multi_gpu" in command
+
+
+def test_node_mode_refuses_a_missing_node_id():
+    env = {"PATH": os.environ["PATH"], "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "n[1-2]"}
+    result = subprocess.run(
+        ["bash", str(SLURM_DIR / "launch.sh"), "node", "--print-command", "jobs/train.py"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode != 0 and "SLURM_NODEID" in result.stderr
+
+
+# --------------------------------------------------------------------------------------------- real SLURM
+def _slurm_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: slurm/local_cluster.sh runs slurmctld, slurmd and munged as root"
+    missing = [exe for exe in ("slurmctld", "slurmd", "munged", "mungekey", "sbatch") if shutil.which(exe) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed: run .ci/slurm_setup.sh (apt-get install slurmctld slurmd ...)"
+    return None
+
+
+SLURM_SKIP_REASON = _slurm_skip_reason()
+# A skip mark, not a skip inside the fixture: pytest sets up the session fixtures (a trained tiny run) first.
+needs_slurm = pytest.mark.skipif(SLURM_SKIP_REASON is not None, reason=SLURM_SKIP_REASON or "")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A running 2-node SLURM on this machine; yields the environment for sbatch & co. Always torn down."""
+    directory = tmp_path_factory.mktemp("slurm")
+    up = subprocess.run(
+        ["bash", str(SLURM_DIR / "local_cluster.sh"), "up", str(directory), "--nodes", "2"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    try:
+        assert up.returncode == 0, f"local_cluster.sh up failed:\n{up.stdout}\n{up.stderr}"
+        exports = dict(re.findall(r"^export (\w+)=(\S+)$", up.stdout, re.MULTILINE))
+        assert "SLURM_CONF" in exports, up.stdout
+        # A clean environment for the jobs: nothing from an enclosing SLURM job or a user's SBATCH_* settings.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_"))}
+        env.update(exports)
+        env.update({"TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"})
+        if sys.prefix != sys.base_prefix:  # the jobs run in the interpreter running the tests
+            env["VENV"] = sys.prefix
+        yield env
+    finally:
+        subprocess.run(
+            ["bash", str(SLURM_DIR / "local_cluster.sh"), "down", str(directory)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=120,
+        )
+
+
+# Resources for a 2-core CI machine; the scripts' own lines ask for GPUs, more CPUs and memory.
+CPU_TEST_RESOURCES = ["--gres=none", "--cpus-per-task=2", "--mem=2G", "--time=00:10:00"]
+
+
+def read_log(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else f"(no log at {path})"
+
+
+def job_state(env: dict, job_id: str) -> str:
+    result = subprocess.run(
+        ["scontrol", "show", "job", job_id], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL
+    )
+    return result.stdout + result.stderr
+
+
+def sbatch_wait(env: dict, args: list[str], cwd: Path, timeout: int) -> tuple[int, str]:
+    """`sbatch --wait --parsable ARGS` (it waits through requeues); returns (exit code, job id)."""
+    process = subprocess.run(
+        ["sbatch", "--wait", "--parsable", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    return process.returncode, process.stdout.strip().split(";")[0] or process.stderr
+
+
+@pytest.fixture(scope="module")
+def sbatch_labels(cluster, tiny_run_dir, unlabeled_xlsx, tmp_path_factory) -> tuple[int, str, Path]:
+    """`sbatch --wait slurm/label_corpus.sh ...` on one node, 2 CPU processes: (exit code, log, output)."""
+    directory = tmp_path_factory.mktemp("sbatch-label")
+    output = directory / "labels.parquet"
+    rc, job_id = sbatch_wait(
+        cluster,
+        [
+            *CPU_TEST_RESOURCES,
+            f"--output={directory / 'label-%j.out'}",
+            str(SLURM_DIR / "label_corpus.sh"),
+            *["--input", str(unlabeled_xlsx), "--model", str(tiny_run_dir), "--output", str(output)],
+            *["--chunk_size", "8"],
+        ],
+        cwd=REPO,  # submitted from the repository root, as the docs say
+        timeout=240,
+    )
+    log = read_log(directory / f"label-{job_id}.out")
+    return rc, log + job_state(cluster, job_id), output
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_sbatch_label_corpus(sbatch_labels, unlabeled_xlsx):
+    rc, log, output = sbatch_labels
+    assert rc == 0, f"sbatch --wait returned {rc}\n{log}"
+    assert "SLURM_RESTART_COUNT=0" in log
+    assert "ACCELERATE_USE_CPU=true accelerate launch" in log and "--num_processes 2" in log
+    assert "2 process(es) on cpu" in log  # the job saw a 2-process gloo group, not 2 independent copies
+    assert "job step finished with exit code 0" in log
+    assert output.is_file(), log  # a job cancelled while pending also gives 0: the output is the proof
+    labels = pd.read_parquet(output)
+    assert len(labels) == len(pd.read_excel(unlabeled_xlsx))
+    assert labels["row_id"].tolist() == list(range(len(labels)))
+    assert {"text", "label", "label_name", "confidence", "probs", "status", "truncated"} <= set(labels.columns)
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_two_node_job(cluster, sbatch_labels, tiny_run_dir, unlabeled_xlsx, tmp_path):
+    """A real 2-node allocation (two slurmd on this machine): one launcher per node, each with its own rank."""
+    output = tmp_path / "labels.parquet"
+    rc, job_id = sbatch_wait(
+        {**cluster, "PROCS_PER_NODE": "1"},
+        [
+            *["--nodes=2", "--gres=none", "--cpus-per-task=1", "--mem=2G", "--time=00:10:00"],
+            f"--output={tmp_path / 'label-%j.out'}",
+            str(SLURM_DIR / "label_corpus.sh"),
+            *["--input", str(unlabeled_xlsx), "--model", str(tiny_run_dir), "--output", str(output)],
+            *["--chunk_size", "8"],
+        ],
+        cwd=REPO,
+        timeout=240,
+    )
+    log = read_log(tmp_path / f"label-{job_id}.out")
+    assert rc == 0, f"sbatch --wait returned {rc}\n{log}\n{job_state(cluster, job_id)}"
+    launches = re.findall(r"node (\S+) rank (\d)/2: (.*)", log)
+    assert len(launches) == 2, log
+    assert {node for node, _, _ in launches} == {"localhost", socket.gethostname().split(".")[0]}
+    for _, rank, line in launches:
+        command = shlex.split(line)
+        assert option(command, "--machine_rank") == rank
+        assert option(command, "--num_machines") == "2"
+        assert option(command, "--num_processes") == "2"
+        assert option(command, "--main_process_ip") == "localhost"  # the allocation's first node, on both
+    assert "2 process(es) on cpu" in log
+    # The same labels as the single-node, 2-process run.
+    pd.testing.assert_frame_equal(pd.read_parquet(output), pd.read_parquet(sbatch_labels[2]))
+
+
+PREEMPT_ROWS = 16000
+PREEMPT_CHUNK = 64
+
+
+@pytest.fixture(scope="module")
+def big_corpus(tmp_path_factory, tiny_run_dir) -> tuple[Path, Path]:
+    """Enough rows that labeling takes several seconds on 2 CPU processes, and its uninterrupted labeling."""
+    directory = tmp_path_factory.mktemp("big")
+    source = directory / "big.parquet"
+    pd.DataFrame({"Sentence": make_labeled_rows(PREEMPT_ROWS, seed=11)["Sentence"]}).to_parquet(source)
+    reference = directory / "reference.parquet"
+    launch_job("label_corpus.py", ["--input", str(source), "--model", str(tiny_run_dir), "--output", str(reference)])
+    return source, reference
+
+
+@pytest.mark.slurm
+@needs_slurm
+@pytest.mark.parametrize(
+    "how",
+    [
+        # What SLURM sends --signal=B:USR1@120 before the time limit: the script stops the step and requeues itself.
+        pytest.param(["scancel", "--signal=USR1", "--batch"], id="usr1-before-time-limit"),
+        # What pre-emption or an admin does: SLURM sends SIGTERM to everything and requeues the job.
+        pytest.param(["scontrol", "requeue"], id="scontrol-requeue"),
+    ],
+)
+def test_preempted_job_is_requeued_and_resumes(how, cluster, tiny_run_dir, big_corpus, tmp_path):
+    source, reference = big_corpus
+    output = tmp_path / "labels.parquet"
+    parts = output.with_name(output.name + ".parts")
+    # Submitted from elsewhere, with REPO_DIR: the script's own `--output=logs/%x-%j.out` lands in ./logs.
+    (tmp_path / "logs").mkdir()
+    submit = subprocess.Popen(
+        [
+            "sbatch",
+            "--wait",
+            "--parsable",
+            *CPU_TEST_RESOURCES,
+            str(SLURM_DIR / "label_corpus.sh"),
+            *["--input", str(source), "--model", str(tiny_run_dir), "--output", str(output)],
+            *["--chunk_size", str(PREEMPT_CHUNK)],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**cluster, "REPO_DIR": str(REPO)},
+        cwd=tmp_path,
+    )
+    job_id = ""
+    try:
+        job_id = submit.stdout.readline().strip().split(";")[0]
+        assert job_id.isdigit(), submit.stderr.read() if submit.poll() is not None else job_id
+        log_path = tmp_path / "logs" / f"weibolabel-label-{job_id}.out"
+
+        # Pre-empt it once a few chunks are on disk.
+        deadline = time.monotonic() + 180
+        while len(list(parts.glob("part-*.done"))) < 3:
+            assert submit.poll() is None, f"job ended before any chunk was written\n{read_log(log_path)}"
+            assert not output.exists(), "the job finished before it could be pre-empted; give it more rows"
+            assert time.monotonic() < deadline, f"no chunk after 180 s\n{read_log(log_path)}"
+            time.sleep(0.05)
+        signalled = subprocess.run([*how, job_id], capture_output=True, text=True, env=cluster)
+        assert signalled.returncode == 0, signalled.stderr
+
+        rc = submit.wait(timeout=240)
+    except BaseException:
+        if job_id.isdigit():
+            subprocess.run(["scancel", job_id], env=cluster, capture_output=True)
+        submit.kill()
+        raise
+    log = read_log(log_path)
+    assert rc == 0, f"sbatch --wait returned {rc}\n{log}\n{job_state(cluster, job_id)}"
+
+    # The first run stopped early and cleanly, a second run finished the rest.
+    assert "SLURM_RESTART_COUNT=0" in log and "SLURM_RESTART_COUNT=1" in log, log
+    assert re.search(r"stopped on SIGTERM after chunk \d+", log), log
+    runs = [int(n) for n in re.findall(r"this run labeled (\d+) rows", log)]
+    assert len(runs) == 1 and 0 < runs[0] < PREEMPT_ROWS, log  # the requeued run skipped the finished chunks
+    if how[0] == "scancel":
+        assert "caught SIGUSR1" in log and "requeueing job" in log
+
+    labels = pd.read_parquet(output)
+    assert labels["row_id"].tolist() == list(range(PREEMPT_ROWS))  # every row exactly once, in order
+    pd.testing.assert_frame_equal(labels, pd.read_parquet(reference))  # same labels and probabilities
+    assert not parts.exists()
