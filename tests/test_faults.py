@@ -263,7 +263,7 @@ def test_unwritable_output_fails_before_any_model_work(tmp_path, monkeypatch, ca
 
     train = load_job("train")
     monkeypatch.setattr(train, "load_tokenizer", no_model_work)
-    monkeypatch.setattr(train, "load_pretrained_classifier", no_model_work)
+    monkeypatch.setattr("weibolabel.training.load_pretrained_classifier", no_model_work)
     assert train.main(train_args(labeled_xlsx, tmp_path / "model", blocker / "run")) == 2
     assert f"Cannot write to {blocker / 'run'}: Not a directory" in caplog.text
     assert "Pass a --output_dir in a directory you can write to" in caplog.text
