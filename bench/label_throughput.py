@@ -260,7 +260,7 @@ def run_job(model_dir: Path, texts: list[str], args, device: torch.device) -> Re
         encoded = encode(common_tokenizer(model_dir), [clean_text(t) for t in texts], args.max_length)
         result = Result("(a) whole job: python jobs/label_corpus.py", len(texts), int(encoded.lengths.sum()), seconds)
         result.peak_rss, result.load = rss.peak, load
-        inner = re.search(r"labeled (\d+) rows on the main process in ([\d.]+)s", log)
+        inner = re.search(r"this run labeled (\d+) rows \(\d+ tokens\) in ([\d.]+)s", log)
         result.note = "start-up + model load + read + label + write"
         if inner:
             result.note += f"; the job's own timer: {inner.group(2)} s after model load"

@@ -30,14 +30,14 @@ from weibolabel.errors import UserError
 from weibolabel.inference import encode, label_encoded, load_ensemble, prefetched
 from weibolabel.labeling import corpus_summary, format_summary
 from weibolabel.parquet_io import PartStore, output_schema
-from weibolabel.preemption import EXIT_PREEMPTED, Preempted, StopSignal
+from weibolabel.preemption import StopSignal
 from weibolabel.runs import (
     ensure_writable,
     git_revision,
     make_accelerator,
     now_utc,
+    run_guarded,
     setup_logging,
-    storage_error_message,
     versions,
 )
 
@@ -48,21 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(LabelConfig, argv, description=__doc__)
     setup_logging()
     accelerator = make_accelerator()
-    try:
-        label_corpus(config, accelerator, StopSignal())
-    except UserError as error:
-        logger.error(str(error))
-        return 2
-    except Preempted as error:
-        logger.warning(f"{error}; finished chunks are saved. Re-run the same command to resume.")
-        return EXIT_PREEMPTED
-    except OSError as error:  # a disk that fills up mid-merge: the parts stay, so a re-run only merges again
-        message = storage_error_message(error, "finished chunks are kept")
-        if message is None:
-            raise
-        logger.error(message)
-        return 2
-    return 0
+    return run_guarded(lambda: label_corpus(config, accelerator, StopSignal()), logger, "finished chunks")
 
 
 def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal) -> None:

@@ -31,8 +31,8 @@ from weibolabel.errors import UserError
 from weibolabel.inference import encode
 from weibolabel.labels import Label, LabelSchema
 from weibolabel.modeling import load_tokenizer
-from weibolabel.preemption import EXIT_PREEMPTED, Preempted, StopSignal
-from weibolabel.runs import ensure_writable, make_accelerator, setup_logging, write_json
+from weibolabel.preemption import StopSignal
+from weibolabel.runs import ensure_writable, make_accelerator, run_guarded, setup_logging, write_json
 
 logger = get_logger("learning_curve")
 
@@ -53,15 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(LearningCurveConfig, argv, description=__doc__)
     setup_logging()
     accelerator = make_accelerator()
-    try:
-        learning_curve(config, accelerator, StopSignal())
-    except UserError as error:
-        logger.error(str(error))
-        return 2
-    except Preempted as error:
-        logger.warning(f"{error}; finished cells are saved. Re-run the same command to resume.")
-        return EXIT_PREEMPTED
-    return 0
+    return run_guarded(lambda: learning_curve(config, accelerator, StopSignal()), logger, "finished cells")
 
 
 def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -> None:

@@ -31,7 +31,7 @@ from weibolabel.modeling import (
     load_tokenizer,
     save_checkpoint,
 )
-from weibolabel.preemption import EXIT_PREEMPTED, Preempted, StopSignal
+from weibolabel.preemption import StopSignal
 from weibolabel.results import write_results
 from weibolabel.runs import (
     claim_run_directory,
@@ -39,8 +39,8 @@ from weibolabel.runs import (
     environment,
     file_sha256,
     make_accelerator,
+    run_guarded,
     setup_logging,
-    storage_error_message,
     write_json,
 )
 from weibolabel.training import fit_and_score_fold
@@ -52,21 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(TrainConfig, argv, description=__doc__)
     setup_logging()
     accelerator = make_accelerator()
-    try:
-        cross_validate(config, accelerator, StopSignal())
-    except UserError as error:
-        logger.error(str(error))
-        return 2
-    except Preempted as error:
-        logger.warning(f"{error}; finished folds and epochs are saved. Re-run the same command to resume.")
-        return EXIT_PREEMPTED
-    except OSError as error:  # a disk that fills up or goes away mid-run: say so, not where in torch it happened
-        message = storage_error_message(error, "finished folds and epochs are kept")
-        if message is None:
-            raise
-        logger.error(message)
-        return 2
-    return 0
+    return run_guarded(lambda: cross_validate(config, accelerator, StopSignal()), logger, "finished folds and epochs")
 
 
 def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSignal) -> None:

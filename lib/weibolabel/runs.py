@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +20,7 @@ import transformers
 from accelerate import Accelerator, InitProcessGroupKwargs
 
 from weibolabel.errors import UserError
+from weibolabel.preemption import EXIT_PREEMPTED, Preempted
 
 PACKAGES = ("weibolabel", "torch", "transformers", "accelerate", "tokenizers", "scikit-learn", "pandas", "pyarrow")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -162,3 +164,23 @@ def storage_error_message(error: OSError, kept: str, path: Path | None = None) -
     full = error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
     fix = "Free space" if full else "Fix the storage or its permissions"
     return f"{error.strerror or error}{where}. {fix} and re-run the same command; {kept}."
+
+
+def run_guarded(work: Callable[[], None], logger, kept: str) -> int:
+    """A job's exit status: 0 done, 2 a problem the user can fix (one message, no traceback), 143 stopped on a
+    signal with progress saved. `kept` says what a re-run will not redo ("finished chunks")."""
+    try:
+        work()
+    except UserError as error:
+        logger.error(str(error))
+        return 2
+    except Preempted as error:
+        logger.warning(f"{error}; {kept} are saved. Re-run the same command to resume.")
+        return EXIT_PREEMPTED
+    except OSError as error:  # a disk that fills up or goes away mid-run: say so, not where in torch it happened
+        message = storage_error_message(error, f"{kept} are kept")
+        if message is None:
+            raise
+        logger.error(message)
+        return 2
+    return 0
