@@ -29,7 +29,7 @@ from weibolabel.data import Corpus, clean_text, parse_label, resolve_inputs
 from weibolabel.errors import UserError
 from weibolabel.inference import encode, label_encoded, load_ensemble, prefetched
 from weibolabel.labeling import corpus_summary, format_summary
-from weibolabel.parquet_io import PartStore, output_schema
+from weibolabel.parquet_io import PartStore, check_output_free, output_schema
 from weibolabel.preemption import StopSignal
 from weibolabel.runs import (
     ensure_writable,
@@ -69,6 +69,7 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
         config.header_row,
     )
     ensure_writable(output.parent, "--output")
+    check_output_free(output, config.overwrite)
     device = accelerator.device
     dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if device.type == "cuda" else None
     ensemble = load_ensemble(config.model, device, dtype, calibrated=config.calibration)

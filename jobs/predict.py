@@ -14,6 +14,7 @@ import torch
 
 from weibolabel.errors import UserError
 from weibolabel.inference import label_texts, load_ensemble
+from weibolabel.runs import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no_calibration", action="store_true", help="Ignore the run's fitted temperature.")
     parser.add_argument("comments", nargs="*", help="Comments to label; read from stdin (one a line) if none.")
     args = parser.parse_args(argv)
+    setup_logging()
     comments = args.comments or [line.rstrip("\n") for line in sys.stdin]
     try:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -36,13 +36,24 @@ def output_schema(num_labels: int, multi_file: bool, carry_columns: list[str], w
     return pa.schema(fields)
 
 
+def parts_directory(output: Path) -> Path:
+    return output.with_name(output.name + ".parts")
+
+
+def check_output_free(output: Path, overwrite: bool) -> None:
+    """Before any model work: an existing output is replaced only with --overwrite (a run that merged but was
+    stopped before removing its parts is recognised later, by PartStore.prepare)."""
+    if output.exists() and not overwrite and not parts_directory(output).exists():
+        raise UserError(f"{output} already exists; pass --overwrite to replace it.")
+
+
 class PartStore:
     """`<output>.parts/part-NNNNN.parquet` + `part-NNNNN.done` for each finished chunk, and `job.json` naming the
     settings they were made with. A part counts only once its `.done` record exists."""
 
     def __init__(self, output: Path, schema: pa.Schema):
         self.output, self.schema = output, schema
-        self.directory = output.with_name(output.name + ".parts")
+        self.directory = parts_directory(output)
 
     def _part(self, chunk: int) -> Path:
         return self.directory / f"part-{chunk:05d}.parquet"
