@@ -8,9 +8,11 @@ import os
 import platform
 import re
 import shlex
+import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -245,3 +247,31 @@ class Timer:
         self.seconds = time.perf_counter() - self._started
         self.cpu_seconds = cpu_seconds() - self._cpu
         self.load = max(self.load, os.getloadavg()[0])
+
+
+@dataclass
+class JobRun:
+    seconds: float  # wall time of the whole job: interpreter start-up, model load, labeling, merge
+    peak_rss: int  # of the job's process tree
+    job_seconds: float | None  # the job's own timer, from model load to the end of labeling
+
+
+def run_label_job(model_dir: Path, source: Path, output: Path, options: list[str], device: str) -> JobRun:
+    """`python jobs/label_corpus.py` end to end in a subprocess, sampling the peak RSS of its process tree."""
+    command = [
+        sys.executable, str(REPO_ROOT / "jobs" / "label_corpus.py"),
+        "--input", str(source), "--model", str(model_dir), "--output", str(output), *options,
+    ]  # fmt: skip
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    if device != "cuda":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with PeakRSS(process.pid, children=True, interval=0.05) as rss:
+        log, _ = process.communicate()
+    seconds = time.perf_counter() - started
+    log = log.decode(errors="replace")
+    if process.returncode != 0:
+        raise SystemExit(f"jobs/label_corpus.py failed ({process.returncode}) on {source}:\n{log[-4000:]}")
+    inner = re.search(r"this run labeled \d+ rows \(\d+ tokens\) in ([\d.]+)s", log)
+    return JobRun(seconds, rss.peak, float(inner.group(1)) if inner else None)

@@ -28,8 +28,6 @@ import argparse
 import contextlib
 import gc
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -226,44 +224,19 @@ def run_job(model_dir: Path, texts: list[str], args, device: torch.device) -> Re
     label, write and merge; peak RSS of the job's process tree."""
     with tempfile.TemporaryDirectory(dir=common.WORK_DIR) as tmp:
         source = corpus_mod.write_corpus(texts, Path(tmp) / "texts.parquet")
-        command = [
-            sys.executable,
-            str(common.REPO_ROOT / "jobs" / "label_corpus.py"),
-            "--input",
-            str(source),
-            "--model",
-            str(model_dir),
-            "--output",
-            str(Path(tmp) / "labels.parquet"),
-            "--max_length",
-            str(args.max_length),
-            "--batch_size",
-            str(args.batch_size),
-            "--max_tokens",
-            str(args.max_tokens),
-        ]
-        env = {**os.environ, "TQDM_DISABLE": "1"}
-        if device.type != "cuda":
-            env["CUDA_VISIBLE_DEVICES"] = ""
+        options = ["--max_length", str(args.max_length), "--batch_size", str(args.batch_size)]
+        options += ["--max_tokens", str(args.max_tokens)]
         load = os.getloadavg()[0]
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            command, cwd=common.REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        with common.PeakRSS(process.pid, children=True) as rss:
-            log, _ = process.communicate()
-        seconds = time.perf_counter() - started
+        run = common.run_label_job(model_dir, source, Path(tmp) / "labels.parquet", options, device.type)
         load = max(load, os.getloadavg()[0])
-        log = log.decode(errors="replace")
-        if process.returncode != 0:
-            raise SystemExit(f"jobs/label_corpus.py failed ({process.returncode}):\n{log}")
         encoded = encode(common_tokenizer(model_dir), [clean_text(t) for t in texts], args.max_length)
-        result = Result("(a) whole job: python jobs/label_corpus.py", len(texts), int(encoded.lengths.sum()), seconds)
-        result.peak_rss, result.load = rss.peak, load
-        inner = re.search(r"this run labeled (\d+) rows \(\d+ tokens\) in ([\d.]+)s", log)
+        result = Result(
+            "(a) whole job: python jobs/label_corpus.py", len(texts), int(encoded.lengths.sum()), run.seconds
+        )
+        result.peak_rss, result.load = run.peak_rss, load
         result.note = "start-up + model load + read + label + write"
-        if inner:
-            result.note += f"; the job's own timer: {inner.group(2)} s after model load"
+        if run.job_seconds is not None:
+            result.note += f"; the job's own timer: {run.job_seconds} s after model load"
     return result
 
 

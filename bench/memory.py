@@ -17,12 +17,8 @@ over --max_seconds is skipped and reported as such (nothing is extrapolated).
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,37 +31,13 @@ MEMORY_MODEL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads"
 def run_job(model_dir: Path, source: Path, args, device: str) -> dict:
     with tempfile.TemporaryDirectory(dir=common.WORK_DIR) as tmp:
         output = Path(tmp) / "labels.parquet"
-        command = [
-            sys.executable,
-            str(common.REPO_ROOT / "jobs" / "label_corpus.py"),
-            "--input",
-            str(source),
-            "--model",
-            str(model_dir),
-            "--output",
-            str(output),
-            "--max_length",
-            str(args.max_length),
-            *(["--chunk_size", str(args.chunk_size)] if args.chunk_size else []),
-        ]
-        env = {**os.environ, "TQDM_DISABLE": "1"}
-        if device != "cuda":
-            env["CUDA_VISIBLE_DEVICES"] = ""
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            command, cwd=common.REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        with common.PeakRSS(process.pid, children=True, interval=0.05) as rss:
-            log, _ = process.communicate()
-        seconds = time.perf_counter() - started
-        log = log.decode(errors="replace")
-        if process.returncode != 0:
-            raise SystemExit(f"jobs/label_corpus.py failed ({process.returncode}) on {source}:\n{log[-4000:]}")
-        inner = re.search(r"in ([\d.]+)s \((\d+) rows/s", log)
+        options = ["--max_length", str(args.max_length)]
+        options += ["--chunk_size", str(args.chunk_size)] if args.chunk_size else []
+        run = common.run_label_job(model_dir, source, output, options, device)
         return {
-            "seconds": seconds,
-            "peak_rss": rss.peak,
-            "job_seconds": float(inner.group(1)) if inner else None,
+            "seconds": run.seconds,
+            "peak_rss": run.peak_rss,
+            "job_seconds": run.job_seconds,
             "output_mib": output.stat().st_size / 2**20,
         }
 
