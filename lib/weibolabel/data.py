@@ -452,6 +452,10 @@ class Corpus:
         self.row_counts: list[int] = []
         self.gold_column = None  # known once every file's header is read; reading rows needs it set
         have_gold = True
+        # Decoding a whole file to find its encoding is done once per file, not by every reader below.
+        self.encodings = {
+            path: detect_encoding(path, encoding) for path in files if path.suffix.lower() in (".csv", ".txt")
+        }
         for path in files:
             head = self._head(path)
             if path.suffix.lower() != ".txt":
@@ -459,7 +463,7 @@ class Corpus:
             for column in self.carry_columns:
                 require_column(head, column, path, "--carry_columns", header_row, sheet)
             have_gold &= gold_column in head.columns
-            self.row_counts.append(self._count_rows(path))
+            self.row_counts.append(self._count_rows(path, head))
         self.gold_column = gold_column if have_gold and gold_column else None
         if self.num_rows == 0:
             names = ", ".join(str(p) for p in files)
@@ -481,7 +485,7 @@ class Corpus:
         if suffix == ".txt":
             return pd.DataFrame(columns=["text"])
         if suffix == ".csv":
-            encoding = detect_encoding(path, self.encoding)
+            encoding = self.encodings[path]
             try:
                 head = pd.read_csv(
                     path,
@@ -499,7 +503,7 @@ class Corpus:
             return head
         return read_table(path, sheet=self.sheet, header_row=self.header_row)
 
-    def _count_rows(self, path: Path) -> int:
+    def _count_rows(self, path: Path, head: pd.DataFrame) -> int:
         suffix = path.suffix.lower()
         if suffix == ".parquet":
             try:
@@ -512,7 +516,7 @@ class Corpus:
                 return sum(len(frame) for frame in self._iter_file(path, 1 << 16))
             except (UnicodeError, ValueError, OSError) as error:  # bad bytes, ragged rows (ParserError)
                 raise UserError(unreadable_message(path, error, self.encoding)) from None
-        return len(read_table(path, sheet=self.sheet, header_row=self.header_row))
+        return len(head)  # a spreadsheet's head is the whole table (see _head): no second read
 
     def _iter_file(self, path: Path, block_rows: int) -> Iterator[pd.DataFrame]:
         suffix = path.suffix.lower()
@@ -521,18 +525,17 @@ class Corpus:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=block_rows, columns=list(dict.fromkeys(wanted))):
                 yield batch.to_pandas()
         elif suffix == ".csv":
-            encoding = detect_encoding(path, self.encoding)
             yield from pd.read_csv(
                 path,
                 dtype=object,
-                encoding=encoding,
+                encoding=self.encodings[path],
                 chunksize=block_rows,
                 keep_default_na=False,  # "NA" and "null" are comments to label, not missing values
                 skiprows=self.header_row - 1,
                 skip_blank_lines=False,  # a blank line is kept as an empty row, so row ids match the file
             )
         elif suffix == ".txt":
-            with open(path, encoding=detect_encoding(path, self.encoding)) as handle:
+            with open(path, encoding=self.encodings[path]) as handle:
                 lines = []
                 for line in handle:
                     lines.append(line.rstrip("\r\n"))
