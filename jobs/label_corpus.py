@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(LabelConfig, argv, description=__doc__)
     setup_logging()
     accelerator = make_accelerator()
-    return run_guarded(lambda: label_corpus(config, accelerator, StopSignal()), logger, "finished chunks")
+    return run_guarded(lambda: label_corpus(config, accelerator, StopSignal()), accelerator, logger, "finished chunks")
 
 
 def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal) -> None:

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(LearningCurveConfig, argv, description=__doc__)
     setup_logging()
     accelerator = make_accelerator()
-    return run_guarded(lambda: learning_curve(config, accelerator, StopSignal()), logger, "finished cells")
+    return run_guarded(lambda: learning_curve(config, accelerator, StopSignal()), accelerator, logger, "finished cells")
 
 
 def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -> None:

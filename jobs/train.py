@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     config = parse_config(TrainConfig, argv, description=__doc__)
     setup_logging()
     accelerator = make_accelerator()
-    return run_guarded(lambda: cross_validate(config, accelerator, StopSignal()), logger, "finished folds and epochs")
+    return run_guarded(
+        lambda: cross_validate(config, accelerator, StopSignal()), accelerator, logger, "finished folds and epochs"
+    )
 
 
 def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSignal) -> None:

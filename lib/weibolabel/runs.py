@@ -166,11 +166,15 @@ def storage_error_message(error: OSError, kept: str, path: Path | None = None) -
     return f"{error.strerror or error}{where}. {fix} and re-run the same command; {kept}."
 
 
-def run_guarded(work: Callable[[], None], logger, kept: str) -> int:
+def run_guarded(work: Callable[[], None], accelerator: Accelerator, logger, kept: str) -> int:
     """A job's exit status: 0 done, 2 a problem the user can fix (one message, no traceback), 143 stopped on a
     signal with progress saved. `kept` says what a re-run will not redo ("finished chunks")."""
     try:
         work()
+        # Leave together, and close the process group: a rank that exits while the main process still merges or
+        # writes the report can abort in gloo's teardown ("terminate called without an active exception").
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
     except UserError as error:
         logger.error(str(error))
         return 2
