@@ -4,8 +4,10 @@ Same weights, same texts, same machine, one run:
 
   (a) weibolabel: `encode` (one fast-tokenizer call) + `label_encoded` (length-sorted batches under a token budget,
       dynamic padding with an attention mask) -- the code `jobs/label_corpus.py` runs; bf16 weights on GPU as the
-      job loads them. The whole job (`python jobs/label_corpus.py` on a Parquet copy of the texts, start-up and
-      model load included) is timed as a separate line.
+      job loads them, fp32 on CPU. On CPUs with native bf16 (AVX512-BF16, AMX) a second line times the opt-in
+      `--mixed_precision bf16` (bf16 weights), with its label agreement against fp32. The whole job (`python
+      jobs/label_corpus.py` on a Parquet copy of the texts, start-up and model load included) is timed as a
+      separate line.
   (b) the prototype's way: each text tokenised on its own and padded to 100 tokens, no attention mask, original
       order, batches of 256, fp32.
   (c) `transformers.pipeline("text-classification", batch_size=...)`, truncating at the same max_length as (a);
@@ -42,7 +44,7 @@ import corpus as corpus_mod
 
 import weibolabel.inference as inference
 from weibolabel.data import clean_text
-from weibolabel.inference import encode, label_encoded, load_ensemble
+from weibolabel.inference import cpu_has_native_bf16, encode, inference_dtype, label_encoded, load_ensemble
 
 PROTOTYPE_LENGTH, PROTOTYPE_BATCH = 100, 256
 
@@ -116,8 +118,8 @@ def finish(result: Result, rss: common.PeakRSS, device: torch.device, timer: com
 
 
 # ------------------------------------------------------------------------------------------------- (a)
-def run_project(model_dir: Path, texts: list[str], args, device: torch.device) -> Result:
-    dtype = torch.bfloat16 if device.type == "cuda" else None  # what jobs/label_corpus.py loads
+def run_project(model_dir: Path, texts: list[str], args, device: torch.device, mixed_precision: str) -> Result:
+    dtype = inference_dtype(device, mixed_precision)  # what jobs/label_corpus.py loads
     with measured(device) as rss:
         ensemble = load_ensemble(model_dir, device, dtype)
         max_length = min(args.max_length, ensemble.max_length)
@@ -146,7 +148,10 @@ def run_project(model_dir: Path, texts: list[str], args, device: torch.device) -
         finally:
             inference.predict_probs = real_predict
         tokens = int(encoded.lengths.sum())
-        result = Result("(a) weibolabel encode + label_encoded", len(texts), tokens, timer.seconds, forward["seconds"])
+        name = "(a) weibolabel encode + label_encoded"
+        if device.type == "cpu" and dtype == torch.bfloat16:
+            name = "(a) the same, opt-in --mixed_precision bf16"
+        result = Result(name, len(texts), tokens, timer.seconds, forward["seconds"])
         probs = np.full((len(texts), len(ensemble.schema)), np.nan, dtype=np.float32)
         scored = np.flatnonzero(frame["status"].to_numpy() == inference.STATUS_OK)
         probs[scored] = forward["probs"]
@@ -290,12 +295,14 @@ def main() -> None:
 
     results = []
     contenders = [
-        ("(a)", lambda: run_project(model_dir, texts, args, device)),
+        ("(a)", lambda: run_project(model_dir, texts, args, device, "no")),
         ("(b)", lambda: run_prototype(model_dir, texts, args, device)),
         ("(c) fp32", lambda: run_pipeline(model_dir, texts, args, device, torch.float32)),
     ]
     if device.type == "cuda":
         contenders.append(("(c) bf16", lambda: run_pipeline(model_dir, texts, args, device, torch.bfloat16)))
+    elif cpu_has_native_bf16():
+        contenders.append(("(a) bf16", lambda: run_project(model_dir, texts, args, device, "bf16")))
     if not args.skip_job:
         contenders.append(("job", lambda: run_job(model_dir, texts, args, device)))
     for name, run in contenders:
@@ -306,6 +313,7 @@ def main() -> None:
 
     project, prototype = results[0], results[1]
     pipelines = [r for r in results if r.name.startswith("(c)")]
+    cpu_bf16 = [r for r in results if "opt-in" in r.name]
     same_precision = pipelines[-1] if device.type == "cuda" else pipelines[0]
     lines = [
         common.markdown_table(HEADER, [r.row(device) for r in results]),
@@ -318,6 +326,11 @@ def main() -> None:
         )
     lines.append(f"- label agreement (a) vs {same_precision.name}: {agreement(project, same_precision)}")
     lines.append(f"- label agreement (a) vs (b) (no mask, so not expected to match): {agreement(project, prototype)}")
+    for opt_in in cpu_bf16:
+        lines.append(
+            f"- opt-in bf16 on CPU: **{opt_in.rate / prototype.rate:.2f}x** (b), {opt_in.rate / project.rate:.2f}x "
+            f"fp32 (a); label agreement with fp32 (a): {agreement(opt_in, project)}"
+        )
     if not args.skip_job:
         job = results[-1]
         lines.append(f"- whole job (incl. start-up and model load) / (b): {job.rate / prototype.rate:.2f}x")

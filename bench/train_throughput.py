@@ -1,13 +1,16 @@
 """Training throughput for one epoch: this project's loop against the prototype's way.
 
 Same model (bert-base-chinese's architecture, random initial weights, identical for both), same texts with
-random labels, same batch size, same optimizer (`weibolabel.training.build_optimizer`: AdamW, no decay on biases
-and LayerNorm), same linear warmup schedule and gradient clipping:
+random labels, same batch size, learning rate, linear warmup schedule and gradient clipping:
 
   (a) weibolabel: `encode` (truncation at max_length 128), `length_grouped_batches` (shuffled, sorted by length in
-      blocks of 50 batches) and `pad_batch` (dynamic padding with an attention mask) -- the pieces `train_fold`
-      runs; bf16 autocast on GPU as `accelerate_config.yaml` sets it, fp32 on CPU.
-  (b) the prototype's way: every text padded to 100 tokens, no attention mask, shuffled batches, fp32.
+      blocks of 50 batches) and `pad_batch` (dynamic padding with an attention mask), and
+      `weibolabel.training.build_optimizer` (fused AdamW, no decay on biases and LayerNorm) -- the pieces
+      `train_fold` runs; bf16 autocast on GPU as `accelerate_config.yaml` sets it, fp32 on CPU. On CPUs with
+      native bf16 (AVX512-BF16, AMX) a third line times the opt-in `--mixed_precision bf16` (bf16 autocast).
+  (b) the prototype's way: every text padded to 100 tokens, no attention mask, shuffled batches, fp32, and
+      `torch.optim.AdamW(model.parameters())` in its default implementation (the prototype's `transformers.AdamW`,
+      gone in transformers v5, was a slower per-parameter Python loop).
 
 Reported: training examples/s and real tokens/s of the epoch (forward, backward, clipping, optimizer step;
 tokenisation excluded for both), the share of padding, peak host RSS, peak GPU memory and model-FLOPs utilisation
@@ -37,7 +40,7 @@ import common
 import corpus as corpus_mod
 
 from weibolabel.data import clean_text
-from weibolabel.inference import encode, length_grouped_batches, pad_batch
+from weibolabel.inference import cpu_has_native_bf16, encode, length_grouped_batches, pad_batch
 from weibolabel.training import build_optimizer
 
 PROTOTYPE_LENGTH = 100
@@ -56,11 +59,15 @@ def make_model(shape: dict, seed: int, device: torch.device, model_path: str | N
     return model.to(device).train()
 
 
-def run_epoch(model, batches, make_inputs, labels: torch.Tensor, device: torch.device, autocast) -> float:
+def prototype_optimizer(model, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+
+
+def run_epoch(model, batches, make_inputs, labels, device, autocast, make_optimizer) -> float:
     """One epoch as train_fold does it; returns the mean loss."""
     from transformers import get_linear_schedule_with_warmup
 
-    optimizer = build_optimizer(model, LEARNING_RATE, WEIGHT_DECAY)
+    optimizer = make_optimizer(model, LEARNING_RATE, WEIGHT_DECAY)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(WARMUP_RATIO * len(batches)), len(batches))
     losses = []
     for batch in batches:
@@ -86,14 +93,14 @@ def warm_up(model, make_inputs, batch, device, autocast) -> None:
     model.zero_grad(set_to_none=True)
 
 
-def measure(name, model, batches, make_inputs, labels, device, autocast, real_tokens, padded_tokens) -> dict:
+def measure(name, model, batches, make_inputs, labels, device, autocast, real_tokens, padded_tokens, optimizer) -> dict:
     warm_up(model, make_inputs, batches[0][:4], device, autocast)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     with common.PeakRSS() as rss, common.Timer(device) as timer:
-        loss = run_epoch(model, batches, make_inputs, labels, device, autocast)
+        loss = run_epoch(model, batches, make_inputs, labels, device, autocast, optimizer)
     examples = int(sum(len(b) for b in batches))
     return {
         "name": name,
@@ -173,6 +180,7 @@ def main() -> None:
             autocast_bf16,
             int(lengths.sum()),
             padded,
+            build_optimizer,
         )
     )
     del model
@@ -198,9 +206,30 @@ def main() -> None:
             contextlib.nullcontext,
             proto_real,
             num_texts * PROTOTYPE_LENGTH,
+            prototype_optimizer,
         )
     )
     del model
+
+    # (a) again, with the opt-in bf16 autocast on a CPU that computes bf16 natively
+    if device.type == "cpu" and cpu_has_native_bf16():
+        print("running (a) with --mixed_precision bf16 ...", flush=True)
+        model = make_model(shape, args.seed, device, args.model)
+        results.append(
+            measure(
+                "(a) the same, opt-in --mixed_precision bf16",
+                model,
+                batches,
+                project_inputs,
+                labels,
+                device,
+                lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+                int(lengths.sum()),
+                padded,
+                build_optimizer,
+            )
+        )
+        del model
 
     header = ["contender", "examples", "epoch s", "examples/s", "real tokens/s", "padding", "CPU s", "load", "peak RSS"]
     header += ["peak GPU mem", "MFU", "mean loss"]
@@ -226,8 +255,14 @@ def main() -> None:
         common.markdown_table(header, rows),
         "",
         f"- (a)/(b) examples/s per epoch: **{ratio:.2f}x** (target >= 2x)",
+        *(
+            f"- opt-in bf16 on CPU / (b): **{r['rate'] / results[1]['rate']:.2f}x**; / fp32 (a): "
+            f"{r['rate'] / results[0]['rate']:.2f}x"
+            for r in results[2:]
+        ),
         "",
         f"Model: {model_name}, 4 labels (random labels), batch {args.batch_size}, AdamW lr {LEARNING_RATE} "
+        "((a) fused, (b) torch's default implementation) "
         f"with linear warmup, clipping {MAX_GRAD_NORM}. (a) truncates at {args.max_length} tokens, (b) at "
         f"{PROTOTYPE_LENGTH}. Real tokens include [CLS]/[SEP]; padding = padded positions / all positions. "
         "`CPU s` = CPU seconds of the process during the epoch; `load` = the highest 1-minute load average seen at "

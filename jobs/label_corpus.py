@@ -27,7 +27,14 @@ from tqdm.auto import tqdm
 from weibolabel.config import LabelConfig, config_to_dict, parse_config
 from weibolabel.data import Corpus, clean_text, parse_label, resolve_inputs
 from weibolabel.errors import UserError
-from weibolabel.inference import encode, label_encoded, load_ensemble, prefetched
+from weibolabel.inference import (
+    cpu_has_native_bf16,
+    encode,
+    inference_dtype,
+    label_encoded,
+    load_ensemble,
+    prefetched,
+)
 from weibolabel.labeling import corpus_summary, format_summary
 from weibolabel.parquet_io import PartStore, check_output_free, output_schema
 from weibolabel.preemption import StopSignal
@@ -71,7 +78,10 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
     ensure_writable(output.parent, "--output")
     check_output_free(output, config.overwrite)
     device = accelerator.device
-    dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if device.type == "cuda" else None
+    dtype = inference_dtype(device, accelerator.mixed_precision)
+    if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+        logger.warning("--mixed_precision bf16: this CPU has no native bf16 (AVX512-BF16/AMX), expect it to be slow")
+    precision = str(dtype or torch.float32).removeprefix("torch.")
     ensemble = load_ensemble(config.model, device, dtype, calibrated=config.calibration)
     max_length = config.max_length or ensemble.max_length
     multi_file = len(corpus.files) > 1
@@ -88,6 +98,7 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
         "inputs": [_file_identity(p) for p in corpus.files],
         "members": ensemble.members,
         "temperature": ensemble.temperature,
+        "precision": precision,
     }
     if accelerator.is_main_process and not store.prepare(job, config.overwrite):
         logger.info(f"{output} was already written and verified by an earlier run; removed its leftover parts")
@@ -96,7 +107,7 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
         return
     logger.info(
         f"{corpus.num_rows} rows in {len(corpus.files)} file(s); model {config.model} "
-        f"({len(ensemble.models)} checkpoint(s)); {accelerator.num_processes} process(es) on {device.type}"
+        f"({len(ensemble.models)} checkpoint(s), {precision}); {accelerator.num_processes} process(es) on {device.type}"
     )
 
     # 2. Each process labels its own chunks; the next chunk is tokenised while the current one runs.
@@ -138,6 +149,7 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
             "model": ensemble.source,
             "members": ensemble.members,
             "temperature": ensemble.temperature,
+            "precision": precision,
             "max_length": max_length,
             "inputs": [str(p) for p in corpus.files],
             "text_column": config.text_column,

@@ -26,8 +26,9 @@
 #   PROCS_PER_NODE   processes per node (default: GPUs per node, or 2 when
 #                    there is no GPU)
 #   MAIN_PROCESS_PORT  rendezvous port (default: 20000 + job id % 10000)
-#   MIXED_PRECISION  no|fp16|bf16 on GPUs (default: accelerate_config.yaml's
-#                    value when the file exists, else no); always no on CPU
+#   MIXED_PRECISION  no|fp16|bf16 (GPU default: accelerate_config.yaml's
+#                    value when the file exists, else no; CPU default: no,
+#                    bf16 is about 1.9x faster on CPUs with AVX512-BF16/AMX)
 #
 # accelerate options: the topology options (--num_machines, --machine_rank,
 # --main_process_ip, --main_process_port, --num_processes, --multi_gpu) are
@@ -156,7 +157,7 @@ build_command() {
     local config=$REPO_DIR/accelerate_config.yaml
     if ((gpus == 0)); then
         # The repository's config is for GPUs (MULTI_GPU, bf16): not on CPU.
-        CMD+=(--mixed_precision no --dynamo_backend no)
+        CMD+=(--mixed_precision "${MIXED_PRECISION:-no}" --dynamo_backend no)
         ((total > 1)) || CMD+=(--cpu)
     else
         if [[ -f $config ]]; then

@@ -378,6 +378,19 @@ def test_labeling_killed_at_five_points_ends_identical_to_an_uninterrupted_run(
     assert comparable_metadata(output) == comparable_metadata(reference_file)
 
 
+def test_labeling_parts_of_a_bf16_run_are_not_finished_in_fp32(tmp_path, monkeypatch, tiny_run_dir, corpus_csv):
+    output = tmp_path / "labels.parquet"
+    args = label_args(corpus_csv, tiny_run_dir, output)
+    with monkeypatch.context() as patch:
+        patch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+        result = killed_run(tmp_path, patch, "label_corpus.py", args, "after:1")
+    assert result.returncode == -signal.SIGKILL, log_of(result)
+    result = launch_job("label_corpus.py", args, check=False)
+    assert result.returncode == 2, log_of(result)
+    assert "unfinished parts of a labeling run with other settings (changed: precision)" in log_of(result)
+    assert len(list(output.with_name(output.name + ".parts").glob("part-*.done"))) == 2  # kept for a bf16 re-run
+
+
 def test_labeling_disk_full_leaves_no_final_file_and_resumes(tmp_path, monkeypatch, caplog, tiny_run_dir, corpus_csv):
     label = load_job("label_corpus")
     output = tmp_path / "labels.parquet"

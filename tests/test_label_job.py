@@ -114,6 +114,20 @@ def test_parquet_metadata_records_provenance(labeled_once, tiny_run_dir):
     assert metadata["code_revision"]
     assert metadata["time"]
     assert metadata["max_length"] == 64  # the training run's
+    assert metadata["precision"] == "float32"
+
+
+def test_bf16_on_cpu_is_opt_in_and_recorded(reference, tiny_run_dir, unlabeled_xlsx, tmp_path, monkeypatch):
+    output = tmp_path / "bf16.parquet"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
+    launch_job("label_corpus.py", label_args(unlabeled_xlsx, tiny_run_dir, output))
+    assert read_metadata(output)["precision"] == "bfloat16"
+    bf16 = pd.read_parquet(output)
+    assert bf16["status"].tolist() == reference["status"].tolist()
+    ok = reference["status"] == "ok"
+    fp32_probs, bf16_probs = np.stack(reference["probs"][ok]), np.stack(bf16["probs"][ok])
+    assert 0 < np.abs(fp32_probs - bf16_probs).max() < 0.05  # rounded differently, not a different model
+    assert (bf16["label"][ok] == reference["label"][ok]).mean() >= 0.9
 
 
 def test_single_checkpoint_directory_as_model(tiny_run_dir, unlabeled_xlsx, reference, tmp_path):

@@ -137,6 +137,24 @@ def test_length_batches_cover_every_index_once_within_budget():
     assert [b.tolist() for b in length_batches(np.array([5000, 3]), 8, 1024)] == [[0], [1]]
 
 
+def test_length_batches_bound_the_padding_of_every_batch():
+    # A Weibo-like mix: mostly short, a long tail. Unbounded, 1,000 rows in 256-row batches are ~20% padding.
+    lengths = np.minimum(np.random.default_rng(1).lognormal(3.3, 0.8, size=1000).astype(int) + 3, 128)
+    unbounded = length_batches(lengths, batch_size=256, max_tokens=16384, max_padding=1.0)
+    bounded = length_batches(lengths, batch_size=256, max_tokens=16384, max_padding=0.1)
+    assert sorted(np.concatenate(bounded).tolist()) == list(range(1000))
+
+    def padding(batches):
+        padded = sum(len(b) * lengths[b].max() for b in batches)
+        return 1 - lengths.sum() / padded
+
+    assert padding(unbounded) > 0.15
+    assert padding(bounded) < 0.05
+    for batch in bounded:
+        assert lengths[batch].min() >= 0.9 * lengths[batch].max()
+        assert len(batch) <= 256 and len(batch) * lengths[batch].max() <= 16384
+
+
 def test_batched_scoring_equals_one_at_a_time(tiny_run_dir):
     model, _ = load_checkpoint(tiny_run_dir / "fold_0")
     tokenizer = load_tokenizer(str(tiny_run_dir / "fold_0"))

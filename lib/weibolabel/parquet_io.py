@@ -66,7 +66,8 @@ class PartStore:
         an earlier run with these settings already merged and verified the output (it was stopped while
         removing its parts), so there is nothing left to do."""
         record = self.directory / "job.json"
-        same = record.is_file() and json.loads(record.read_text()) == job
+        earlier = json.loads(record.read_text()) if record.is_file() else None
+        same = earlier == job
         for stale in self.output.parent.glob(f".{self.output.name}.*.tmp"):  # merges killed midway
             stale.unlink(missing_ok=True)
         if self.output.exists() and not overwrite:
@@ -76,9 +77,11 @@ class PartStore:
             raise UserError(f"{self.output} already exists; pass --overwrite to replace it.")
         if self.directory.exists() and not same:
             if not overwrite:
+                changed = sorted(k for k in {**job, **(earlier or {})} if (earlier or {}).get(k) != job.get(k))
                 raise UserError(
-                    f"{self.directory} holds unfinished parts of a labeling run with other settings; pass "
-                    "--overwrite to discard them, or re-run with the original arguments to finish that run."
+                    f"{self.directory} holds unfinished parts of a labeling run with other settings (changed: "
+                    f"{', '.join(changed)}); pass --overwrite to discard them, or re-run with the original "
+                    "arguments to finish that run."
                 )
             shutil.rmtree(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
