@@ -12,6 +12,7 @@ there exactly once, and removes the parts.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ from weibolabel.runs import (
     git_revision,
     make_accelerator,
     now_utc,
+    on_main_process,
     run_guarded,
     setup_logging,
     versions,
@@ -53,6 +55,10 @@ logger = get_logger("label_corpus")
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(LabelConfig, argv, description=__doc__)
+    # oneDNN keeps compiled kernels for every input shape it meets (up to 1,024 of them). Length-bucketed batches
+    # have many shapes, and over 1M rows that cache alone grew the job by 300+ MiB; rebuilding the kernels costs
+    # nothing measurable (bench/README.md). Read at first use, so setting it here is in time.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
     setup_logging()
     accelerator = make_accelerator()
     return run_guarded(lambda: label_corpus(config, accelerator, StopSignal()), accelerator, logger, "finished chunks")
@@ -100,10 +106,8 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
         "temperature": ensemble.temperature,
         "precision": precision,
     }
-    if accelerator.is_main_process and not store.prepare(job, config.overwrite):
+    if not on_main_process(accelerator, lambda: store.prepare(job, config.overwrite)):
         logger.info(f"{output} was already written and verified by an earlier run; removed its leftover parts")
-    accelerator.wait_for_everyone()
-    if not store.directory.exists():
         return
     logger.info(
         f"{corpus.num_rows} rows in {len(corpus.files)} file(s); model {config.model} "
@@ -143,7 +147,7 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
     labeled_rows, labeled_tokens = np.sum(gather_object([(labeled_rows, labeled_tokens)]), axis=0).tolist()
 
     # 3. The main process merges the parts in input order, verifies the result, and summarises it.
-    if accelerator.is_main_process:
+    def merge_and_summarise() -> None:
         metadata = {
             "labels": ensemble.schema.to_list(),
             "model": ensemble.source,
@@ -166,6 +170,8 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
             f"{labeled_rows / seconds:.0f} rows/s, {labeled_tokens / seconds:.0f} tokens/s, "
             f"{accelerator.num_processes} process(es)"
         )
+
+    on_main_process(accelerator, merge_and_summarise)
 
 
 def assemble_rows(source: pd.DataFrame, labels: pd.DataFrame, corpus: Corpus, schema, multi_file: bool) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from weibolabel.inference import encode
 from weibolabel.labels import Label, LabelSchema
 from weibolabel.modeling import load_tokenizer
 from weibolabel.preemption import StopSignal
-from weibolabel.runs import ensure_writable, make_accelerator, run_guarded, setup_logging, write_json
+from weibolabel.runs import ensure_writable, make_accelerator, on_main_process, run_guarded, setup_logging, write_json
 
 logger = get_logger("learning_curve")
 
@@ -76,9 +76,7 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
     fractions = sorted(set(config.fractions))
     out = Path(config.output_dir) if config.output_dir else run
     work = out / "learning_curve_parts"
-    if accelerator.is_main_process:
-        ensure_writable(work)
-    accelerator.wait_for_everyone()
+    on_main_process(accelerator, lambda: ensure_writable(work))
 
     # 2. The baseline on every fold and share (seconds).
     cells = []

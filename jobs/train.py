@@ -39,6 +39,7 @@ from weibolabel.runs import (
     environment,
     file_sha256,
     make_accelerator,
+    on_main_process,
     run_guarded,
     setup_logging,
     write_json,
@@ -83,14 +84,15 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
             logger.warning(f"{key.replace('_', ' ')}: {data.counts[key]} (listed in {out / 'data_issues.csv'})")
 
     # 2. The run directory records what it holds, so a resume never mixes two different runs.
-    if accelerator.is_main_process:
+    def claim_and_describe_run() -> None:
         identity = {**config_to_dict(config), "data_sha256": file_sha256(Path(config.data)), "labels": schema.names}
         identity.pop("output_dir")
         claim_run_directory(out, identity, "training run")
         write_config(config, out / "config.yaml")
         write_json(out / "env.json", environment(accelerator.num_processes, accelerator.mixed_precision))
         data.issues.to_csv(out / "data_issues.csv", index=False)
-    accelerator.wait_for_everyone()
+
+    on_main_process(accelerator, claim_and_describe_run)
 
     # 3. Folds: stratified, seeded, duplicates grouped; every row's fold is written down.
     fold_of_row = make_folds(labels, rows["group"].tolist(), config.num_folds, config.seed)
@@ -111,7 +113,7 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
     accelerator.wait_for_everyone()
 
     # 5. The main process gathers the folds, scores the baseline on the same folds and writes the report.
-    if accelerator.is_main_process:
+    def report() -> None:
         data_counts = data.counts | {"truncated": int(encoded.truncated.sum())}
         metrics = write_results(config, out, schema.names, data_counts, texts, labels, rows, fold_of_row)
         summary = metrics["summary"]
@@ -119,6 +121,8 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
             f"done: accuracy {summary['accuracy']['mean']:.4f} ± {summary['accuracy']['std']:.4f}, macro-F1 "
             f"{summary['macro_f1']['mean']:.4f} ± {summary['macro_f1']['std']:.4f}; report: {out / 'report.md'}"
         )
+
+    on_main_process(accelerator, report)
 
 
 def run_fold(fold, config, accelerator, stop, tokenizer, schema, input_ids, labels, rows, fold_of_row, out) -> None:

@@ -185,6 +185,21 @@ def test_training_refuses_to_resume_with_other_settings_or_data(tmp_path, caplog
     assert (tiny_run_dir / "run_identity.json").read_text() == identity
 
 
+def test_a_refusal_on_the_main_process_ends_every_process_with_one_message(tmp_path, tiny_run_dir, labeled_xlsx):
+    # Only the main process checks the run directory; the other process must hear about the refusal and leave too,
+    # not wait at a barrier for a process that has gone and die in gloo with a traceback.
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run_identity.json").write_text((tiny_run_dir / "run_identity.json").read_text())
+    model = json.loads((out / "run_identity.json").read_text())["model_name_or_path"]
+    result = launch_job("train.py", train_args(labeled_xlsx, Path(model), out, "--seed", "8"), 2, check=False)
+    log = log_of(result)
+    assert result.returncode != 0, log[:3000]
+    assert log.count("already holds a training run with different settings or data (seed: 7 -> 8)") == 1, log
+    assert "Connection closed by peer" not in log and "[rank1]" not in log, log
+    assert "exitcode  : 2" in log  # what torchrun reports for the processes (its own summary follows the message)
+
+
 def test_non_finite_loss_names_fold_epoch_and_step(tmp_path, caplog, tiny_base_model_dir, labeled_xlsx):
     out = tmp_path / "nan"
     args = ["--data", str(labeled_xlsx), "--model_name_or_path", str(tiny_base_model_dir), "--output_dir", str(out)]

@@ -522,7 +522,10 @@ class Corpus:
         suffix = path.suffix.lower()
         wanted = [self.text_column, *self.carry_columns] + ([self.gold_column] if self.gold_column else [])
         if suffix == ".parquet":
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=block_rows, columns=list(dict.fromkeys(wanted))):
+            # Streamed through a 4 MiB buffer: pyarrow's default pre-buffers whole column chunks, and pandas writes
+            # up to 1M rows into one row group (130 MiB held at once for 1M comments).
+            source = pq.ParquetFile(path, pre_buffer=False, buffer_size=4 << 20)
+            for batch in source.iter_batches(batch_size=block_rows, columns=list(dict.fromkeys(wanted))):
                 yield batch.to_pandas()
         elif suffix == ".csv":
             yield from pd.read_csv(

@@ -14,13 +14,17 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import transformers
 from accelerate import Accelerator, InitProcessGroupKwargs
+from accelerate.utils import broadcast_object_list
 
 from weibolabel.errors import UserError
 from weibolabel.preemption import EXIT_PREEMPTED, Preempted
+
+T = TypeVar("T")
 
 PACKAGES = ("weibolabel", "torch", "transformers", "accelerate", "tokenizers", "scikit-learn", "pandas", "pyarrow")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -164,6 +168,24 @@ def storage_error_message(error: OSError, kept: str, path: Path | None = None) -
     full = error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
     fix = "Free space" if full else "Fix the storage or its permissions"
     return f"{error.strerror or error}{where}. {fix} and re-run the same command; {kept}."
+
+
+def on_main_process(accelerator: Accelerator, work: Callable[[], T]) -> T:
+    """`work()` on the main process only, its result handed to every process (a barrier). A problem there that
+    the user can fix (UserError, a full disk) is raised on every process, so all of them exit with the one message,
+    instead of the others waiting at a barrier for a process that has gone and dying in gloo with a traceback."""
+    if accelerator.num_processes == 1:
+        return work()
+    outcome: list = [None, None]
+    if accelerator.is_main_process:
+        try:
+            outcome = [work(), None]
+        except (UserError, OSError) as error:
+            outcome = [None, error]
+    broadcast_object_list(outcome, from_process=0)
+    if outcome[1] is not None:
+        raise outcome[1]
+    return outcome[0]
 
 
 def run_guarded(work: Callable[[], None], accelerator: Accelerator, logger, kept: str) -> int:
