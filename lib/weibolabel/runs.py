@@ -193,20 +193,22 @@ def run_guarded(work: Callable[[], None], accelerator: Accelerator, logger, kept
     signal with progress saved. `kept` says what a re-run will not redo ("finished chunks")."""
     try:
         work()
-        # Leave together, and close the process group: a rank that exits while the main process still merges or
-        # writes the report can abort in gloo's teardown ("terminate called without an active exception").
+        # Leave together: a rank that exits while the main process still merges or writes the report can abort.
         accelerator.wait_for_everyone()
-        accelerator.end_training()
+        code = 0
     except UserError as error:
         logger.error(str(error))
-        return 2
+        code = 2
     except Preempted as error:
         logger.warning(f"{error}; {kept} are saved. Re-run the same command to resume.")
-        return EXIT_PREEMPTED
+        code = EXIT_PREEMPTED
     except OSError as error:  # a disk that fills up or goes away mid-run: say so, not where in torch it happened
         message = storage_error_message(error, f"{kept} are kept")
         if message is None:
             raise
         logger.error(message)
-        return 2
-    return 0
+        code = 2
+    # Close the process group on every way out: a process that exits with its gloo group open can abort in the
+    # group's teardown ("terminate called without an active exception", SIGABRT) and turn status 2 into 134.
+    accelerator.end_training()
+    return code
