@@ -46,17 +46,27 @@ def gpu_name() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
+def cpu_capability() -> str:
+    """The vector instructions torch's CPU kernels use here (`AVX2`, `AVX512`, ...) and whether bf16 is native."""
+    from weibolabel.inference import cpu_has_native_bf16
+
+    bf16 = "native bf16 (AVX512-BF16/AMX)" if cpu_has_native_bf16() else "no native bf16"
+    return f"{torch.backends.cpu.get_cpu_capability()}, {bf16}"
+
+
 def machine_tag(device: str) -> str:
-    """`cpu-2core` on a CPU run, the GPU's name as a slug (`nvidia-h100-80gb-hbm3`) on a GPU run."""
+    """`cpu-2core-avx2` on a CPU run (same-sized CPUs of other generations differ twofold), the GPU's name as a
+    slug (`nvidia-h100-80gb-hbm3`) on a GPU run."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return re.sub(r"[^a-z0-9]+", "-", gpu_name().lower()).strip("-")
-    return f"cpu-{os.cpu_count()}core"
+    return f"cpu-{os.cpu_count()}core-{torch.backends.cpu.get_cpu_capability().lower()}"
 
 
 def machine_lines(device: str) -> list[str]:
     memory = psutil.virtual_memory().total / 2**30
     lines = [
-        f"- CPU: {cpu_model()}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}; "
+        f"{cpu_capability()}",
         f"- RAM: {memory:.1f} GiB",
         f"- GPU: {gpu_name() or 'none'}; device used: {device}",
     ]

@@ -4,10 +4,11 @@ Same model (bert-base-chinese's architecture, random initial weights, identical 
 random labels, same batch size, learning rate, linear warmup schedule and gradient clipping:
 
   (a) weibolabel: `encode` (truncation at max_length 128), `length_grouped_batches` (shuffled, sorted by length in
-      blocks of 50 batches) and `pad_batch` (dynamic padding with an attention mask), and
-      `weibolabel.training.build_optimizer` (fused AdamW, no decay on biases and LayerNorm) -- the pieces
-      `train_fold` runs; bf16 autocast on GPU as `accelerate_config.yaml` sets it, fp32 on CPU. On CPUs with
-      native bf16 (AVX512-BF16, AMX) a third line times the opt-in `--mixed_precision bf16` (bf16 autocast).
+      blocks of 50 batches), `pad_batch` (dynamic padding with an attention mask), `weibolabel.modeling.classify`
+      (the last layer for [CLS] only) and `weibolabel.training.build_optimizer` (fused AdamW, no decay on biases
+      and LayerNorm) -- the pieces `train_fold` runs; bf16 autocast on GPU as `accelerate_config.yaml` sets it,
+      fp32 on CPU. On CPUs with native bf16 (AVX512-BF16, AMX) a third line times the opt-in
+      `--mixed_precision bf16` (bf16 autocast).
   (b) the prototype's way: every text padded to 100 tokens, no attention mask, shuffled batches, fp32, and
       `torch.optim.AdamW(model.parameters())` in its default implementation (the prototype's `transformers.AdamW`,
       gone in transformers v5, was a slower per-parameter Python loop).
@@ -41,6 +42,7 @@ import corpus as corpus_mod
 
 from weibolabel.data import clean_text
 from weibolabel.inference import cpu_has_native_bf16, encode, length_grouped_batches, pad_batch
+from weibolabel.modeling import classify
 from weibolabel.training import build_optimizer
 
 PROTOTYPE_LENGTH = 100
@@ -63,17 +65,16 @@ def prototype_optimizer(model, learning_rate: float, weight_decay: float) -> tor
     return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
 
 
-def run_epoch(model, batches, make_inputs, labels, device, autocast, make_optimizer) -> float:
-    """One epoch as train_fold does it; returns the mean loss."""
+def run_epoch(model, batches, forward, labels, device, autocast, make_optimizer) -> float:
+    """One epoch as train_fold does it; `forward(model, batch)` gives a batch's logits. Returns the mean loss."""
     from transformers import get_linear_schedule_with_warmup
 
     optimizer = make_optimizer(model, LEARNING_RATE, WEIGHT_DECAY)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(WARMUP_RATIO * len(batches)), len(batches))
     losses = []
     for batch in batches:
-        inputs = {k: v.to(device, non_blocking=True) for k, v in make_inputs(batch).items()}
         with autocast():
-            logits = model(**inputs).logits
+            logits = forward(model, batch)
         loss = F.cross_entropy(logits.float(), labels[batch].to(device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
@@ -84,23 +85,22 @@ def run_epoch(model, batches, make_inputs, labels, device, autocast, make_optimi
     return float(torch.stack(losses).mean())
 
 
-def warm_up(model, make_inputs, batch, device, autocast) -> None:
+def warm_up(model, forward, batch, autocast) -> None:
     """One forward and backward pass, no update (first-call overheads out of the timing)."""
-    inputs = {k: v.to(device) for k, v in make_inputs(batch).items()}
     with autocast():
-        logits = model(**inputs).logits
+        logits = forward(model, batch)
     logits.float().sum().backward()
     model.zero_grad(set_to_none=True)
 
 
-def measure(name, model, batches, make_inputs, labels, device, autocast, real_tokens, padded_tokens, optimizer) -> dict:
-    warm_up(model, make_inputs, batches[0][:4], device, autocast)
+def measure(name, model, batches, forward, labels, device, autocast, real_tokens, padded_tokens, optimizer) -> dict:
+    warm_up(model, forward, batches[0][:4], autocast)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     with common.PeakRSS() as rss, common.Timer(device) as timer:
-        loss = run_epoch(model, batches, make_inputs, labels, device, autocast, optimizer)
+        loss = run_epoch(model, batches, forward, labels, device, autocast, optimizer)
     examples = int(sum(len(b) for b in batches))
     return {
         "name": name,
@@ -160,9 +160,9 @@ def main() -> None:
     batches = length_grouped_batches(lengths, args.batch_size, seed=args.seed)
     multiple_of = 8 if device.type == "cuda" else 1
 
-    def project_inputs(batch):
+    def project_forward(model, batch):  # as train_fold: dynamic padding, mask, last layer for [CLS] only
         ids, mask = pad_batch([encoded.input_ids[i] for i in batch], pad_id, multiple_of)
-        return {"input_ids": ids, "attention_mask": mask}
+        return classify(model, ids.to(device), mask.to(device))
 
     padded = sum(-(-int(lengths[b].max()) // multiple_of) * multiple_of * len(b) for b in batches)
     results = []
@@ -174,7 +174,7 @@ def main() -> None:
             + ("bf16 autocast" if device.type == "cuda" else "fp32"),
             model,
             batches,
-            project_inputs,
+            project_forward,
             labels,
             device,
             autocast_bf16,
@@ -200,7 +200,7 @@ def main() -> None:
             "(b) prototype: pad to 100, no mask, fp32",
             model,
             proto_batches,
-            lambda batch: {"input_ids": proto_ids[batch]},
+            lambda model, batch: model(input_ids=proto_ids[batch].to(device)).logits,
             labels,
             device,
             contextlib.nullcontext,
@@ -220,7 +220,7 @@ def main() -> None:
                 "(a) the same, opt-in --mixed_precision bf16",
                 model,
                 batches,
-                project_inputs,
+                project_forward,
                 labels,
                 device,
                 lambda: torch.autocast("cpu", dtype=torch.bfloat16),

@@ -12,12 +12,25 @@ import numpy as np
 import pytest
 import torch
 from accelerate.utils import set_seed
-from transformers import AutoModelForSequenceClassification, BertTokenizerFast
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizerFast,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+)
 
 from weibolabel.errors import UserError
 from weibolabel.inference import encode, length_batches, predict_probs
 from weibolabel.labels import LabelSchema
-from weibolabel.modeling import bundled_vocab_path, load_checkpoint, load_pretrained_classifier, load_tokenizer
+from weibolabel.modeling import (
+    bundled_vocab_path,
+    classify,
+    load_checkpoint,
+    load_pretrained_classifier,
+    load_tokenizer,
+)
 
 CHINESE = ["故宫的文物真好看", "越王勾践剑好锋利", "中华文化博大精深"]
 NAMES = ["production", "heritage", "culture", "irrelevant"]
@@ -110,6 +123,69 @@ def test_fold_checkpoint_reloads_with_transformers_to_identical_logits(tiny_run_
 def test_base_model_without_head_is_refused_as_checkpoint(tiny_base_model_dir):
     with pytest.raises(UserError, match="without a classification head"):
         load_checkpoint(tiny_base_model_dir)
+
+
+# --------------------------------------------------------------------------------------------- forward
+def padded_batch(vocab_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Six rows of different lengths, right-padded with id 0, and their attention mask."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (6, 13), generator=generator)
+    mask = torch.ones_like(ids)
+    for row, length in enumerate([13, 9, 4, 13, 2, 7]):
+        ids[row, length:], mask[row, length:] = 0, 0
+    return ids, mask
+
+
+def tiny_bert(attention: str, dropout: float = 0.1) -> BertForSequenceClassification:
+    config = BertConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, num_labels=4,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return BertForSequenceClassification._from_config(config, attn_implementation=attention)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_classify_runs_the_last_layer_for_cls_only_with_the_models_logits(attention):
+    model = tiny_bert(attention).eval()
+    ids, mask = padded_batch(model.config.vocab_size)
+    seen = []  # positions entering the last layer's feed-forward
+    model.bert.encoder.layer[-1].intermediate.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
+    with torch.inference_mode():
+        expected = model(input_ids=ids, attention_mask=mask).logits
+        seen.clear()
+        got = classify(model, ids, mask)
+        assert seen == [1]
+        # Without a mask (every row full length) too.
+        torch.testing.assert_close(classify(model, ids, torch.ones_like(ids)), model(input_ids=ids).logits)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_classify_gives_the_models_gradients_in_training():
+    model = tiny_bert("sdpa", dropout=0.0).train()  # no dropout, so both passes compute the same function
+    ids, mask = padded_batch(model.config.vocab_size, seed=1)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+
+    def gradients(logits):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(logits, labels).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    expected = gradients(model(input_ids=ids, attention_mask=mask).logits)
+    got = gradients(classify(model, ids, mask))
+    # The skipped positions get no gradient either way: their outputs feed nothing.
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_classify_runs_other_architectures_as_they_are():
+    config = DistilBertConfig(vocab_size=64, dim=32, n_layers=2, n_heads=4, hidden_dim=48, num_labels=4)
+    torch.manual_seed(0)
+    model = DistilBertForSequenceClassification(config).eval()
+    ids, mask = padded_batch(config.vocab_size)
+    with torch.inference_mode():
+        torch.testing.assert_close(classify(model, ids, mask), model(input_ids=ids, attention_mask=mask).logits)
 
 
 # --------------------------------------------------------------------------------------------- scoring

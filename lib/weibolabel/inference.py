@@ -20,7 +20,7 @@ import yaml
 from weibolabel.data import clean_text
 from weibolabel.errors import UserError
 from weibolabel.labels import LabelSchema
-from weibolabel.modeling import load_checkpoint, load_tokenizer
+from weibolabel.modeling import classify, load_checkpoint, load_tokenizer
 
 STATUS_OK, STATUS_EMPTY, STATUS_UNK_ONLY = "ok", "empty", "unknown_tokens_only"
 
@@ -123,7 +123,7 @@ def predict_probs(
         total = 0
         with autocast():
             for model in models:
-                logits = model(input_ids=ids, attention_mask=mask).logits.float()
+                logits = classify(model, ids, mask).float()
                 total = total + torch.softmax(logits / temperature, dim=-1)
         probs[torch.from_numpy(batch).to(device)] = total / len(models)
     return probs.cpu().numpy()

@@ -22,7 +22,7 @@ from weibolabel.errors import UserError
 from weibolabel.folds import split_validation
 from weibolabel.inference import length_grouped_batches, pad_batch, predict_probs
 from weibolabel.metrics import classification_metrics
-from weibolabel.modeling import load_pretrained_classifier, weights_digest
+from weibolabel.modeling import classify, load_pretrained_classifier, weights_digest
 from weibolabel.preemption import StopSignal
 from weibolabel.runs import storage_error_message
 
@@ -133,7 +133,7 @@ def train_fold(
             ids, mask = pad_batch([train.input_ids[i] for i in batch], pad_id, 8 if device.type == "cuda" else 1)
             try:
                 with accelerator.autocast():
-                    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+                    logits = classify(model, ids.to(device), mask.to(device))
                 loss = F.cross_entropy(logits.float(), labels[batch].to(device), weight=weight)
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(
