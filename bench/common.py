@@ -207,7 +207,10 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 
 def append_section(device: str, title: str, body: str) -> Path:
-    """Append one benchmark's section (command, date, machine, then `body`) to today's results file."""
+    """Append one benchmark's section (command, code revision, date, machine, then `body`) to today's results
+    file."""
+    from weibolabel.runs import git_revision
+
     path = results_file(device)
     path.parent.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now().astimezone()
@@ -218,6 +221,7 @@ def append_section(device: str, title: str, body: str) -> Path:
             "",
             f"Command: `{command_line()}`",
             "",
+            f"- Code: {git_revision()}",
             f"- Date: {now.isoformat(timespec='seconds')}",
             *machine_lines(device),
             "",

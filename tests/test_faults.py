@@ -23,7 +23,7 @@ import pytest
 import torch
 from conftest import TINY_TRAIN_ARGS, launch_job, make_labeled_rows
 from test_determinism import assert_same_training_result
-from transformers.models.bert.modeling_bert import BertForSequenceClassification
+from transformers.models.bert.modeling_bert import BertEmbeddings
 
 from weibolabel.config import TrainConfig
 from weibolabel.errors import UserError
@@ -236,7 +236,7 @@ def _out_of_memory(*args, **kwargs):
 
 def test_training_out_of_memory_names_the_options_to_lower(tmp_path, monkeypatch, small_fold):
     f = small_fold
-    monkeypatch.setattr(BertForSequenceClassification, "forward", _out_of_memory)
+    monkeypatch.setattr(BertEmbeddings, "forward", _out_of_memory)  # the first step of any forward
     with pytest.raises(UserError) as caught:
         train_fold(f.model, f.train, f.validation, f.config, f.accelerator, 0, f.pad_id, tmp_path / "s.pt", f.stop)
     message = str(caught.value)
@@ -444,7 +444,7 @@ def test_labeling_disk_full_leaves_no_final_file_and_resumes(tmp_path, monkeypat
 
 
 def test_labeling_out_of_memory_names_the_options_to_lower(tmp_path, monkeypatch, caplog, tiny_run_dir, corpus_csv):
-    monkeypatch.setattr(BertForSequenceClassification, "forward", _out_of_memory)
+    monkeypatch.setattr(BertEmbeddings, "forward", _out_of_memory)  # the first step of any forward
     output = tmp_path / "labels.parquet"
     args = [*label_args(corpus_csv, tiny_run_dir, output), "--batch_size", "64", "--max_tokens", "4096"]
     assert load_job("label_corpus").main(args) == 2

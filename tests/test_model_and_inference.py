@@ -145,23 +145,28 @@ def tiny_bert(attention: str, dropout: float = 0.1) -> BertForSequenceClassifica
     return BertForSequenceClassification._from_config(config, attn_implementation=attention)
 
 
+@pytest.mark.parametrize("pack", [True, False])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_classify_runs_the_last_layer_for_cls_only_with_the_models_logits(attention):
+def test_classify_gives_the_models_logits_with_less_work(attention, pack):
     model = tiny_bert(attention).eval()
     ids, mask = padded_batch(model.config.vocab_size)
-    seen = []  # positions entering the last layer's feed-forward
-    model.bert.encoder.layer[-1].intermediate.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
+    layers = model.bert.encoder.layer
+    seen = []  # what enters the feed-forward of the first and the last layer
+    for layer in (layers[0], layers[-1]):
+        layer.intermediate.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape[:-1])))
     with torch.inference_mode():
         expected = model(input_ids=ids, attention_mask=mask).logits
         seen.clear()
-        got = classify(model, ids, mask)
-        assert seen == [1]
-        # Without a mask (every row full length) too.
-        torch.testing.assert_close(classify(model, ids, torch.ones_like(ids)), model(input_ids=ids).logits)
+        got = classify(model, ids, mask, pack=pack)
+        # Packed: the real tokens alone, else the padded grid; the last layer: one [CLS] per row.
+        assert seen == [(int(mask.sum()) if pack else ids.numel(),), (6,)]
+        # Rows without padding take the grid, whatever `pack` says.
+        torch.testing.assert_close(classify(model, ids, torch.ones_like(ids), pack=pack), model(input_ids=ids).logits)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_classify_gives_the_models_gradients_in_training():
+@pytest.mark.parametrize("pack", [True, False])
+def test_classify_gives_the_models_gradients_in_training(pack):
     model = tiny_bert("sdpa", dropout=0.0).train()  # no dropout, so both passes compute the same function
     ids, mask = padded_batch(model.config.vocab_size, seed=1)
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
@@ -172,11 +177,21 @@ def test_classify_gives_the_models_gradients_in_training():
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     expected = gradients(model(input_ids=ids, attention_mask=mask).logits)
-    got = gradients(classify(model, ids, mask))
-    # The skipped positions get no gradient either way: their outputs feed nothing.
+    got = gradients(classify(model, ids, mask, pack=pack))
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_classify_trains_with_dropout_reproducibly():
+    model = tiny_bert("sdpa", dropout=0.1).train()
+    ids, mask = padded_batch(model.config.vocab_size, seed=2)
+    torch.manual_seed(3)
+    first = classify(model, ids, mask)
+    torch.manual_seed(3)
+    torch.testing.assert_close(classify(model, ids, mask), first, rtol=0, atol=0)
+    with torch.no_grad():
+        assert not torch.allclose(first, model.eval()(input_ids=ids, attention_mask=mask).logits)  # dropout acted
 
 
 def test_classify_runs_other_architectures_as_they_are():
