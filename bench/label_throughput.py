@@ -3,7 +3,8 @@
 Same weights, same texts, same machine, one run:
 
   (a) weibolabel: `encode` (one fast-tokenizer call) + `label_encoded` (length-sorted batches under a token budget,
-      dynamic padding with an attention mask) -- the code `jobs/label_corpus.py` runs; bf16 weights on GPU as the
+      dynamic padding with an attention mask, `classify`: the last layer for [CLS] only, on CPU the linear layers
+      on the real tokens alone) -- the code `jobs/label_corpus.py` runs; bf16 weights on GPU as the
       job loads them, fp32 on CPU. On CPUs with native bf16 (AVX512-BF16, AMX) a second line times the opt-in
       `--mixed_precision bf16` (bf16 weights), with its label agreement against fp32. The whole job (`python
       jobs/label_corpus.py` on a Parquet copy of the texts, start-up and model load included) is timed as a
