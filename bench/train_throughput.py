@@ -170,8 +170,8 @@ def main() -> None:
     model = make_model(shape, args.seed, device, args.model)
     results.append(
         measure(
-            "(a) weibolabel: length-grouped, dynamic padding + mask, "
-            + ("bf16 autocast" if device.type == "cuda" else "fp32"),
+            "(a) weibolabel: length-grouped, dynamic padding + mask, classify, "
+            + ("bf16 autocast" if device.type == "cuda" else "fp32 (linear layers on packed real tokens)"),
             model,
             batches,
             project_forward,
@@ -264,7 +264,8 @@ def main() -> None:
         f"Model: {model_name}, 4 labels (random labels), batch {args.batch_size}, AdamW lr {LEARNING_RATE} "
         "((a) fused, (b) torch's default implementation) "
         f"with linear warmup, clipping {MAX_GRAD_NORM}. (a) truncates at {args.max_length} tokens, (b) at "
-        f"{PROTOTYPE_LENGTH}. Real tokens include [CLS]/[SEP]; padding = padded positions / all positions. "
+        f"{PROTOTYPE_LENGTH}. Real tokens include [CLS]/[SEP]; padding = padded positions / all positions of the "
+        "batches' grids (on CPU (a)'s linear layers see the real tokens only, its attention the grid). "
         "`CPU s` = CPU seconds of the process during the epoch; `load` = the highest 1-minute load average seen at "
         f"its start and end ({os.cpu_count()} cores: above that, other work shared the machine).",
     ]
