@@ -192,7 +192,7 @@ def classify(
     - with `pack` (the default on CPU, where a batch's cost is its matmuls), the padding is dropped: the linear
       layers see only the real tokens, packed into [tokens, hidden], and only attention sees the padded grid. A
       training batch of 32 consecutive lengths is about 13% padding. On GPU the padded grid is kept: there a batch
-      of this size costs kernel launches more than FLOPs, and the gathers would add launches."""
+      of this size costs kernel launches more than FLOPs, and the gathers would add launches (not yet measured)."""
     if not _is_bert_classifier(model):
         return model(input_ids=input_ids, attention_mask=attention_mask).logits
     bert, (batch, length) = model.bert, input_ids.shape
@@ -206,9 +206,8 @@ def classify(
     hidden = layout.from_grid(bert.embeddings(input_ids=input_ids))
     *layers, last = bert.encoder.layer
     for layer in layers:
-        hidden = _feed_forward(
-            layer, layer.attention.output(_attend(layer.attention.self, hidden, layout, key_mask), hidden)
-        )
+        attended = layer.attention.output(_attend(layer.attention.self, hidden, layout, key_mask), hidden)
+        hidden = _feed_forward(layer, attended)
     cls = layout.cls(hidden)
     cls = last.attention.output(_attend(last.attention.self, hidden, layout, key_mask, cls_only=True), cls)
     cls = _feed_forward(last, cls)
