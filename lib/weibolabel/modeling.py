@@ -195,12 +195,12 @@ def classify(
       of this size costs kernel launches more than FLOPs, and the gathers would add launches (not yet measured)."""
     if not _is_bert_classifier(model):
         return model(input_ids=input_ids, attention_mask=attention_mask).logits
-    bert, (batch, length) = model.bert, input_ids.shape
+    bert = model.bert
     keep = attention_mask.bool()
     on_cpu = input_ids.device.type == "cpu"
     has_padding = not bool(keep.all()) if on_cpu else True  # a check on a GPU tensor would wait for the GPU
     pack = (on_cpu if pack is None else pack) and has_padding
-    layout = _Layout(batch, length, keep.flatten().nonzero().squeeze(1) if pack else None)
+    layout = _Layout.of(keep, pack)
     key_mask = keep[:, None, None, :] if has_padding else None
 
     hidden = layout.from_grid(bert.embeddings(input_ids=input_ids))
@@ -221,6 +221,17 @@ class _Layout:
     batch: int
     length: int
     tokens: torch.Tensor | None  # positions of the real tokens in the flattened grid; None: the grid itself
+    cls_rows: torch.Tensor  # where each row's first token ([CLS]) is among the tokens
+
+    @classmethod
+    def of(cls, keep: torch.Tensor, pack: bool) -> _Layout:
+        """The layout of a batch whose real tokens are `keep` ([batch, length], bool), packed or not."""
+        batch, length = keep.shape
+        starts = torch.arange(batch, device=keep.device) * length
+        if not pack:
+            return cls(batch, length, None, starts)
+        tokens = keep.flatten().nonzero().squeeze(1)
+        return cls(batch, length, tokens, torch.searchsorted(tokens, starts))  # each row's first real token
 
     def from_grid(self, states: torch.Tensor) -> torch.Tensor:  # [batch, length, hidden] -> [tokens, hidden]
         states = states.reshape(self.batch * self.length, states.shape[-1])
@@ -232,11 +243,8 @@ class _Layout:
             states = grid.index_copy(0, self.tokens, states)
         return states.view(self.batch, self.length, -1)
 
-    def cls(self, states: torch.Tensor) -> torch.Tensor:  # [tokens, hidden] -> [batch, hidden], each row's first
-        starts = torch.arange(self.batch, device=states.device) * self.length
-        if self.tokens is not None:  # a row starts where its first real token sits in the packed order
-            starts = torch.searchsorted(self.tokens, starts)
-        return states.index_select(0, starts)
+    def cls(self, states: torch.Tensor) -> torch.Tensor:  # [tokens, hidden] -> [batch, hidden]
+        return states.index_select(0, self.cls_rows)
 
 
 def _attend(attention, hidden: torch.Tensor, layout: _Layout, key_mask, cls_only: bool = False) -> torch.Tensor:
@@ -254,8 +262,7 @@ def _attend(attention, hidden: torch.Tensor, layout: _Layout, key_mask, cls_only
         split_heads(layout.to_grid(attention.value(hidden))),
         attn_mask=key_mask,
         dropout_p=attention.dropout.p if attention.training else 0.0,
-        scale=attention.scaling,
-    )
+    )  # SDPA's default scale, 1/sqrt(head size), is BERT's
     context = context.transpose(1, 2).flatten(2)  # [batch, positions, hidden]
     return context[:, 0] if cls_only else layout.from_grid(context)
 
