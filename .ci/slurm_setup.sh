@@ -2,17 +2,30 @@
 # Packages tests/test_slurm.py needs to run (not skip): a local single-node SLURM
 # (slurm/local_cluster.sh brings it up inside a temporary directory; nothing is
 # configured or started here) and shellcheck.  Debian/Ubuntu, as root.
-# Idempotent and quiet: installs only what is missing.
+# Idempotent and quiet: installs only what is missing, then checks that every
+# command the tests call is on PATH.  Under CI=true (.ci/run) the tests fail
+# when one is missing, so this says which one first.
 set -euo pipefail
 
 packages=(slurmctld slurmd slurm-client munge shellcheck)
+commands=(slurmctld slurmd sbatch scontrol srun sinfo squeue scancel munged mungekey shellcheck)
+
+check_commands() {
+    local missing=() command
+    for command in "${commands[@]}"; do
+        command -v "$command" >/dev/null 2>&1 || missing+=("$command")
+    done
+    ((${#missing[@]} == 0)) && return 0
+    echo "slurm_setup: still missing after the install: ${missing[*]}" >&2
+    return 1
+}
 
 if [[ $(id -u) -ne 0 ]]; then
-    echo "slurm_setup: not root, installing nothing (the SLURM tests will skip)" >&2
+    echo "slurm_setup: not root, installing nothing (the SLURM tests will skip, or fail under CI=true)" >&2
     exit 0
 fi
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "slurm_setup: no apt-get, installing nothing (the SLURM tests will skip)" >&2
+    echo "slurm_setup: no apt-get, installing nothing (the SLURM tests will skip, or fail under CI=true)" >&2
     exit 0
 fi
 
@@ -22,7 +35,10 @@ for package in "${packages[@]}"; do
         missing+=("$package")
     fi
 done
-((${#missing[@]} == 0)) && exit 0
+if ((${#missing[@]} == 0)); then
+    check_commands
+    exit
+fi
 
 export DEBIAN_FRONTEND=noninteractive
 log=$(mktemp)
@@ -32,7 +48,8 @@ echo "slurm_setup: installing ${missing[*]}" >&2
 for attempt in 1 2; do
     if apt-get update -qq >"$log" 2>&1 &&
         apt-get install -y -qq "${missing[@]}" >>"$log" 2>&1; then
-        exit 0
+        check_commands
+        exit
     fi
     echo "slurm_setup: apt-get failed (attempt $attempt):" >&2
     tail -n 20 "$log" >&2

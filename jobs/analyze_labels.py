@@ -1,20 +1,25 @@
-"""Describe a labeled corpus: class shares with confidence intervals, confidence, typical n-grams, groups.
+"""Describe a labeled corpus: class shares a paper can defend, confidence, typical n-grams, shares per group.
 
-    python jobs/analyze_labels.py --input labels.parquet --output_dir analysis/ --group_by show
+    python jobs/analyze_labels.py --input labels.parquet --run runs/cv --output_dir analysis/ --group_by show
+    python jobs/analyze_labels.py --input labels.parquet --run runs/cv --gold_sample gold_filled.xlsx
 
-The input is the labeling job's Parquet file; only rows with status 'ok' carry a label. Class shares come with
-95% Wilson intervals, once over all labeled rows and once over rows with confidence >= --min_confidence (a
-robustness check: if the two disagree, the uncertain rows lean towards some classes). The n-grams are the
-character 2-3-grams most typical of each predicted class (log-odds ratio with an informative Dirichlet prior);
-n-grams of only punctuation or emoji are left out. With --group_by COLUMN (e.g. source_file, or a column
-carried by the labeling job such as show) the shares are also given per group. The output directory holds
-report.md, the PNG plots and one CSV table behind every plot.
+The input is the labeling job's Parquet file; only rows with status 'ok' carry a label. Counting predicted labels
+(the naive share) is biased by the classifier's errors, so with --run (the training run that labeled the file)
+the shares are also adjusted for misclassification: the run's out-of-fold predictions measure how often each
+class is taken for each other, and the corpus' predicted shares are corrected for it (ACC on labels, PACC on the
+probabilities calibrated as the labeling job did), with a bootstrap interval over both the corpus and the
+out-of-fold rows. With --gold_sample (a uniform random sample drawn by `select_for_annotation.py --strategy random`
+and labeled by people) prediction-powered (PPI++) shares are added, with the gold sample's own interval beside
+them. shares.csv holds every estimate, per group too with --group_by (a column carried by the labeling job such as
+show, source_file, or a date column with --group_by_month). The rest as before: Wilson intervals of the predicted
+shares over all and over confident rows, the confidence histogram, the character 2-3-grams most typical of each
+predicted class (log-odds ratio with an informative Dirichlet prior). The output directory holds report.md, the
+PNG plots and one CSV table behind every plot. docs/statistics.md explains the methods and their assumptions.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,22 +27,9 @@ import pandas as pd
 
 from weibolabel import analysis
 from weibolabel.annotation import read_labeled_parquet
-from weibolabel.config import parse_config
+from weibolabel.config import AnalyzeConfig, parse_config
 from weibolabel.errors import UserError
 from weibolabel.parquet_io import read_metadata
-
-
-@dataclass(frozen=True)
-class AnalyzeConfig:
-    """Corpus statistics of a labeled Parquet file, as a Markdown report with plots and CSV tables."""
-
-    input: str | None = field(default=None, metadata={"help": "The labeling job's Parquet output (required)."})
-    output_dir: str | None = field(default=None, metadata={"help": "Directory to write (default: <input>_analysis)."})
-    min_confidence: float = field(default=0.8, metadata={"help": "Threshold of the 'confident rows' shares."})
-    group_by: str | None = field(default=None, metadata={"help": "Column to split the shares by (e.g. source_file)."})
-    max_groups: int = field(default=20, metadata={"help": "Largest groups shown; the rest are pooled as '(other)'."})
-    top_ngrams: int = field(default=15, metadata={"help": "Characteristic n-grams listed per class."})
-    min_ngram_count: int = field(default=3, metadata={"help": "Fewest comments an n-gram must occur in."})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,69 +43,135 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def analyze(config: AnalyzeConfig) -> None:
-    # 1. The labeled rows, their predicted class and confidence.
+    # 1. The labeled rows, their predicted class, probabilities and confidence; options checked first.
     if not config.input:
         raise UserError("--input is required (see --help).")
     if not 0 <= config.min_confidence <= 1:
         raise UserError("--min_confidence must be between 0 and 1.")
+    if config.bootstrap_replicates < 100:
+        raise UserError("--bootstrap_replicates must be at least 100 for a 95% percentile interval.")
     source = Path(config.input)
-    frame, _, schema = read_labeled_parquet(source)
+    frame, probs, schema = read_labeled_parquet(source)
     if frame.empty:
         raise UserError(f"{source}: no row has status 'ok', so there is nothing to analyse.")
     if config.group_by and config.group_by not in frame.columns:
         raise UserError(f"{source}: no column '{config.group_by}' to group by; the columns are {list(frame.columns)}.")
+    if config.group_by_month and not config.group_by:
+        raise UserError("--group_by_month needs --group_by DATE_COLUMN.")
     out = Path(config.output_dir) if config.output_dir else source.with_name(f"{source.stem}_analysis")
     out.mkdir(parents=True, exist_ok=True)
     names, labels = schema.names, frame["label"].astype(int).to_numpy()
     confidence = frame["confidence"].astype(float).to_numpy()
     statuses = pd.read_parquet(source, columns=["status"])["status"].value_counts()
+    metadata = read_metadata(source)
+    temperature = float(metadata.get("temperature", 1.0))
 
-    # 2. Class shares with Wilson intervals, over all rows and over confident rows only.
+    # 2. What the shares can be corrected with: the run's out-of-fold confusion (scored with the temperature the
+    # labeling job applied to this file, so both sides are alike) and a gold sample drawn uniformly from the corpus.
+    oof, no_adjustment = None, "no --run was given, so only naive shares are reported"
+    if config.run:
+        oof, no_adjustment = analysis.read_run_predictions(config.run, names, temperature)
+        if oof is None:
+            print(f"warning: {no_adjustment}.", file=sys.stderr)
+    gold = analysis.read_gold_sample(config.gold_sample, frame, schema) if config.gold_sample else None
+
+    # 3. Groups: the whole corpus first (named ''), then each group, largest first.
+    groups, codes = [("", np.arange(len(frame)))], {}
+    if config.group_by:
+        values = frame[config.group_by]
+        if config.group_by_month:
+            values = analysis.month_of(values, source, config.group_by, frame["row_id"])
+        group_names, members, plot_labels = analysis.group_members(values, config.max_groups)
+        groups += list(zip(group_names, members))
+        codes = dict(zip(group_names, plot_labels))
+
+    # 4. Naive, adjusted and prediction-powered shares with their 95% intervals: shares.csv and shares.png.
+    shares = analysis.shares_table(
+        predicted=labels,
+        probs=probs,
+        names=names,
+        groups=groups,
+        oof=oof,
+        gold=gold,
+        adjustment=config.adjustment,
+        replicates=config.bootstrap_replicates,
+        seed=config.seed,
+        min_group_rows=config.min_group_rows,
+    )
+    shares.to_csv(out / "shares.csv", index=False)
+    analysis.plot_shares(shares, temperature, out / "shares.png")
+
+    # 5. Predicted-label shares with Wilson intervals, over all rows and over confident rows only.
     confident_name = f"confidence >= {config.min_confidence}"
-    shares = pd.concat(
+    class_shares = pd.concat(
         [
             analysis.class_shares(labels, names, "all"),
             analysis.class_shares(labels[confidence >= config.min_confidence], names, confident_name),
         ],
         ignore_index=True,
     )
-    shares.to_csv(out / "class_shares.csv", index=False)
-    analysis.plot_class_shares(shares, out / "class_shares.png")
+    class_shares.to_csv(out / "class_shares.csv", index=False)
+    analysis.plot_class_shares(class_shares, out / "class_shares.png")
 
-    # 3. Confidence by predicted class.
+    # 6. Confidence by predicted class.
     histogram = analysis.confidence_histogram(confidence, labels, names)
     histogram.to_csv(out / "confidence_histogram.csv", index=False)
     analysis.plot_confidence_histogram(histogram, names, config.min_confidence, out / "confidence_histogram.png")
 
-    # 4. The character n-grams that set each predicted class apart (tables only: plots have no CJK font).
+    # 7. The character n-grams that set each predicted class apart (tables only: plots have no CJK font).
     ngrams = analysis.characteristic_ngrams(
         frame["text"].tolist(), labels, names, config.top_ngrams, config.min_ngram_count
     )
     ngrams.to_csv(out / "characteristic_ngrams.csv", index=False)
 
-    # 5. Shares per group.
-    groups = None
+    # 8. Shares per group: counts in group_shares.csv, estimates in shares.csv, the plot with intervals.
+    group_counts = None
     if config.group_by:
-        groups = analysis.group_shares(frame[config.group_by], labels, names, config.max_groups)
-        groups.to_csv(out / "group_shares.csv", index=False)
-        analysis.plot_group_shares(groups, names, config.group_by, out / "group_shares.png")
+        group_counts = analysis.group_shares(values, labels, names, config.max_groups)
+        group_counts.to_csv(out / "group_shares.csv", index=False)
+        analysis.plot_group_shares(shares, codes, config.group_by, temperature, out / "group_shares.png")
 
-    # 6. report.md, from the tables above.
-    metadata = read_metadata(source)
+    # 9. report.md, from the tables above.
+    adjusted_by = {"pacc": "PACC, on calibrated probabilities", "acc": "ACC, on predicted labels"}[config.adjustment]
     report = [
         f"# Labeled corpus: {source.name}",
         "",
         f"{int(statuses.sum())} rows; {len(frame)} labeled (status 'ok'); "
         + ", ".join(f"{k}: {v}" for k, v in statuses.items() if k != "ok")
         + f". Model `{metadata.get('model')}` ({len(metadata.get('members', []))} checkpoint(s)), temperature "
-        f"{metadata.get('temperature', 1.0):.3f}, labeled {metadata.get('time', '?')}.",
-        "",
-        "Labels are model predictions, not gold: shares describe what the model assigns. Intervals are 95% Wilson "
-        "intervals for a proportion; they cover sampling noise only, not classification error.",
+        f"{temperature:.3f}, labeled {metadata.get('time', '?')}.",
         "",
         "## Class shares",
         "",
-        analysis.markdown_table(analysis.headline_table(shares, confident_name)),
+        "Labels are model predictions, not gold. The naive share counts predicted labels; it is biased by the "
+        "classifier's errors, which are not symmetric.",
+    ]
+    if oof is not None:
+        report += [
+            f"The adjusted share ({adjusted_by}) corrects for them with the confusion rates measured on the labeled "
+            f"data's out-of-fold predictions (run `{config.run}`); **it assumes those rates hold on this corpus** "
+            "(the class mix may differ, the way each class is written may not). Its 95% interval is a percentile "
+            f"bootstrap ({config.bootstrap_replicates} replicates) over both the corpus rows and the out-of-fold rows.",
+        ]
+    else:
+        report += [f"**No adjusted shares: {no_adjustment}.**"]
+    if gold is not None:
+        report += [
+            f"PPI: prediction-powered shares (PPI++) from the {len(gold)} gold-labeled rows of `{config.gold_sample}`, "
+            "drawn uniformly from this corpus, and the model's probabilities for every row; valid without the "
+            "assumption above. Gold sample only: the same gold rows alone, Wilson interval."
+        ]
+    report += [
+        "",
+        analysis.markdown_table(analysis.headline_shares_table(shares)),
+        "",
+        "![class shares by method](shares.png)",
+        "",
+        "### Predicted labels among all and among confident rows",
+        "",
+        "95% Wilson intervals for a proportion: sampling noise only, not classification error.",
+        "",
+        analysis.markdown_table(analysis.headline_table(class_shares, confident_name)),
         "",
         f"{int((confidence >= config.min_confidence).sum())} of {len(frame)} rows "
         f"({np.mean(confidence >= config.min_confidence):.1%}) have confidence >= {config.min_confidence}; "
@@ -131,21 +189,33 @@ def analyze(config: AnalyzeConfig) -> None:
         analysis.markdown_table(analysis.ngram_table(ngrams, names, config.top_ngrams)),
         "",
     ]
-    if groups is not None:
-        shown = groups[["group", "plot_label", "rows", *(f"share_{n}" for n in names)]].copy()
-        for n in names:
-            shown[f"share_{n}"] = shown[f"share_{n}"].map(lambda v: f"{v:.1%}")
-        report += [f"## Class shares by {config.group_by}", "", analysis.markdown_table(shown), ""]
-        report += ["![shares by group](group_shares.png)", ""]
+    if group_counts is not None:
+        by = f"{config.group_by} (by month)" if config.group_by_month else config.group_by
+        report += [
+            f"## Class shares by {by}",
+            "",
+            "Each cell: "
+            + ("adjusted share [95% CI] (naive share)" if oof is not None else "naive share")
+            + (", then the PPI share where the gold sample has enough rows of the group" if gold is not None else "")
+            + f". Groups with fewer than {config.min_group_rows} labeled rows get no share. `code` is the group's "
+            "label in the plot.",
+            "",
+            analysis.markdown_table(analysis.group_shares_report_table(shares, codes)),
+            "",
+            "![shares by group](group_shares.png)",
+            "",
+        ]
     report += [
         "## Files",
         "",
+        "- `shares.csv`: per group (empty = whole corpus) and class: n, naive, adjusted (and PPI, gold-only) shares "
+        "with 95% intervals, acc_* and pacc_* for both adjustments (`shares.png`)",
         "- `class_shares.csv`: count, share and Wilson interval per class and subset (`class_shares.png`)",
         "- `confidence_histogram.csv`: rows per confidence bin and predicted class (`confidence_histogram.png`)",
         "- `characteristic_ngrams.csv`: the n-grams above with their counts and z-scores",
     ]
-    if groups is not None:
-        report.append("- `group_shares.csv`: rows and class shares per group (`group_shares.png`)")
+    if group_counts is not None:
+        report.append("- `group_shares.csv`: rows and predicted-label counts per group (`group_shares.png`)")
     (out / "report.md").write_text("\n".join(report) + "\n")
     print(f"wrote {out / 'report.md'} and {len(list(out.glob('*.csv')))} tables, {len(list(out.glob('*.png')))} plots")
 

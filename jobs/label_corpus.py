@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import socket
 import sys
 import time
 from pathlib import Path
@@ -26,7 +28,7 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from weibolabel.config import LabelConfig, config_to_dict, parse_config
-from weibolabel.data import Corpus, clean_text, parse_label, resolve_inputs
+from weibolabel.data import Corpus, clean_text, copy_spreadsheets, resolve_inputs, row_name
 from weibolabel.errors import UserError
 from weibolabel.inference import (
     cpu_has_native_bf16,
@@ -36,12 +38,15 @@ from weibolabel.inference import (
     load_ensemble,
     prefetched,
 )
-from weibolabel.labeling import corpus_summary, format_summary
-from weibolabel.parquet_io import PartStore, check_output_free, output_schema
+from weibolabel.labeling import corpus_summary, format_summary, gold_check, gold_record, parse_gold
+from weibolabel.modeling import fit_max_length
+from weibolabel.parquet_io import PartStore, check_output_free, inputs_directory, output_schema
 from weibolabel.preemption import StopSignal
 from weibolabel.runs import (
+    check_shared_directory,
     ensure_writable,
     git_revision,
+    limit_tokenizer_threads,
     make_accelerator,
     now_utc,
     on_main_process,
@@ -59,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     # have many shapes, and over 1M rows that cache alone grew the job by 300+ MiB; rebuilding the kernels costs
     # nothing measurable (bench/README.md). Read at first use, so setting it here is in time.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+    limit_tokenizer_threads()
     setup_logging()
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(config.collective_timeout_minutes)
     return run_guarded(lambda: label_corpus(config, accelerator, StopSignal()), accelerator, logger, "finished chunks")
 
 
@@ -72,31 +78,29 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
     output = Path(config.output)
     if output.suffix != ".parquet":
         raise UserError(f"--output must end in .parquet, got {output}.")
-    corpus = Corpus(
-        resolve_inputs(config.input),
-        config.text_column,
-        config.carry_columns,
-        config.gold_column,
-        config.sheet,
-        config.encoding,
-        config.header_row,
-    )
-    ensure_writable(output.parent, "--output")
+    files = resolve_inputs(config.input)
+    ensure_writable(output.parent, "--output", create=False)  # a refused run leaves no new directory behind
     check_output_free(output, config.overwrite)
+    # Every node writes parts there and the main process merges them: all must see the same directory.
+    check_shared_directory(accelerator, output.parent, "--output")
     device = accelerator.device
     dtype = inference_dtype(device, accelerator.mixed_precision)
     if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
         logger.warning("--mixed_precision bf16: this CPU has no native bf16 (AVX512-BF16/AMX), expect it to be slow")
     precision = str(dtype or torch.float32).removeprefix("torch.")
     ensemble = load_ensemble(config.model, device, dtype, calibrated=config.calibration)
-    max_length = config.max_length or ensemble.max_length
+    corpus = read_corpus(config, files, accelerator, inputs_directory(output))
+    max_positions = ensemble.models[0].config.max_position_embeddings
+    max_length, lowered = fit_max_length(config.max_length or ensemble.max_length, max_positions)
+    if lowered:
+        logger.warning(lowered)  # positions past the model's table would crash on GPU with a device-side assert
     multi_file = len(corpus.files) > 1
     store = PartStore(
         output, output_schema(len(ensemble.schema), multi_file, corpus.carry_columns, corpus.gold_column is not None)
     )
     # What decides the labels identifies the run; batch sizes only move float rounding, so after an out-of-memory
     # error a re-run with a smaller budget keeps the finished chunks.
-    ignored = ("overwrite", "low_confidence", "batch_size", "max_tokens")
+    ignored = ("overwrite", "low_confidence", "batch_size", "max_tokens", "collective_timeout_minutes")
     settings = {k: v for k, v in config_to_dict(config).items() if k not in ignored}
     job = {
         **settings,
@@ -107,6 +111,7 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
         "precision": precision,
     }
     if not on_main_process(accelerator, lambda: store.prepare(job, config.overwrite)):
+        on_main_process(accelerator, lambda: shutil.rmtree(inputs_directory(output), ignore_errors=True))
         logger.info(f"{output} was already written and verified by an earlier run; removed its leftover parts")
         return
     logger.info(
@@ -122,7 +127,9 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
         texts = [clean_text(t) for t in chunk.rows["text"]]
         return chunk, texts, encode(ensemble.tokenizer, texts, max_length)
 
-    todo = (c for c in corpus.iter_chunks(config.chunk_size) if c.index % world == rank and not store.is_done(c.index))
+    # Each process reads only its own unfinished chunks (Parquet row groups; CSV and text rows of other chunks are
+    # skipped unparsed), not the whole corpus.
+    todo = corpus.iter_chunks(config.chunk_size, wanted=lambda c: c % world == rank and not store.is_done(c))
     started, labeled_rows, labeled_tokens = time.perf_counter(), 0, 0
     progress = tqdm(total=corpus.num_rows, unit="rows", disable=not accelerator.is_main_process, desc="labeling")
     progress.update(sum(r["rows"] for r in store.done_records()))
@@ -138,13 +145,20 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
             ) from None
         rows = assemble_rows(chunk.rows, labels, corpus, ensemble.schema, multi_file)
         tokens = int(encoded.lengths.sum())
-        store.write(chunk.index, rows, {"rank": rank, "tokens": tokens, "seconds": time.perf_counter() - chunk_started})
+        # Each chunk's record counts its gold cells (valid, empty, invalid), so the merge can say how many are left.
+        gold = check_gold(chunk.rows, corpus, ensemble.schema, config.header_row) if corpus.gold_column else {}
+        record = {"rank": rank, "tokens": tokens, "seconds": time.perf_counter() - chunk_started, **gold}
+        store.write(chunk.index, rows, record)
         labeled_rows, labeled_tokens = labeled_rows + len(rows), labeled_tokens + tokens
         progress.update(min(len(rows) * world, progress.total - progress.n))
         stop.check(f"after chunk {chunk.index}")
     progress.close()
-    # Every process reports what it labeled in this run (finished chunks skipped on resume are not counted).
-    labeled_rows, labeled_tokens = np.sum(gather_object([(labeled_rows, labeled_tokens)]), axis=0).tolist()
+    # Every process reports what it labeled in this run (finished chunks skipped on resume are not counted), and
+    # which chunks are finished on its node: the merge waits for those parts if a network filesystem shows them late.
+    finished = [chunk for chunk in range(rank, num_chunks, world) if store.is_done(chunk)]
+    reports = gather_object([(labeled_rows, labeled_tokens, socket.gethostname(), finished)])
+    labeled_rows, labeled_tokens = (sum(report[i] for report in reports) for i in (0, 1))
+    finished_on = {chunk: host for _, _, host, chunks in reports for chunk in chunks}
 
     # 3. The main process merges the parts in input order, verifies the result, and summarises it.
     def merge_and_summarise() -> None:
@@ -161,9 +175,14 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
             "versions": versions(),
             "time": now_utc(),
         }
-        store.merge(num_chunks, corpus.num_rows, metadata)
+        # Gold cells that are not labels count as missing in the agreement: the summary and the file say how many.
+        gold = gold_check(store.done_records(), corpus.gold_column) if corpus.gold_column else None
+        if gold:
+            metadata["gold_labels"] = gold
+        store.merge(num_chunks, corpus.num_rows, metadata, finished_on)
+        shutil.rmtree(inputs_directory(output), ignore_errors=True)
         seconds = time.perf_counter() - started
-        summary = corpus_summary(output, ensemble.schema.names, config.low_confidence)
+        summary = corpus_summary(output, ensemble.schema.names, config.low_confidence) | {"gold_labels": gold}
         logger.info(f"wrote {output}: {format_summary(summary, config.low_confidence)}")
         logger.info(
             f"this run labeled {labeled_rows} rows ({labeled_tokens} tokens) in {seconds:.1f}s: "
@@ -172,6 +191,28 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
         )
 
     on_main_process(accelerator, merge_and_summarise)
+
+
+def read_corpus(config: LabelConfig, files: list[Path], accelerator: Accelerator, copies: Path) -> Corpus:
+    """The inputs, with spreadsheets parsed once into Parquet copies and every file's rows counted once, both by
+    the main process; the other processes then read only their own chunks."""
+
+    def open_corpus(spreadsheet_copies: dict, row_counts: list[int] | None) -> Corpus:
+        return Corpus(
+            files, config.text_column, config.carry_columns, config.gold_column, config.sheet, config.encoding,
+            config.header_row, copies=spreadsheet_copies, row_counts=row_counts,
+        )  # fmt: skip
+
+    def parse_once() -> tuple[dict, list[int]]:
+        try:
+            spreadsheet_copies = copy_spreadsheets(files, copies, config.sheet, config.header_row, config.chunk_size)
+            return spreadsheet_copies, open_corpus(spreadsheet_copies, None).row_counts
+        except UserError:
+            shutil.rmtree(copies, ignore_errors=True)  # a bad input leaves nothing behind
+            raise
+
+    spreadsheet_copies, row_counts = on_main_process(accelerator, parse_once)
+    return open_corpus(spreadsheet_copies, row_counts)
 
 
 def assemble_rows(source: pd.DataFrame, labels: pd.DataFrame, corpus: Corpus, schema, multi_file: bool) -> pd.DataFrame:
@@ -183,8 +224,21 @@ def assemble_rows(source: pd.DataFrame, labels: pd.DataFrame, corpus: Corpus, sc
     for column in corpus.carry_columns:
         rows[column] = [_as_text(v) for v in source[column]]
     if corpus.gold_column:
-        rows["gold_label"] = pd.array([parse_label(v, schema)[0] for v in source["gold"]], dtype="Int64")
+        rows["gold_label"] = pd.array(parse_gold(source["gold"].tolist(), schema)[0], dtype="Int64")
     return rows
+
+
+def check_gold(source: pd.DataFrame, corpus: Corpus, schema, header_row: int) -> dict:
+    """A chunk's gold-label counts and its first invalid cells, named by file and row as the user numbers them."""
+    values = source["gold"].tolist()
+    _, invalid = parse_gold(values, schema)
+    files, source_rows = source["source_file"].tolist(), source["source_row"].tolist()
+
+    def where(position: int) -> tuple[str, str]:
+        path = Path(files[position] or corpus.files[0])  # one input file: source_file is left empty
+        return str(path), row_name(path, int(source_rows[position]), header_row)
+
+    return gold_record(values, invalid, where)
 
 
 def _as_text(value) -> str | None:

@@ -6,9 +6,11 @@
 The sheet is validated like training data (every bad label is named by file, row and column); rows still without
 a label are listed and skipped. Annotated texts already in the training file (same text after normalisation) are
 skipped when the labels agree; when they disagree the pair goes to `<output>_conflicts.csv` and the new label is
-left out, unless --prefer new, which relabels the existing copies instead. The original training file is never
-written to unless --output names it. Next to the output: `<output>_merge_issues.csv` (every annotation row not
-added, and why) and `<output>_merge_summary.json`.
+left out, unless --prefer new, which relabels the existing copies instead. The output keeps every column of the
+existing file in place (show, annotator, dates, a custom --text_column); new rows fill the text, the label and
+the columns the sheet shares with it. The original training file is replaced only when --output names it and
+--overwrite is given, and then a timestamped backup copy is written first. Next to the output:
+`<output>_merge_issues.csv` (every annotation row not added, and why) and `<output>_merge_summary.json`.
 """
 
 from __future__ import annotations
@@ -18,11 +20,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from weibolabel.annotation import existing_label_ids, merge_annotations, read_annotations, schema_from_sheet
+from weibolabel.annotation import (
+    existing_label_ids,
+    merge_annotations,
+    read_annotations,
+    schema_from_sheet,
+    workbook_sheets,
+)
 from weibolabel.config import parse_config
-from weibolabel.data import load_labeled, read_table
+from weibolabel.data import load_labeled, read_table, write_table
 from weibolabel.errors import UserError
+from weibolabel.files import atomic_path, backup_copy
 from weibolabel.labels import load_label_schema
+
+WRITABLE = (".xlsx", ".csv", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -32,7 +43,8 @@ class MergeConfig:
     annotations: str | None = field(default=None, metadata={"help": "The filled-in .xlsx (required)."})
     existing: str | None = field(default=None, metadata={"help": "The current labeled training file (required)."})
     output: str | None = field(
-        default=None, metadata={"help": "The combined .xlsx to write (default: <existing>_merged.xlsx beside it)."}
+        default=None,
+        metadata={"help": "The combined .xlsx, .csv or .parquet (default: <existing>_merged beside it, same format)."},
     )
     text_column: str = field(default="Sentence", metadata={"help": "Text column of the existing file."})
     label_column: str = field(default="Label", metadata={"help": "Label column of the existing file."})
@@ -47,7 +59,10 @@ class MergeConfig:
             "choices": ["existing", "new"],
         },
     )
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing output file."})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace an existing output file; when --output is --existing, a backup is written first."},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,17 +76,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def merge(config: MergeConfig) -> None:
-    # 1. Where things go: a new file by default; the original only when --output names it.
+    # 1. Where things go: a new file by default; the original only when asked twice (--output and --overwrite).
     for option in ("annotations", "existing"):
         if not getattr(config, option):
             raise UserError(f"--{option} is required (see --help).")
     annotations, existing = Path(config.annotations), Path(config.existing)
-    output = Path(config.output) if config.output else existing.with_name(f"{existing.stem}_merged.xlsx")
-    if output.suffix != ".xlsx":
-        raise UserError(f"--output must end in .xlsx, got {output}.")
-    explicit_original = config.output is not None and output.resolve() == existing.resolve()
-    if output.exists() and not (config.overwrite or explicit_original):
-        raise UserError(f"{output} already exists; pass --overwrite to replace it.")
+    same_format = existing.suffix.lower() if existing.suffix.lower() in WRITABLE else ".xlsx"
+    output = Path(config.output) if config.output else existing.with_name(f"{existing.stem}_merged{same_format}")
+    if output.suffix.lower() not in WRITABLE:
+        raise UserError(f"--output must end in {', '.join(WRITABLE)}, got {output}.")
+    replaces_original = output.resolve() == existing.resolve()
+    if output.resolve() == annotations.resolve():
+        raise UserError(f"--output {output} is the annotation sheet itself; name a new file (or the --existing one).")
+    if output.exists() and not config.overwrite:
+        raise UserError(
+            f"{output} is the --existing file; pass --overwrite as well to replace it (a backup copy is written "
+            "first), or name a new --output."
+            if replaces_original
+            else f"{output} already exists; pass --overwrite to replace it."
+        )
     if not annotations.is_file():
         raise UserError(f"Annotation file not found: {annotations}")
 
@@ -81,6 +104,7 @@ def merge(config: MergeConfig) -> None:
     new_rows, issues = read_annotations(annotations, schema)
     load_labeled(existing, schema, config.text_column, config.label_column)
     existing_frame = read_table(existing)
+    other_sheets = workbook_sheets(existing)[1:]  # read_table reads the first sheet; say what is not carried over
 
     # 3. New texts are added; known ones skipped; contradictions reported (and resolved only by --prefer new).
     combined, conflicts, counts = merge_annotations(
@@ -93,16 +117,18 @@ def merge(config: MergeConfig) -> None:
         config.prefer,
     )
 
-    # 4. Written under a temporary name and checked with the training loader before it replaces anything.
+    # 4. Written under a temporary name and checked with the training loader before it replaces anything; the
+    # original, if it is the one replaced, is copied aside first.
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.tmp.xlsx")
-    combined.to_excel(tmp, index=False)
-    try:
-        check = load_labeled(tmp, schema)
-    except UserError as error:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"The merged file would not load for training: {error}") from None
-    tmp.replace(output)
+    backup = None
+    with atomic_path(output) as tmp:
+        write_table(combined, tmp)
+        try:
+            check = load_labeled(tmp, schema, config.text_column, config.label_column)
+        except UserError as error:
+            raise UserError(f"The merged file would not load for training: {error}") from None
+        if replaces_original:
+            backup = backup_copy(existing)
     stem = output.with_suffix("")
     conflicts.to_csv(f"{stem}_conflicts.csv", index=False)
     issues.to_csv(f"{stem}_merge_issues.csv", index=False)
@@ -110,6 +136,7 @@ def merge(config: MergeConfig) -> None:
         "annotations": str(annotations),
         "existing": str(existing),
         "output": str(output),
+        "backup_of_existing": str(backup) if backup else None,
         "annotation_rows": len(read_table(annotations)),
         "annotated_valid": len(new_rows),
         "not_labeled_skipped": int((issues["issue"] == "no label given").sum()),
@@ -118,6 +145,7 @@ def merge(config: MergeConfig) -> None:
         "prefer": config.prefer,
         "existing_rows": len(existing_frame),
         "output_rows": len(combined),
+        "output_columns": [str(c) for c in combined.columns],
         "output_class_counts": check.counts["class_counts"],
     }
     Path(f"{stem}_merge_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -128,6 +156,14 @@ def merge(config: MergeConfig) -> None:
         f"{counts['conflicts']} conflicts {resolution} -> {stem}_conflicts.csv); "
         f"classes {check.counts['class_counts']}"
     )
+    if counts["columns_added"]:
+        print(f"columns only the annotation sheet had, added at the end: {counts['columns_added']}")
+    if other_sheets:
+        print(
+            f"note: only the first sheet of {existing} was merged; its other sheets {other_sheets} are not in {output}"
+        )
+    if backup:
+        print(f"backup of the original: {backup}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 python jobs/predict.py --model runs/cv "张国立老师主持得真好" "越王勾践剑太震撼了"
 cat comments.txt | python jobs/predict.py --model runs/cv/fold_0
+
+It scores in the precision the labeling job chooses on the same device (bf16 on GPUs of compute capability 8.0
+or newer, fp16 on older GPUs, fp32 on CPUs), so near-ties come out as in the labels file; --precision overrides.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import pandas as pd
 import torch
 
 from weibolabel.errors import UserError
-from weibolabel.inference import label_texts, load_ensemble
+from weibolabel.inference import inference_dtype, label_texts, load_ensemble
+from weibolabel.modeling import fit_max_length
+from weibolabel.precision import PRECISIONS, choose_precision, device_capability
 from weibolabel.runs import setup_logging
 
 
@@ -22,14 +27,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="A training run directory or one checkpoint directory.")
     parser.add_argument("--max_length", type=int, default=None, help="Longest input in tokens (default: the run's).")
     parser.add_argument("--no_calibration", action="store_true", help="Ignore the run's fitted temperature.")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", *PRECISIONS],
+        default="auto",
+        help="auto (default): the labeling job's choice for this device; no = fp32.",
+    )
     parser.add_argument("comments", nargs="*", help="Comments to label; read from stdin (one a line) if none.")
     args = parser.parse_args(argv)
     setup_logging()
     comments = args.comments or [line.rstrip("\n") for line in sys.stdin]
     try:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        ensemble = load_ensemble(args.model, device, calibrated=not args.no_calibration)
-        labels = label_texts(ensemble, comments, args.max_length or ensemble.max_length)
+        precision, warning = choose_precision(
+            None if args.precision == "auto" else args.precision,
+            device_type=device.type,
+            compute_capability=device_capability(device),
+        )
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        dtype = inference_dtype(device, precision)
+        ensemble = load_ensemble(args.model, device, dtype, calibrated=not args.no_calibration)
+        max_length, lowered = fit_max_length(
+            args.max_length or ensemble.max_length, ensemble.models[0].config.max_position_embeddings
+        )
+        if lowered:
+            print(f"warning: {lowered}", file=sys.stderr)
+        labels = label_texts(ensemble, comments, max_length)
+    except torch.OutOfMemoryError:
+        print("error: Out of GPU memory scoring these comments: pass fewer at a time.", file=sys.stderr)
+        return 2
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -41,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     table["status"] = labels["status"]
     with pd.option_context("display.max_colwidth", 60, "display.width", 200, "display.unicode.east_asian_width", True):
         print(table.to_string(index=False))
+    # On stderr, so that stdout stays a table when it is piped into a file.
+    print(
+        f"({len(ensemble.models)} checkpoint(s) of {args.model} on {device.type}, precision "
+        f"{str(dtype or torch.float32).removeprefix('torch.')}, max_length {max_length})",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Pick the comments the model is least sure about and write them as a spreadsheet for the annotators.
+"""Pick comments for the annotators (the least certain, or a uniform random sample) and write their spreadsheet.
 
     python jobs/select_for_annotation.py --input labels.parquet --k 200 --output to_annotate.xlsx \
         --exclude data/labeled.xlsx
@@ -10,60 +10,35 @@ the most uncertain candidates by entropy are re-scored with each fold model of R
 much the fold models disagree. A share of K is reserved for every predicted class, near-duplicates (same
 normalised text) are picked once, and texts already in the --exclude training file are skipped. Sheet 1 has
 `Sentence`, an empty `Label` and the model's guess for reference; sheet 2, `labels`, has the label schema.
+
+    python jobs/select_for_annotation.py --input labels.parquet --strategy random --k 300 --seed 0 --output gold.xlsx
+
+draws instead a uniform random sample of the ok rows (reproducible by --seed), the gold sample that
+`analyze_labels.py --gold_sample` turns into prediction-powered shares. Its sheet has `Sentence`, an empty `Label`
+and `row_id` (to join back), without the model's guess, which could anchor the annotators.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from weibolabel.annotation import (
-    METHODS,
     drop_known,
     fold_disagreement,
     read_labeled_parquet,
     score_by_fold,
     select_for_annotation,
+    select_random,
     uncertainty,
     write_annotation_sheet,
 )
-from weibolabel.config import parse_config
+from weibolabel.config import SelectConfig, parse_config
 from weibolabel.data import clean_text, group_key, read_table, require_column
 from weibolabel.errors import UserError
 from weibolabel.runs import setup_logging
-
-
-@dataclass(frozen=True)
-class SelectConfig:
-    """Uncertainty sampling of a labeled corpus for the next round of annotation."""
-
-    input: str | None = field(default=None, metadata={"help": "The labeling job's Parquet output (required)."})
-    output: str | None = field(default=None, metadata={"help": "The .xlsx to write for the annotators (required)."})
-    k: int = field(default=200, metadata={"help": "Number of comments to select."})
-    method: str = field(
-        default="margin",
-        metadata={
-            "help": "Uncertainty: top-1 minus top-2 'margin', 'entropy', or fold-model 'disagreement'.",
-            "choices": list(METHODS),
-        },
-    )
-    model: str | None = field(
-        default=None, metadata={"help": "Training run whose fold models re-score candidates (--method disagreement)."}
-    )
-    pool_factor: int = field(
-        default=5, metadata={"help": "With --method disagreement: re-score the pool_factor x K most uncertain rows."}
-    )
-    class_quota: float = field(
-        default=0.5, metadata={"help": "Share of K split evenly over the predicted classes (at least one each)."}
-    )
-    exclude: str | None = field(
-        default=None, metadata={"help": "A labeled training file; its texts (and near-copies) are not selected."}
-    )
-    exclude_text_column: str = field(default="Sentence", metadata={"help": "Text column of the --exclude file."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output."})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +62,20 @@ def select(config: SelectConfig) -> None:
         raise UserError(f"--output must end in .xlsx, got {output}.")
     if output.exists() and not config.overwrite:
         raise UserError(f"{output} already exists; pass --overwrite to replace it.")
+    if config.strategy == "random":
+        if config.exclude:
+            raise UserError(
+                "--strategy random draws uniformly from every labeled row; --exclude would make the sample non-uniform "
+                "and bias the shares estimated from it. Leave --exclude out."
+            )
+        frame, _, schema = read_labeled_parquet(config.input)
+        picked = select_random(frame, config.k, config.seed)
+        write_annotation_sheet(picked, schema, output, show_predictions=False)
+        print(
+            f"wrote {output}: {len(picked)} of {len(frame)} labeled rows drawn uniformly at random (seed "
+            f"{config.seed}); the model's labels are left out of the sheet so they cannot anchor the annotators"
+        )
+        return
     if config.method == "disagreement" and not config.model:
         raise UserError("--method disagreement needs --model RUN: the Parquet file holds only the ensemble's mean.")
     frame, probs, schema = read_labeled_parquet(config.input)

@@ -12,6 +12,7 @@ from its last finished epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from pathlib import Path
@@ -27,17 +28,16 @@ from weibolabel.errors import UserError
 from weibolabel.folds import make_folds
 from weibolabel.inference import encode
 from weibolabel.labels import load_label_schema
-from weibolabel.modeling import (
-    load_tokenizer,
-    save_checkpoint,
-)
+from weibolabel.modeling import fit_max_length, load_model_config, load_tokenizer, save_checkpoint
 from weibolabel.preemption import StopSignal
 from weibolabel.results import write_results
 from weibolabel.runs import (
+    check_shared_directory,
     claim_run_directory,
     ensure_writable,
     environment,
     file_sha256,
+    limit_tokenizer_threads,
     make_accelerator,
     on_main_process,
     run_guarded,
@@ -51,8 +51,9 @@ logger = get_logger("train")
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(TrainConfig, argv, description=__doc__)
+    limit_tokenizer_threads()  # every process tokenizes the data: share the node's CPUs, not all of them each
     setup_logging()
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(config.collective_timeout_minutes)
     return run_guarded(
         lambda: cross_validate(config, accelerator, StopSignal()), accelerator, logger, "finished folds and epochs"
     )
@@ -64,7 +65,11 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
     # 1. Data and model are checked before any training: bad rows and unreachable models fail here.
     if not config.data:
         raise UserError("--data is required: the labeled .xlsx, .csv or .parquet file.")
-    ensure_writable(out)  # every process: one that went on alone would wait for the others forever
+    # Every process: one that went on alone would wait for the others forever. Nothing is created yet: a run
+    # refused by the checks below leaves no empty run directory (claim_run_directory makes it).
+    ensure_writable(out, create=False)
+    # Folds are written on every node and reported on the main one: all must see the same directory.
+    check_shared_directory(accelerator, out, "--output_dir")
     schema = load_label_schema(config.labels)
     data = load_labeled(
         config.data,
@@ -78,6 +83,13 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
     )
     rows, texts, labels = data.rows, data.rows["text"].tolist(), data.rows["label"].to_numpy()
     tokenizer = load_tokenizer(config.model_name_or_path)
+    # Positions past the model's table would crash on GPU with a bare device-side assert.
+    max_length, lowered = fit_max_length(
+        config.max_length, load_model_config(config.model_name_or_path).max_position_embeddings
+    )
+    if lowered:
+        logger.warning(lowered)
+        config = dataclasses.replace(config, max_length=max_length)
     logger.info(f"{config.data}: {data.counts['rows_used']} rows used, classes {data.counts['class_counts']}")
     for key in ("empty_text_dropped", "duplicates_merged", "conflicting_duplicates_dropped"):
         if data.counts[key]:
@@ -87,6 +99,7 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
     def claim_and_describe_run() -> None:
         identity = {**config_to_dict(config), "data_sha256": file_sha256(Path(config.data)), "labels": schema.names}
         identity.pop("output_dir")
+        identity.pop("collective_timeout_minutes")  # a re-run may wait longer without changing the result
         claim_run_directory(out, identity, "training run")
         write_config(config, out / "config.yaml")
         write_json(out / "env.json", environment(accelerator.num_processes, accelerator.mixed_precision))

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Launch a job on this machine with every local GPU, or with $NUM_PROCESSES (default 2) CPU processes when there
 # is none:   bash scripts/launch.sh jobs/train.py --config configs/demo.yaml
-# MIXED_PRECISION=no|bf16|fp16 overrides the precision (GPU default: accelerate_config.yaml's bf16; CPU default:
-# no; MIXED_PRECISION=bf16 roughly doubles CPU speed where the CPU has AVX512-BF16 or AMX, see bench/README.md).
+# MIXED_PRECISION=no|bf16|fp16 overrides the precision (GPU default: `python -m weibolabel.precision`, bf16 where
+# the GPUs compute it natively, compute capability >= 8.0, else fp16; CPU default: no; MIXED_PRECISION=bf16 roughly
+# doubles CPU speed where the CPU has AVX512-BF16 or AMX, see bench/README.md).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 gpus=$(python -c "import torch; print(torch.cuda.device_count())")
 if [[ $gpus -gt 0 ]]; then
     exec accelerate launch --config_file "$repo/accelerate_config.yaml" --num_processes "$gpus" \
-        ${MIXED_PRECISION:+--mixed_precision "$MIXED_PRECISION"} "$@"
+        --mixed_precision "${MIXED_PRECISION:-$(python -m weibolabel.precision)}" "$@"
 fi
 # accelerate's --cpu starts a single process; torchrun-style launching with ACCELERATE_USE_CPU gives N gloo ranks.
 export ACCELERATE_USE_CPU=true

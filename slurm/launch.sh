@@ -15,31 +15,37 @@
 #       execs it.  With --print-command it only prints the command, one line,
 #       shell-quoted, and exits (no SLURM needed: fake the SLURM_* variables).
 #
+#   launch.sh gpus
+#       Run by srun once on every node of a multi-node job before the launch:
+#       prints "NODE GPUS", so that the batch script can refuse nodes with
+#       different GPU counts before any rendezvous.
+#
 # Variables (all optional; set them in the environment before sbatch, or in
 # the batch script's "edit here" block):
 #   REPO_DIR         repository root (default: $SLURM_SUBMIT_DIR)
 #   VENV             virtualenv to activate ($VENV/bin/activate)
 #   CONDA_ENV        conda environment to activate (needs `conda` on PATH)
 #                    neither: $REPO_DIR/.venv if it exists, else PATH as is
-#   GPUS_PER_NODE    GPUs per node (default: from the allocation,
-#                    SLURM_GPUS_ON_NODE / SLURM_GPUS_PER_NODE; 0 = CPU run)
+#   GPUS_PER_NODE    GPUs per node (default: counted on each node, see
+#                    count_gpus; 0 = CPU run)
 #   PROCS_PER_NODE   processes per node (default: GPUs per node, or 2 when
-#                    there is no GPU)
+#                    there is no GPU; never more than the node's GPUs)
 #   MAIN_PROCESS_PORT  rendezvous port (default: 20000 + job id % 10000)
-#   MIXED_PRECISION  no|fp16|bf16 (GPU default: accelerate_config.yaml's
-#                    value when the file exists, else no; CPU default: no,
-#                    bf16 is about 1.9x faster on CPUs with AVX512-BF16/AMX)
+#   MIXED_PRECISION  no|fp16|bf16 (GPU default: `python -m weibolabel.precision`
+#                    on the node: bf16 on compute capability >= 8.0, else fp16;
+#                    CPU default: no, bf16 is about 1.9x faster on CPUs with
+#                    AVX512-BF16/AMX)
 #
 # accelerate options: the topology options (--num_machines, --machine_rank,
 # --main_process_ip, --main_process_port, --num_processes, --multi_gpu) are
 # always passed explicitly, because only the allocation knows them; they
 # override whatever an accelerate config says.  On GPUs, the repository's
 # accelerate_config.yaml (when it exists) is passed as --config_file for
-# everything else (mixed precision bf16, dynamo, ...); MIXED_PRECISION
-# overrides its precision (fp16 on V100/T4).  On CPU, and on GPUs without
-# that file, the remaining options are explicit (`--mixed_precision no
-# --dynamo_backend no`), so a stray ~/.cache/huggingface/accelerate/
-# default_config.yaml cannot change them.
+# everything else (dynamo, ...); the precision is always passed (see
+# MIXED_PRECISION), so the file's bf16 never reaches a V100/T4.  On CPU
+# (`--mixed_precision no --dynamo_backend no`) and on GPUs without that file
+# (`--dynamo_backend no`) the remaining options are explicit, so a stray
+# ~/.cache/huggingface/accelerate/default_config.yaml cannot change them.
 #
 # CPU runs: `accelerate launch --cpu --num_processes N` starts ONE process
 # (accelerate only fans out CPU processes through mpirun).  So N > 1 CPU
@@ -101,20 +107,94 @@ first_host() {
     echo "$first"
 }
 
-# GPUs allocated on this node, from the allocation (0 when none).
-gpus_on_node() {
-    local n
-    if [[ -n ${GPUS_PER_NODE:-} ]]; then
-        n=$GPUS_PER_NODE
-    elif [[ -n ${SLURM_GPUS_ON_NODE:-} ]]; then
-        n=$SLURM_GPUS_ON_NODE
-    elif [[ -n ${SLURM_GPUS_PER_NODE:-} ]]; then
-        n=${SLURM_GPUS_PER_NODE##*:} # "a100:4" -> 4
-    else
-        n=0
-    fi
-    [[ $n =~ ^[0-9]+$ ]] || die "cannot read a GPU count from '$n'"
+# CUDA_VISIBLE_DEVICES="0,1" -> 2.  CUDA stops at the first entry that is not
+# a device (index or GPU-/MIG- UUID); SLURM writes "NoDevFiles" when a GRES has
+# no device files; "" and "-1" hide every GPU.
+count_visible_devices() {
+    local entry n=0
+    local -a entries
+    IFS=, read -r -a entries <<<"$1"
+    for entry in "${entries[@]}"; do
+        [[ $entry =~ ^[[:space:]]*([0-9]+|GPU-[[:alnum:]-]+|MIG-[[:alnum:]/-]+)[[:space:]]*$ ]] || break
+        n=$((n + 1))
+    done
     echo "$n"
+}
+
+# "COUNT SOURCE": the GPUs this node's processes can use, and who said so.
+# With --gres=gpu:N (or --gpus-per-node) SLURM sets SLURM_GPUS_ON_NODE
+# (SLURM_GPUS_PER_NODE) and restricts CUDA_VISIBLE_DEVICES to the allocated
+# GPUs.  A whole-node allocation without GRES sets none of them, and every GPU
+# of the node is free to use: count them with nvidia-smi.  A CUDA_VISIBLE_DEVICES
+# set by hand still wins over nvidia-smi, which lists every GPU of the node
+# whatever CUDA_VISIBLE_DEVICES hides, while CUDA shows the processes only these.
+count_gpus() {
+    if [[ -n ${GPUS_PER_NODE:-} ]]; then
+        echo "$GPUS_PER_NODE GPUS_PER_NODE"
+    elif [[ -n ${SLURM_GPUS_ON_NODE:-} ]]; then
+        echo "$SLURM_GPUS_ON_NODE SLURM_GPUS_ON_NODE"
+    elif [[ -n ${SLURM_GPUS_PER_NODE:-} ]]; then
+        echo "${SLURM_GPUS_PER_NODE##*:} SLURM_GPUS_PER_NODE" # "a100:4" -> 4
+    elif [[ -n ${CUDA_VISIBLE_DEVICES+set} ]]; then
+        echo "$(count_visible_devices "$CUDA_VISIBLE_DEVICES") CUDA_VISIBLE_DEVICES"
+    elif command -v nvidia-smi >/dev/null 2>&1; then
+        # One "GPU i: <name> (UUID: ...)" line per GPU; a node whose driver is
+        # missing prints an error and counts 0.
+        echo "$(nvidia-smi -L 2>/dev/null | grep -c '^GPU [0-9]' || true) nvidia-smi"
+    else
+        echo "0 no-GPU-found"
+    fi
+}
+
+# GPUs on this node (0 when none).
+gpus_on_node() {
+    local n source
+    read -r n source <<<"$(count_gpus)"
+    [[ $n =~ ^[0-9]+$ ]] || die "cannot read a GPU count from '$n' ($source)"
+    echo "$n"
+}
+
+# Processes on a node with GPUS GPUs: PROCS_PER_NODE, or one per GPU (2 on CPU).
+# More processes than GPUs would put two on one GPU, which NCCL refuses
+# ("Duplicate GPU detected") only once the job has started.
+procs_per_node() {
+    local gpus=$1 procs
+    if ((gpus > 0)); then
+        procs=${PROCS_PER_NODE:-$gpus}
+    else
+        procs=${PROCS_PER_NODE:-2}
+    fi
+    [[ $procs =~ ^[1-9][0-9]*$ ]] || die "PROCS_PER_NODE must be a positive integer, not '$procs'"
+    if ((gpus > 0 && procs > gpus)); then
+        die "PROCS_PER_NODE=$procs but node $(node_name) has $gpus GPU(s) ($(count_gpus | cut -d' ' -f2-)):" \
+            "two processes on one GPU fail in NCCL ('Duplicate GPU detected'). Set PROCS_PER_NODE=$gpus or less" \
+            "(or unset it: one process per GPU), or ask for $procs GPUs per node (--gres=gpu:$procs)."
+    fi
+    echo "$procs"
+}
+
+node_name() {
+    echo "${SLURMD_NODENAME:-$(hostname -s)}"
+}
+
+# Lines "NODE GPUS", one per node of the allocation (`launch.sh gpus` under
+# srun): every node must start the same number of processes, or the rendezvous
+# waits for processes that never come, until the time limit.
+check_same_gpus() {
+    local counts=$1 min max listing
+    min=$(awk '{print $2}' <<<"$counts" | sort -n | head -n 1)
+    max=$(awk '{print $2}' <<<"$counts" | sort -n | tail -n 1)
+    [[ $min =~ ^[0-9]+$ && $max =~ ^[0-9]+$ ]] || die "cannot read the nodes' GPU counts: $counts"
+    ((min == max)) && return 0
+    listing=$(sort <<<"$counts" | awk '{printf "%s%s: %s", sep, $1, $2; sep = ", "}')
+    if ((min == 0)); then
+        die "some nodes have GPUs and some have none ($listing): one job cannot mix GPU and CPU processes." \
+            "Ask for GPUs on every node (--gres=gpu:N) or for a partition of identical nodes."
+    fi
+    [[ -n ${PROCS_PER_NODE:-} ]] && ((PROCS_PER_NODE <= min)) && return 0
+    die "the nodes have different numbers of GPUs ($listing): every node must start the same number of" \
+        "processes, or the rendezvous waits forever. Set PROCS_PER_NODE=$min (the smallest count), or ask for" \
+        "the same GPUs on every node (--gres=gpu:N, or a partition of identical nodes)."
 }
 
 # The accelerate command for this node, into the global array CMD.
@@ -131,12 +211,7 @@ build_command() {
 
     local gpus procs total cpus threads
     gpus=$(gpus_on_node)
-    if ((gpus > 0)); then
-        procs=${PROCS_PER_NODE:-$gpus}
-    else
-        procs=${PROCS_PER_NODE:-2}
-    fi
-    [[ $procs =~ ^[1-9][0-9]*$ ]] || die "PROCS_PER_NODE must be a positive integer, not '$procs'"
+    procs=$(procs_per_node "$gpus")
     total=$((nnodes * procs))
     cpus=${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-$(nproc)}}
     threads=$((cpus / procs))
@@ -165,11 +240,8 @@ build_command() {
         else
             CMD+=(--dynamo_backend no)
         fi
-        if [[ -n ${MIXED_PRECISION:-} ]]; then
-            CMD+=(--mixed_precision "$MIXED_PRECISION")
-        elif [[ ! -f $config ]]; then
-            CMD+=(--mixed_precision no)
-        fi
+        # By the node's GPUs: bf16 only where native (compute capability >= 8.0), else fp16.
+        CMD+=(--mixed_precision "${MIXED_PRECISION:-$(python -m weibolabel.precision || echo fp16)}")
     fi
     # --multi_gpu selects torchrun; on CPU (ACCELERATE_USE_CPU) it means gloo.
     ((total > 1)) && CMD+=(--multi_gpu)
@@ -262,14 +334,24 @@ batch_main() {
     export PYTHONUNBUFFERED=1
 
     local nnodes=${SLURM_NNODES:-1}
+    local gpus
+    gpus=$(count_gpus)
     log "job ${SLURM_JOB_NAME:-?} ${SLURM_JOB_ID} SLURM_RESTART_COUNT=${SLURM_RESTART_COUNT:-0}" \
-        "nodes=${SLURM_JOB_NODELIST:-?} ($nnodes) gpus/node=$(gpus_on_node)" \
+        "nodes=${SLURM_JOB_NODELIST:-?} ($nnodes) gpus/node=${gpus% *} (${gpus#* })" \
         "cpus/task=${SLURM_CPUS_PER_TASK:-?} python=$(command -v python)"
     log "command: $script $*"
 
     local srun_args=(--nodes="$nnodes" --ntasks="$nnodes" --ntasks-per-node=1 --kill-on-bad-exit=1)
     # SLURM 22.05's srun does not inherit --cpus-per-task from sbatch.
     [[ -n ${SLURM_CPUS_PER_TASK:-} ]] && srun_args+=(--cpus-per-task="$SLURM_CPUS_PER_TASK")
+    if ((nnodes > 1)); then
+        # Counted on the nodes themselves: the batch shell sees only its own.
+        local counts
+        counts=$(srun "${srun_args[@]}" bash "$script_dir/launch.sh" gpus) ||
+            die "could not count the GPUs of every node (srun failed): $counts"
+        log "GPUs per node: $(tr '\n' ' ' <<<"$counts")"
+        check_same_gpus "$counts"
+    fi
 
     trap 'on_signal USR1' USR1
     trap 'on_signal TERM' TERM
@@ -299,6 +381,9 @@ batch_main() {
     exit "$rc"
 }
 
+# Sourced (the tests call the functions above), nothing runs.
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
+
 case ${1:-} in
     batch)
         shift
@@ -308,7 +393,10 @@ case ${1:-} in
         shift
         node_main "$@"
         ;;
+    gpus)
+        echo "$(node_name) $(gpus_on_node)"
+        ;;
     *)
-        die "usage: launch.sh batch|node [--print-command] SCRIPT [ARGS...]"
+        die "usage: launch.sh batch|node [--print-command] SCRIPT [ARGS...] | gpus"
         ;;
 esac

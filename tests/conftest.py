@@ -13,7 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from weibolabel.modeling import build_demo_model
+# The suite is the CPU suite: GPUs are hidden from the test process and from every job it launches (they inherit
+# this environment), before anything initialises CUDA: pytest imports this file before the test modules, and it
+# imports torch only inside fixtures. On a GPU machine the jobs would otherwise switch to bf16 and put two ranks on
+# one GPU. tests/gpu_smoke.sh is the GPU check.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,6 +85,8 @@ def launch_job(script: str, args: list[str], num_processes: int = 1, timeout: in
 @pytest.fixture(scope="session")
 def tiny_base_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT initialised from scratch, saved with the real bert-base-chinese tokenizer."""
+    from weibolabel.modeling import build_demo_model
+
     return build_demo_model(
         tmp_path_factory.mktemp("tiny-bert"), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64
     )

@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import POOLS, make_labeled_rows
+from scipy import stats
 from test_annotation import NAMES, run_job, write_labeled_parquet
 
 from weibolabel.analysis import characteristic_ngrams, wilson_interval
+from weibolabel.annotation import select_random
 
 
 @pytest.fixture()
@@ -82,3 +84,194 @@ def test_analyze_job_without_groups_and_with_a_wrong_column(tmp_path, labeled_pa
     assert status == 0 and not (tmp_path / "a" / "group_shares.csv").exists()
     status, _, err = run_job("analyze_labels.py", ["--input", str(source), "--group_by", "channel"], capsys)
     assert status == 2 and "channel" in err
+
+
+# ------------------------------------------------------------------------------------------------- corrected shares
+SHARE_HEADER = ["group", "class", "n", "naive_share", "adjusted_share", "adjusted_low", "adjusted_high"]
+
+
+def biased_corpus(tmp_path, num_rows=400, seed=0, extra=None):
+    """A corpus and a training run sharing one known confusion: culture (2) is taken for heritage (1) 40% of the
+    time, so the predicted heritage share is inflated. Returns (corpus path, run dir, true labels)."""
+    from test_compare_runs import write_fake_run
+
+    rng = np.random.default_rng(seed)
+
+    def predict(gold):
+        predicted = gold.copy()
+        predicted[(gold == 2) & (rng.random(len(gold)) < 0.4)] = 1
+        return predicted
+
+    def probs_of(predicted):
+        probs = np.full((len(predicted), 4), 0.05)
+        probs[np.arange(len(predicted)), predicted] = 0.85
+        return probs
+
+    oof_gold = np.arange(400) % 4
+    oof_predicted = predict(oof_gold)
+    run = write_fake_run(tmp_path / "run", gold=oof_gold, predicted=oof_predicted, probs=probs_of(oof_predicted))
+    truth = rng.choice(4, size=num_rows, p=[0.2, 0.2, 0.4, 0.2])
+    texts = [f"第{i}条评论" for i in range(num_rows)]
+    shows = ["国家宝藏" if i % 2 else "上新了故宫" for i in range(num_rows)]
+    shows[:10] = ["只此青绿"] * 10  # a group too small to report
+    corpus = write_labeled_parquet(
+        tmp_path / "corpus.parquet", texts, probs_of(predict(truth)), extra={"show": shows, **(extra or {})}
+    )
+    return corpus, run, truth
+
+
+def test_analyze_adjusts_shares_with_the_runs_confusion(tmp_path, capsys):
+    corpus, run, truth = biased_corpus(tmp_path)
+    out = tmp_path / "analysis"
+    args = ["--input", str(corpus), "--run", str(run), "--output_dir", str(out), "--group_by", "show"]
+    status, _, err = run_job("analyze_labels.py", [*args, "--bootstrap_replicates", "200"], capsys)
+    assert status == 0, err
+    shares = pd.read_csv(out / "shares.csv", keep_default_na=False, na_values=[""])
+    assert shares.columns[:7].tolist() == SHARE_HEADER
+    whole = shares[shares["group"].isna()].set_index("class")  # the whole corpus: empty group
+    true_share = np.bincount(truth, minlength=4) / len(truth)
+    naive_error = np.abs(whole["naive_share"].to_numpy() - true_share)
+    adjusted_error = np.abs(whole["adjusted_share"].to_numpy() - true_share)
+    assert naive_error[1] > 0.1 and adjusted_error.max() < 0.06  # heritage inflated by ~16 points, then undone
+    assert ((whole["adjusted_low"] <= true_share) & (true_share <= whole["adjusted_high"])).all()
+    assert whole["adjusted_share"].to_numpy() == pytest.approx(whole["pacc_share"].to_numpy())
+    small = shares[shares["group"] == "只此青绿"]
+    assert small["naive_share"].isna().all() and small["adjusted_share"].isna().all()
+    assert (small["note"] == "too few rows (n = 10 < 30)").all()
+    large = shares[shares["group"] == "国家宝藏"]
+    assert large["adjusted_share"].notna().all() and large["note"].isna().all()
+    report = (out / "report.md").read_text()
+    assert "it assumes those rates hold on this corpus" in report
+    assert "| class | rows predicted | naive share | adjusted [95% CI] |" in report
+    assert "too few rows (n = 10 < 30)" in report and "| code | group | rows |" in report
+    for name in ("shares.png", "group_shares.png"):
+        assert (out / name).stat().st_size > 5000
+
+
+def test_analyze_without_a_run_or_with_another_schema_reports_naive_shares_only(tmp_path, capsys):
+    corpus, _, _ = biased_corpus(tmp_path, num_rows=120)
+    status, _, err = run_job("analyze_labels.py", ["--input", str(corpus), "--output_dir", str(tmp_path / "a")], capsys)
+    assert status == 0, err
+    shares = pd.read_csv(tmp_path / "a" / "shares.csv")
+    assert shares["naive_share"].notna().all() and shares["adjusted_share"].isna().all()
+    assert "No adjusted shares: no --run was given" in (tmp_path / "a" / "report.md").read_text()
+
+    from test_compare_runs import write_fake_run
+
+    other = write_fake_run(
+        tmp_path / "other", gold=np.arange(40) % 3, predicted=np.arange(40) % 3, names=["pos", "neg", "neutral"]
+    )
+    args = ["--input", str(corpus), "--run", str(other), "--output_dir", str(tmp_path / "b")]
+    status, _, err = run_job("analyze_labels.py", args, capsys)
+    assert status == 0 and "trained on the classes ['pos', 'neg', 'neutral']" in err
+    assert pd.read_csv(tmp_path / "b" / "shares.csv")["adjusted_share"].isna().all()
+    assert "only naive shares are reported" in (tmp_path / "b" / "report.md").read_text()
+    status, _, err = run_job("analyze_labels.py", ["--input", str(corpus), "--run", str(tmp_path / "nope")], capsys)
+    assert status == 2 and "oof_predictions.parquet not found" in err
+
+
+def draw_gold(tmp_path, corpus, truth, capsys, k=150, seed=0, name="gold.xlsx"):
+    path = tmp_path / name
+    args = ["--input", str(corpus), "--strategy", "random", "--k", str(k), "--seed", str(seed), "--output", str(path)]
+    status, _, err = run_job("select_for_annotation.py", args, capsys)
+    assert status == 0, err
+    sheet = pd.read_excel(path)
+    filled = sheet.assign(Label=truth[sheet["row_id"].to_numpy()])
+    return sheet, filled
+
+
+def test_random_selection_is_uniform_reproducible_and_hides_the_models_guess(tmp_path, capsys):
+    corpus, _, truth = biased_corpus(tmp_path)
+    first, _ = draw_gold(tmp_path, corpus, truth, capsys, k=100, name="a.xlsx")
+    again, _ = draw_gold(tmp_path, corpus, truth, capsys, k=100, name="b.xlsx")
+    other, _ = draw_gold(tmp_path, corpus, truth, capsys, k=100, seed=1, name="c.xlsx")
+    assert first["row_id"].tolist() == again["row_id"].tolist() != other["row_id"].tolist()
+    assert first["row_id"].is_unique and first.columns.tolist() == ["Sentence", "Label", "row_id"]
+    assert first["Label"].isna().all()
+    # uniform: over 400 seeds, each of 400 rows is drawn about 100 times (k = 100 of 400); a chi-square test
+    frame = pd.DataFrame({"row_id": np.arange(400), "text": "x"})
+    counts = np.zeros(400)
+    for seed in range(400):
+        counts[select_random(frame, 100, seed)["row_id"].to_numpy()] += 1
+    assert stats.chisquare(counts).pvalue > 0.001
+    status, _, err = run_job(
+        "select_for_annotation.py",
+        ["--input", str(corpus), "--strategy", "random", "--k", "500", "--output", str(tmp_path / "d.xlsx")],
+        capsys,
+    )
+    assert status == 2 and "larger than the 400" in err
+    args = [
+        "--input",
+        str(corpus),
+        "--strategy",
+        "random",
+        "--exclude",
+        str(corpus),
+        "--output",
+        str(tmp_path / "e.xlsx"),
+    ]
+    status, _, err = run_job("select_for_annotation.py", args, capsys)
+    assert status == 2 and "non-uniform" in err
+
+
+def test_gold_sample_adds_ppi_shares_and_is_validated(tmp_path, capsys):
+    corpus, run, truth = biased_corpus(tmp_path)
+    _, filled = draw_gold(tmp_path, corpus, truth, capsys, k=200)
+    good = tmp_path / "filled.xlsx"
+    filled.to_excel(good, index=False)
+    out = tmp_path / "analysis"
+    base = ["--input", str(corpus), "--run", str(run), "--group_by", "show", "--bootstrap_replicates", "200"]
+    status, _, err = run_job("analyze_labels.py", [*base, "--gold_sample", str(good), "--output_dir", str(out)], capsys)
+    assert status == 0, err
+    shares = pd.read_csv(out / "shares.csv", keep_default_na=False, na_values=[""])
+    ppi_header = ["ppi_share", "ppi_low", "ppi_high", "gold_n", "gold_share", "gold_low", "gold_high"]
+    assert shares.columns[:14].tolist() == [*SHARE_HEADER, *ppi_header]
+    whole = shares[shares["group"].isna()]
+    true_share = np.bincount(truth, minlength=4) / len(truth)
+    assert ((whole["ppi_low"] <= true_share) & (true_share <= whole["ppi_high"])).all()
+    assert whole["gold_n"].eq(200).all()
+    gold_share = np.bincount(filled["Label"], minlength=4) / 200
+    assert whole["gold_share"].to_numpy() == pytest.approx(gold_share)
+    small = shares[shares["group"] == "只此青绿"]
+    assert small["ppi_share"].isna().all() and small["ppi_note"].str.startswith("too few gold rows").all()
+    report = (out / "report.md").read_text()
+    assert "| PPI [95% CI] | gold sample only [95% CI] |" in report
+
+    def refused(sheet, *expected):
+        path = tmp_path / "bad.xlsx"
+        sheet.to_excel(path, index=False)
+        status, _, err = run_job("analyze_labels.py", [*base, "--gold_sample", str(path)], capsys)
+        assert status == 2, err
+        for text in expected:
+            assert text in err, (text, err)
+
+    bad = filled.copy()
+    bad.loc[1, "Label"] = 7
+    refused(bad, "bad.xlsx, column 'Label'", "row 3", "7 is outside the label schema")
+    bad = filled.copy()
+    bad.loc[[0, 4], "Label"] = None
+    refused(bad, "row 2, row 6", "labeled in full")
+    bad = filled.copy()
+    bad.loc[5, ["row_id", "Sentence"]] = bad.loc[2, ["row_id", "Sentence"]].to_numpy()
+    refused(bad, "column 'row_id'", "row 4, row 7", "repeat a row id")
+    bad = filled.copy()
+    bad.loc[3, "row_id"] = 9999
+    refused(bad, "row 5", "no labeled (status 'ok') row")
+    bad = filled.copy()
+    bad.loc[8, "Sentence"] = "另一条评论"
+    refused(bad, "column 'Sentence'", "row 10")
+
+
+def test_group_by_month_and_bad_dates(tmp_path, capsys):
+    dates = [f"2024-0{1 + i % 3}-15" for i in range(400)]
+    corpus, _, _ = biased_corpus(tmp_path, extra={"date": dates})
+    out = tmp_path / "a"
+    args = ["--input", str(corpus), "--group_by", "date", "--group_by_month", "--output_dir", str(out)]
+    status, _, err = run_job("analyze_labels.py", args, capsys)
+    assert status == 0, err
+    shares = pd.read_csv(out / "shares.csv", dtype={"group": str})
+    assert set(shares["group"].dropna()) == {"2024-01", "2024-02", "2024-03"}
+    dates[7] = "soon"
+    corpus, _, _ = biased_corpus(tmp_path, extra={"date": dates})
+    status, _, err = run_job("analyze_labels.py", args, capsys)
+    assert status == 2 and "column 'date'" in err and "row_id 7 ('soon')" in err

@@ -73,7 +73,8 @@ def test_train_then_label_the_sample_data(tiny_base_model_dir, tmp_path):
     assert (issues["action"] == "merged").sum() == 15
     assert sorted(issues.loc[issues["action"] == "dropped", "row"]) == ["row 186", "row 188", "row 407", "row 42"]
     oof = pd.read_parquet(run / "oof_predictions.parquet")
-    assert len(oof) == 461 and oof["row"].is_unique
+    assert len(oof) == 461 and oof["row_id"].is_unique
+    assert not {42, 186, 188, 407} & set(oof["spreadsheet_row"])  # the conflicting rows data_issues.csv names
     np.testing.assert_allclose(oof[[f"prob_{n}" for n in NAMES]].sum(axis=1), 1.0, atol=1e-4)
     for plot in ("learning_curves.png", "confusion_matrix.png"):
         assert (run / "plots" / plot).read_bytes()[:4] == b"\x89PNG"

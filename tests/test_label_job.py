@@ -250,6 +250,27 @@ def test_directory_of_csv_and_txt_inputs_gives_source_columns_and_global_row_ids
     assert read_metadata(output)["inputs"] == [str(directory / "a.csv"), str(directory / "b.txt")]
 
 
+def test_processes_reading_their_own_chunks_of_mixed_inputs_agree_with_one(tiny_run_dir, tmp_path):
+    """Each process reads only its chunks (CSV rows, text lines, Parquet row groups, and the workbook's Parquet
+    copy that the main process makes), with chunks across file boundaries: the same file as one process."""
+    directory = tmp_path / "inputs"
+    directory.mkdir()
+    texts = make_labeled_rows(30, seed=3)["Sentence"].tolist()
+    pd.DataFrame({"Sentence": texts[:7]}).to_csv(directory / "a.csv", index=False)
+    (directory / "b.txt").write_text("\n".join(texts[7:12]) + "\n", encoding="utf-8")
+    pd.DataFrame({"Sentence": texts[12:23]}).to_parquet(directory / "c.parquet", row_group_size=4)
+    pd.DataFrame({"Sentence": texts[23:]}).to_excel(directory / "d.xlsx", index=False)
+    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    launch_job("label_corpus.py", label_args(directory, tiny_run_dir, one))
+    launch_job("label_corpus.py", label_args(directory, tiny_run_dir, two), num_processes=2)
+    labeled = pd.read_parquet(two)
+    pd.testing.assert_frame_equal(labeled, pd.read_parquet(one))
+    assert labeled["text"].tolist() == texts
+    assert labeled["source_row"].tolist() == [*range(7), *range(5), *range(11), *range(7)]
+    for output in (one, two):  # the workbook's copy goes with the parts
+        assert not output.with_name(output.name + ".inputs").exists() and not parts_dir(output).exists()
+
+
 # --------------------------------------------------------------------------------------------- predict.py
 def run_predict(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(

@@ -1,11 +1,16 @@
 """The SLURM submit scripts: syntax and shellcheck, the per-node `accelerate launch` line for a fake 2-node
 allocation, and (marked `slurm`, root only) real runs through a local SLURM that slurm/local_cluster.sh brings up
-in a temporary directory, with two nodes on this machine: a labeling job, a 2-node labeling job, and labeling jobs
-pre-empted mid-run (time-limit warning, `scontrol requeue`) that are requeued and resume to exactly the
-uninterrupted result."""
+in a temporary directory, with two nodes on this machine: a labeling job, a 2-node labeling job, a 2-node job on
+nodes with different GPU counts (refused), labeling jobs pre-empted mid-run (time-limit warning, `scontrol
+requeue`) that are requeued and resume to exactly the uninterrupted result, and a training job requeued in the
+middle of a fold that resumes it.
+
+Under CI=true (.ci/run sets it) a missing SLURM, shellcheck or scontrol fails these tests instead of skipping
+them, so that a green CI run means they ran."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -29,6 +34,14 @@ SHELL_SCRIPTS = [
     REPO / ".ci" / "slurm_setup.sh",
 ]
 SCRIPT_IDS = [str(p.relative_to(REPO)) for p in SHELL_SCRIPTS]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def skip_unless_ci(reason: str) -> None:
+    """Skip on a developer's machine; under CI a missing tool is a failure, not a quiet skip."""
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}: .ci/run installs it (.ci/slurm_setup.sh, as root)", pytrace=False)
+    pytest.skip(reason)
 
 
 # --------------------------------------------------------------------------------------------- static checks
@@ -41,10 +54,34 @@ def test_bash_syntax(script):
 @pytest.mark.parametrize("script", SHELL_SCRIPTS, ids=SCRIPT_IDS)
 def test_shellcheck(script):
     if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck; .ci/slurm_setup.sh does it)")
+        skip_unless_ci("shellcheck is not installed (apt-get install shellcheck; .ci/slurm_setup.sh does it)")
     # -x follows `source`d files; run from the repository root so relative source paths resolve.
     result = subprocess.run(["shellcheck", "-x", str(script)], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("ci", ["true", ""], ids=["CI=true", "no-CI"])
+def test_a_missing_tool_fails_under_ci_and_skips_elsewhere(ci, tmp_path):
+    """What makes a green CI run mean the shell and SLURM tests ran: pytest on this file, without shellcheck."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "bash").symlink_to(shutil.which("bash"))  # shellcheck, sbatch & co. are not on this PATH
+    env = {**os.environ, "PATH": str(bin_dir), "CI": ci}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_shellcheck"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
+    if ci:
+        assert result.returncode == 1, result.stdout
+        assert f"{len(SHELL_SCRIPTS)} failed" in result.stdout
+        assert "CI=true and shellcheck is not installed" in result.stdout
+    else:
+        assert result.returncode == 0, result.stdout
+        assert f"{len(SHELL_SCRIPTS)} skipped" in result.stdout
 
 
 def sbatch_options(script: Path) -> dict[str, str]:
@@ -117,7 +154,7 @@ def tool_dir_without_scontrol(tmp_path: Path) -> str:
 @pytest.mark.parametrize("with_scontrol", [True, False], ids=["scontrol", "no-scontrol"])
 def test_two_node_gpu_launch_lines(with_scontrol, tmp_path):
     if with_scontrol and shutil.which("scontrol") is None:
-        pytest.skip("scontrol is not installed (slurm-client)")
+        skip_unless_ci("scontrol is not installed (slurm-client)")
     path = None if with_scontrol else tool_dir_without_scontrol(tmp_path)
     args = ("--data", "my data.xlsx", "--num_folds", "5")
     commands = [node_command(two_node_gpu_env(node), "jobs/train.py", *args, path=path) for node in (0, 1)]
@@ -223,14 +260,17 @@ LAUNCHER_VARIABLES = {
 }
 SLURM_SKIP_REASON = _slurm_skip_reason()
 LOCAL_NODES = 2 if _second_node_possible() else 1
-# A skip mark, not a skip inside the fixture: pytest sets up the session fixtures (a trained tiny run) first.
-needs_slurm = pytest.mark.skipif(SLURM_SKIP_REASON is not None, reason=SLURM_SKIP_REASON or "")
+# A skip mark, not a skip inside the fixture: pytest sets up the session fixtures (a trained tiny run) first. Under
+# CI the tests run anyway and the cluster fixture fails with the reason.
+needs_slurm = pytest.mark.skipif(SLURM_SKIP_REASON is not None and not IN_CI, reason=SLURM_SKIP_REASON or "")
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A running SLURM on this machine (2 nodes where possible); yields the environment for sbatch & co. Always
     torn down."""
+    if SLURM_SKIP_REASON is not None:
+        skip_unless_ci(SLURM_SKIP_REASON)
     directory = tmp_path_factory.mktemp("slurm")
     up = subprocess.run(
         ["bash", str(SLURM_DIR / "local_cluster.sh"), "up", str(directory), "--nodes", str(LOCAL_NODES)],
@@ -451,3 +491,105 @@ def test_preempted_job_is_requeued_and_resumes(how, cluster, tiny_run_dir, big_c
     assert labels["row_id"].tolist() == list(range(PREEMPT_ROWS))  # every row exactly once, in order
     pd.testing.assert_frame_equal(labels, pd.read_parquet(reference))  # same labels and probabilities
     assert not parts.exists()
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_two_nodes_with_different_gpu_counts_are_refused_before_launch(cluster, tmp_path):
+    """A whole-node allocation without --gres on nodes of 2 and 1 GPUs (a fake nvidia-smi on each node): the batch
+    script counts them on the nodes and stops with what to change, instead of a rendezvous that never completes."""
+    if LOCAL_NODES < 2:
+        pytest.skip("this machine's hostname is localhost or does not resolve: no second local node")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(
+        "#!/bin/bash\n"
+        "n=2; [[ $SLURMD_NODENAME == localhost ]] && n=1\n"
+        'for ((i = 0; i < n; i++)); do echo "GPU $i: NVIDIA A100-SXM4-80GB (UUID: GPU-$i)"; done\n'
+    )
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    # Not hidden from the job as the tests hide GPUs from themselves (conftest): the nodes' own view counts here.
+    env = {k: v for k, v in cluster.items() if k != "CUDA_VISIBLE_DEVICES"}
+    rc, job_id = sbatch_wait(
+        {**env, "PATH": f"{bin_dir}:{cluster['PATH']}"},
+        [
+            *["--nodes=2", "--gres=none", "--cpus-per-task=1", "--mem=1G", "--time=00:05:00"],
+            f"--output={tmp_path / 'gpus-%j.out'}",
+            str(SLURM_DIR / "label_corpus.sh"),
+            *["--input", "unused.xlsx", "--model", "unused", "--output", str(tmp_path / "unused.parquet")],
+        ],
+        cwd=REPO,
+        timeout=120,
+    )
+    log = read_log(tmp_path / f"gpus-{job_id}.out")
+    assert rc != 0, log
+    host = socket.gethostname().split(".")[0]
+    assert f"the nodes have different numbers of GPUs (localhost: 1, {host}: 2)" in log, log
+    assert "Set PROCS_PER_NODE=1" in log
+    assert "accelerate launch" not in log  # stopped before any process started
+
+
+TRAIN_ROWS = 8000  # about 2 s an epoch for the tiny model on a CPU process: time to requeue inside a fold
+TRAIN_EPOCHS = 5
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_sbatch_train_requeued_mid_fold_resumes(cluster, tiny_base_model_dir, tmp_path):
+    """slurm/train.sh for real: 2 folds on 2 CPU processes, `scontrol requeue` once fold 0 has saved an epoch; the
+    requeued job resumes fold 0 after that epoch and finishes the run."""
+    data = tmp_path / "labeled.csv"
+    make_labeled_rows(TRAIN_ROWS, seed=3).to_csv(data, index=False)
+    out = tmp_path / "cv"
+    submit = subprocess.Popen(
+        [
+            "sbatch",
+            "--wait",
+            "--parsable",
+            *CPU_TEST_RESOURCES,
+            f"--output={tmp_path / 'train-%j.out'}",
+            str(SLURM_DIR / "train.sh"),
+            *["--data", str(data), "--model_name_or_path", str(tiny_base_model_dir), "--output_dir", str(out)],
+            *["--num_folds", "2", "--num_epochs", str(TRAIN_EPOCHS), "--learning_rate", "1e-3"],
+            *["--per_device_batch_size", "16", "--max_length", "32", "--seed", "7"],
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=cluster,
+        cwd=REPO,
+    )
+    job_id = ""
+    try:
+        job_id = submit.stdout.readline().strip().split(";")[0]
+        assert job_id.isdigit(), submit.stderr.read() if submit.poll() is not None else job_id
+        log_path = tmp_path / f"train-{job_id}.out"
+        state = out / "fold_0" / "resume" / "state.pt"  # written after each finished epoch of fold 0
+        deadline = time.monotonic() + 180
+        while not state.exists():
+            assert submit.poll() is None, f"job ended before fold 0 saved an epoch\n{read_log(log_path)}"
+            assert time.monotonic() < deadline, f"no epoch after 180 s\n{read_log(log_path)}"
+            time.sleep(0.05)
+        assert not (out / "fold_0" / "fold_result.json").exists(), "fold 0 finished before the requeue"
+        requeued = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, env=cluster)
+        assert requeued.returncode == 0, requeued.stderr
+        rc = submit.wait(timeout=300)
+    except BaseException:
+        if job_id.isdigit():
+            subprocess.run(["scancel", job_id], env=cluster, capture_output=True)
+        submit.kill()
+        raise
+    log = read_log(log_path)
+    assert rc == 0, f"sbatch --wait returned {rc}\n{log}\n{job_state(cluster, job_id)}"
+    assert "SLURM_RESTART_COUNT=0" in log and "SLURM_RESTART_COUNT=1" in log, log
+    assert "ACCELERATE_USE_CPU=true accelerate launch" in log and "--num_processes 2" in log
+    assert re.search(r"stopped on SIGTERM in fold 0, epoch \d+", log), log  # mid-fold, not between folds
+    resumed = re.search(r"fold 0: resuming after epoch (\d+)", log)
+    assert resumed and 1 <= int(resumed.group(1)) < TRAIN_EPOCHS, log
+    for fold in (0, 1):
+        result = json.loads((out / f"fold_{fold}" / "fold_result.json").read_text())
+        assert [epoch["epoch"] for epoch in result["history"]] == list(range(1, TRAIN_EPOCHS + 1))
+        assert not (out / f"fold_{fold}" / "resume").exists()
+    assert (out / "report.md").is_file() and (out / "metrics.json").is_file()
+    assert "job step finished with exit code 0" in log

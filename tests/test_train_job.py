@@ -140,15 +140,17 @@ def test_oof_predictions_cover_every_used_row_once(tiny_run_dir):
     oof = pd.read_parquet(tiny_run_dir / "oof_predictions.parquet")
     folds = pd.read_csv(tiny_run_dir / "folds.csv")
     assert len(oof) == 120
-    assert oof["row"].is_unique
-    assert sorted(oof["row"]) == sorted(folds["row"])
+    assert oof["row_id"].dtype == np.int64 and oof["row_id"].is_unique
+    assert sorted(oof["row_id"]) == sorted(folds["row_id"]) == list(range(120))  # no row of the sheet dropped
+    # The spreadsheet row is derivable: header on row 1, so row_id 0 is spreadsheet row 2, as data_issues.csv names it.
+    assert (oof["spreadsheet_row"] == oof["row_id"] + 2).all()
     assert {"fold", "gold", "predicted", "text"} <= set(oof.columns)
     prob_columns = [f"prob_{name}" for name in NAMES]
     assert set(prob_columns) <= set(oof.columns)
     probs = oof[prob_columns].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     np.testing.assert_array_equal(oof["predicted"].to_numpy(), probs.argmax(axis=1))
-    merged = oof.merge(folds[["row", "fold", "label"]], on="row", suffixes=("", "_csv"))
+    merged = oof.merge(folds[["row_id", "fold", "label"]], on="row_id", suffixes=("", "_csv"))
     assert (merged["fold"] == merged["fold_csv"]).all()
     assert (merged["gold"] == merged["label"]).all()
     # The out-of-fold confusion matrix is the summed per-fold one.

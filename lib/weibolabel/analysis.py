@@ -7,6 +7,7 @@ n-grams and group names go into the Markdown and CSV tables only.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.feature_extraction.text import CountVectorizer
 
-from weibolabel.data import clean_text
+from weibolabel.data import clean_text, parse_label, read_table, require_column
+from weibolabel.errors import UserError
 
 Z_95 = 1.959963984540054
 _HAS_WORD = re.compile(r"[^\W_]")  # a letter, digit or CJK character: n-grams without one are punctuation or emoji
@@ -175,22 +177,6 @@ def plot_confidence_histogram(table: pd.DataFrame, names: list[str], threshold: 
     _save(figure, path)
 
 
-def plot_group_shares(table: pd.DataFrame, names: list[str], group_by: str, path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(max(6, 0.55 * len(table) + 3), 4.5))
-    bottom = np.zeros(len(table))
-    x = np.arange(len(table))
-    for name in names:
-        share = table[f"share_{name}"].to_numpy()
-        axis.bar(x, share, bottom=bottom, label=name)
-        bottom += share
-    axis.set_xticks(x, [f"{label}\n(n={n})" for label, n in zip(table["plot_label"], table["rows"])], fontsize=8)
-    if len(table) > 6:
-        plt.setp(axis.get_xticklabels(), rotation=45, ha="right")
-    axis.set(ylabel="share of rows", ylim=(0, 1), title=f"Predicted class shares by {group_by}")
-    axis.legend(fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
-    _save(figure, path)
-
-
 def _save(figure, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=150)
@@ -235,3 +221,319 @@ def ngram_table(ngrams: pd.DataFrame, names: list[str], top: int) -> pd.DataFram
             f"{part.at[r, 'ngram']} ({part.at[r, 'z']:.1f})" if r in part.index else "" for r in table["rank"]
         ]
     return table
+
+
+# ------------------------------------------------------------------------------------------------- corrected shares
+def read_run_predictions(run: str | Path, names: list[str], temperature: float) -> tuple[dict | None, str]:
+    """The training run's out-of-fold gold labels, predictions and probabilities, the probabilities recalibrated
+    with `temperature` (the one the labeling job applied to the corpus, so both sides are scored alike).
+
+    Returns (None, why) when the run cannot adjust this file's shares (another label schema), so the caller reports
+    naive shares and says why; a missing run or file is a UserError."""
+    from weibolabel.shares import calibrated
+
+    run = Path(run)
+    path = run / "oof_predictions.parquet"
+    if not path.is_file():
+        raise UserError(f"{path} not found: --run must be a finished training run of jobs/train.py.")
+    oof = pd.read_parquet(path)
+    run_names = [c.removeprefix("prob_") for c in oof.columns if c.startswith("prob_")]
+    metrics = run / "metrics.json"
+    if metrics.is_file():
+        run_names = json.loads(metrics.read_text()).get("label_names", run_names)
+    if run_names != list(names):
+        return None, (
+            f"the run {run} was trained on the classes {run_names}, the file is labeled with {list(names)}: its "
+            "confusion rates do not apply, so only naive shares are reported"
+        )
+    missing = {"gold", *(f"prob_{n}" for n in names)} - set(oof.columns)
+    if missing:
+        raise UserError(f"{path}: columns {sorted(missing)} are missing; is it an output of jobs/train.py?")
+    absent = [n for i, n in enumerate(names) if not (oof["gold"] == i).any()]
+    if absent:
+        return None, f"the run {run} has no labeled row of {absent}, so their error rates are unknown"
+    probs = oof[[f"prob_{n}" for n in names]].to_numpy(dtype=np.float64)
+    gold = oof["gold"].to_numpy(dtype=np.int64)
+    return {"gold": gold, "predicted": probs.argmax(axis=1), "probs": calibrated(probs, temperature)}, ""
+
+
+def read_gold_sample(path: str | Path, frame: pd.DataFrame, schema) -> pd.DataFrame:
+    """A filled-in random sample (select_for_annotation --strategy random): per gold row its position in `frame`
+    (the ok rows) and its gold label. Every problem is a UserError naming the spreadsheet rows: labels outside the
+    schema or missing (a sample with holes is no longer uniform), repeated row ids, row ids not in the file or
+    whose text differs from the file's."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Gold sample not found: {path}")
+    table = read_table(path)
+    for column in ("row_id", "Label", "Sentence"):
+        require_column(table, column, path, "(the sheet written by select_for_annotation.py --strategy random)")
+
+    def rows(mask) -> str:
+        numbers = [f"row {i + 2}" for i in np.flatnonzero(np.asarray(mask))]
+        return ", ".join(numbers[:20]) + (f" and {len(numbers) - 20} more" if len(numbers) > 20 else "")
+
+    parsed = [parse_label(v, schema) for v in table["Label"]]
+    bad = [error is not None for _, error in parsed]
+    if any(bad):
+        first = next(f"{e}" for _, e in parsed if e is not None)
+        raise UserError(
+            f"{path}, column 'Label': {rows(bad)} have no valid label (e.g. {first}); a gold sample must be labeled "
+            f"in full with ids 0..{len(schema) - 1} or the names {schema.names}, or its shares are biased."
+        )
+    row_ids = pd.to_numeric(table["row_id"], errors="coerce")
+    not_int = row_ids.isna() | (row_ids != row_ids.round())
+    if not_int.any():
+        raise UserError(f"{path}, column 'row_id': {rows(not_int)} hold no whole-number row id.")
+    row_ids = row_ids.astype(np.int64)
+    repeated = row_ids.duplicated(keep=False)
+    if repeated.any():
+        raise UserError(f"{path}, column 'row_id': {rows(repeated)} repeat a row id; each comment may appear once.")
+    position = pd.Series(np.arange(len(frame)), index=frame["row_id"].astype(np.int64).to_numpy())
+    unknown = ~row_ids.isin(position.index)
+    if unknown.any():
+        raise UserError(
+            f"{path}, column 'row_id': {rows(unknown)} name row ids with no labeled (status 'ok') row in the corpus "
+            "file; was the sample drawn from this file?"
+        )
+    where = position.loc[row_ids.to_numpy()].to_numpy()
+    texts = frame["text"].astype(str).to_numpy()[where]
+    differs = np.array([clean_text(str(a)) != clean_text(str(b)) for a, b in zip(table["Sentence"], texts)])
+    if differs.any():
+        raise UserError(
+            f"{path}, column 'Sentence': {rows(differs)} differ from the corpus file's text at their row_id; was the "
+            "sample drawn from this file?"
+        )
+    return pd.DataFrame({"position": where, "gold": [label for label, _ in parsed]})
+
+
+def group_members(values: pd.Series, max_groups: int) -> tuple[list[str], list[np.ndarray], list[str]]:
+    """Group names (largest first; beyond `max_groups`, pooled as '(other)'), each group's row positions, and a
+    short ASCII code per group for plots (the name itself when it is short ASCII, else G1, G2 ...)."""
+    values = values.fillna("(missing)").astype(str).reset_index(drop=True)
+    sizes = values.value_counts()
+    if len(sizes) > max_groups:
+        values = values.where(values.isin(sizes.index[: max_groups - 1]), "(other)")
+        sizes = values.value_counts()
+    names = [str(g) for g in sizes.index]
+    members = [np.flatnonzero(values.to_numpy() == g) for g in names]
+    return names, members, [_plot_label(g, i) for i, g in enumerate(names, start=1)]
+
+
+def month_of(values: pd.Series, source: Path, column: str, row_ids: pd.Series) -> pd.Series:
+    """Calendar month (YYYY-MM) of a date column; a cell that is not a date is a UserError naming its row."""
+    dates = pd.to_datetime(values, errors="coerce", format="mixed")
+    bad = dates.isna() & values.notna()
+    if bad.any():
+        listed = ", ".join(f"row_id {r} ({v!r})" for r, v in zip(row_ids[bad][:10], values[bad][:10]))
+        raise UserError(f"{source}, column '{column}': not a date in {int(bad.sum())} row(s): {listed}.")
+    return dates.dt.strftime("%Y-%m").where(dates.notna(), None)
+
+
+SHARE_COLUMNS = ["group", "class", "n", "naive_share", "adjusted_share", "adjusted_low", "adjusted_high"]
+
+
+def format_share(share: float, low: float | None = None, high: float | None = None) -> str:
+    if share is None or pd.isna(share):
+        return "–"
+    if low is None or pd.isna(low):
+        return f"{share:.1%}"
+    return f"{share:.1%} [{low:.1%}, {high:.1%}]"
+
+
+def headline_shares_table(shares: pd.DataFrame) -> pd.DataFrame:
+    """The whole corpus: one row per class, naive and adjusted (and PPI, gold-only) side by side."""
+    whole = shares[shares["group"] == ""]
+    table = pd.DataFrame({"class": whole["class"], "rows predicted": (whole["naive_share"] * whole["n"]).round()})
+    table["rows predicted"] = table["rows predicted"].astype(int)
+    table["naive share"] = [format_share(v) for v in whole["naive_share"]]
+    table["adjusted [95% CI]"] = [
+        format_share(r.adjusted_share, r.adjusted_low, r.adjusted_high) for r in whole.itertuples()
+    ]
+    if "ppi_share" in whole:
+        table["PPI [95% CI]"] = [format_share(r.ppi_share, r.ppi_low, r.ppi_high) for r in whole.itertuples()]
+        table["gold sample only [95% CI]"] = [
+            format_share(r.gold_share, r.gold_low, r.gold_high) for r in whole.itertuples()
+        ]
+    return table.reset_index(drop=True)
+
+
+def group_shares_report_table(shares: pd.DataFrame, codes: dict[str, str]) -> pd.DataFrame:
+    """Groups as rows, classes as columns; each cell `adjusted [95% CI] (naive)`, or the reason there is none."""
+    part = shares[shares["group"] != ""]
+    rows = []
+    for group, block in part.groupby("group", sort=False):
+        row = {"code": codes.get(group, ""), "group": group, "rows": int(block["n"].iloc[0])}
+        for r in block.to_dict("records"):
+            if pd.isna(r["naive_share"]):
+                cell = r["note"]
+            elif pd.isna(r["adjusted_share"]):
+                cell = format_share(r["naive_share"]) + " (naive)"
+            else:
+                cell = f"{format_share(r['adjusted_share'], r['adjusted_low'], r['adjusted_high'])} "
+                cell += f"(naive {r['naive_share']:.1%})"
+            if not pd.isna(r.get("ppi_share", np.nan)):
+                cell += f"; PPI {format_share(r['ppi_share'], r['ppi_low'], r['ppi_high'])}"
+            elif r.get("ppi_note"):
+                cell += f"; PPI: {r['ppi_note']}"
+            row[r["class"]] = cell
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_shares(shares: pd.DataFrame, temperature: float, path: Path) -> None:
+    """The whole corpus' class shares by every method available, with their 95% intervals."""
+    whole = shares[shares["group"] == ""]
+    names = whole["class"].tolist()
+    series = [("naive (predicted labels; no interval)", "naive_share", None, None)]
+    if whole["adjusted_share"].notna().any():
+        series.append(("misclassification-adjusted", "adjusted_share", "adjusted_low", "adjusted_high"))
+    if "ppi_share" in whole and whole["ppi_share"].notna().any():
+        series.append(("prediction-powered (PPI)", "ppi_share", "ppi_low", "ppi_high"))
+        series.append((f"gold sample only (n = {int(whole['gold_n'].iloc[0])})", "gold_share", "gold_low", "gold_high"))
+    width = 0.8 / len(series)
+    figure, axis = plt.subplots(figsize=(1.8 * len(names) + 3, 4.2))
+    for s, (label, column, low, high) in enumerate(series):
+        x = np.arange(len(names)) + (s - (len(series) - 1) / 2) * width
+        values = whole[column].to_numpy(dtype=float)
+        error = None if low is None else np.vstack([values - whole[low], whole[high] - values])
+        axis.bar(x, values, width=width, yerr=error, capsize=3, label=label)
+    axis.set_xticks(range(len(names)), names)
+    axis.set(ylabel="share of comments", ylim=(0, 1))
+    axis.set_title(_provenance_title("Class shares of the whole corpus", temperature), fontsize=9)
+    axis.legend(fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+    _save(figure, path)
+
+
+def plot_group_shares(
+    shares: pd.DataFrame, codes: dict[str, str], group_by: str, temperature: float, path: Path
+) -> None:
+    """Class shares per group: one bar per class (colour key in the legend) with its 95% interval; adjusted shares
+    when a run was given, else naive ones with Wilson intervals. A share of zero is marked '0' so it is not taken
+    for missing data; a group with too few rows says so instead of showing bars."""
+    part = shares[shares["group"] != ""]
+    groups = list(dict.fromkeys(part["group"]))
+    names = list(dict.fromkeys(part["class"]))
+    adjusted = part["adjusted_share"].notna().any()
+    column, low, high = ("adjusted_share", "adjusted_low", "adjusted_high") if adjusted else ("naive_share",) * 3
+    if not adjusted:  # Wilson intervals around the naive count
+        part = part.copy()
+        low_high = [wilson_interval(np.array([s * n]), int(n)) for s, n in zip(part["naive_share"], part["n"])]
+        part["naive_low"], part["naive_high"] = [lo[0] for lo, _ in low_high], [hi[0] for _, hi in low_high]
+        low, high = "naive_low", "naive_high"
+    width = 0.8 / len(names)
+    figure, axis = plt.subplots(figsize=(max(7, 0.5 * len(groups) * len(names) + 3), 4.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for c, name in enumerate(names):
+        rows = part[part["class"] == name].set_index("group").loc[groups]
+        x = np.arange(len(groups)) + (c - (len(names) - 1) / 2) * width
+        values = rows[column].to_numpy(dtype=float)
+        shown = ~np.isnan(values)
+        error = np.vstack([values - rows[low].to_numpy(float), rows[high].to_numpy(float) - values])
+        axis.bar(
+            x[shown], values[shown], width=width, yerr=error[:, shown], capsize=2, color=colours[c % 10], label=name
+        )
+        for xi, value, upper in zip(x[shown], values[shown], rows[high].to_numpy(float)[shown]):
+            if value < 0.005:
+                axis.text(xi, max(upper, 0) + 0.01, "0", ha="center", va="bottom", fontsize=7)
+    for g, group in enumerate(groups):
+        block = part[part["group"] == group]
+        if block[column].isna().all():
+            note = block["note"].iloc[0].replace(" (", "\n(")
+            axis.text(g, 0.3, note, ha="center", va="center", fontsize=8, color="dimgray")
+    sizes = part.drop_duplicates("group").set_index("group")["n"]
+    axis.set_xticks(range(len(groups)), [f"{codes[g]}\n(n={int(sizes[g])})" for g in groups], fontsize=8)
+    axis.set(ylabel="share of comments", ylim=(0, 1), xlim=(-0.5, len(groups) - 0.5))
+    what = "adjusted for misclassification" if adjusted else "naive (predicted labels, Wilson intervals)"
+    axis.set_title(_provenance_title(f"Class shares by {group_by}, {what}", temperature), fontsize=9)
+    axis.legend(title="class", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    axis.grid(axis="y", alpha=0.3)
+    coded = [g for g in groups if codes[g] != g]
+    if coded:  # the key: plots carry ASCII only, so non-ASCII group names get a code explained in report.md
+        key = "Key to the codes G1, G2 ...: the table under this plot in report.md (and shares.csv)."
+        figure.text(0.01, 0.01, key, fontsize=7)
+    _save(figure, path)
+
+
+def _provenance_title(title: str, temperature: float) -> str:
+    scaled = f"calibrated with temperature {temperature:.2f}" if temperature != 1 else "not recalibrated, T = 1"
+    return f"{title}\nfrom model predictions (probabilities {scaled}); bars: share, whiskers: 95% interval"
+
+
+def shares_table(
+    *,
+    predicted: np.ndarray,
+    probs: np.ndarray,
+    names: list[str],
+    groups: list[tuple[str, np.ndarray]],
+    oof: dict | None,
+    gold: pd.DataFrame | None,
+    adjustment: str = "pacc",
+    replicates: int = 1000,
+    seed: int = 0,
+    min_group_rows: int = 30,
+) -> pd.DataFrame:
+    """shares.csv: per group (the first, named '', is the whole corpus) and class, the naive share, the adjusted
+    share and its bootstrap interval (`adjustment` picks ACC or PACC; both are kept as acc_* and pacc_* columns),
+    and with a gold sample the PPI share and the gold-only share with their intervals. A group with fewer than
+    `min_group_rows` rows (or gold rows, for PPI) gets no number, only a note saying so."""
+    from weibolabel import shares
+
+    large = [i for i, (name, rows) in enumerate(groups) if name == "" or len(rows) >= min_group_rows]
+    estimates = None
+    if oof is not None and large:
+        estimates = shares.adjusted_shares(
+            corpus_predicted=predicted,
+            corpus_probs=probs,
+            oof_gold=oof["gold"],
+            oof_predicted=oof["predicted"],
+            oof_probs=oof["probs"],
+            groups=[groups[i][1] for i in large],
+            replicates=replicates,
+            seed=seed,
+        )
+    is_gold = np.zeros(len(predicted), dtype=bool)
+    gold_label = np.full(len(predicted), -1)
+    if gold is not None:
+        is_gold[gold["position"].to_numpy()] = True
+        gold_label[gold["position"].to_numpy()] = gold["gold"].to_numpy()
+
+    records = []
+    for i, (name, rows) in enumerate(groups):
+        block = pd.DataFrame({"group": name, "class": names, "n": len(rows)})
+        for column in [*SHARE_COLUMNS[3:], *(f"{m}_{s}" for m in shares.METHODS for s in ("share", "low", "high"))]:
+            block[column] = np.nan
+        block["note"] = ""
+        if i not in large:
+            block["note"] = f"too few rows (n = {len(rows)} < {min_group_rows})"
+        else:
+            block["naive_share"] = np.bincount(predicted[rows], minlength=len(names)) / len(rows)
+            if estimates is not None:
+                k = large.index(i)
+                for method in shares.METHODS:
+                    block[f"{method}_share"] = estimates[method][k]
+                    block[f"{method}_low"] = estimates[f"{method}_low"][k]
+                    block[f"{method}_high"] = estimates[f"{method}_high"][k]
+                block["adjusted_share"] = block[f"{adjustment}_share"]
+                block["adjusted_low"] = block[f"{adjustment}_low"]
+                block["adjusted_high"] = block[f"{adjustment}_high"]
+        if gold is not None:
+            in_group = np.zeros(len(predicted), dtype=bool)
+            in_group[rows] = True
+            gold_rows = np.flatnonzero(in_group & is_gold)
+            block["ppi_note"] = ""
+            if i in large and len(gold_rows) >= min_group_rows:
+                ppi = shares.ppi_shares(
+                    gold=gold_label[gold_rows], gold_probs=probs[gold_rows], unlabeled_probs=probs[in_group & ~is_gold]
+                )
+                for column in ppi.columns:
+                    block[column] = ppi[column].to_numpy()
+            else:
+                block["gold_n"] = len(gold_rows)
+                block["ppi_note"] = f"too few gold rows (n = {len(gold_rows)} < {min_group_rows})"
+        records.append(block)
+    table = pd.concat(records, ignore_index=True)
+    ppi_columns = ["ppi_share", "ppi_low", "ppi_high", "gold_n", "gold_share", "gold_low", "gold_high", "ppi_note"]
+    ordered = [*SHARE_COLUMNS, *(c for c in ppi_columns if c in table)]
+    return table[[*ordered, *(c for c in table.columns if c not in ordered)]]

@@ -11,6 +11,7 @@ import pandas as pd
 
 from weibolabel.data import clean_text, group_key, load_labeled, parse_label, read_table, require_column
 from weibolabel.errors import UserError
+from weibolabel.labeling import is_blank
 from weibolabel.labels import LabelSchema
 from weibolabel.parquet_io import read_metadata
 
@@ -60,18 +61,30 @@ def fold_disagreement(fold_probs: np.ndarray) -> np.ndarray:
     return entropy(fold_probs.mean(axis=0)) - entropy(fold_probs).mean(axis=0)
 
 
-def score_by_fold(run: str | Path, texts: list[str]) -> np.ndarray:
-    """Probabilities of each fold model of a training run separately: [folds, n, classes] (calibrated if the run is)."""
+def score_by_fold(run: str | Path, texts: list[str], precision: str | None = None) -> np.ndarray:
+    """Probabilities of each fold model of a training run separately: [folds, n, classes] (calibrated if the run is).
+    Scored in `precision` (no, fp16, bf16), by default the one the labeling job chooses on this device, so rows
+    near a tie rank as they were labeled."""
     import torch
 
-    from weibolabel.inference import encode, load_ensemble, predict_probs
+    from weibolabel.inference import encode, inference_dtype, load_ensemble, predict_probs
+    from weibolabel.precision import choose_precision, device_capability
 
-    ensemble = load_ensemble(run, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    precision, _ = choose_precision(precision, device_type=device.type, compute_capability=device_capability(device))
+    ensemble = load_ensemble(run, device, inference_dtype(device, precision))
     encoded = encode(ensemble.tokenizer, [clean_text(t) for t in texts], ensemble.max_length)
     pad = ensemble.tokenizer.pad_token_id
-    return np.stack(
-        [predict_probs([m], encoded.input_ids, pad, temperature=ensemble.temperature) for m in ensemble.models]
-    ).astype(np.float64)
+    try:
+        fold_probs = [
+            predict_probs([m], encoded.input_ids, pad, temperature=ensemble.temperature) for m in ensemble.models
+        ]
+    except torch.OutOfMemoryError:  # predict_probs raises this type for cuBLAS/cuDNN exhaustion too
+        raise UserError(
+            f"Out of GPU memory scoring {len(texts)} comments with each fold model of {run}: lower --pool_factor "
+            "(fewer comments are re-scored), or free the GPU."
+        ) from None
+    return np.stack(fold_probs).astype(np.float64)
 
 
 def uncertainty(probs: np.ndarray, method: str) -> np.ndarray:
@@ -133,8 +146,27 @@ def select_for_annotation(frame: pd.DataFrame, scores: np.ndarray, k: int, class
     return picked.sort_values("row_id").reset_index(drop=True)
 
 
-def write_annotation_sheet(picked: pd.DataFrame, schema: LabelSchema, path: Path) -> None:
-    """Sheet 1: `Sentence`, an empty `Label` and the model's guess for reference; sheet 2: the label schema."""
+def select_random(frame: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+    """K rows drawn uniformly without replacement from all rows of `frame` (the ok rows), in row_id order.
+
+    Nothing is filtered (no near-copies, no already-labeled texts): the sample must stay uniform over the corpus, or
+    the shares estimated from it (PPI) would be biased. The draw depends only on the row count, K and the seed."""
+    if k < 1:
+        raise UserError("--k must be at least 1.")
+    if k > len(frame):
+        raise UserError(f"--k {k} is larger than the {len(frame)} labeled (status 'ok') rows.")
+    chosen = np.random.default_rng(seed).choice(len(frame), size=k, replace=False)
+    picked = frame.iloc[np.sort(chosen)].assign(reason="uniform random")
+    picked.attrs["counts"] = {"candidates": len(frame), "near_duplicates_skipped": 0}
+    return picked.reset_index(drop=True)
+
+
+def write_annotation_sheet(
+    picked: pd.DataFrame, schema: LabelSchema, path: Path, show_predictions: bool = True
+) -> None:
+    """Sheet 1: `Sentence`, an empty `Label` and the model's guess for reference; sheet 2: the label schema.
+    Without `show_predictions` the guess is left out (only `row_id` stays): a gold sample must not be anchored on
+    the model's answer, or its errors would look smaller than they are."""
     from openpyxl.utils import get_column_letter
     from openpyxl.worksheet.datavalidation import DataValidation
 
@@ -148,6 +180,8 @@ def write_annotation_sheet(picked: pd.DataFrame, schema: LabelSchema, path: Path
             "row_id": picked["row_id"].astype(int).to_numpy(),
         }
     )
+    if not show_predictions:
+        sheet = sheet.drop(columns=["predicted_label", "predicted_name", "confidence"])
     labels = pd.DataFrame(schema.to_list(), columns=["id", "name", "description"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
@@ -156,7 +190,11 @@ def write_annotation_sheet(picked: pd.DataFrame, schema: LabelSchema, path: Path
         labels.to_excel(writer, sheet_name=LABELS_SHEET, index=False)
         worksheet = writer.sheets[ANNOTATION_SHEET]
         worksheet.freeze_panes = "A2"
-        for column, width in zip(range(1, 7), (60, 8, 15, 15, 11, 9)):
+        widths = dict(
+            zip(["Sentence", "Label", "predicted_label", "predicted_name", "confidence"], (60, 8, 15, 15, 11))
+        )
+        for column, name in enumerate(sheet.columns, start=1):
+            width = widths.get(name, 9)
             worksheet.column_dimensions[get_column_letter(column)].width = width
         # A drop-down of the valid ids; typing a name is still accepted by the merge (parse_label reads both).
         choices = DataValidation(type="list", formula1='"' + ",".join(map(str, range(len(schema)))) + '"')
@@ -171,12 +209,7 @@ def write_annotation_sheet(picked: pd.DataFrame, schema: LabelSchema, path: Path
 # ------------------------------------------------------------------------------------------------- merging
 def schema_from_sheet(path: Path) -> LabelSchema | None:
     """The label schema written into the annotation file's `labels` sheet, if it has one."""
-    import openpyxl
-
-    workbook = openpyxl.load_workbook(path, read_only=True)
-    has_labels = LABELS_SHEET in workbook.sheetnames
-    workbook.close()
-    if not has_labels:
+    if LABELS_SHEET not in workbook_sheets(path):
         return None
     items = read_table(path, sheet=LABELS_SHEET).dropna(how="all")
     if not {"id", "name"} <= set(items.columns):
@@ -184,18 +217,27 @@ def schema_from_sheet(path: Path) -> LabelSchema | None:
     return LabelSchema.from_list(items.fillna("").to_dict("records"))
 
 
-def _is_blank(value) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
+def workbook_sheets(path: Path) -> list[str]:
+    """The sheet names of an .xlsx/.xlsm workbook, in order; [] for other formats."""
+    if path.suffix.lower() not in (".xlsx", ".xlsm"):
+        return []
+    import openpyxl
+
+    workbook = openpyxl.load_workbook(path, read_only=True)
+    names = list(workbook.sheetnames)
+    workbook.close()
+    return names
 
 
 def read_annotations(path: Path, schema: LabelSchema, sheet: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The labeled rows of a filled-in sheet, validated by `load_labeled`; rows still without a label are listed
-    in the issues and skipped. They are blanked (not removed) before validation so every error names the row as
-    the annotator's spreadsheet numbers it."""
+    """The labeled rows of a filled-in sheet, validated by `load_labeled`, each with `extra`: its values in the
+    sheet's other columns (not the model's reference columns). Rows still without a label are listed in the issues
+    and skipped. They are blanked (not removed) before validation so every error names the row as the annotator's
+    spreadsheet numbers it."""
     frame = read_table(path, sheet=sheet)
     require_column(frame, "Sentence", path, "(the annotation sheet's text column)")
     require_column(frame, "Label", path, "(the annotation sheet's label column)")
-    blank = np.array([_is_blank(v) for v in frame["Label"]], dtype=bool)
+    blank = np.array([is_blank(v) for v in frame["Label"]], dtype=bool)
     if blank.all():
         raise UserError(f"{path}: no row has a label yet; fill in the 'Label' column first.")
     to_check = frame[["Sentence", "Label"]].astype(object).copy()
@@ -211,7 +253,12 @@ def read_annotations(path: Path, schema: LabelSchema, sheet: str | None = None) 
     issues = data.issues.copy()
     unlabeled = issues["row"].isin(blank_rows)
     issues.loc[unlabeled, ["column", "issue", "action"]] = ["Label", "no label given", "skipped"]
-    return data.rows, issues
+    # The annotators' own columns (who labeled, a note) travel with each row; the model's guess does not.
+    own = [c for c in frame.columns if c not in ("Sentence", "Label", *REFERENCE_COLUMNS)]
+    rows = data.rows.assign(
+        extra=[{c: v for c, v in frame.loc[i, own].items() if not is_blank(v)} for i in data.rows["row_id"]]
+    )
+    return rows, issues
 
 
 def merge_annotations(
@@ -223,22 +270,27 @@ def merge_annotations(
     label_column: str,
     prefer: str = "existing",
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Existing rows (raw, as read) + annotated rows whose normalised text is new. A text already in the existing
-    file with the same label is skipped as known; with another label it is a conflict, left out unless
-    `prefer == 'new'`, which relabels the existing copies instead."""
+    """The existing file as it is (every column, in place) + annotated rows whose normalised text is new, which fill
+    the text and label columns and any column they share with it (a column only the sheet has is added at the
+    end). A text already in the existing file with the same label is skipped as known; with another label it is a
+    conflict, left out unless `prefer == 'new'`, which relabels the existing copies instead. Labels are written as
+    the existing column writes them: names if it holds names, ids otherwise."""
     if prefer not in ("existing", "new"):
         raise UserError("--prefer must be 'existing' or 'new'.")
-    combined = pd.DataFrame({"Sentence": existing[text_column].to_numpy(dtype=object), "Label": existing_labels})
-    normalised = pd.Series([clean_text(t) for t in combined["Sentence"]])
+    combined = existing.copy()
+    as_cell = _label_cell_writer(existing[label_column], schema)
+    normalised = pd.Series([clean_text(t) for t in existing[text_column]], index=existing.index)
     known: dict[str, set[int]] = {}
-    for text, label in zip(normalised, combined["Label"]):
+    for text, label in zip(normalised, existing_labels):
         if text and label is not None:
             known.setdefault(text, set()).add(int(label))
+    extras = new_rows["extra"] if "extra" in new_rows else [{}] * len(new_rows)
     added, conflicts, counts = [], [], {"already_known": 0, "conflicts": 0, "relabeled_existing_rows": 0}
-    for row, text, label in zip(new_rows["row"], new_rows["text"], new_rows["label"]):
+    for row, text, label, extra in zip(new_rows["row"], new_rows["text"], new_rows["label"], extras):
         label = int(label)
         if text not in known:
-            added.append({"Sentence": text, "Label": label})
+            own = {c: v for c, v in extra.items() if c not in (text_column, label_column)}
+            added.append({**own, text_column: text, label_column: as_cell(label)})
         elif known[text] == {label}:
             counts["already_known"] += 1
         else:
@@ -254,13 +306,31 @@ def merge_annotations(
                 }
             )
             if prefer == "new":
-                combined.loc[copies, "Label"] = label
+                combined[label_column] = combined[label_column].astype(object)  # an int column may take a name
+                combined.loc[copies, label_column] = as_cell(label)
                 counts["relabeled_existing_rows"] += len(copies)
     counts["conflicts"] = len(conflicts)
     counts["added"] = len(added)
-    combined = pd.concat([combined, pd.DataFrame(added, columns=["Sentence", "Label"])], ignore_index=True)
+    new_columns = sorted({c for row in added for c in row} - set(existing.columns))
+    counts["columns_added"] = new_columns
+    if added:
+        # Integer columns stay integers where the new rows leave them empty (a CSV must not turn 12 into 12.0).
+        integers = {c: "Int64" for c in combined.columns if pd.api.types.is_integer_dtype(combined[c].dtype)}
+        additions = pd.DataFrame(added, columns=[*existing.columns, *new_columns])
+        for column in existing.columns:  # empty cells of a typed column take its type, not object
+            if additions[column].isna().all():
+                additions[column] = pd.Series(
+                    [None] * len(additions), dtype=integers.get(column, combined[column].dtype)
+                )
+        combined = pd.concat([combined.astype(integers), additions], ignore_index=True)
     columns = ["text", "existing_rows", "existing_label", "annotation_row", "new_label", "resolution"]
     return combined, pd.DataFrame(conflicts, columns=columns), counts
+
+
+def _label_cell_writer(column: pd.Series, schema: LabelSchema):
+    """Label id -> the cell to write: the name where the column holds names (as the group's files may), else the id."""
+    holds_names = any(isinstance(v, str) and v.strip() in schema.names for v in column)
+    return (lambda label: schema.names[label]) if holds_names else (lambda label: label)
 
 
 def existing_label_ids(frame: pd.DataFrame, label_column: str, schema: LabelSchema) -> list[int | None]:

@@ -5,21 +5,26 @@ Every problem is reported with the file, the row as a spreadsheet shows it (head
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import glob
 import html
+import itertools
+import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from weibolabel.errors import UserError
+from weibolabel.files import atomic_path
 from weibolabel.labels import LabelSchema
 
 TABLE_SUFFIXES = (".xlsx", ".xlsm", ".csv", ".parquet", ".txt")
@@ -118,6 +123,24 @@ def read_table(
         raise UserError(unreadable_message(path, error, encoding)) from None
     _check_column_names(frame, path)
     return frame
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write `frame` atomically in the format its suffix names (.xlsx, .csv as UTF-8 with a BOM so Excel reads the
+    Chinese text, .parquet), keeping every column and the row order."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".xlsx", ".csv", ".parquet"):
+        what = suffix or "a file without suffix"
+        raise UserError(f"{path}: cannot write a table as {what}; use .xlsx, .csv or .parquet.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        if suffix == ".xlsx":
+            frame.to_excel(tmp, index=False)
+        elif suffix == ".csv":
+            frame.to_csv(tmp, index=False, encoding="utf-8-sig")
+        else:
+            frame.to_parquet(tmp, index=False)
 
 
 def _empty_file_message(path: Path, header_row: int) -> str:
@@ -297,7 +320,9 @@ def parse_label(value, schema: LabelSchema) -> tuple[int | None, str | None]:
         elif text.strip() != text and parse_label(text.strip(), schema)[1] is None:
             return None, f"'{text}' has spaces around it; type {text.strip()!r} without them"
         else:
-            return None, f"'{text}' is neither a label id (0..{len(schema) - 1}) nor a label name {schema.names}"
+            guess = schema.closest_name(text)
+            hint = f"; did you mean '{guess}'?" if guess else ""
+            return None, f"'{text}' is neither a label id (0..{len(schema) - 1}) nor a label name {schema.names}{hint}"
     if not 0 <= number < len(schema):
         return None, f"{number} is outside the label schema (ids 0..{len(schema) - 1})"
     return number, None
@@ -308,7 +333,7 @@ def parse_label(value, schema: LabelSchema) -> tuple[int | None, str | None]:
 class LabeledData:
     """Validated training rows and what validation dropped or merged."""
 
-    rows: pd.DataFrame  # row (as the user numbers it), text, label, group
+    rows: pd.DataFrame  # row_id (0-based, below the header), row (as the user numbers it), text, label, group
     issues: pd.DataFrame  # row, column, issue, action
     counts: dict = field(default_factory=dict)
 
@@ -356,7 +381,9 @@ def load_labeled(
             "Fix these cells, or delete the rows, and run again."
         )
 
-    table = pd.DataFrame({"row": rows, "text": texts, "label": labels})
+    # row_id: 0-based position below the header, the convention of every output; row: the name a user looks up.
+    row_ids = np.arange(len(frame), dtype=np.int64)
+    table = pd.DataFrame({"row_id": row_ids, "row": rows, "text": texts, "label": labels})
     issues: list[dict] = []
     empty = table["text"] == ""
     blank_row = empty & table["label"].isna()
@@ -432,8 +459,57 @@ class CorpusChunk:
     rows: pd.DataFrame  # row_id, text (raw), source_file, source_row, plus carried and gold columns
 
 
+SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm")
+_COPY_KEY = b"weibolabel_copy_of"
+
+
+def copy_spreadsheets(
+    files: list[Path], directory: Path, sheet: str | None, header_row: int, rows_per_group: int
+) -> dict[Path, Path]:
+    """A Parquet copy of each spreadsheet among `files`, in `directory`, one row group per `rows_per_group` rows.
+    A workbook can only be parsed whole: the main process parses it once, and every process then reads only its
+    own chunks' row groups, instead of each one holding the whole sheet. A copy is reused while its source, sheet
+    and header row are unchanged (a resumed run does not parse the workbook again)."""
+    copies = {}
+    for number, path in enumerate(files):
+        if path.suffix.lower() not in SPREADSHEET_SUFFIXES:
+            continue
+        stat = path.stat()
+        source = json.dumps(
+            {"path": str(path.resolve()), "bytes": stat.st_size, "modified": stat.st_mtime_ns, "sheet": sheet,
+             "header_row": header_row}
+        ).encode()  # fmt: skip
+        copy = directory / f"input-{number:04d}.parquet"
+        if copy.is_file():
+            try:
+                if (pq.read_schema(copy).metadata or {}).get(_COPY_KEY) == source:
+                    copies[path] = copy
+                    continue
+            except Exception:  # a copy cut short by a kill: made again below
+                pass
+        frame = read_table(path, sheet=sheet, header_row=header_row)
+        # Cells become text the way the labeling reads them (an empty cell stays missing, 12.0 reads as 12), so a
+        # column that mixes numbers and text fits one Parquet type.
+        table = pa.table({str(c): pa.array([_cell_text(v) for v in frame[c]], pa.string()) for c in frame.columns})
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(copy) as tmp:
+            pq.write_table(table.replace_schema_metadata({_COPY_KEY: source}), tmp, row_group_size=rows_per_group)
+        copies[path] = copy
+    return copies
+
+
+def _cell_text(value) -> str | None:
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 class Corpus:
-    """The input files as one stream of rows, read a chunk at a time so memory stays bounded."""
+    """The input files as one stream of rows, read a chunk at a time so memory stays bounded. `copies` maps a
+    spreadsheet to its Parquet copy (copy_spreadsheets), which is then read instead; `row_counts`, when another
+    process has counted the rows already, saves reading whole CSV and text files just to count them."""
 
     def __init__(
         self,
@@ -444,26 +520,32 @@ class Corpus:
         sheet: str | None = None,
         encoding: str | None = None,
         header_row: int = 1,
+        copies: dict[Path, Path] | None = None,
+        row_counts: list[int] | None = None,
     ):
         check_header_row(header_row)
         self.files, self.text_column, self.sheet, self.encoding = files, text_column, sheet, encoding
         self.header_row = header_row
         self.carry_columns = list(carry_columns)
+        self.copies = dict(copies or {})
         self.row_counts: list[int] = []
         self.gold_column = None  # known once every file's header is read; reading rows needs it set
         have_gold = True
         # Decoding a whole file to find its encoding is done once per file, not by every reader below.
         self.encodings = {
-            path: detect_encoding(path, encoding) for path in files if path.suffix.lower() in (".csv", ".txt")
+            path: detect_encoding(path, encoding) for path in files if self._suffix(path) in (".csv", ".txt")
         }
         for path in files:
             head = self._head(path)
-            if path.suffix.lower() != ".txt":
+            if self._suffix(path) != ".txt":
                 require_column(head, text_column, path, "--text_column", header_row, sheet)
             for column in self.carry_columns:
                 require_column(head, column, path, "--carry_columns", header_row, sheet)
             have_gold &= gold_column in head.columns
-            self.row_counts.append(self._count_rows(path, head))
+            if row_counts is None:
+                self.row_counts.append(self._count_rows(path, head))
+        if row_counts is not None:
+            self.row_counts = list(row_counts)
         self.gold_column = gold_column if have_gold and gold_column else None
         if self.num_rows == 0:
             names = ", ".join(str(p) for p in files)
@@ -474,12 +556,16 @@ class Corpus:
     def num_rows(self) -> int:
         return sum(self.row_counts)
 
+    def _suffix(self, path: Path) -> str:
+        """The format actually read: a spreadsheet's copy is Parquet."""
+        return self.copies.get(path, path).suffix.lower()
+
     def _head(self, path: Path) -> pd.DataFrame:
         """The header and the first rows: enough to check the columns and to find a header further down."""
-        suffix = path.suffix.lower()
+        suffix = self._suffix(path)
         if suffix == ".parquet":
             try:
-                return pd.DataFrame(columns=pq.read_schema(path).names)
+                return pd.DataFrame(columns=pq.read_schema(self.copies.get(path, path)).names)
             except Exception as error:
                 raise UserError(unreadable_message(path, error)) from None
         if suffix == ".txt":
@@ -504,80 +590,154 @@ class Corpus:
         return read_table(path, sheet=self.sheet, header_row=self.header_row)
 
     def _count_rows(self, path: Path, head: pd.DataFrame) -> int:
-        suffix = path.suffix.lower()
+        suffix = self._suffix(path)
         if suffix == ".parquet":
             try:
-                return pq.ParquetFile(path).metadata.num_rows
+                return pq.ParquetFile(self.copies.get(path, path)).metadata.num_rows
             except Exception as error:
                 raise UserError(unreadable_message(path, error)) from None
         if suffix in (".csv", ".txt"):
             # Reading it all once here also finds bad bytes and ragged rows before any labeling starts.
             try:
-                return sum(len(frame) for frame in self._iter_file(path, 1 << 16))
+                return sum(len(frame) for _, frame in self._read_ranges(path, [(0, math.inf)], 1 << 16))
             except (UnicodeError, ValueError, OSError) as error:  # bad bytes, ragged rows (ParserError)
                 raise UserError(unreadable_message(path, error, self.encoding)) from None
         return len(head)  # a spreadsheet's head is the whole table (see _head): no second read
 
-    def _iter_file(self, path: Path, block_rows: int) -> Iterator[pd.DataFrame]:
-        suffix = path.suffix.lower()
+    def _read_ranges(self, path: Path, ranges: list[tuple[int, float]], block_rows: int):
+        """(first row, rows) blocks holding exactly the rows in `ranges` (sorted, disjoint [start, end) row numbers
+        of this file, 0-based below the header), in order, reading as little of the rest as the format allows:
+        Parquet only the row groups they touch, CSV and text files parse or keep nothing else."""
+        suffix = self._suffix(path)
         wanted = [self.text_column, *self.carry_columns] + ([self.gold_column] if self.gold_column else [])
         if suffix == ".parquet":
             # Streamed through a 4 MiB buffer: pyarrow's default pre-buffers whole column chunks, and pandas writes
             # up to 1M rows into one row group (130 MiB held at once for 1M comments).
-            source = pq.ParquetFile(path, pre_buffer=False, buffer_size=4 << 20)
-            for batch in source.iter_batches(batch_size=block_rows, columns=list(dict.fromkeys(wanted))):
-                yield batch.to_pandas()
+            source = pq.ParquetFile(self.copies.get(path, path), pre_buffer=False, buffer_size=4 << 20)
+            group_start = 0
+            for group in range(source.metadata.num_row_groups):
+                group_end = group_start + source.metadata.row_group(group).num_rows
+                if any(start < group_end and end > group_start for start, end in ranges):
+                    position = group_start
+                    batches = source.iter_batches(
+                        batch_size=block_rows, row_groups=[group], columns=list(dict.fromkeys(wanted))
+                    )
+                    for batch in batches:
+                        for start, end in ranges:
+                            first, last = max(start, position), min(end, position + batch.num_rows)
+                            if first < last:
+                                yield first, batch.slice(first - position, last - first).to_pandas()
+                        position += batch.num_rows
+                group_start = group_end
         elif suffix == ".csv":
-            yield from pd.read_csv(
+            starts = [start for start, _ in ranges]
+
+            def skip(record: int) -> bool:  # record 0 is the first line; the header is at header_row - 1
+                row = record - self.header_row
+                if row < 0:
+                    return record != self.header_row - 1
+                at = bisect.bisect_right(starts, row) - 1
+                return at < 0 or row >= ranges[at][1]
+
+            frames = pd.read_csv(
                 path,
                 dtype=object,
                 encoding=self.encodings[path],
                 chunksize=block_rows,
                 keep_default_na=False,  # "NA" and "null" are comments to label, not missing values
-                skiprows=self.header_row - 1,
+                # Rows of other processes' chunks are split into fields, nothing more; reading all (the row count)
+                # needs no call per row.
+                skiprows=self.header_row - 1 if ranges == [(0, math.inf)] else skip,
                 skip_blank_lines=False,  # a blank line is kept as an empty row, so row ids match the file
             )
+            yield from _place_in_ranges(frames, ranges)
         elif suffix == ".txt":
-            with open(path, encoding=self.encodings[path]) as handle:
-                lines = []
-                for line in handle:
+            yield from _place_in_ranges(self._text_lines(path, ranges, block_rows), ranges)
+        else:
+            frame = read_table(path, sheet=self.sheet, header_row=self.header_row)
+            for start, end in ranges:
+                for first in range(start, min(end, len(frame)), block_rows):
+                    yield first, frame.iloc[first : min(end, first + block_rows)]
+
+    def _text_lines(self, path: Path, ranges: list[tuple[int, float]], block_rows: int) -> Iterator[pd.DataFrame]:
+        """The lines in `ranges`, in blocks; the other lines are read past, not kept."""
+        last = ranges[-1][1]
+        with open(path, encoding=self.encodings[path]) as handle:
+            lines, at = [], 0
+            for number, line in enumerate(handle):
+                if number >= last:
+                    break
+                while number >= ranges[at][1]:
+                    at += 1
+                if number >= ranges[at][0]:
                     lines.append(line.rstrip("\r\n"))
                     if len(lines) == block_rows:
                         yield pd.DataFrame({self.text_column: lines})
                         lines = []
-                if lines:
-                    yield pd.DataFrame({self.text_column: lines})
-        else:
-            frame = read_table(path, sheet=self.sheet, header_row=self.header_row)
-            for start in range(0, len(frame), block_rows):
-                yield frame.iloc[start : start + block_rows]
+            if lines:
+                yield pd.DataFrame({self.text_column: lines})
 
-    def iter_chunks(self, chunk_size: int) -> Iterator[CorpusChunk]:
-        """Chunks of exactly `chunk_size` rows (the last may be shorter), across file boundaries."""
+    def iter_chunks(self, chunk_size: int, wanted: Callable[[int], bool] | None = None) -> Iterator[CorpusChunk]:
+        """Chunks of exactly `chunk_size` rows (the last may be shorter), across file boundaries: every chunk, or
+        only those `wanted(index)` accepts, reading only their rows (a process reads its share, not the corpus)."""
+        num_chunks = math.ceil(self.num_rows / chunk_size)
+        indices = [c for c in range(num_chunks) if wanted is None or wanted(c)]
+        spans = _merge_spans([(c * chunk_size, min((c + 1) * chunk_size, self.num_rows)) for c in indices])
         buffer: list[pd.DataFrame] = []
-        buffered, chunk_index, row_id = 0, 0, 0
-        for path in self.files:
-            source_row = 0
-            for block in self._iter_file(path, chunk_size):
+        current, offset = None, 0
+        for path, num_rows in zip(self.files, self.row_counts):
+            ranges = [
+                (max(start, offset) - offset, min(end, offset + num_rows) - offset)
+                for start, end in spans
+                if start < offset + num_rows and end > offset
+            ]
+            for first, block in self._read_ranges(path, ranges, chunk_size) if ranges else ():
                 block = block.reset_index(drop=True)
+                rows = np.arange(first, first + len(block), dtype=np.int64)
                 block = pd.DataFrame(
                     {
-                        "row_id": np.arange(row_id, row_id + len(block), dtype=np.int64),
+                        "row_id": rows + offset,
                         "text": block[self.text_column].to_numpy(dtype=object),
                         "source_file": str(path) if len(self.files) > 1 else None,
-                        "source_row": np.arange(source_row, source_row + len(block), dtype=np.int64),
+                        "source_row": rows,
                         **{c: block[c].to_numpy(dtype=object) for c in self.carry_columns},
                         **({"gold": block[self.gold_column].to_numpy(dtype=object)} if self.gold_column else {}),
                     }
                 )
-                row_id += len(block)
-                source_row += len(block)
-                buffer.append(block)
-                buffered += len(block)
-                while buffered >= chunk_size:
-                    merged = pd.concat(buffer, ignore_index=True)
-                    yield CorpusChunk(chunk_index, merged.iloc[:chunk_size].reset_index(drop=True))
-                    chunk_index += 1
-                    buffer, buffered = [merged.iloc[chunk_size:]], len(merged) - chunk_size
-        if buffered:
-            yield CorpusChunk(chunk_index, pd.concat(buffer, ignore_index=True))
+                chunk_of_row = block["row_id"].to_numpy() // chunk_size
+                cuts = [0, *(np.flatnonzero(np.diff(chunk_of_row)) + 1), len(block)]
+                for begin, end in itertools.pairwise(cuts):
+                    chunk = int(chunk_of_row[begin])
+                    if chunk != current and buffer:
+                        yield CorpusChunk(current, pd.concat(buffer, ignore_index=True))
+                        buffer = []
+                    current = chunk
+                    buffer.append(block.iloc[begin:end])
+            offset += num_rows
+        if buffer:
+            yield CorpusChunk(current, pd.concat(buffer, ignore_index=True))
+
+
+def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _place_in_ranges(frames: Iterator[pd.DataFrame], ranges: list[tuple[int, float]]):
+    """(first row, rows) for frames that hold the rows of `ranges` one after another, with no gaps."""
+    spans = iter(ranges)
+    position, end = next(spans)
+    for frame in frames:
+        while len(frame):
+            if position >= end:
+                position, end = next(spans, (None, None))
+                if position is None:
+                    return  # more rows than counted: the file grew after it was counted; they were never asked for
+            take = int(min(len(frame), end - position))
+            yield position, frame.iloc[:take]
+            frame, position = frame.iloc[take:], position + take

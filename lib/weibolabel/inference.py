@@ -21,6 +21,7 @@ from weibolabel.data import clean_text
 from weibolabel.errors import UserError
 from weibolabel.labels import LabelSchema
 from weibolabel.modeling import classify, load_checkpoint, load_tokenizer
+from weibolabel.precision import is_out_of_memory, precision_dtype
 
 STATUS_OK, STATUS_EMPTY, STATUS_UNK_ONLY = "ok", "empty", "unknown_tokens_only"
 
@@ -117,15 +118,21 @@ def predict_probs(
     multiple_of = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
     probs = torch.zeros((len(input_ids), models[0].config.num_labels), dtype=torch.float32, device=device)
     lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
-    for batch in length_batches(lengths, batch_size, max_tokens):
-        ids, mask = pad_batch([input_ids[i] for i in batch], pad_id, multiple_of)
-        ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-        total = 0
-        with autocast():
-            for model in models:
-                logits = classify(model, ids, mask).float()
-                total = total + torch.softmax(logits / temperature, dim=-1)
-        probs[torch.from_numpy(batch).to(device)] = total / len(models)
+    try:
+        for batch in length_batches(lengths, batch_size, max_tokens):
+            ids, mask = pad_batch([input_ids[i] for i in batch], pad_id, multiple_of)
+            ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+            total = 0
+            with autocast():
+                for model in models:
+                    logits = classify(model, ids, mask).float()
+                    total = total + torch.softmax(logits / temperature, dim=-1)
+            probs[torch.from_numpy(batch).to(device)] = total / len(models)
+    except RuntimeError as error:
+        # cuBLAS/cuDNN report an exhausted GPU as a plain RuntimeError: one type for every caller to catch.
+        if is_out_of_memory(error) and not isinstance(error, torch.OutOfMemoryError):
+            raise torch.OutOfMemoryError(str(error)) from error
+        raise
     return probs.cpu().numpy()
 
 
@@ -144,12 +151,13 @@ def prefetched(items: Iterable, work: Callable) -> Iterator:
 
 
 def inference_dtype(device: torch.device, mixed_precision: str) -> torch.dtype | None:
-    """The weights' dtype for labeling: bf16 on GPUs (fp16 on those without it) and, when the job is launched
-    with `--mixed_precision bf16`, on CPUs too (about 1.9x the fp32 speed on CPUs with AVX512-BF16 or AMX, see
-    bench/); None (fp32, as stored) otherwise. bf16 rounds the logits coarser than fp32, so near-ties can flip."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if mixed_precision == "bf16" else None
+    """The weights' dtype for labeling in the job's `--mixed_precision` (weibolabel.precision chooses it when the
+    launch does not: bf16 on GPUs with native bf16, fp16 on older ones, fp32 on CPUs): bf16, fp16 (GPUs only), or
+    None (fp32, as stored). bf16 on CPUs with AVX512-BF16 or AMX is about 1.9x the fp32 speed (bench/). Lower
+    precision rounds the logits coarser than fp32, so near-ties can flip: every output records the precision."""
+    if mixed_precision == "fp16" and device.type != "cuda":
+        return None
+    return precision_dtype(mixed_precision)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -197,10 +205,20 @@ def load_ensemble(
     path = Path(path)
     checkpoints = find_checkpoints(path)
     models, schemas = [], []
-    for checkpoint in checkpoints:
-        model, schema = load_checkpoint(checkpoint, dtype=dtype)
-        models.append(model.to(device))
-        schemas.append(schema)
+    try:
+        for checkpoint in checkpoints:
+            model, schema = load_checkpoint(checkpoint, dtype=dtype)
+            models.append(model.to(device))
+            schemas.append(schema)
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        one_fold = f", or pass one fold directory (e.g. {checkpoints[0]}) as the model" if len(checkpoints) > 1 else ""
+        raise UserError(
+            f"Out of GPU memory loading checkpoint {len(models) + 1} of {len(checkpoints)} from {path} onto "
+            f"{device}: every process holds all fold models. Free the GPU (nvidia-smi lists what else runs on it) "
+            f"or run fewer processes per GPU{one_fold}."
+        ) from None
     if any(schema.names != schemas[0].names for schema in schemas):
         raise UserError(f"{path}: the fold checkpoints disagree on the label schema: {[s.names for s in schemas]}.")
     run_config = path / "config.yaml"

@@ -2,11 +2,62 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
+
+from weibolabel.data import parse_label
+from weibolabel.labels import LabelSchema
+
+GOLD_CELLS_LISTED = 5  # invalid gold cells named in the summary and the metadata; the rest are counted
+
+
+def parse_gold(values, schema: LabelSchema) -> tuple[list[int | None], list[tuple[int, str]]]:
+    """Label ids of a chunk's gold cells (None where empty or invalid) and, for each invalid cell, its position
+    and what is wrong with it. Blank cells are no gold label; anything else that is not a label is a mistake to
+    report, never a silent null (" 1", "abc", "Heritage" would otherwise just leave the agreement figure)."""
+    ids, invalid = [], []
+    for position, value in enumerate(values):
+        label, problem = parse_label(value, schema)
+        if problem and not is_blank(value):
+            invalid.append((position, problem))
+        ids.append(label)
+    return ids, invalid
+
+
+def gold_record(values, invalid: list[tuple[int, str]], where: Callable[[int], tuple[str, str]]) -> dict:
+    """What one chunk adds to the gold-label check; `where(position)` names a row's file and row ("row 7")."""
+    missing = sum(is_blank(value) for value in values)
+    return {
+        "gold_valid": len(values) - missing - len(invalid),
+        "gold_missing": missing,
+        "gold_invalid": len(invalid),
+        "gold_invalid_cells": [
+            dict(zip(("file", "row"), where(position), strict=True), value=str(values[position]), problem=problem)
+            for position, problem in invalid[:GOLD_CELLS_LISTED]
+        ],
+    }
+
+
+def gold_check(records: list[dict], column: str) -> dict:
+    """The chunks' gold records (in chunk order) summed: counts, and the first invalid cells by input order."""
+    cells = [cell for record in records for cell in record.get("gold_invalid_cells", [])]
+    return {
+        "column": column,
+        **{key: sum(record.get(f"gold_{key}", 0) for record in records) for key in ("valid", "missing", "invalid")},
+        "first_invalid": cells[:GOLD_CELLS_LISTED],
+    }
+
+
+def is_blank(value) -> bool:
+    """A cell with nothing in it: missing, NaN, or only spaces."""
+    # a plain bool: the counts built from it go into JSON records
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)) or not str(value).strip()
 
 
 def corpus_summary(path: Path, names: list[str], low_confidence: float, block_rows: int = 65536) -> dict:
@@ -64,5 +115,14 @@ def format_summary(summary: dict, low_confidence: float) -> str:
         text += (
             f"; agreement with gold on {gold['rows']} rows: accuracy {gold['accuracy']:.4f}, "
             f"macro-F1 {gold['macro_f1']:.4f}"
+        )
+    check = summary.get("gold_labels")
+    if check and check["invalid"]:
+        cells = " | ".join(f"{cell['file']}, {cell['row']}: {cell['problem']}" for cell in check["first_invalid"])
+        unlisted = check["invalid"] - len(check["first_invalid"])
+        more = f" | and {unlisted} more" if unlisted else ""
+        text += (
+            f". WARNING: {check['invalid']} gold labels in column '{check['column']}' are not valid labels and are "
+            f"left out of the agreement ({cells}{more}); fix them in the input to count them"
         )
     return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +34,15 @@ class LabelSchema:
     def __post_init__(self):
         ids = [label.id for label in self.labels]
         if ids != list(range(len(ids))):
-            raise UserError(f"Label ids must be 0..{len(ids) - 1} in order, got {ids}.")
+            # Ids are positions: the model's output k is class k, so a gap or a reordering would shift every class.
+            wanted = list(range(len(ids)))
+            changes = ", ".join(
+                f"'{label.name}': {label.id} -> {i}" for i, label in enumerate(self.labels) if label.id != i
+            )
+            raise UserError(
+                f"Label ids must be 0..{len(ids) - 1} in order, one per class with no gap, got {ids}; renumber them "
+                f"{', '.join(map(str, wanted))} ({changes}), and relabel the data to match."
+            )
         names = [label.name for label in self.labels]
         if len(set(names)) != len(names) or not all(names):
             raise UserError(f"Label names must be unique and non-empty, got {names}.")
@@ -47,6 +56,15 @@ class LabelSchema:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def closest_name(self, text: str) -> str | None:
+        """The label name a mistyped cell most likely meant ('Heritage', 'heritge' -> 'heritage'), or None."""
+        text = str(text).strip()
+        by_case = {name.casefold(): name for name in self.names}
+        if text.casefold() in by_case:
+            return by_case[text.casefold()]
+        close = difflib.get_close_matches(text.casefold(), list(by_case), n=1, cutoff=0.75)
+        return by_case[close[0]] if close else None
+
     def id2label(self) -> dict[int, str]:
         return {label.id: label.name for label in self.labels}
 
@@ -55,7 +73,13 @@ class LabelSchema:
 
     @classmethod
     def from_list(cls, items: list[dict]) -> LabelSchema:
-        return cls(tuple(Label(int(item["id"]), str(item["name"]), str(item.get("description", ""))) for item in items))
+        try:
+            labels = tuple(
+                Label(int(item["id"]), str(item["name"]), str(item.get("description", ""))) for item in items
+            )
+        except (TypeError, ValueError) as error:
+            raise UserError(f"Every label id must be a whole number ({error}).") from None
+        return cls(labels)
 
     @classmethod
     def from_id2label(cls, id2label: dict, descriptions: dict | None = None) -> LabelSchema:
@@ -85,4 +109,7 @@ def load_label_schema(path: str | Path | None) -> LabelSchema:
         isinstance(item, dict) and {"id", "name"} <= item.keys() for item in items
     ):
         raise UserError(f"{path}: expected a list of entries with 'id', 'name' and optional 'description'.")
-    return LabelSchema.from_list(items)
+    try:
+        return LabelSchema.from_list(items)
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None

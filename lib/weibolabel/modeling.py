@@ -71,23 +71,52 @@ def is_demo_model(config) -> bool:
     return bool(getattr(config, DEMO_MARKER, False))
 
 
+# What a cluster without internet needs of a BERT checkpoint (bert-base-chinese's own file names); the hub repo
+# also holds TensorFlow and Flax copies of the weights that nothing here reads.
+MODEL_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json")
+
+
+def download_advice(hub_name: str, local_dir: str) -> str:
+    """The commands that put a hub model where an offline machine can read it."""
+    return (
+        "on a machine with internet (`pip install huggingface_hub` gives the `hf` command) run\n"
+        f"  hf download {hub_name} --local-dir {local_dir}\n"
+        f"copy {local_dir} to the same place here and pass --model_name_or_path {local_dir}. The directory needs "
+        f"{', '.join(MODEL_FILES)} (pytorch_model.bin may stand in for model.safetensors; an old download with only "
+        "vocab.txt works too); to download only these, name them after the hub name."
+    )
+
+
 def resolve_model_source(name_or_path: str) -> tuple[str, bool]:
     """(what to pass to from_pretrained, local_files_only); fails at once when the model cannot be had."""
-    if Path(name_or_path).expanduser().is_dir():
-        return str(Path(name_or_path).expanduser()), True
-    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
-        raise UserError(f"Model directory not found: {name_or_path}")
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return str(path), True
+    # A path, not a hub name: it says so (./ / ~ or more than one '/'), or its first folder exists here
+    # (models/bert-base-chinese with a models/ directory). Asking the hub for it would only confuse.
+    first_folder = Path(name_or_path.split("/")[0]).expanduser()
+    if (
+        name_or_path.startswith((".", "/", "~"))
+        or name_or_path.count("/") > 1
+        or "\\" in name_or_path
+        or ("/" in name_or_path and first_folder.is_dir())
+    ):
+        found = f"{path} exists but is a file, not a directory" if path.exists() else "no such directory"
+        raise UserError(
+            f"Model directory not found: {name_or_path} ({found}). To fill it from the Hugging Face Hub (with the "
+            f"model's hub name in place of '{path.name}' if it is another), {download_advice(path.name, name_or_path)}"
+        )
     try:  # already in the Hugging Face cache?
         AutoConfig.from_pretrained(name_or_path, local_files_only=True)
         return name_or_path, True
     except (OSError, ValueError):
         pass
     if not _hub_reachable():
+        local_dir = f"models/{name_or_path.split('/')[-1]}"
         raise UserError(
-            f"'{name_or_path}' is not a local directory and the Hugging Face Hub cannot be reached from here "
-            "(no network, or HF_HUB_OFFLINE=1). On a machine with internet run\n"
-            f"  huggingface-cli download {name_or_path} --local-dir models/{name_or_path.split('/')[-1]}\n"
-            f"copy that directory here and pass --model_name_or_path models/{name_or_path.split('/')[-1]}"
+            f"'{name_or_path}' is not a local directory, and as a hub name it is not in the Hugging Face cache and "
+            "the Hugging Face Hub cannot be reached from here (no network, or HF_HUB_OFFLINE=1). To use it, "
+            + download_advice(name_or_path, local_dir)
         )
     return name_or_path, False
 
@@ -181,19 +210,43 @@ def weights_digest(model) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- forward
+def forward_path(device_type: str) -> str:
+    """Which forward pass `classify` runs on a device: "custom" (the BERT shortcut below) or "model" (the
+    model's own forward, SDPA attention). The shortcut was measured faster with equal outputs on CPUs only
+    (bench/README.md); on GPUs it has never run, so the model's own forward serves there until a GPU
+    measurement (tests/gpu_smoke.sh compares the outputs) shows it faster."""
+    return "custom" if device_type == "cpu" else "model"
+
+
+def fit_max_length(max_length: int, max_position_embeddings: int | None) -> tuple[int, str | None]:
+    """(max_length the model can take, a message if it had to be lowered). Position ids past the model's
+    position table crash on GPU with a bare device-side assert, on CPU with an IndexError."""
+    if max_position_embeddings is None or max_length <= max_position_embeddings:
+        return max_length, None
+    return max_position_embeddings, (
+        f"--max_length {max_length} is more than the model's {max_position_embeddings} positions "
+        f"(max_position_embeddings): using {max_position_embeddings}; longer texts are truncated there."
+    )
+
+
 def classify(
-    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, pack: bool | None = None
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    pack: bool | None = None,
+    path: str | None = None,
 ) -> torch.Tensor:
     """The classifier's logits, equal to `model(input_ids, attention_mask).logits` to float rounding (tested),
-    computed with less work for BERT (other architectures run their own forward):
+    computed with less work for BERT on CPU (other architectures, and other devices unless `path` is "custom",
+    run the model's own forward; see `forward_path`):
 
     - the last encoder layer runs for [CLS] alone, the one position the classification head reads (keys and values
       still come from every token): 10/12 of that layer's matmuls, 7% of a 12-layer model's, are skipped;
-    - with `pack` (the default on CPU, where a batch's cost is its matmuls), the padding is dropped: the linear
+    - with `pack` (the default, since a CPU batch's cost is its matmuls), the padding is dropped: the linear
       layers see only the real tokens, packed into [tokens, hidden], and only attention sees the padded grid. A
-      training batch of 32 consecutive lengths is about 13% padding. On GPU the padded grid is kept: there a batch
-      of this size costs kernel launches more than FLOPs, and the gathers would add launches (not yet measured)."""
-    if not _is_bert_classifier(model):
+      training batch of 32 consecutive lengths is about 13% padding."""
+    path = path or forward_path(input_ids.device.type)
+    if not _is_bert_classifier(model) or path != "custom":
         return model(input_ids=input_ids, attention_mask=attention_mask).logits
     bert = model.bert
     keep = attention_mask.bool()

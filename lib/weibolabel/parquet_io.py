@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +17,8 @@ import pyarrow.parquet as pq
 from weibolabel.errors import UserError
 
 METADATA_KEY = b"weibolabel"
+# How long the merge waits for parts that other nodes finished to show up (NFS caches attributes up to 60 s).
+MERGE_WAIT_S = 120.0
 
 
 def output_schema(num_labels: int, multi_file: bool, carry_columns: list[str], with_gold: bool) -> pa.Schema:
@@ -38,6 +42,11 @@ def output_schema(num_labels: int, multi_file: bool, carry_columns: list[str], w
 
 def parts_directory(output: Path) -> Path:
     return output.with_name(output.name + ".parts")
+
+
+def inputs_directory(output: Path) -> Path:
+    """Where the inputs' Parquet copies (spreadsheets) live while a labeling run needs them."""
+    return output.with_name(output.name + ".inputs")
 
 
 def check_output_free(output: Path, overwrite: bool) -> None:
@@ -116,9 +125,18 @@ class PartStore:
                 f"Could not write {part}: {error.strerror or error}. Free space and re-run to resume."
             ) from None
 
-    def merge(self, num_chunks: int, num_rows: int, metadata: dict) -> None:
-        """Concatenate the parts in chunk order into the output, verify it, and only then delete the parts."""
-        missing = [chunk for chunk in range(num_chunks) if not self.is_done(chunk)]
+    def merge(
+        self,
+        num_chunks: int,
+        num_rows: int,
+        metadata: dict,
+        finished_on: dict[int, str] | None = None,
+        wait_seconds: float = MERGE_WAIT_S,
+    ) -> None:
+        """Concatenate the parts in chunk order into the output, verify it, and only then delete the parts.
+        `finished_on` names the node of each chunk that another process reports finished: on a network filesystem
+        its part may take a while to show here (cached attributes), so the merge waits up to `wait_seconds`."""
+        missing = self._wait_for_parts(num_chunks, finished_on or {}, wait_seconds)
         if missing:
             raise UserError(f"Cannot merge: chunks {missing[:10]} of {num_chunks} are not finished; re-run to finish.")
         # Keep the parts' pandas metadata, or nullable int columns (label, gold_label) read back as float64.
@@ -149,6 +167,26 @@ class PartStore:
             tmp.unlink(missing_ok=True)
             raise
         shutil.rmtree(self.directory)
+
+    def _wait_for_parts(self, num_chunks: int, finished_on: dict[int, str], wait_seconds: float) -> list[int]:
+        """The chunks that are not finished here; those reported finished elsewhere are waited for, and a part that
+        never shows up is a directory that the nodes do not share, which the message says."""
+        missing = [chunk for chunk in range(num_chunks) if not self.is_done(chunk)]
+        deadline = time.monotonic() + wait_seconds
+        while any(chunk in finished_on for chunk in missing) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            # Reading the directory again makes an NFS client revalidate it, and with it cached "no such file" answers.
+            os.listdir(self.directory)
+            missing = [chunk for chunk in missing if not self.is_done(chunk)]
+        unseen = [chunk for chunk in missing if chunk in finished_on]
+        if unseen:
+            nodes = sorted({finished_on[chunk] for chunk in unseen})
+            raise UserError(
+                f"Cannot merge: chunks {unseen[:10]} were finished on node(s) {', '.join(nodes)}, but their parts are "
+                f"not in {self.directory} on {socket.gethostname()} after {wait_seconds:.0f} s: the output directory "
+                "is not shared by the nodes. Put --output on a filesystem every node mounts and re-run."
+            )
+        return missing
 
 
 def _fsync(path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from weibolabel.checks import checks_section
+from weibolabel.methods import methods_section
 from weibolabel.metrics import HEADLINE
 
 TITLES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "weighted_f1": "Weighted-F1"}
@@ -45,6 +47,9 @@ def render_report(metrics: dict) -> str:
     if baseline:
         rows.append([f"Baseline: {baseline['description']}", *(_pm(baseline["summary"][k]) for k in HEADLINE)])
     out += [_table(header, rows), ""]
+    if baseline and baseline.get("paired_test"):
+        out += paired_test_lines(baseline["paired_test"])
+    out += checks_section(metrics)
 
     out += ["## Per fold", ""]
     header = ["Fold", "Test rows", "Best epoch", *(TITLES[k] for k in HEADLINE)]
@@ -125,4 +130,24 @@ def render_report(metrics: dict) -> str:
         f"- finished {metrics['finished']}",
         "",
     ]
+    out += [methods_section(setup, data, calibration, baseline)]
     return "\n".join(out)
+
+
+def paired_test_lines(test: dict) -> list[str]:
+    """The encoder against the baseline on the same folds: corrected resampled t-test per metric, McNemar."""
+    rows = [
+        [TITLES[m], f"{r['mean_difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]", f"{r['p_value']:.3g}"]
+        for m, r in test["metrics"].items()
+    ]
+    mcnemar = test["mcnemar"]
+    return [
+        "Encoder minus baseline, mean over folds, with the corrected resampled t-test (Nadeau & Bengio 2003: the "
+        "folds' training sets overlap, so the plain paired t-test would be too confident):",
+        "",
+        _table(["Metric", "Difference [95% CI]", "p"], rows),
+        "",
+        f"McNemar's exact test on the out-of-fold predictions: {mcnemar['only_a_correct']} rows only the encoder gets "
+        f"right, {mcnemar['only_b_correct']} only the baseline, p = {mcnemar['p_value']:.3g}.",
+        "",
+    ]

@@ -9,13 +9,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from weibolabel import baseline, plots
+from weibolabel import baseline, comparison, plots
 from weibolabel.calibration import calibrate_run
 from weibolabel.config import TrainConfig, config_to_dict
 from weibolabel.metrics import classification_metrics, summarize_folds
 from weibolabel.modeling import is_demo_model, load_model_config
 from weibolabel.report import render_report
 from weibolabel.runs import now_utc, write_json
+
+# Files whose rows a spreadsheet program numbers from 1, header included.
+SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".csv")
 
 
 def write_results(
@@ -59,9 +62,15 @@ def write_results(
         }
 
     predicted = probs.argmax(axis=1)
+    # row_id is the 0-based position below the header, as in labels.parquet; spreadsheet_row is the row number a
+    # spreadsheet program shows for it (null for Parquet input, which has no such numbering).
+    row_ids = rows["row_id"].to_numpy(dtype=np.int64)
+    numbered = Path(config.data).suffix.lower() in SPREADSHEET_SUFFIXES
+    spreadsheet_row = pd.array(row_ids + config.header_row + 1 if numbered else [None] * len(rows), dtype="Int64")
     oof = pd.DataFrame(
         {
-            "row": rows["row"],
+            "row_id": row_ids,
+            "spreadsheet_row": spreadsheet_row,
             "text": texts,
             "gold": labels,
             "gold_name": [names[i] for i in labels],
@@ -73,6 +82,14 @@ def write_results(
         }
     )
     oof.to_parquet(out / "oof_predictions.parquet", index=False)
+    if baseline_result is not None:  # the encoder against the baseline, paired on the same folds and rows
+        baseline_result["paired_test"] = comparison.compare_pair(
+            folds_a=[fold["test"] for fold in folds],
+            folds_b=baseline_result["folds"],
+            correct_a=predicted == labels,
+            correct_b=baseline_pred == labels,
+            test_fraction=comparison.test_fraction_of(folds),
+        )
 
     metrics = {
         "setup": {**config_to_dict(config), "demo_model": is_demo_model(load_model_config(config.model_name_or_path))},

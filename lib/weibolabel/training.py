@@ -3,7 +3,9 @@ epoch, best epoch by macro-F1, and an end-of-epoch state on disk so a killed fol
 
 from __future__ import annotations
 
+import json
 import math
+import pickle
 import random
 import time
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from weibolabel.folds import split_validation
 from weibolabel.inference import length_grouped_batches, pad_batch, predict_probs
 from weibolabel.metrics import classification_metrics
 from weibolabel.modeling import classify, load_pretrained_classifier, weights_digest
+from weibolabel.precision import is_out_of_memory
 from weibolabel.preemption import StopSignal
 from weibolabel.runs import storage_error_message
 
@@ -73,7 +76,7 @@ def evaluate(model, split: Split, pad_id: int, accelerator: Accelerator, batch_s
     model.eval()
     try:
         probs = predict_probs([model], split.input_ids, pad_id, batch_size=batch_size, autocast=accelerator.autocast)
-    except torch.OutOfMemoryError:
+    except torch.OutOfMemoryError:  # predict_probs raises this type for cuBLAS/cuDNN exhaustion too
         raise UserError(
             f"Out of GPU memory while scoring {len(split.input_ids)} texts with --eval_batch_size {batch_size}: "
             f"lower --eval_batch_size (e.g. to {max(1, batch_size // 2)}) and run again with a new --output_dir."
@@ -109,6 +112,8 @@ def train_fold(
 
     result = FoldTraining(best_state={}, best_epoch=-1)
     best_f1, first_epoch = -1.0, 0
+    if accelerator.scaler is not None:
+        reset_loss_scaler(accelerator.scaler)  # fp16: the fold before this one on this process must not leak in
     if state_file.is_file():
         state = _load_state(state_file)
         model.load_state_dict(state["model"])
@@ -136,18 +141,17 @@ def train_fold(
                     logits = classify(model, ids.to(device), mask.to(device))
                 loss = F.cross_entropy(logits.float(), labels[batch].to(device), weight=weight)
                 if not torch.isfinite(loss):
-                    raise NonFiniteLoss(
-                        f"Non-finite loss ({loss.item()}) in fold {fold}, epoch {epoch + 1}, step {step + 1}. "
-                        "Lower --learning_rate (or raise --warmup_ratio), or check the data and the model, and run "
-                        "again with a new --output_dir (a run cannot be resumed with changed settings)."
-                    )
+                    where = f"fold {fold}, epoch {epoch + 1}, step {step + 1}"
+                    raise NonFiniteLoss(non_finite_loss_message(loss.item(), where, accelerator.mixed_precision))
                 accelerator.backward(loss / config.gradient_accumulation_steps)
                 if (step + 1) % config.gradient_accumulation_steps == 0 or step + 1 == len(batches):
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-            except torch.OutOfMemoryError:
+            except RuntimeError as error:  # torch.OutOfMemoryError, or cuBLAS/cuDNN out of memory
+                if not is_out_of_memory(error):
+                    raise
                 where = f"fold {fold}, epoch {epoch + 1}, step {step + 1}"
                 raise UserError(_out_of_memory_message(config, where, ids)) from None
             model_losses.append(loss.detach())
@@ -176,6 +180,35 @@ def train_fold(
     return result
 
 
+def reset_loss_scaler(scaler: torch.amp.GradScaler) -> None:
+    """Give fp16's loss scaler the state of a new one. accelerate keeps one scaler for the whole job, so without
+    this a fold would start with the scale and growth count the previous fold on this process left behind, and
+    its first steps (skipped or not) would depend on which folds ran before it. make_accelerator passes no
+    GradScalerKwargs, so torch's default initial scale is accelerate's too."""
+    fresh = torch.amp.GradScaler(
+        "cpu",  # the state is plain numbers, whatever the device; a CPU scaler needs no GPU to build
+        growth_factor=scaler.get_growth_factor(),
+        backoff_factor=scaler.get_backoff_factor(),
+        growth_interval=scaler.get_growth_interval(),
+    )
+    scaler.load_state_dict(fresh.state_dict())
+
+
+def non_finite_loss_message(value: float, where: str, mixed_precision: str) -> str:
+    """What to do about a NaN or inf loss; under fp16 the likelier cause is its narrow range (largest 65504)."""
+    fix = (
+        "Lower --learning_rate (or raise --warmup_ratio), or check the data and the model"
+        if mixed_precision != "fp16"
+        else "In fp16 this is most often an overflow of fp16's narrow range (largest value 65504): run in bf16 "
+        "(--mixed_precision bf16, on GPUs of compute capability 8.0 or newer) or fp32 (--mixed_precision no), "
+        "or lower --learning_rate (or raise --warmup_ratio)"
+    )
+    return (
+        f"Non-finite loss ({value}) in {where}. {fix}, and run again with a new --output_dir (a run cannot be "
+        "resumed with changed settings)."
+    )
+
+
 def _out_of_memory_message(config: TrainConfig, where: str, ids: torch.Tensor) -> str:
     batch, accumulation = config.per_device_batch_size, config.gradient_accumulation_steps
     return (
@@ -187,32 +220,69 @@ def _out_of_memory_message(config: TrainConfig, where: str, ids: torch.Tensor) -
     )
 
 
+# The layout of a fold's resume file; a file without it (or of an older layout) is refused, not guessed at.
+RESUME_FORMAT = "weibolabel-resume-2"
+
+
 def _rng_state(device: torch.device) -> dict:
     """Every random generator training may draw from (dropout uses torch's; CUDA's only for the current device,
-    so a fold can resume on another GPU or process)."""
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    so a fold can resume on another GPU or process). torch's states are uint8 tensors; numpy's and Python's are
+    plain numbers, kept JSON-ready so that no state needs pickle to be stored or read."""
+    kind, key, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "bit_generator": kind,
+            "key": key.tolist(),
+            "pos": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
 def _restore_rng(state: dict, device: torch.device) -> None:
-    rng = state.get("rng") or {"torch": state["torch_rng"]}  # states written before numpy/python/CUDA were saved
+    rng = state["rng"]
     torch.set_rng_state(rng["torch"])
-    if "numpy" in rng:
-        np.random.set_state(rng["numpy"])
-    if "python" in rng:
-        random.setstate(rng["python"])
+    saved = rng["numpy"]
+    key = np.asarray(saved["key"], dtype=np.uint32)
+    np.random.set_state((saved["bit_generator"], key, saved["pos"], saved["has_gauss"], saved["cached_gaussian"]))
+    python = rng["python"]
+    random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
     if device.type == "cuda" and "cuda" in rng:
         torch.cuda.set_rng_state(rng["cuda"], device)
 
 
 def _load_state(path: Path) -> dict:
+    """The resume state as train_fold reads it. Read as data only: torch.load(weights_only=True) builds tensors and
+    plain containers and refuses any other object, so a file put in the run directory by someone else cannot run
+    code when the owner resumes; a file of another layout is refused as well."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a damaged disk or a copy cut short: the atomic rename rules out a half-written one
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        if not (isinstance(stored, dict) and isinstance(stored.get("json"), torch.Tensor)):
+            raise ValueError("no resume record in it")
+        record = json.loads(stored["json"].numpy().tobytes().decode("utf-8"))
+        tensors = stored.get("tensors")
+        if not (isinstance(record, dict) and record.get("format") == RESUME_FORMAT and isinstance(tensors, dict)):
+            raise ValueError(f"its record is not of format {RESUME_FORMAT}")
+        state = {key: tensors[key] for key in ("model", "optimizer", "scheduler", "scaler", "best_state")}
+        state |= {key: record[key] for key in ("epoch", "best_f1", "best_epoch", "history")}
+        state["rng"] = {**record["rng"], **tensors["rng"]}
+        return state
+    except Exception as error:  # a damaged disk, a copy cut short, or a file that is not ours (never executed)
+        if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
+            # torch's own text goes on to explain how to load it anyway: the one thing not to do with this file
+            reason = "cut short, or holding Python objects other than tensors and plain data, which could run code"
+        else:
+            reason = f"{type(error).__name__}: {next(iter(str(error).strip().splitlines()), '')}"
         raise UserError(
-            f"{path} is damaged and cannot be resumed from ({type(error).__name__}: {error}). Delete the directory "
+            f"{path} is damaged and cannot be resumed from (it is not a resume state written by this program: "
+            f"{reason[:300]}). It was read as data only; nothing in it was run. Delete the directory "
             f"{path.parent} to restart this fold from its first epoch; finished folds are kept."
         ) from None
 
@@ -224,23 +294,31 @@ def _epoch_seed(config: TrainConfig, fold: int, epoch: int) -> int:
 def _save_state(
     path: Path, model, optimizer, scheduler, accelerator: Accelerator, epoch: int, best_f1: float, result: FoldTraining
 ) -> None:
-    """Everything needed to continue after `epoch`, written under a temporary name and renamed (atomic)."""
-    state = {
+    """Everything needed to continue after `epoch`, in one file written under a temporary name and renamed
+    (atomic). Tensors are stored as tensors; counters, history and the numpy/Python RNG states as one JSON record
+    (UTF-8 bytes in a uint8 tensor), so `_load_state` never has to unpickle an object."""
+    rng = _rng_state(accelerator.device)
+    tensors = {
         "model": model.state_dict(),
         "optimizer": optimizer.optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-        "rng": _rng_state(accelerator.device),
+        "best_state": result.best_state,
+        "rng": {name: value for name, value in rng.items() if isinstance(value, torch.Tensor)},
+    }
+    record = {
+        "format": RESUME_FORMAT,
         "epoch": epoch,
         "best_f1": best_f1,
         "best_epoch": result.best_epoch,
-        "best_state": result.best_state,
         "history": result.history,
+        "rng": {name: value for name, value in rng.items() if not isinstance(value, torch.Tensor)},
     }
+    encoded = torch.frombuffer(bytearray(json.dumps(record).encode("utf-8")), dtype=torch.uint8)
     tmp = path.with_suffix(".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, tmp)
+        torch.save({"tensors": tensors, "json": encoded}, tmp)
         tmp.replace(path)
     except OSError as error:
         tmp.unlink(missing_ok=True)

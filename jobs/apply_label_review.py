@@ -1,0 +1,140 @@
+"""Apply reviewed label decisions (a filled-in label_issues.xlsx) to the labeled training file, as a new file.
+
+    python jobs/apply_label_review.py --review review/label_issues.xlsx --data data/labeled.xlsx \
+        --output data/labeled_reviewed.xlsx
+
+A Decision cell holds one of: empty (not reviewed: nothing changes), `keep` (the given label is right), `suggested`
+(take the row's suggested_label), a label id or name (that label; read like training reads labels), or `drop`
+(remove the row from the new file: for a comment no label fits). Keywords ignore case and surrounding spaces.
+Decisions name rows by row_id, the 0-based row of the labeled file; a row_id outside the file, a text or given
+label that no longer matches the file (it changed since the review), two different decisions for one row, or a
+cell that is none of the above stops the job with every such row listed, and nothing is written. A decision
+applies to every exact copy of the row's text (training merges copies and drops copies whose labels disagree).
+
+The output keeps every column and row of the labeled file, in order (dropped rows aside), in the format its
+suffix names; --data itself is replaced only when --output names it and --overwrite is given, and then after a
+timestamped backup copy. Next to the
+output: `<output>_review_log.csv` (every reviewed row and copy: old and new label, decision, change),
+`<output>_review_dropped.csv` (dropped rows with all their columns, when any) and `<output>_review_summary.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from weibolabel.annotation import schema_from_sheet
+from weibolabel.config import ApplyReviewConfig, parse_config
+from weibolabel.data import load_labeled, read_table, require_column, write_table
+from weibolabel.errors import UserError
+from weibolabel.files import backup_copy
+from weibolabel.label_issues import apply_decisions, read_decisions
+from weibolabel.labels import load_label_schema
+from weibolabel.runs import now_utc
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(ApplyReviewConfig, argv, description=__doc__)
+    try:
+        apply_review(config)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def destination(config: ApplyReviewConfig, data: Path) -> tuple[Path, bool]:
+    """The file to write (a new one by default) and whether it is --data itself, which needs --overwrite and gets
+    a backup first (the same rule as jobs/merge_annotations.py)."""
+    output = Path(config.output) if config.output else data.with_name(f"{data.stem}_reviewed{data.suffix}")
+    replaces_data = output.resolve() == data.resolve()
+    if output.exists() and not config.overwrite:
+        raise UserError(
+            f"{output} is the --data file; pass --overwrite as well to replace it (a backup copy is written first), "
+            "or name a new --output."
+            if replaces_data
+            else f"{output} already exists; pass --overwrite to replace it."
+        )
+    return output, replaces_data
+
+
+def other_sheets(path: Path, sheet: str | None) -> list[str]:
+    """Sheets of a workbook besides the labeled one: write_table writes one sheet, so they are not carried over."""
+    if path.suffix.lower() not in (".xlsx", ".xlsm"):
+        return []
+    import openpyxl
+
+    workbook = openpyxl.load_workbook(path, read_only=True)
+    names = workbook.sheetnames
+    workbook.close()
+    return [name for name in names if name != (sheet if sheet is not None else names[0])]
+
+
+def apply_review(config: ApplyReviewConfig) -> None:
+    # 1. Both files exist; where the result goes is settled before anything is read.
+    for option in ("review", "data"):
+        if not getattr(config, option):
+            raise UserError(f"--{option} is required (see --help).")
+    review, data = Path(config.review), Path(config.data)
+    if not review.is_file():
+        raise UserError(f"Review file not found: {review}")
+    if review.suffix.lower() not in (".xlsx", ".xlsm"):
+        raise UserError(f"--review must be the reviewed .xlsx sheet of jobs/find_label_issues.py, got {review}.")
+    output, replaces_data = destination(config, data)
+
+    # 2. The schema (the review sheet's own, by default) and the labeled file, validated as training validates it.
+    schema = load_label_schema(config.labels) if config.labels else schema_from_sheet(review)
+    schema = schema or load_label_schema(None)
+    frame = read_table(data, sheet=config.sheet)
+    require_column(frame, config.text_column, data, "--text_column", sheet=config.sheet)
+    require_column(frame, config.label_column, data, "--label_column", sheet=config.sheet)
+    load_labeled(data, schema, config.text_column, config.label_column, config.sheet)
+    others = other_sheets(data, config.sheet)
+    if others and replaces_data:
+        raise UserError(
+            f"{data} has other sheets {others} that a rewritten file would not keep; write a new file with --output."
+        )
+
+    # 3. Every decision is checked against the file before any is applied: all or nothing.
+    decisions = read_decisions(review, schema)
+    if decisions.empty:
+        raise UserError(f"{review}: no row has a Decision yet; fill in the 'Decision' column first.")
+    result, log = apply_decisions(frame, decisions, schema, config.text_column, config.label_column, data)
+    dropped_ids = log.loc[log["change"] == "row removed", "row_id"].tolist()
+
+    # 4. The backup (when --data itself is replaced), the new file, the log, the dropped rows in full and a summary.
+    backup = backup_copy(data) if replaces_data else None
+    write_table(result, output)
+    stem = output.with_suffix("")
+    log.to_csv(f"{stem}_review_log.csv", index=False, encoding="utf-8-sig")
+    if dropped_ids:
+        frame.iloc[dropped_ids].assign(review_row_id=dropped_ids).to_csv(
+            f"{stem}_review_dropped.csv", index=False, encoding="utf-8-sig"
+        )
+    changes = log["change"].value_counts()
+    summary = {
+        "review": str(review),
+        "data": str(data),
+        "output": str(output),
+        "backup": str(backup) if backup else None,
+        "decisions": len(decisions),
+        "decisions_by_kind": {str(k): int(v) for k, v in decisions["action"].value_counts().items()},
+        "rows_relabeled": int(changes.get("relabeled", 0)),
+        "rows_removed": int(changes.get("row removed", 0)),
+        "rows_in": len(frame),
+        "rows_out": len(result),
+        "time": now_utc(),
+    }
+    Path(f"{stem}_review_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    backed_up = f" (backup: {backup})" if backup else ""
+    if others:
+        print(f"note: {output} holds the labeled sheet only, not the other sheets {others} of {data}")
+    print(
+        f"wrote {output}{backed_up}: {summary['decisions']} decisions, {summary['rows_relabeled']} rows "
+        f"relabeled, {summary['rows_removed']} removed, {len(frame)} -> {len(result)} rows; log: {stem}_review_log.csv"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

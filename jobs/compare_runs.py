@@ -1,0 +1,59 @@
+"""Is model A better than model B? Paired tests of training runs made on the same folds.
+
+    python jobs/compare_runs.py runs/a runs/b [runs/c ...] --output_dir comparisons/ab
+
+Runs whose folds differ (folds.csv: same rows, same fold each) are refused: a paired test needs both models scored
+on the very same held-out rows. For every pair of runs, comparison.md and comparison.json give, per metric, the
+mean over folds of the difference A - B with the corrected resampled t-test (Nadeau & Bengio 2003) and its 95%
+interval, and McNemar's exact test on the out-of-fold predictions.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from weibolabel.comparison import compare_runs, comparison_markdown, read_run
+from weibolabel.config import CompareConfig, parse_config
+from weibolabel.errors import UserError
+from weibolabel.runs import write_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Leading arguments that are not options are the runs (HfArgumentParser has no positional arguments).
+    leading = 0
+    while leading < len(argv) and not argv[leading].startswith("-"):
+        leading += 1
+    if leading:
+        argv = ["--runs", *argv[:leading], *argv[leading:]]
+    config = parse_config(CompareConfig, argv, description=__doc__)
+    try:
+        compare(config)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def compare(config: CompareConfig) -> None:
+    # 1. Two or more finished runs and somewhere to write.
+    if len(config.runs) < 2:
+        raise UserError("Give at least two run directories: compare_runs.py runs/a runs/b --output_dir DIR.")
+    if not config.output_dir:
+        raise UserError("--output_dir is required (see --help).")
+    runs = [read_run(run) for run in config.runs]
+
+    # 2. Same folds, then the paired tests for every pair.
+    pairs = compare_runs(runs)
+
+    # 3. comparison.json and comparison.md.
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "comparison.json", {"runs": [str(r) for r in config.runs], "pairs": pairs})
+    (out / "comparison.md").write_text(comparison_markdown(pairs))
+    print(f"wrote {out / 'comparison.md'} and comparison.json: {len(pairs)} pair(s) of runs")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

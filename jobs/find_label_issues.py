@@ -1,0 +1,119 @@
+"""Rank the hand labels that a cross-validated training run finds least plausible, for people to review.
+
+    python jobs/find_label_issues.py --run runs/cv --output_dir review/
+
+Every labeled row has out-of-fold probabilities from the one fold model that did not train on it
+(<run>/oof_predictions.parquet). Confident learning (Northcutt et al., JAIR 2021; cleanlab's
+`filter.find_label_issues`) flags rows whose given label is implausible under those probabilities, with per-class
+thresholds instead of a hand-set cut-off; they are ranked by the probability of their given label, lowest first.
+Writes into --output_dir: label_issues.csv (row_id, text, given_label, suggested_label, suggested_probability,
+rank; row_id is the 0-based row of the training file, as in the labeling job's output), label_issues.xlsx (the
+same rows for review, with an empty Decision column; apply it with jobs/apply_label_review.py),
+noise_estimate.csv (the estimated share of wrong labels per class) and label_issues.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from weibolabel import label_issues
+from weibolabel.analysis import markdown_table
+from weibolabel.config import LabelIssuesConfig, parse_config, write_config
+from weibolabel.errors import UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(LabelIssuesConfig, argv, description=__doc__)
+    try:
+        find(config)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def find(config: LabelIssuesConfig) -> None:
+    # 1. The run's out-of-fold probabilities: each row scored by a model that never saw it.
+    if not config.run:
+        raise UserError("--run is required: a finished training run directory of jobs/train.py.")
+    run = Path(config.run)
+    rows, probs, schema, train_config = label_issues.read_run_predictions(run)
+    out = Path(config.output_dir) if config.output_dir else run / "review"
+    out.mkdir(parents=True, exist_ok=True)
+
+    # 2. Confident learning flags and ranks the suspicious rows; its confident joint estimates the noise per class.
+    issues = label_issues.find_issues(rows, probs, schema, config.filter_by)
+    noise = label_issues.estimate_noise(rows, probs, schema, issues)
+
+    # 3. The ranked list, the review sheet in the annotators' format, the per-class estimate and a short report.
+    issues.to_csv(out / "label_issues.csv", index=False)
+    label_issues.write_review_sheet(issues, schema, out / "label_issues.xlsx")
+    noise.to_csv(out / "noise_estimate.csv", index=False)
+    write_config(config, out / "config.yaml")
+    known = known_conflicts(run)
+    (out / "label_issues.md").write_text(render(issues, noise, known, run, train_config, config.filter_by, len(rows)))
+    total = int(noise["estimated_errors"].sum())
+    print(
+        f"{len(issues)} of {len(rows)} labeled rows flagged for review -> {out / 'label_issues.xlsx'}; "
+        f"estimated wrong labels: {total} ({total / len(rows):.1%}; an estimate, see {out / 'label_issues.md'})"
+    )
+
+
+def known_conflicts(run: Path) -> pd.DataFrame:
+    """Rows training dropped because copies of one text carry different labels: not scored, but surely one wrong."""
+    path = run / "data_issues.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=["row", "issue"])
+    issues = pd.read_csv(path, keep_default_na=False)
+    return issues[issues["issue"].str.contains("conflicting labels")][["row", "issue"]]
+
+
+def render(issues, noise, known, run, train_config, filter_by, num_rows) -> str:
+    shown = issues.head(30).assign(text=issues["text"].head(30).str.slice(0, 40))
+    lines = [
+        f"# Likely label errors: {run}",
+        "",
+        f"{len(issues)} of the run's {num_rows} labeled rows are flagged by confident learning "
+        f"(cleanlab `filter.find_label_issues`, `filter_by={filter_by}`) on the out-of-fold probabilities, ranked by "
+        f"the probability of their given label, lowest first. `row_id` is the 0-based row of "
+        f"`{train_config.get('data')}` (header excluded). The model can be the one that is wrong: a flag asks for a "
+        "second look, it is not a verdict.",
+        "",
+        "## Estimated share of wrong labels per class",
+        "",
+        "An **estimate**, not a count: cleanlab's calibrated confident joint, built from the same out-of-fold "
+        "probabilities, so it is only as good as the model, and it assumes errors depend on the true class, not on "
+        "the comment. With a weak model (few labels, a model trained from scratch) it overstates the noise.",
+        "",
+        markdown_table(noise),
+        "",
+        "## Most suspicious rows",
+        "",
+        markdown_table(shown[["rank", "row_id", "text", "given_label", "suggested_label", "suggested_probability"]]),
+        "",
+    ]
+    if len(known):
+        lines += [
+            "## Known conflicts (not scored)",
+            "",
+            "Training dropped these rows because copies of one text carry different labels (`data_issues.csv`); "
+            "they have no out-of-fold prediction, but one label of each pair is wrong.",
+            "",
+            markdown_table(known),
+            "",
+        ]
+    lines += [
+        "## Files",
+        "",
+        "- `label_issues.csv`: every flagged row (also `given_label_probability` and the row's `fold`)",
+        "- `label_issues.xlsx`: the same for review; fill in `Decision`, then run `jobs/apply_label_review.py`",
+        "- `noise_estimate.csv`: the table above",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

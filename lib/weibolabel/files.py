@@ -1,0 +1,40 @@
+"""Atomic writes (a reader never sees half a file; a failed write leaves nothing) and backups of users' files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary name beside `path` (same suffix, so writers pick the right format); rename it over `path`
+    when the block succeeds, remove it when the block fails (a full disk must not leave half-written files)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def backup_copy(path: str | Path) -> Path:
+    """A timestamped copy beside `path` (`train.backup-20240102-150405.xlsx`), never over an earlier one: what a job
+    writes before it replaces a user's own file."""
+    path = Path(path)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    backup, n = path.with_name(f"{path.stem}.backup-{stamp}{path.suffix}"), 1
+    while backup.exists():
+        n += 1
+        backup = path.with_name(f"{path.stem}.backup-{stamp}-{n}{path.suffix}")
+    shutil.copy2(path, backup)
+    return backup

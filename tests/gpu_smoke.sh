@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2329  # the checks are functions that check() calls
+# GPU smoke checks: what the CPU test suite cannot see (it hides every GPU). Run on a machine with a CUDA GPU,
+# from the repository, after scripts/install.sh; a few minutes on one GPU:
+#
+#   bash tests/gpu_smoke.sh [WORK_DIR]          # WORK_DIR (default: a new temporary directory) keeps every log
+#
+#  1. demo-<precision>: the demo pipeline (train, label, predict) on the shipped sample in fp16 and, where the GPU
+#     computes it natively (compute capability >= 8.0), bf16; each output must record the precision it ran in.
+#  2. resume: training stopped with SIGTERM after its first saved epoch exits 143 and the same command finishes it.
+#  3. gpu-vs-cpu-<precision>: the same fold checkpoints label the sample on the GPU and on the CPU (fp32):
+#     labels agree on >= 99% of the rows; the largest probability difference is printed.
+#  4. forward: weibolabel.modeling.classify's custom BERT path against the model's own forward on every SDPA
+#     backend and dtype, with the time of each (the GPU measurement issue 13 asks for before the custom path may
+#     serve on GPUs).
+#  5. out-of-memory: a real CUDA out-of-memory error, its type, and that weibolabel.precision.is_out_of_memory
+#     recognises it (and what a matmul on a full GPU raises).
+#
+# Prints PASS / FAIL / SKIP per check and a summary; exits 1 if any check failed, 2 if there is no GPU.
+set -uo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$repo" || exit 2
+if [[ -z ${VIRTUAL_ENV:-} && -z ${CONDA_PREFIX:-} && -f .venv/bin/activate ]]; then
+    # shellcheck disable=SC1091
+    source .venv/bin/activate
+fi
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+work=${1:-$(mktemp -d -t weibolabel-gpu-smoke.XXXXXX)}
+mkdir -p "$work/logs" || exit 2
+
+if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "no CUDA GPU visible to torch here (torch.cuda.is_available() is False): nothing to check" >&2
+    exit 2
+fi
+python -c "import torch; p = torch.cuda.get_device_properties(0); print(f'GPU: {p.name}, compute capability ' \
+f'{p.major}.{p.minor}, {p.total_memory / 2**30:.0f} GiB; torch {torch.__version__}, CUDA {torch.version.cuda}')"
+auto=$(python -m weibolabel.precision) # bf16 where native, else fp16
+echo "weibolabel.precision chooses: $auto; work directory: $work"
+
+declare -a RESULTS=()
+failed=0
+
+# check NAME COMMAND...: run COMMAND with its output in $work/logs/NAME.log; PASS on status 0.
+check() {
+    local name=$1
+    shift
+    local log=$work/logs/$name.log
+    local started=$SECONDS
+    if "$@" >"$log" 2>&1; then
+        RESULTS+=("PASS  $name ($((SECONDS - started)) s)")
+        echo "PASS  $name ($((SECONDS - started)) s)"
+    else
+        RESULTS+=("FAIL  $name (see $log)")
+        echo "FAIL  $name ($((SECONDS - started)) s); last lines of $log:"
+        tail -n 25 "$log" | sed 's/^/      /'
+        failed=1
+    fi
+}
+
+skip() {
+    RESULTS+=("SKIP  $1: $2")
+    echo "SKIP  $1: $2"
+}
+
+model=$work/demo-bert
+python -m weibolabel.demo_model "$model" >"$work/logs/demo-model.log" 2>&1 || {
+    echo "could not build the demo model: see $work/logs/demo-model.log" >&2
+    exit 1
+}
+# The demo recipe (configs/demo.yaml) with 3 folds and 6 epochs: enough to learn the sample, quick on a GPU.
+train_args=(--config configs/demo.yaml --model_name_or_path "$model" --num_folds 3 --num_epochs 6)
+torch_dtype() { case $1 in bf16) echo bfloat16 ;; fp16) echo float16 ;; *) echo float32 ;; esac }
+
+# ------------------------------------------------------------------------------------------------- 1. the demo
+demo() {
+    local precision=$1 run=$work/demo-$1
+    MIXED_PRECISION=$precision bash scripts/launch.sh jobs/train.py "${train_args[@]}" --output_dir "$run" &&
+        MIXED_PRECISION=$precision bash scripts/launch.sh jobs/label_corpus.py --input data/unlabeled_sample.xlsx \
+            --model "$run" --output "$run/labels.parquet" --overwrite &&
+        python jobs/predict.py --model "$run" --precision "$precision" "张国立老师主持得太好了" "越王勾践剑太震撼了" \
+            2>"$run/predict.err" &&
+        cat "$run/predict.err" &&
+        python - "$run" "$precision" "$(torch_dtype "$precision")" <<'EOF'
+import json, sys
+from pathlib import Path
+from weibolabel.parquet_io import read_metadata
+run, precision, dtype = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+recorded = {
+    "env.json": json.loads((run / "env.json").read_text())["hardware"]["mixed_precision"],
+    "metrics.json": json.loads((run / "metrics.json").read_text())["env"]["hardware"]["mixed_precision"],
+    "labels.parquet": read_metadata(run / "labels.parquet")["precision"],
+    "predict": "precision " + dtype in (run / "predict.err").read_text(),
+}
+print(recorded)
+assert recorded == {"env.json": precision, "metrics.json": precision, "labels.parquet": dtype, "predict": True}
+print("macro-F1", json.loads((run / "metrics.json").read_text())["summary"]["macro_f1"])
+EOF
+}
+
+check demo-fp16 demo fp16
+if [[ $auto == bf16 ]]; then
+    check demo-bf16 demo bf16
+else
+    skip demo-bf16 "this GPU has no native bf16 (compute capability < 8.0)"
+fi
+
+# ------------------------------------------------------------------------------------------------- 2. resume
+resume() {
+    local run=$work/resume args
+    args=(--config configs/demo.yaml --model_name_or_path "$model" --num_folds 2 --num_epochs 40 --output_dir "$run")
+    python jobs/train.py "${args[@]}" &
+    local pid=$! waited=0
+    # Stop it once the first epoch of fold 0 is saved (a plain `python`, so the signal reaches the job itself).
+    until [[ -f $run/fold_0/resume/state.pt ]] || ((waited > 3000)); do
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    kill -TERM "$pid"
+    local code=0
+    wait "$pid" || code=$?
+    echo "stopped run exited $code"
+    [[ $code -eq 143 ]] || return 1
+    [[ ! -f $run/metrics.json ]] || return 1
+    python jobs/train.py "${args[@]}" 2>&1 | tee "$run/resumed.log"
+    [[ ${PIPESTATUS[0]} -eq 0 ]] && grep -q "fold 0: resuming after epoch" "$run/resumed.log"
+}
+check resume resume
+
+# ------------------------------------------------------------------------------------------------- 3. GPU vs CPU
+gpu_vs_cpu() {
+    local precision=$1 run=$work/demo-fp16
+    [[ -f $run/fold_0/fold_result.json ]] || return 1
+    CUDA_VISIBLE_DEVICES='' python jobs/label_corpus.py --input data/unlabeled_sample.xlsx --model "$run" \
+        --output "$work/cpu-labels.parquet" --overwrite &&
+        MIXED_PRECISION=$precision bash scripts/launch.sh jobs/label_corpus.py --input data/unlabeled_sample.xlsx \
+            --model "$run" --output "$work/gpu-labels-$precision.parquet" --overwrite &&
+        python - "$work/cpu-labels.parquet" "$work/gpu-labels-$precision.parquet" <<'EOF'
+import sys
+import numpy as np
+import pandas as pd
+from weibolabel.parquet_io import read_metadata
+cpu, gpu = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
+print("precision: cpu", read_metadata(sys.argv[1])["precision"], "gpu", read_metadata(sys.argv[2])["precision"])
+assert (cpu["status"] == gpu["status"]).all()
+ok = cpu["status"] == "ok"
+agreement = float((cpu["label"][ok] == gpu["label"][ok]).mean())
+difference = float(np.abs(np.stack(cpu["probs"][ok]) - np.stack(gpu["probs"][ok])).max())
+print(f"{int(ok.sum())} rows: labels agree on {agreement:.2%}; largest probability difference {difference:.2e}")
+assert agreement >= 0.99
+EOF
+}
+check gpu-vs-cpu-no gpu_vs_cpu no
+check "gpu-vs-cpu-$auto" gpu_vs_cpu "$auto"
+
+# ------------------------------------------------------------------------------------------------- 4. forward
+forward() {
+    python - "$work/demo-fp16/fold_0" <<'EOF'
+import sys
+import time
+from pathlib import Path
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from weibolabel.inference import encode, pad_batch
+from weibolabel.modeling import classify, load_checkpoint, load_tokenizer
+from weibolabel.precision import has_native_bf16
+
+checkpoint = Path(sys.argv[1])
+tokenizer = load_tokenizer(str(checkpoint))
+texts = [("故宫的文物真好看" * (1 + i % 9))[: 5 + 7 * i] for i in range(64)]  # 5 to 72 characters: padding
+ids, mask = pad_batch(encode(tokenizer, texts, 128).input_ids, tokenizer.pad_token_id, multiple_of=8)
+ids, mask = ids.cuda(), mask.cuda()
+native_bf16 = has_native_bf16(torch.cuda.get_device_capability())
+dtypes = [torch.float32, torch.float16] + ([torch.bfloat16] if native_bf16 else [])
+backends = [SDPBackend.MATH, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION]
+tolerance = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}
+failures = 0
+
+
+def timed(function, repeats=20):
+    function()
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - started) / repeats * 1e3
+
+
+with torch.inference_mode():
+    for dtype in dtypes:
+        model, _ = load_checkpoint(checkpoint, dtype=dtype)
+        model = model.cuda().eval()
+        print(f"{dtype}: attention implementation {model.config._attn_implementation}")
+        for backend in backends:
+            try:
+                with sdpa_kernel(backend):
+                    reference = model(input_ids=ids, attention_mask=mask).logits.float()
+                    outputs = {
+                        pack: classify(model, ids, mask, pack=pack, path="custom").float() for pack in (False, True)
+                    }
+                    own = timed(lambda: model(input_ids=ids, attention_mask=mask).logits)
+                    custom = timed(lambda: classify(model, ids, mask, path="custom"))
+            except RuntimeError as error:
+                print(f"  {backend.name}: not available here ({str(error).splitlines()[0][:100]})")
+                continue
+            for pack, logits in outputs.items():
+                difference = float((logits - reference).abs().max())
+                same_labels = bool((logits.argmax(-1) == reference.argmax(-1)).all())
+                good = difference <= tolerance[dtype] and same_labels
+                failures += not good
+                print(
+                    f"  {backend.name:20s} pack={pack!s:5s} largest logit difference {difference:.2e} "
+                    f"(tolerance {tolerance[dtype]:.0e}), same labels {same_labels}: {'ok' if good else 'DIFFERENT'}"
+                )
+            print(f"  {backend.name:20s} model's own forward {own:.2f} ms, custom path {custom:.2f} ms per batch of 64")
+sys.exit(1 if failures else 0)
+EOF
+}
+check forward forward
+
+# ------------------------------------------------------------------------------------------------- 5. out of memory
+out_of_memory() {
+    python - <<'EOF'
+import torch
+from weibolabel.precision import is_out_of_memory
+
+try:
+    torch.empty(2**50, dtype=torch.uint8, device="cuda")  # 1 PiB
+    raise SystemExit("a 1 PiB allocation succeeded?")
+except Exception as error:  # noqa: BLE001 - the point is to see what it is
+    print(f"1 PiB allocation: {type(error).__module__}.{type(error).__name__}: {str(error).splitlines()[0][:120]}")
+    print(f"  is_out_of_memory: {is_out_of_memory(error)}")
+    assert is_out_of_memory(error)
+
+# A matmul on a full GPU, before cuBLAS has its handle and workspace: which error does the library raise?
+a = torch.ones(64, 64, device="cuda")
+blocks = []
+try:
+    while True:
+        blocks.append(torch.empty(2**30, dtype=torch.uint8, device="cuda"))
+except torch.OutOfMemoryError:
+    pass
+try:
+    while True:
+        blocks.append(torch.empty(2**20, dtype=torch.uint8, device="cuda"))
+except torch.OutOfMemoryError:
+    pass
+try:
+    (a @ a).sum().item()
+    print("matmul on a full GPU: no error (cuBLAS found its workspace)")
+except Exception as error:  # noqa: BLE001
+    print(f"matmul on a full GPU: {type(error).__module__}.{type(error).__name__}: {str(error).splitlines()[0][:120]}")
+    print(f"  is_out_of_memory: {is_out_of_memory(error)}")
+finally:
+    blocks.clear()
+    torch.cuda.empty_cache()
+EOF
+}
+check out-of-memory out_of_memory
+
+echo
+echo "GPU smoke summary ($work):"
+printf '  %s\n' "${RESULTS[@]}"
+exit "$failed"
