@@ -28,18 +28,13 @@ import pandas as pd
 from weibolabel import analysis
 from weibolabel.annotation import read_labeled_parquet
 from weibolabel.config import AnalyzeConfig, parse_config
-from weibolabel.errors import UserError
+from weibolabel.errors import UserError, exit_status
 from weibolabel.parquet_io import read_metadata
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(AnalyzeConfig, argv, description=__doc__)
-    try:
-        analyze(config)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: analyze(config))
 
 
 def analyze(config: AnalyzeConfig) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from weibolabel.annotation import schema_from_sheet
 from weibolabel.config import ApplyReviewConfig, parse_config
 from weibolabel.data import load_labeled, read_table, require_column, write_table
-from weibolabel.errors import UserError
+from weibolabel.errors import UserError, exit_status
 from weibolabel.files import backup_copy
 from weibolabel.label_issues import apply_decisions, read_decisions
 from weibolabel.labels import load_label_schema
@@ -36,12 +36,7 @@ from weibolabel.runs import now_utc
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(ApplyReviewConfig, argv, description=__doc__)
-    try:
-        apply_review(config)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: apply_review(config))
 
 
 def destination(config: ApplyReviewConfig, data: Path) -> tuple[Path, bool]:

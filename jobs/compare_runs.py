@@ -15,7 +15,7 @@ from pathlib import Path
 
 from weibolabel.comparison import compare_runs, comparison_markdown, read_run
 from weibolabel.config import CompareConfig, parse_config
-from weibolabel.errors import UserError
+from weibolabel.errors import UserError, exit_status
 from weibolabel.runs import write_json
 
 
@@ -28,12 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if leading:
         argv = ["--runs", *argv[:leading], *argv[leading:]]
     config = parse_config(CompareConfig, argv, description=__doc__)
-    try:
-        compare(config)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: compare(config))
 
 
 def compare(config: CompareConfig) -> None:

@@ -22,17 +22,12 @@ import pandas as pd
 from weibolabel import label_issues
 from weibolabel.analysis import markdown_table
 from weibolabel.config import LabelIssuesConfig, parse_config, write_config
-from weibolabel.errors import UserError
+from weibolabel.errors import UserError, exit_status
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(LabelIssuesConfig, argv, description=__doc__)
-    try:
-        find(config)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: find(config))
 
 
 def find(config: LabelIssuesConfig) -> None:

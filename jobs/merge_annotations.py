@@ -29,7 +29,7 @@ from weibolabel.annotation import (
 )
 from weibolabel.config import parse_config
 from weibolabel.data import load_labeled, read_table, write_table
-from weibolabel.errors import UserError
+from weibolabel.errors import UserError, exit_status
 from weibolabel.files import atomic_path, backup_copy
 from weibolabel.labels import load_label_schema
 
@@ -67,12 +67,7 @@ class MergeConfig:
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(MergeConfig, argv, description=__doc__)
-    try:
-        merge(config)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: merge(config))
 
 
 def merge(config: MergeConfig) -> None:

@@ -37,19 +37,14 @@ from weibolabel.annotation import (
 )
 from weibolabel.config import SelectConfig, parse_config
 from weibolabel.data import clean_text, group_key, read_table, require_column
-from weibolabel.errors import UserError
+from weibolabel.errors import UserError, exit_status
 from weibolabel.runs import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(SelectConfig, argv, description=__doc__)
     setup_logging()  # quiets transformers' weight-loading bars when fold models are loaded
-    try:
-        select(config)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: select(config))
 
 
 def select(config: SelectConfig) -> None:

@@ -34,19 +34,14 @@ from weibolabel.analysis import markdown_table
 from weibolabel.baseline import DESCRIPTION as LEARNER
 from weibolabel.config import SimulateActiveLearningConfig, parse_config, write_config
 from weibolabel.data import load_labeled
-from weibolabel.errors import UserError
+from weibolabel.errors import UserError, exit_status
 from weibolabel.folds import make_folds
 from weibolabel.labels import Label, LabelSchema, load_label_schema
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(SimulateActiveLearningConfig, argv, description=__doc__)
-    try:
-        simulate(config)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status(lambda: simulate(config))
 
 
 def load_rows(config: SimulateActiveLearningConfig) -> tuple[list[str], np.ndarray, np.ndarray, list[str], str]:
