@@ -200,12 +200,6 @@ def results_file(device: str, when: dt.date | None = None) -> Path:
     return RESULTS_DIR / f"{machine_tag(device)}-{when.isoformat()}.md"
 
 
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def append_section(device: str, title: str, body: str) -> Path:
     """Append one benchmark's section (command, code revision, date, machine, then `body`) to today's results
     file."""

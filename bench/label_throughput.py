@@ -46,6 +46,7 @@ import corpus as corpus_mod
 import weibolabel.inference as inference
 from weibolabel.data import clean_text
 from weibolabel.inference import cpu_has_native_bf16, encode, inference_dtype, label_encoded, load_ensemble
+from weibolabel.markdown import markdown_table
 
 PROTOTYPE_LENGTH, PROTOTYPE_BATCH = 100, 256
 
@@ -317,7 +318,7 @@ def main() -> None:
     cpu_bf16 = [r for r in results if "opt-in" in r.name]
     same_precision = pipelines[-1] if device.type == "cuda" else pipelines[0]
     lines = [
-        common.markdown_table(HEADER, [r.row(device) for r in results]),
+        markdown_table(HEADER, [r.row(device) for r in results]),
         "",
         f"- (a)/(b) comments/s: **{project.rate / prototype.rate:.2f}x** (target >= 2.5x)",
     ]

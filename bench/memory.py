@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import corpus as corpus_mod
 
+from weibolabel.markdown import markdown_table
+
 MEMORY_MODEL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 
 
@@ -91,7 +93,7 @@ def main() -> None:
 
     header = ["input", "rows", "input size", "job wall s", "rows/s", "peak RSS (job + children)", "output size"]
     table = [[r[0], f"{r[1]:,}", r[2], r[3], r[4], r[5], r[7]] for r in results]
-    lines = [common.markdown_table(header, table), ""]
+    lines = [markdown_table(header, table), ""]
     for fmt in args.formats:
         peaks = {r[1]: r[6] for r in results if r[0] == fmt and isinstance(r[6], int)}
         small, large = 100_000, 1_000_000

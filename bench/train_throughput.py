@@ -42,6 +42,7 @@ import corpus as corpus_mod
 
 from weibolabel.data import clean_text
 from weibolabel.inference import cpu_has_native_bf16, encode, length_grouped_batches, pad_batch
+from weibolabel.markdown import markdown_table
 from weibolabel.modeling import classify
 from weibolabel.training import build_optimizer
 
@@ -252,7 +253,7 @@ def main() -> None:
     ]
     ratio = results[0]["rate"] / results[1]["rate"]
     lines = [
-        common.markdown_table(header, rows),
+        markdown_table(header, rows),
         "",
         f"- (a)/(b) examples/s per epoch: **{ratio:.2f}x** (target >= 2x)",
         *(

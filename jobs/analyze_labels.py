@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from weibolabel import analysis
+from weibolabel import analysis, plots
 from weibolabel.annotation import read_labeled_parquet
 from weibolabel.config import AnalyzeConfig, parse_config
 from weibolabel.errors import UserError, exit_status
+from weibolabel.markdown import frame_table
 from weibolabel.parquet_io import read_metadata
 
 
@@ -94,7 +95,7 @@ def analyze(config: AnalyzeConfig) -> None:
         min_group_rows=config.min_group_rows,
     )
     shares.to_csv(out / "shares.csv", index=False)
-    analysis.plot_shares(shares, temperature, out / "shares.png")
+    plots.plot_shares(shares, temperature, out / "shares.png")
 
     # 5. Predicted-label shares with Wilson intervals, over all rows and over confident rows only.
     confident_name = f"confidence >= {config.min_confidence}"
@@ -106,12 +107,12 @@ def analyze(config: AnalyzeConfig) -> None:
         ignore_index=True,
     )
     class_shares.to_csv(out / "class_shares.csv", index=False)
-    analysis.plot_class_shares(class_shares, out / "class_shares.png")
+    plots.plot_class_shares(class_shares, out / "class_shares.png")
 
     # 6. Confidence by predicted class.
     histogram = analysis.confidence_histogram(confidence, labels, names)
     histogram.to_csv(out / "confidence_histogram.csv", index=False)
-    analysis.plot_confidence_histogram(histogram, names, config.min_confidence, out / "confidence_histogram.png")
+    plots.plot_confidence_histogram(histogram, names, config.min_confidence, out / "confidence_histogram.png")
 
     # 7. The character n-grams that set each predicted class apart (tables only: plots have no CJK font).
     ngrams = analysis.characteristic_ngrams(
@@ -124,7 +125,7 @@ def analyze(config: AnalyzeConfig) -> None:
     if config.group_by:
         group_counts = analysis.group_shares(values, labels, names, config.max_groups)
         group_counts.to_csv(out / "group_shares.csv", index=False)
-        analysis.plot_group_shares(shares, codes, config.group_by, temperature, out / "group_shares.png")
+        plots.plot_group_shares(shares, codes, config.group_by, temperature, out / "group_shares.png")
 
     # 9. report.md, from the tables above.
     adjusted_by = {"pacc": "PACC, on calibrated probabilities", "acc": "ACC, on predicted labels"}[config.adjustment]
@@ -158,7 +159,7 @@ def analyze(config: AnalyzeConfig) -> None:
         ]
     report += [
         "",
-        analysis.markdown_table(analysis.headline_shares_table(shares)),
+        frame_table(analysis.headline_shares_table(shares)),
         "",
         "![class shares by method](shares.png)",
         "",
@@ -166,7 +167,7 @@ def analyze(config: AnalyzeConfig) -> None:
         "",
         "95% Wilson intervals for a proportion: sampling noise only, not classification error.",
         "",
-        analysis.markdown_table(analysis.headline_table(class_shares, confident_name)),
+        frame_table(analysis.headline_table(class_shares, confident_name)),
         "",
         f"{int((confidence >= config.min_confidence).sum())} of {len(frame)} rows "
         f"({np.mean(confidence >= config.min_confidence):.1%}) have confidence >= {config.min_confidence}; "
@@ -181,7 +182,7 @@ def analyze(config: AnalyzeConfig) -> None:
         "Log-odds ratio of each class against all others with an informative Dirichlet prior (Monroe et al. 2008), "
         f"as a z-score; counts are comments containing the n-gram (at least {config.min_ngram_count}).",
         "",
-        analysis.markdown_table(analysis.ngram_table(ngrams, names, config.top_ngrams)),
+        frame_table(analysis.ngram_table(ngrams, names, config.top_ngrams)),
         "",
     ]
     if group_counts is not None:
@@ -195,7 +196,7 @@ def analyze(config: AnalyzeConfig) -> None:
             + f". Groups with fewer than {config.min_group_rows} labeled rows get no share. `code` is the group's "
             "label in the plot.",
             "",
-            analysis.markdown_table(analysis.group_shares_report_table(shares, codes)),
+            frame_table(analysis.group_shares_report_table(shares, codes)),
             "",
             "![shares by group](group_shares.png)",
             "",

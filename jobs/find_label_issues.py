@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from weibolabel import label_issues
-from weibolabel.analysis import markdown_table
 from weibolabel.config import LabelIssuesConfig, parse_config, write_config
 from weibolabel.errors import UserError, exit_status
+from weibolabel.markdown import frame_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,11 +83,11 @@ def render(issues, noise, known, run, train_config, filter_by, num_rows) -> str:
         "probabilities, so it is only as good as the model, and it assumes errors depend on the true class, not on "
         "the comment. With a weak model (few labels, a model trained from scratch) it overstates the noise.",
         "",
-        markdown_table(noise),
+        frame_table(noise),
         "",
         "## Most suspicious rows",
         "",
-        markdown_table(shown[["rank", "row_id", "text", "given_label", "suggested_label", "suggested_probability"]]),
+        frame_table(shown[["rank", "row_id", "text", "given_label", "suggested_label", "suggested_probability"]]),
         "",
     ]
     if len(known):
@@ -97,7 +97,7 @@ def render(issues, noise, known, run, train_config, filter_by, num_rows) -> str:
             "Training dropped these rows because copies of one text carry different labels (`data_issues.csv`); "
             "they have no out-of-fold prediction, but one label of each pair is wrong.",
             "",
-            markdown_table(known),
+            frame_table(known),
             "",
         ]
     lines += [

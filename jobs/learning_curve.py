@@ -26,6 +26,7 @@ import yaml
 from accelerate.logging import get_logger
 
 from weibolabel import learning_curve as lc
+from weibolabel import plots
 from weibolabel.config import TrainConfig, parse_config
 from weibolabel.errors import UserError
 from weibolabel.inference import encode
@@ -135,7 +136,8 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
         table = pd.DataFrame(cells).sort_values(["model", "fraction", "fold"], kind="stable")
         table.to_csv(out / "learning_curve.csv", index=False)
         summary = lc.summarize(table)
-        lc.plot_learning_curve(summary, out / "learning_curve.png", f"Learning curve, {train_config.num_folds} folds")
+        title = f"Learning curve, {train_config.num_folds} folds"
+        plots.plot_data_size_curve(summary, out / "learning_curve.png", title)
         (out / "learning_curve.md").write_text(lc.render_markdown(summary, train_config, run, reused_full))
         if not any(work.iterdir()):
             work.rmdir()

@@ -30,13 +30,14 @@ import numpy as np
 import pandas as pd
 
 from weibolabel import active_learning as al
-from weibolabel.analysis import markdown_table
+from weibolabel import plots
 from weibolabel.baseline import DESCRIPTION as LEARNER
 from weibolabel.config import SimulateActiveLearningConfig, parse_config, write_config
 from weibolabel.data import load_labeled
 from weibolabel.errors import UserError, exit_status
 from weibolabel.folds import make_folds
 from weibolabel.labels import Label, LabelSchema, load_label_schema
+from weibolabel.markdown import frame_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +113,7 @@ def simulate(config: SimulateActiveLearningConfig) -> None:
     summary.to_csv(out / "simulation_summary.csv", index=False)
     needed = al.labels_needed(summary, target)
     title = f"Simulated annotation loop ({LEARNER.split(' (')[0]} learner)"
-    al.plot_curves(summary, full_score, config.tolerance, out / "active_learning.png", title)
+    plots.plot_active_learning(summary, full_score, config.tolerance, out / "active_learning.png", title)
     (out / "active_learning.md").write_text(render(config, source, len(texts), full_score, target, summary, needed))
     for strategy, count in needed.items():
         reached = f"{count:.0f} labels" if count is not None else "not reached"
@@ -155,13 +156,13 @@ def render(config, source, num_rows, full_score, target, summary, needed) -> str
         f"With all labels of each fold's training part the learner reaches macro-F1 **{full_score:.3f}** "
         f"(mean over folds); the target is {target:.3f} (minus {config.tolerance:g}).",
         "",
-        markdown_table(rows),
+        frame_table(rows),
         "",
         "![active learning](active_learning.png)",
         "",
         "Macro-F1 (mean ± std over seeds) at some rounds:",
         "",
-        markdown_table(curve),
+        frame_table(curve),
         "",
         "Every round of every fold and seed: `simulation.csv`; the curves: `simulation_summary.csv`.",
         "",

@@ -11,12 +11,6 @@ on CPU.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import KFold, train_test_split
@@ -186,25 +180,3 @@ def labels_needed(summary: pd.DataFrame, target: float) -> dict[str, float | Non
         reached = part[part["macro_f1_mean"] >= target].sort_values("round")
         needed[strategy] = float(reached["num_labels"].iloc[0]) if len(reached) else None
     return needed
-
-
-def plot_curves(summary: pd.DataFrame, full_score: float, tolerance: float, path: Path, title: str) -> None:
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for strategy in [s for s in STRATEGIES if s in set(summary["strategy"])]:
-        part = summary[summary["strategy"] == strategy].sort_values("round")
-        line = axis.plot(part["num_labels"], part["macro_f1_mean"], marker="o", markersize=3, label=strategy)
-        axis.fill_between(
-            part["num_labels"],
-            part["macro_f1_mean"] - part["macro_f1_std"],
-            part["macro_f1_mean"] + part["macro_f1_std"],
-            color=line[0].get_color(),
-            alpha=0.15,
-        )
-    axis.axhline(full_score, color="black", linestyle="--", linewidth=1, label=f"all labels ({full_score:.3f})")
-    axis.axhline(full_score - tolerance, color="grey", linestyle=":", linewidth=1, label=f"all labels - {tolerance:g}")
-    axis.set(xlabel="labels (mean over folds)", ylabel="test macro-F1 (mean ± std over seeds)", title=title)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=150)
-    plt.close(figure)

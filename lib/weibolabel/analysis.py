@@ -11,10 +11,6 @@ import json
 import re
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from sklearn.feature_extraction.text import CountVectorizer
@@ -143,56 +139,7 @@ def _plot_label(group: str, number: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- plots
-def plot_class_shares(shares: pd.DataFrame, path: Path) -> None:
-    subsets = list(dict.fromkeys(shares["subset"]))
-    names = list(dict.fromkeys(shares["name"]))
-    width = 0.8 / len(subsets)
-    figure, axis = plt.subplots(figsize=(1.6 * len(names) + 2.5, 4))
-    for s, subset in enumerate(subsets):
-        part = shares[shares["subset"] == subset]
-        x = np.arange(len(names)) + (s - (len(subsets) - 1) / 2) * width
-        error = np.vstack([part["share"] - part["ci_low"], part["ci_high"] - part["share"]])
-        total = int(part["total"].iloc[0])
-        axis.bar(x, part["share"], width=width, yerr=error, capsize=3, label=f"{subset} (n = {total})")
-    axis.set_xticks(range(len(names)), names)
-    axis.set(ylabel="share of rows", title="Predicted class shares with 95% Wilson intervals")
-    axis.set_ylim(0, min(1, float(shares["ci_high"].max()) * 1.25 + 0.02))
-    axis.legend(fontsize=8)
-    axis.grid(axis="y", alpha=0.3)
-    _save(figure, path)
-
-
-def plot_confidence_histogram(table: pd.DataFrame, names: list[str], threshold: float, path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(7, 4))
-    bottom = np.zeros(len(table))
-    width = table["bin_upper"] - table["bin_lower"]
-    for name in names:
-        axis.bar(table["bin_lower"], table[name], width=width, bottom=bottom, align="edge", label=name, linewidth=0)
-        bottom += table[name].to_numpy()
-    axis.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"--min_confidence {threshold}")
-    axis.set(xlabel="confidence (top-1 probability)", ylabel="rows", title="Confidence by predicted class", xlim=(0, 1))
-    axis.set_ylim(0, max(1, int(table["total"].max())) * 1.1)
-    axis.legend(fontsize=8)
-    axis.grid(axis="y", alpha=0.3)
-    _save(figure, path)
-
-
-def _save(figure, path: Path) -> None:
-    figure.tight_layout()
-    figure.savefig(path, dpi=150)
-    plt.close(figure)
-
-
 # ------------------------------------------------------------------------------------------------- report
-def markdown_table(frame: pd.DataFrame) -> str:
-    header = [str(c) for c in frame.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for row in frame.itertuples(index=False):
-        cells = [str(v).replace("|", "\\|") for v in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def share_cell(row) -> str:
     return f"{row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]" if row["total"] else "–"
 
@@ -379,86 +326,6 @@ def group_shares_report_table(shares: pd.DataFrame, codes: dict[str, str]) -> pd
             row[r["class"]] = cell
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def plot_shares(shares: pd.DataFrame, temperature: float, path: Path) -> None:
-    """The whole corpus' class shares by every method available, with their 95% intervals."""
-    whole = shares[shares["group"] == ""]
-    names = whole["class"].tolist()
-    series = [("naive (predicted labels; no interval)", "naive_share", None, None)]
-    if whole["adjusted_share"].notna().any():
-        series.append(("misclassification-adjusted", "adjusted_share", "adjusted_low", "adjusted_high"))
-    if "ppi_share" in whole and whole["ppi_share"].notna().any():
-        series.append(("prediction-powered (PPI)", "ppi_share", "ppi_low", "ppi_high"))
-        series.append((f"gold sample only (n = {int(whole['gold_n'].iloc[0])})", "gold_share", "gold_low", "gold_high"))
-    width = 0.8 / len(series)
-    figure, axis = plt.subplots(figsize=(1.8 * len(names) + 3, 4.2))
-    for s, (label, column, low, high) in enumerate(series):
-        x = np.arange(len(names)) + (s - (len(series) - 1) / 2) * width
-        values = whole[column].to_numpy(dtype=float)
-        error = None if low is None else np.vstack([values - whole[low], whole[high] - values])
-        axis.bar(x, values, width=width, yerr=error, capsize=3, label=label)
-    axis.set_xticks(range(len(names)), names)
-    axis.set(ylabel="share of comments", ylim=(0, 1))
-    axis.set_title(_provenance_title("Class shares of the whole corpus", temperature), fontsize=9)
-    axis.legend(fontsize=8)
-    axis.grid(axis="y", alpha=0.3)
-    _save(figure, path)
-
-
-def plot_group_shares(
-    shares: pd.DataFrame, codes: dict[str, str], group_by: str, temperature: float, path: Path
-) -> None:
-    """Class shares per group: one bar per class (colour key in the legend) with its 95% interval; adjusted shares
-    when a run was given, else naive ones with Wilson intervals. A share of zero is marked '0' so it is not taken
-    for missing data; a group with too few rows says so instead of showing bars."""
-    part = shares[shares["group"] != ""]
-    groups = list(dict.fromkeys(part["group"]))
-    names = list(dict.fromkeys(part["class"]))
-    adjusted = part["adjusted_share"].notna().any()
-    column, low, high = ("adjusted_share", "adjusted_low", "adjusted_high") if adjusted else ("naive_share",) * 3
-    if not adjusted:  # Wilson intervals around the naive count
-        part = part.copy()
-        low_high = [wilson_interval(np.array([s * n]), int(n)) for s, n in zip(part["naive_share"], part["n"])]
-        part["naive_low"], part["naive_high"] = [lo[0] for lo, _ in low_high], [hi[0] for _, hi in low_high]
-        low, high = "naive_low", "naive_high"
-    width = 0.8 / len(names)
-    figure, axis = plt.subplots(figsize=(max(7, 0.5 * len(groups) * len(names) + 3), 4.8))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for c, name in enumerate(names):
-        rows = part[part["class"] == name].set_index("group").loc[groups]
-        x = np.arange(len(groups)) + (c - (len(names) - 1) / 2) * width
-        values = rows[column].to_numpy(dtype=float)
-        shown = ~np.isnan(values)
-        error = np.vstack([values - rows[low].to_numpy(float), rows[high].to_numpy(float) - values])
-        axis.bar(
-            x[shown], values[shown], width=width, yerr=error[:, shown], capsize=2, color=colours[c % 10], label=name
-        )
-        for xi, value, upper in zip(x[shown], values[shown], rows[high].to_numpy(float)[shown]):
-            if value < 0.005:
-                axis.text(xi, max(upper, 0) + 0.01, "0", ha="center", va="bottom", fontsize=7)
-    for g, group in enumerate(groups):
-        block = part[part["group"] == group]
-        if block[column].isna().all():
-            note = block["note"].iloc[0].replace(" (", "\n(")
-            axis.text(g, 0.3, note, ha="center", va="center", fontsize=8, color="dimgray")
-    sizes = part.drop_duplicates("group").set_index("group")["n"]
-    axis.set_xticks(range(len(groups)), [f"{codes[g]}\n(n={int(sizes[g])})" for g in groups], fontsize=8)
-    axis.set(ylabel="share of comments", ylim=(0, 1), xlim=(-0.5, len(groups) - 0.5))
-    what = "adjusted for misclassification" if adjusted else "naive (predicted labels, Wilson intervals)"
-    axis.set_title(_provenance_title(f"Class shares by {group_by}, {what}", temperature), fontsize=9)
-    axis.legend(title="class", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
-    axis.grid(axis="y", alpha=0.3)
-    coded = [g for g in groups if codes[g] != g]
-    if coded:  # the key: plots carry ASCII only, so non-ASCII group names get a code explained in report.md
-        key = "Key to the codes G1, G2 ...: the table under this plot in report.md (and shares.csv)."
-        figure.text(0.01, 0.01, key, fontsize=7)
-    _save(figure, path)
-
-
-def _provenance_title(title: str, temperature: float) -> str:
-    scaled = f"calibrated with temperature {temperature:.2f}" if temperature != 1 else "not recalibrated, T = 1"
-    return f"{title}\nfrom model predictions (probabilities {scaled}); bars: share, whiskers: 95% interval"
 
 
 def shares_table(

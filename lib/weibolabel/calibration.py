@@ -10,14 +10,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from weibolabel.errors import UserError
+from weibolabel.plots import plot_reliability
 from weibolabel.runs import write_json
 
 NUM_BINS = 15
@@ -129,49 +126,3 @@ def calibrate_run(probs: np.ndarray, labels: np.ndarray, out: Path) -> dict:
         out / "plots" / "reliability.png",
     )
     return summary
-
-
-def plot_reliability(before: pd.DataFrame, after: pd.DataFrame, summary: dict, path: Path) -> None:
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
-    titles = (
-        f"Before (T = 1): ECE {summary['ece_before']:.3f}, NLL {summary['nll_before']:.3f}",
-        f"After (T = {summary['temperature']:.2f}): ECE {summary['ece_after']:.3f}, NLL {summary['nll_after']:.3f}",
-    )
-    for axis, table, title in zip(axes, (before, after), titles):
-        width = table["bin_upper"] - table["bin_lower"]
-        filled = table["count"] > 0
-        axis.bar(
-            table.loc[filled, "bin_lower"],
-            table.loc[filled, "accuracy"],
-            width=width[filled],
-            align="edge",
-            color="tab:blue",
-            edgecolor="black",
-            linewidth=0.5,
-            label="accuracy in bin",
-        )
-        axis.bar(  # from accuracy up (over-confident) or down (under-confident) to the bin's mean confidence
-            table.loc[filled, "bin_lower"],
-            table.loc[filled, "mean_confidence"] - table.loc[filled, "accuracy"],
-            bottom=table.loc[filled, "accuracy"],
-            width=width[filled],
-            align="edge",
-            facecolor="none",
-            hatch="///",
-            edgecolor="tab:red",
-            linewidth=0.8,
-            label="gap to mean confidence",
-        )
-        axis.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
-        share = table["count"] / max(int(table["count"].sum()), 1)
-        edges = [*table["bin_lower"], table["bin_upper"].iloc[-1]]
-        axis.stairs(share, edges, color="tab:orange", linewidth=2, label="share of rows in bin")
-        axis.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top-1 probability)", title=title)
-        axis.title.set_fontsize(10)
-        axis.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy")
-    axes[0].legend(fontsize=8, loc="upper left")
-    figure.suptitle(f"Reliability of out-of-fold predictions ({summary['num_rows']} rows, {summary['num_bins']} bins)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=150)
-    plt.close(figure)

@@ -17,6 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from weibolabel.errors import UserError
+from weibolabel.markdown import markdown_table
 from weibolabel.metrics import HEADLINE
 
 
@@ -154,15 +155,23 @@ def comparison_markdown(pairs: list[dict]) -> str:
         "predictions, rows only A gets right against rows only B gets right. With several pairs, p-values are not "
         "corrected for multiple comparisons.",
         "",
-        "| A | B | metric | mean A | mean B | difference [95% CI] | t | p | McNemar (only A / only B right) | p |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for pair in pairs:
-        test = pair["mcnemar"]
-        for metric, r in pair["metrics"].items():
-            lines.append(
-                f"| {pair['a']} | {pair['b']} | {metric} | {r['mean_a']:.3f} | {r['mean_b']:.3f} | "
-                f"{r['mean_difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['t']:.2f} | "
-                f"{r['p_value']:.3g} | {test['only_a_correct']} / {test['only_b_correct']} | {test['p_value']:.3g} |"
-            )
-    return "\n".join(lines) + "\n"
+    header = ["A", "B", "metric", "mean A", "mean B", "difference [95% CI]", "t", "p"]
+    header += ["McNemar (only A / only B right)", "p"]
+    rows = [
+        [
+            pair["a"],
+            pair["b"],
+            metric,
+            f"{r['mean_a']:.3f}",
+            f"{r['mean_b']:.3f}",
+            f"{r['mean_difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
+            f"{r['t']:.2f}",
+            f"{r['p_value']:.3g}",
+            f"{pair['mcnemar']['only_a_correct']} / {pair['mcnemar']['only_b_correct']}",
+            f"{pair['mcnemar']['p_value']:.3g}",
+        ]
+        for pair in pairs
+        for metric, r in pair["metrics"].items()
+    ]
+    return "\n".join([*lines, markdown_table(header, rows)]) + "\n"

@@ -10,16 +10,13 @@ import math
 import shutil
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from accelerate import Accelerator
 
 from weibolabel.config import TrainConfig
 from weibolabel.errors import UserError
+from weibolabel.markdown import markdown_table
 from weibolabel.metrics import classification_metrics
 from weibolabel.preemption import StopSignal
 from weibolabel.training import fit_and_score_fold
@@ -123,35 +120,6 @@ def summarize(cells: pd.DataFrame) -> pd.DataFrame:
     return summary.fillna({"accuracy_std": 0.0, "macro_f1_std": 0.0}).reset_index()
 
 
-def plot_learning_curve(summary: pd.DataFrame, path: Path, title: str) -> None:
-    figure, axis = plt.subplots(figsize=(6.5, 4.2))
-    labels = {"encoder": "fine-tuned encoder", "baseline": "TF-IDF + logistic regression"}
-    for model in [m for m in MODELS if m in set(summary["model"])]:
-        part = summary[summary["model"] == model].sort_values("fraction")
-        axis.errorbar(
-            part["fraction"] * 100,
-            part["macro_f1_mean"],
-            yerr=part["macro_f1_std"],
-            marker="o",
-            capsize=4,
-            label=labels[model],
-        )
-    ticks = sorted(summary["fraction"].unique())
-    rows = summary.drop_duplicates("fraction").set_index("fraction")["num_train_mean"]
-    axis.set_xticks([f * 100 for f in ticks], [f"{f:.0%}\n({rows[f]:.0f})" for f in ticks])
-    axis.set(
-        xlabel="share of each fold's training part (mean training rows)",
-        ylabel="test macro-F1 (mean ± std over folds)",
-        ylim=(0, 1),
-        title=title,
-    )
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path, dpi=150)
-    plt.close(figure)
-
-
 def render_markdown(summary: pd.DataFrame, config: TrainConfig, run: Path, reused_full: bool) -> str:
     lines = [
         f"# Learning curve: {run}",
@@ -171,11 +139,16 @@ def render_markdown(summary: pd.DataFrame, config: TrainConfig, run: Path, reuse
             "rows, validation split and seed are exactly those of the run, so retraining would repeat it.",
             "",
         ]
-    lines += ["| Model | Share | Mean training rows | Accuracy | Macro-F1 |", "|---|---|---|---|---|"]
-    for row in summary.itertuples(index=False):
-        lines.append(
-            f"| {row.model} | {row.fraction:.0%} | {row.num_train_mean:.0f} | {row.accuracy_mean:.3f} ± "
-            f"{row.accuracy_std:.3f} | {row.macro_f1_mean:.3f} ± {row.macro_f1_std:.3f} |"
-        )
+    rows = [
+        [
+            row.model,
+            f"{row.fraction:.0%}",
+            f"{row.num_train_mean:.0f}",
+            f"{row.accuracy_mean:.3f} ± {row.accuracy_std:.3f}",
+            f"{row.macro_f1_mean:.3f} ± {row.macro_f1_std:.3f}",
+        ]
+        for row in summary.itertuples(index=False)
+    ]
+    lines.append(markdown_table(["Model", "Share", "Mean training rows", "Accuracy", "Macro-F1"], rows))
     lines += ["", "![learning curve](learning_curve.png)", "", "Per fold: `learning_curve.csv`.", ""]
     return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from weibolabel.checks import checks_section
+from weibolabel.markdown import markdown_table
 from weibolabel.methods import methods_section
 from weibolabel.metrics import HEADLINE
 
@@ -11,12 +12,6 @@ TITLES = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "weighted_f1": "Weight
 
 def _pm(stat: dict) -> str:
     return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def render_report(metrics: dict) -> str:
@@ -46,7 +41,7 @@ def render_report(metrics: dict) -> str:
     rows = [["Fine-tuned encoder", *(_pm(summary[k]) for k in HEADLINE)]]
     if baseline:
         rows.append([f"Baseline: {baseline['description']}", *(_pm(baseline["summary"][k]) for k in HEADLINE)])
-    out += [_table(header, rows), ""]
+    out += [markdown_table(header, rows), ""]
     if baseline and baseline.get("paired_test"):
         out += paired_test_lines(baseline["paired_test"])
     out += checks_section(metrics)
@@ -64,7 +59,7 @@ def render_report(metrics: dict) -> str:
     mean_row = ["mean ± std", sum(f["num_test"] for f in folds), "", *(_pm(summary[m]) for m in HEADLINE)]
     if baseline:
         mean_row += [_pm(baseline["summary"][m]) for m in ("accuracy", "macro_f1")]
-    out += [_table(header, [*rows, mean_row]), ""]
+    out += [markdown_table(header, [*rows, mean_row]), ""]
 
     out += ["## Per class (mean ± std over folds)", ""]
     header = ["Class", "Precision (mean)", "Recall (mean)", "F1", "Support"] + (["Baseline F1"] if baseline else [])
@@ -77,11 +72,11 @@ def render_report(metrics: dict) -> str:
         if baseline:
             row.append(_pm(baseline["summary"]["per_class_f1"][name]))
         rows.append(row)
-    out += [_table(header, rows), ""]
+    out += [markdown_table(header, rows), ""]
 
     out += ["## Confusion matrix (summed over test folds; rows gold, columns predicted)", ""]
     matrix = summary["confusion_matrix"]
-    out += [_table(["gold \\ predicted", *names], [[names[i], *matrix[i]] for i in range(len(names))]), ""]
+    out += [markdown_table(["gold \\ predicted", *names], [[names[i], *matrix[i]] for i in range(len(names))]), ""]
     out += ["![confusion matrix](plots/confusion_matrix.png)", "", "![learning curves](plots/learning_curves.png)", ""]
 
     calibration = metrics.get("calibration")
@@ -93,7 +88,7 @@ def render_report(metrics: dict) -> str:
             "job divides every fold model's logits by T before the softmax. ECE: expected calibration error over "
             f"{calibration.get('num_bins', 15)} equal-width confidence bins; NLL: mean negative log-likelihood.",
             "",
-            _table(
+            markdown_table(
                 ["", "T", "ECE", "NLL"],
                 [
                     ["Before", "1", f"{calibration['ece_before']:.4f}", f"{calibration['nll_before']:.4f}"],
@@ -145,7 +140,7 @@ def paired_test_lines(test: dict) -> list[str]:
         "Encoder minus baseline, mean over folds, with the corrected resampled t-test (Nadeau & Bengio 2003: the "
         "folds' training sets overlap, so the plain paired t-test would be too confident):",
         "",
-        _table(["Metric", "Difference [95% CI]", "p"], rows),
+        markdown_table(["Metric", "Difference [95% CI]", "p"], rows),
         "",
         f"McNemar's exact test on the out-of-fold predictions: {mcnemar['only_a_correct']} rows only the encoder gets "
         f"right, {mcnemar['only_b_correct']} only the baseline, p = {mcnemar['p_value']:.3g}.",
