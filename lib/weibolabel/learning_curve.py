@@ -21,8 +21,6 @@ from weibolabel.metrics import classification_metrics
 from weibolabel.preemption import StopSignal
 from weibolabel.training import fit_and_score_fold
 
-MODELS = ("encoder", "baseline")
-
 
 def subsample(train_index: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """A stratified share of `train_index`, the same seeded order for every fraction, so smaller samples are
