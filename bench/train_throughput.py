@@ -41,9 +41,9 @@ import common
 import corpus as corpus_mod
 
 from weibolabel.data import clean_text
+from weibolabel.forward import classify
 from weibolabel.inference import cpu_has_native_bf16, encode, length_grouped_batches, pad_batch
 from weibolabel.markdown import markdown_table
-from weibolabel.modeling import classify
 from weibolabel.training import build_optimizer
 
 PROTOTYPE_LENGTH = 100

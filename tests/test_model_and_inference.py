@@ -22,11 +22,11 @@ from transformers import (
 )
 
 from weibolabel.errors import UserError
+from weibolabel.forward import check_classify, classify
 from weibolabel.inference import encode, length_batches, predict_probs
 from weibolabel.labels import LabelSchema
 from weibolabel.modeling import (
     bundled_vocab_path,
-    classify,
     load_checkpoint,
     load_pretrained_classifier,
     load_tokenizer,
@@ -201,6 +201,21 @@ def test_classify_runs_other_architectures_as_they_are():
     ids, mask = padded_batch(config.vocab_size)
     with torch.inference_mode():
         torch.testing.assert_close(classify(model, ids, mask), model(input_ids=ids, attention_mask=mask).logits)
+
+
+def test_check_classify_passes_on_every_supported_bert_and_stops_when_the_internals_change(monkeypatch):
+    for attention in ("sdpa", "eager"):
+        check_classify(tiny_bert(attention).train())  # a training-mode model is checked in eval mode
+    model = tiny_bert("sdpa").eval()
+    # What a transformers release that changed BERT's internals looks like to classify: a module it reads computes
+    # something else than the model's own forward uses (here: the first layer's feed-forward input is doubled).
+    monkeypatch.setattr(
+        "weibolabel.forward._feed_forward", lambda layer, states: layer.output(layer.intermediate(2 * states), states)
+    )
+    with pytest.raises(UserError, match=r"differs from the model's own .* under transformers"):
+        check_classify(model)
+    assert not model.training
+    check_classify(DistilBertForSequenceClassification(DistilBertConfig(vocab_size=64, dim=32, n_layers=1, n_heads=4)))
 
 
 # --------------------------------------------------------------------------------------------- scoring

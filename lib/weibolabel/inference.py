@@ -19,8 +19,9 @@ import yaml
 
 from weibolabel.data import clean_text
 from weibolabel.errors import UserError
+from weibolabel.forward import classify
 from weibolabel.labels import LabelSchema
-from weibolabel.modeling import classify, load_checkpoint, load_tokenizer
+from weibolabel.modeling import load_checkpoint, load_tokenizer
 from weibolabel.precision import is_out_of_memory, precision_dtype
 
 STATUS_OK, STATUS_EMPTY, STATUS_UNK_ONLY = "ok", "empty", "unknown_tokens_only"

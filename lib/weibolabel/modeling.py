@@ -1,5 +1,5 @@
-"""Tokenizer and model loading (hub name or local directory, with a fast clear offline error), the demo model, and
-the classifier's forward pass."""
+"""Tokenizer and model loading (hub name or local directory, with a fast clear offline error), checkpoints and the
+demo model. The forward pass is weibolabel.forward."""
 
 from __future__ import annotations
 
@@ -7,20 +7,17 @@ import hashlib
 import json
 import os
 import socket
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
-import torch.nn.functional as F
 from huggingface_hub import save_torch_state_dict
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
-    BertForSequenceClassification,
     BertModel,
     BertTokenizerFast,
     PreTrainedModel,
@@ -28,6 +25,7 @@ from transformers import (
 )
 
 from weibolabel.errors import UserError
+from weibolabel.forward import check_classify
 from weibolabel.labels import LabelSchema
 
 # bert-base-chinese's vocab.txt (21,128 entries, md5 3b5b76c4aef48ecf8cb3abaafe960f09), as shipped byte-identical
@@ -161,7 +159,7 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> None:
 def load_pretrained_classifier(name_or_path: str, schema: LabelSchema) -> PreTrainedModel:
     """A pretrained encoder with a freshly initialised classification head for `schema`."""
     source, local_only = resolve_model_source(name_or_path)
-    return AutoModelForSequenceClassification.from_pretrained(
+    model = AutoModelForSequenceClassification.from_pretrained(
         source,
         local_files_only=local_only,
         num_labels=len(schema),
@@ -169,6 +167,8 @@ def load_pretrained_classifier(name_or_path: str, schema: LabelSchema) -> PreTra
         label2id={name: i for i, name in schema.id2label().items()},
         ignore_mismatched_sizes=True,  # a checkpoint fine-tuned on other classes can be a starting point
     )
+    check_classify(model)
+    return model
 
 
 def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path, schema) -> None:
@@ -197,6 +197,7 @@ def load_checkpoint(directory: Path, dtype: torch.dtype | None = None) -> tuple[
         )
     model = AutoModelForSequenceClassification.from_pretrained(directory, local_files_only=True, dtype=dtype)
     schema = LabelSchema.from_id2label(model.config.id2label, getattr(model.config, "label_descriptions", None))
+    check_classify(model)
     return model.eval(), schema
 
 
@@ -209,15 +210,6 @@ def weights_digest(model) -> str:
     return digest.hexdigest()
 
 
-# ------------------------------------------------------------------------------------------------- forward
-def forward_path(device_type: str) -> str:
-    """Which forward pass `classify` runs on a device: "custom" (the BERT shortcut below) or "model" (the
-    model's own forward, SDPA attention). The shortcut was measured faster with equal outputs on CPUs only
-    (bench/README.md); on GPUs it has never run, so the model's own forward serves there until a GPU
-    measurement (tests/gpu_smoke.sh compares the outputs) shows it faster."""
-    return "custom" if device_type == "cpu" else "model"
-
-
 def fit_max_length(max_length: int, max_position_embeddings: int | None) -> tuple[int, str | None]:
     """(max_length the model can take, a message if it had to be lowered). Position ids past the model's
     position table crash on GPU with a bare device-side assert, on CPU with an IndexError."""
@@ -226,112 +218,4 @@ def fit_max_length(max_length: int, max_position_embeddings: int | None) -> tupl
     return max_position_embeddings, (
         f"--max_length {max_length} is more than the model's {max_position_embeddings} positions "
         f"(max_position_embeddings): using {max_position_embeddings}; longer texts are truncated there."
-    )
-
-
-def classify(
-    model: PreTrainedModel,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    pack: bool | None = None,
-    path: str | None = None,
-) -> torch.Tensor:
-    """The classifier's logits, equal to `model(input_ids, attention_mask).logits` to float rounding (tested),
-    computed with less work for BERT on CPU (other architectures, and other devices unless `path` is "custom",
-    run the model's own forward; see `forward_path`):
-
-    - the last encoder layer runs for [CLS] alone, the one position the classification head reads (keys and values
-      still come from every token): 10/12 of that layer's matmuls, 7% of a 12-layer model's, are skipped;
-    - with `pack` (the default, since a CPU batch's cost is its matmuls), the padding is dropped: the linear
-      layers see only the real tokens, packed into [tokens, hidden], and only attention sees the padded grid. A
-      training batch of 32 consecutive lengths is about 13% padding."""
-    path = path or forward_path(input_ids.device.type)
-    if not _is_bert_classifier(model) or path != "custom":
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits
-    bert = model.bert
-    keep = attention_mask.bool()
-    on_cpu = input_ids.device.type == "cpu"
-    has_padding = not bool(keep.all()) if on_cpu else True  # a check on a GPU tensor would wait for the GPU
-    pack = (on_cpu if pack is None else pack) and has_padding
-    layout = _Layout.of(keep, pack)
-    key_mask = keep[:, None, None, :] if has_padding else None
-
-    hidden = layout.from_grid(bert.embeddings(input_ids=input_ids))
-    *layers, last = bert.encoder.layer
-    for layer in layers:
-        attended = layer.attention.output(_attend(layer.attention.self, hidden, layout, key_mask), hidden)
-        hidden = _feed_forward(layer, attended)
-    cls = layout.cls(hidden)
-    cls = last.attention.output(_attend(last.attention.self, hidden, layout, key_mask, cls_only=True), cls)
-    cls = _feed_forward(last, cls)
-    return model.classifier(model.dropout(bert.pooler(cls[:, None])))
-
-
-@dataclass
-class _Layout:
-    """Where a batch's tokens are: rows of a [batch * length, hidden] grid, or packed at `tokens` of that grid."""
-
-    batch: int
-    length: int
-    tokens: torch.Tensor | None  # positions of the real tokens in the flattened grid; None: the grid itself
-    cls_rows: torch.Tensor  # where each row's first token ([CLS]) is among the tokens
-
-    @classmethod
-    def of(cls, keep: torch.Tensor, pack: bool) -> _Layout:
-        """The layout of a batch whose real tokens are `keep` ([batch, length], bool), packed or not."""
-        batch, length = keep.shape
-        starts = torch.arange(batch, device=keep.device) * length
-        if not pack:
-            return cls(batch, length, None, starts)
-        tokens = keep.flatten().nonzero().squeeze(1)
-        return cls(batch, length, tokens, torch.searchsorted(tokens, starts))  # each row's first real token
-
-    def from_grid(self, states: torch.Tensor) -> torch.Tensor:  # [batch, length, hidden] -> [tokens, hidden]
-        states = states.reshape(self.batch * self.length, states.shape[-1])
-        return states if self.tokens is None else states.index_select(0, self.tokens)
-
-    def to_grid(self, states: torch.Tensor) -> torch.Tensor:  # [tokens, hidden] -> [batch, length, hidden]
-        if self.tokens is not None:
-            grid = states.new_zeros(self.batch * self.length, states.shape[-1])
-            states = grid.index_copy(0, self.tokens, states)
-        return states.view(self.batch, self.length, -1)
-
-    def cls(self, states: torch.Tensor) -> torch.Tensor:  # [tokens, hidden] -> [batch, hidden]
-        return states.index_select(0, self.cls_rows)
-
-
-def _attend(attention, hidden: torch.Tensor, layout: _Layout, key_mask, cls_only: bool = False) -> torch.Tensor:
-    """BERT self-attention (`attention` is a BertSelfAttention) over the real tokens of each row; the queries are
-    every token ([tokens, hidden] out) or, with `cls_only`, each row's [CLS] ([batch, hidden] out)."""
-    heads, head_size = attention.num_attention_heads, attention.attention_head_size
-
-    def split_heads(states: torch.Tensor) -> torch.Tensor:  # [batch, positions, hidden] -> [batch, heads, ...]
-        return states.unflatten(-1, (heads, head_size)).transpose(1, 2)
-
-    queries = attention.query(layout.cls(hidden))[:, None] if cls_only else layout.to_grid(attention.query(hidden))
-    context = F.scaled_dot_product_attention(
-        split_heads(queries),
-        split_heads(layout.to_grid(attention.key(hidden))),
-        split_heads(layout.to_grid(attention.value(hidden))),
-        attn_mask=key_mask,
-        dropout_p=attention.dropout.p if attention.training else 0.0,
-    )  # SDPA's default scale, 1/sqrt(head size), is BERT's
-    context = context.transpose(1, 2).flatten(2)  # [batch, positions, hidden]
-    return context[:, 0] if cls_only else layout.from_grid(context)
-
-
-def _feed_forward(layer, states: torch.Tensor) -> torch.Tensor:
-    return layer.output(layer.intermediate(states), states)
-
-
-def _is_bert_classifier(model: PreTrainedModel) -> bool:
-    """A BertForSequenceClassification whose encoder `classify` reproduces (bidirectional, absolute positions)."""
-    config = model.config
-    return (
-        isinstance(model, BertForSequenceClassification)
-        and model.bert.pooler is not None
-        and not config.is_decoder
-        and not config.add_cross_attention
-        and getattr(config, "position_embedding_type", "absolute") == "absolute"
-        and config._attn_implementation in ("sdpa", "eager")  # both compute what the SDPA call above does
     )

@@ -22,9 +22,10 @@ from transformers import get_linear_schedule_with_warmup
 from weibolabel.config import TrainConfig
 from weibolabel.errors import UserError
 from weibolabel.folds import split_validation
+from weibolabel.forward import classify
 from weibolabel.inference import length_grouped_batches, pad_batch, predict_probs
 from weibolabel.metrics import classification_metrics
-from weibolabel.modeling import classify, load_pretrained_classifier, weights_digest
+from weibolabel.modeling import load_pretrained_classifier, weights_digest
 from weibolabel.precision import is_out_of_memory
 from weibolabel.preemption import StopSignal
 from weibolabel.runs import storage_error_message
