@@ -28,11 +28,12 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from weibolabel.config import LabelConfig, config_to_dict, parse_config
-from weibolabel.data import Corpus, clean_text, copy_spreadsheets, resolve_inputs, row_name
+from weibolabel.data import Corpus, clean_text, copy_spreadsheets, input_identity, resolve_inputs, row_name
 from weibolabel.errors import UserError
 from weibolabel.inference import (
     cpu_has_native_bf16,
     encode,
+    find_checkpoints,
     inference_dtype,
     label_encoded,
     load_ensemble,
@@ -40,16 +41,20 @@ from weibolabel.inference import (
 )
 from weibolabel.labeling import corpus_summary, format_summary, gold_check, gold_record, parse_gold
 from weibolabel.modeling import fit_max_length
-from weibolabel.parquet_io import PartStore, check_output_free, inputs_directory, output_schema
+from weibolabel.parquet_io import PartStore, check_output_free, inputs_directory, is_complete, output_schema
 from weibolabel.preemption import StopSignal
 from weibolabel.runs import (
+    RunLock,
+    check_lock_free,
     check_shared_directory,
     ensure_writable,
+    exit_with_launcher,
     git_revision,
     limit_tokenizer_threads,
     make_accelerator,
     now_utc,
     on_main_process,
+    output_lock_path,
     run_guarded,
     setup_logging,
     versions,
@@ -64,52 +69,63 @@ def main(argv: list[str] | None = None) -> int:
     # have many shapes, and over 1M rows that cache alone grew the job by 300+ MiB; rebuilding the kernels costs
     # nothing measurable (bench/README.md). Read at first use, so setting it here is in time.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+    exit_with_launcher()  # a worker whose launcher was killed stops, instead of labeling beside a new run
     limit_tokenizer_threads()
     setup_logging()
     accelerator = make_accelerator(config.collective_timeout_minutes)
-    return run_guarded(lambda: label_corpus(config, accelerator, StopSignal()), accelerator, logger, "finished chunks")
+    with RunLock() as lock:  # released on every way out; taken once the inputs are checked
+        return run_guarded(
+            lambda: label_corpus(config, accelerator, StopSignal(), lock), accelerator, logger, "finished chunks"
+        )
 
 
-def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal) -> None:
+def preflight(argv: list[str]) -> None:
+    """`python -m weibolabel.preflight jobs/label_corpus.py ARGS` (the launch scripts, before starting any
+    process): the job's own checks of step 1, in one process without accelerate or model weights, and every input
+    file's columns; nothing is written."""
+    config = parse_config(LabelConfig, argv, description=__doc__)
+    output, files = check_inputs(config)
+    check_lock_free(output_lock_path(output), "labeling run")
+    Corpus(files, config.text_column, config.carry_columns, config.gold_column, config.sheet, config.encoding,
+           config.header_row, split=config.split)  # fmt: skip
+
+
+def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal, lock: RunLock) -> None:
     # 1. Everything that can be checked is checked before any labeling: inputs, output location, model.
-    for option in ("input", "model", "output"):
-        if not getattr(config, option):
-            raise UserError(f"--{option} is required (see --help).")
-    output = Path(config.output)
-    if output.suffix != ".parquet":
-        raise UserError(f"--output must end in .parquet, got {output}.")
-    files = resolve_inputs(config.input)
-    ensure_writable(output.parent, "--output", create=False)  # a refused run leaves no new directory behind
-    check_output_free(output, config.overwrite)
+    output, files = check_inputs(config)
     # Every node writes parts there and the main process merges them: all must see the same directory.
     check_shared_directory(accelerator, output.parent, "--output")
+    # One run at a time on an output: a second submission is refused, naming the first.
+    lock.take(accelerator, output_lock_path(output), "labeling run")
     device = accelerator.device
     dtype = inference_dtype(device, accelerator.mixed_precision)
     if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
         logger.warning("--mixed_precision bf16: this CPU has no native bf16 (AVX512-BF16/AMX), expect it to be slow")
     precision = str(dtype or torch.float32).removeprefix("torch.")
     ensemble = load_ensemble(config.model, device, dtype, calibrated=config.calibration)
-    corpus = read_corpus(config, files, accelerator, inputs_directory(output))
     max_positions = ensemble.models[0].config.max_position_embeddings
     max_length, lowered = fit_max_length(config.max_length or ensemble.max_length, max_positions)
     if lowered:
         logger.warning(lowered)  # positions past the model's table would crash on GPU with a device-side assert
-    multi_file = len(corpus.files) > 1
-    store = PartStore(
-        output, output_schema(len(ensemble.schema), multi_file, corpus.carry_columns, corpus.gold_column is not None)
-    )
-    # What decides the labels identifies the run; batch sizes only move float rounding, so after an out-of-memory
-    # error a re-run with a smaller budget keeps the finished chunks.
-    ignored = ("overwrite", "low_confidence", "batch_size", "max_tokens", "collective_timeout_minutes")
-    settings = {k: v for k, v in config_to_dict(config).items() if k not in ignored}
     job = {
-        **settings,
+        **known_settings(config, files),
         "max_length": max_length,
-        "inputs": [_file_identity(p) for p in corpus.files],
         "members": ensemble.members,
         "temperature": ensemble.temperature,
         "precision": precision,
     }
+    # A re-submitted finished job (an afterok chain run again, a copied sbatch line) has nothing to do.
+    if on_main_process(accelerator, lambda: is_complete(output, job)):
+        logger.info(
+            f"{output} is complete and matches these arguments (an earlier run wrote and verified it): nothing to "
+            "do. Pass --overwrite to label it again."
+        )
+        return
+    corpus = read_corpus(config, files, accelerator, inputs_directory(output))
+    multi_file = len(corpus.files) > 1
+    store = PartStore(
+        output, output_schema(len(ensemble.schema), multi_file, corpus.carry_columns, corpus.gold_column is not None)
+    )
     if not on_main_process(accelerator, lambda: store.prepare(job, config.overwrite)):
         on_main_process(accelerator, lambda: shutil.rmtree(inputs_directory(output), ignore_errors=True))
         logger.info(f"{output} was already written and verified by an earlier run; removed its leftover parts")
@@ -193,6 +209,33 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
     on_main_process(accelerator, merge_and_summarise)
 
 
+def check_inputs(config: LabelConfig) -> tuple[Path, list[Path]]:
+    """Step 1, by the job and by `preflight`: the options, the input files, the output's location, an existing
+    output (made with other settings: refused without --overwrite) and the model's checkpoints. Writes nothing."""
+    for option in ("input", "model", "output"):
+        if not getattr(config, option):
+            raise UserError(f"--{option} is required (see --help).")
+    output = Path(config.output)
+    if output.suffix != ".parquet":
+        raise UserError(f"--output must end in .parquet, got {output}.")
+    files = resolve_inputs(config.input)
+    ensure_writable(output.parent, "--output", create=False)  # a refused run leaves no new directory behind
+    check_output_free(output, config.overwrite, known_settings(config, files))
+    find_checkpoints(Path(config.model))
+    return output, files
+
+
+def known_settings(config: LabelConfig, files: list[Path]) -> dict:
+    """What decides the labels and is known before the model is loaded: the options and the inputs. Batch sizes
+    only move float rounding, so after an out-of-memory error a re-run with a smaller budget keeps the finished
+    chunks; max_length is recorded as the job resolves it. Where the output is does not change what it holds: a
+    file moved or copied elsewhere is still recognised as complete."""
+    ignored = {"output", "overwrite", "low_confidence", "batch_size", "max_tokens", "collective_timeout_minutes"}
+    ignored.add("max_length")
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in ignored}
+    return {**settings, "inputs": [input_identity(p, config.split) for p in files]}
+
+
 def read_corpus(config: LabelConfig, files: list[Path], accelerator: Accelerator, copies: Path) -> Corpus:
     """The inputs, with spreadsheets parsed once into Parquet copies and every file's rows counted once, both by
     the main process; the other processes then read only their own chunks."""
@@ -200,7 +243,7 @@ def read_corpus(config: LabelConfig, files: list[Path], accelerator: Accelerator
     def open_corpus(spreadsheet_copies: dict, row_counts: list[int] | None) -> Corpus:
         return Corpus(
             files, config.text_column, config.carry_columns, config.gold_column, config.sheet, config.encoding,
-            config.header_row, copies=spreadsheet_copies, row_counts=row_counts,
+            config.header_row, copies=spreadsheet_copies, row_counts=row_counts, split=config.split,
         )  # fmt: skip
 
     def parse_once() -> tuple[dict, list[int]]:
@@ -245,11 +288,6 @@ def _as_text(value) -> str | None:
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
         return None
     return str(value)
-
-
-def _file_identity(path: Path) -> dict:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "bytes": stat.st_size, "modified": stat.st_mtime_ns}
 
 
 if __name__ == "__main__":

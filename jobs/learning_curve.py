@@ -34,6 +34,7 @@ from weibolabel.labels import Label, LabelSchema
 from weibolabel.modeling import load_tokenizer
 from weibolabel.preemption import StopSignal
 from weibolabel.runs import ensure_writable, make_accelerator, on_main_process, run_guarded, setup_logging, write_json
+from weibolabel.training import Recipe
 
 logger = get_logger("learning_curve")
 
@@ -69,6 +70,7 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
     train_config = TrainConfig(
         **{k: v for k, v in yaml.safe_load((run / "config.yaml").read_text()).items() if k in known}
     )
+    recipe = Recipe.from_settings(train_config)  # the run's own settings, exactly
     names = json.loads((run / "run_identity.json").read_text())["labels"]
     schema = LabelSchema(tuple(Label(i, name) for i, name in enumerate(names)))
     folds = pd.read_csv(run / "folds.csv", keep_default_na=False)
@@ -84,7 +86,17 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
     if accelerator.is_main_process:
         for fraction in fractions:
             for fold in range(train_config.num_folds):
-                cells.append(lc.baseline_cell(train_config, texts, labels, fold_of_row, fold, fraction, names))
+                cells.append(
+                    lc.baseline_cell(
+                        recipe=recipe,
+                        texts=texts,
+                        labels=labels,
+                        fold_of_row=fold_of_row,
+                        fold=fold,
+                        fraction=fraction,
+                        names=names,
+                    )
+                )
         logger.info(f"baseline: {len(cells)} cells scored")
 
     # 3. The encoder: 100% comes from the run's own fold results; other shares are trained, cell c on process
@@ -113,18 +125,18 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
                 continue
             logger.info(f"encoder: fold {fold}, {fraction:.0%} of the training part", main_process_only=False)
             record = lc.encoder_cell(
-                train_config,
-                accelerator,
-                stop,
-                schema,
-                tokenizer.pad_token_id,
-                input_ids,
-                labels,
-                groups,
-                fold_of_row,
-                fold,
-                fraction,
-                work,
+                recipe=recipe,
+                accelerator=accelerator,
+                stop=stop,
+                schema=schema,
+                pad_id=tokenizer.pad_token_id,
+                input_ids=input_ids,
+                labels=labels,
+                groups=groups,
+                fold_of_row=fold_of_row,
+                fold=fold,
+                fraction=fraction,
+                work_dir=work,
             )
             write_json(done, record)
         accelerator.wait_for_everyone()
@@ -138,7 +150,8 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
         summary = lc.summarize(table)
         title = f"Learning curve, {train_config.num_folds} folds"
         plots.plot_data_size_curve(summary, out / "learning_curve.png", title)
-        (out / "learning_curve.md").write_text(lc.render_markdown(summary, train_config, run, reused_full))
+        page = lc.render_markdown(summary, recipe, train_config.num_folds, run, reused_full)
+        (out / "learning_curve.md").write_text(page)
         if not any(work.iterdir()):
             work.rmdir()
         for row in summary.itertuples(index=False):

@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 
 from weibolabel.config import TrainConfig, config_to_dict, parse_config, write_config
-from weibolabel.data import load_labeled
+from weibolabel.data import input_sha256, load_labeled
 from weibolabel.errors import UserError
 from weibolabel.folds import make_folds
 from weibolabel.inference import encode
@@ -32,80 +32,82 @@ from weibolabel.modeling import fit_max_length, load_model_config, load_tokenize
 from weibolabel.preemption import StopSignal
 from weibolabel.results import write_results
 from weibolabel.runs import (
+    RunLock,
+    check_lock_free,
+    check_run_directory,
     check_shared_directory,
     claim_run_directory,
     ensure_writable,
     environment,
-    file_sha256,
+    exit_with_launcher,
     limit_tokenizer_threads,
     make_accelerator,
     on_main_process,
     run_guarded,
     setup_logging,
+    training_lock_path,
     write_json,
 )
-from weibolabel.training import fit_and_score_fold
+from weibolabel.training import Recipe, fit_and_score_fold
 
 logger = get_logger("train")
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(TrainConfig, argv, description=__doc__)
+    exit_with_launcher()  # a worker whose launcher was killed stops, instead of training beside a new run
     limit_tokenizer_threads()  # every process tokenizes the data: share the node's CPUs, not all of them each
     setup_logging()
     accelerator = make_accelerator(config.collective_timeout_minutes)
-    return run_guarded(
-        lambda: cross_validate(config, accelerator, StopSignal()), accelerator, logger, "finished folds and epochs"
-    )
+    kept = "finished folds and epochs"  # what a stopped run keeps, for its message
+    with RunLock() as lock:  # released on every way out; taken once the inputs are checked
+        return run_guarded(lambda: cross_validate(config, accelerator, StopSignal(), lock), accelerator, logger, kept)
 
 
-def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSignal) -> None:
+def preflight(argv: list[str]) -> None:
+    """`python -m weibolabel.preflight jobs/train.py ARGS` (the launch scripts, before starting any process): the
+    job's own checks of step 1 and 2, in one process without accelerate; nothing is written."""
+    config, schema, _, _, _ = check_inputs(parse_config(TrainConfig, argv, description=__doc__))
+    out = Path(config.output_dir)
+    check_lock_free(training_lock_path(out), "training run")
+    check_run_directory(out, run_identity(config, schema), "training run")
+
+
+def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSignal, lock: RunLock) -> None:
     out = Path(config.output_dir)
 
     # 1. Data and model are checked before any training: bad rows and unreachable models fail here.
-    if not config.data:
-        raise UserError("--data is required: the labeled .xlsx, .csv or .parquet file.")
-    # Every process: one that went on alone would wait for the others forever. Nothing is created yet: a run
-    # refused by the checks below leaves no empty run directory (claim_run_directory makes it).
-    ensure_writable(out, create=False)
-    # Folds are written on every node and reported on the main one: all must see the same directory.
-    check_shared_directory(accelerator, out, "--output_dir")
-    schema = load_label_schema(config.labels)
-    data = load_labeled(
-        config.data,
-        schema,
-        config.text_column,
-        config.label_column,
-        config.sheet,
-        config.encoding,
-        config.on_conflict,
-        header_row=config.header_row,
-    )
-    rows, texts, labels = data.rows, data.rows["text"].tolist(), data.rows["label"].to_numpy()
-    tokenizer = load_tokenizer(config.model_name_or_path)
-    # Positions past the model's table would crash on GPU with a bare device-side assert.
-    max_length, lowered = fit_max_length(
-        config.max_length, load_model_config(config.model_name_or_path).max_position_embeddings
-    )
+    config, schema, data, tokenizer, lowered = check_inputs(config)
     if lowered:
         logger.warning(lowered)
-        config = dataclasses.replace(config, max_length=max_length)
+    # Folds are written on every node and reported on the main one: all must see the same directory.
+    check_shared_directory(accelerator, out, "--output_dir")
+    rows, texts, labels = data.rows, data.rows["text"].tolist(), data.rows["label"].to_numpy()
     logger.info(f"{config.data}: {data.counts['rows_used']} rows used, classes {data.counts['class_counts']}")
     for key in ("empty_text_dropped", "duplicates_merged", "conflicting_duplicates_dropped"):
         if data.counts[key]:
             logger.warning(f"{key.replace('_', ' ')}: {data.counts[key]} (listed in {out / 'data_issues.csv'})")
 
-    # 2. The run directory records what it holds, so a resume never mixes two different runs.
-    def claim_and_describe_run() -> None:
-        identity = {**config_to_dict(config), "data_sha256": file_sha256(Path(config.data)), "labels": schema.names}
-        identity.pop("output_dir")
-        identity.pop("collective_timeout_minutes")  # a re-run may wait longer without changing the result
-        claim_run_directory(out, identity, "training run")
+    # 2. One run at a time in a run directory (a second submission is refused, naming the first), and the
+    # directory records what it holds, so a resume never mixes two different runs.
+    lock.take(accelerator, training_lock_path(out), "training run")
+
+    def claim_and_describe_run() -> bool:
+        if claim_run_directory(out, run_identity(config, schema), "training run") and (out / "report.md").is_file():
+            return True  # finished (the report is written last): nothing is rewritten, env.json stays the run's
         write_config(config, out / "config.yaml")
         write_json(out / "env.json", environment(accelerator.num_processes, accelerator.mixed_precision))
         data.issues.to_csv(out / "data_issues.csv", index=False)
+        return False
 
-    on_main_process(accelerator, claim_and_describe_run)
+    if on_main_process(accelerator, claim_and_describe_run):
+        for fold in range(config.num_folds):
+            logger.info(f"fold {fold}: already finished, skipped")
+        logger.info(
+            f"{out} holds a finished training run with these settings and data: nothing to do (report: "
+            f"{out / 'report.md'}). Pass another --output_dir to train again."
+        )
+        return
 
     # 3. Folds: stratified, seeded, duplicates grouped; every row's fold is written down.
     fold_of_row = make_folds(labels, rows["group"].tolist(), config.num_folds, config.seed)
@@ -122,13 +124,34 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
         if (out / f"fold_{fold}" / "fold_result.json").is_file():
             logger.info(f"fold {fold}: already finished, skipped", main_process_only=False)
             continue
-        run_fold(fold, config, accelerator, stop, tokenizer, schema, encoded.input_ids, labels, rows, fold_of_row, out)
+        run_fold(
+            fold=fold,
+            recipe=Recipe.from_settings(config),
+            accelerator=accelerator,
+            stop=stop,
+            tokenizer=tokenizer,
+            schema=schema,
+            input_ids=encoded.input_ids,
+            labels=labels,
+            rows=rows,
+            fold_of_row=fold_of_row,
+            out=out,
+        )
     accelerator.wait_for_everyone()
 
     # 5. The main process gathers the folds, scores the baseline on the same folds and writes the report.
     def report() -> None:
         data_counts = data.counts | {"truncated": int(encoded.truncated.sum())}
-        metrics = write_results(config, out, schema.names, data_counts, texts, labels, rows, fold_of_row)
+        metrics = write_results(
+            settings=config_to_dict(config),
+            out=out,
+            names=schema.names,
+            data_counts=data_counts,
+            texts=texts,
+            labels=labels,
+            rows=rows,
+            fold_of_row=fold_of_row,
+        )
         summary = metrics["summary"]
         logger.info(
             f"done: accuracy {summary['accuracy']['mean']:.4f} ± {summary['accuracy']['std']:.4f}, macro-F1 "
@@ -138,15 +161,71 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
     on_main_process(accelerator, report)
 
 
-def run_fold(fold, config, accelerator, stop, tokenizer, schema, input_ids, labels, rows, fold_of_row, out) -> None:
+def check_inputs(config: TrainConfig) -> tuple:
+    """Step 1, by the job and by `preflight`: the options, the output location, every row of the data and the
+    model's files (not its weights). Returns the config (max_length fitted to the model), the label schema, the
+    data, the tokenizer, and the warning when max_length was lowered."""
+    if not config.data:
+        raise UserError("--data is required: the labeled .xlsx, .csv or .parquet file.")
+    # Every process: one that went on alone would wait for the others forever. Nothing is created yet: a run
+    # refused by the checks below leaves no empty run directory (claim_run_directory makes it).
+    ensure_writable(Path(config.output_dir), create=False)
+    schema = load_label_schema(config.labels)
+    data = load_labeled(
+        config.data,
+        schema,
+        config.text_column,
+        config.label_column,
+        config.sheet,
+        config.encoding,
+        config.on_conflict,
+        header_row=config.header_row,
+        split=config.split,
+    )
+    tokenizer = load_tokenizer(config.model_name_or_path)
+    # Positions past the model's table would crash on GPU with a bare device-side assert.
+    max_length, lowered = fit_max_length(
+        config.max_length, load_model_config(config.model_name_or_path).max_position_embeddings
+    )
+    if lowered:
+        config = dataclasses.replace(config, max_length=max_length)
+    return config, schema, data, tokenizer, lowered
+
+
+def run_identity(config: TrainConfig, schema) -> dict:
+    """What a resume must match: every setting but where the run is and how long it waits at barriers (a re-run
+    may wait longer without changing the result), and the data's hash."""
+    identity = {
+        **config_to_dict(config),
+        "data_sha256": input_sha256(config.data, config.split),
+        "labels": schema.names,
+    }
+    identity.pop("output_dir")
+    identity.pop("collective_timeout_minutes")
+    return identity
+
+
+def run_fold(
+    *, fold, recipe: Recipe, accelerator, stop, tokenizer, schema, input_ids, labels, rows, fold_of_row, out
+) -> None:
     """Train on every fold but `fold` (a validation part carved out picks the best epoch), score `fold` once with
     that epoch's model, and save the checkpoint, the test predictions and the fold's record."""
     fold_dir = out / f"fold_{fold}"
     test_index = np.flatnonzero(fold_of_row == fold)
     score, model = fit_and_score_fold(
-        config, accelerator, stop, schema, tokenizer.pad_token_id, input_ids, labels, rows["group"].tolist(),
-        np.flatnonzero(fold_of_row != fold), test_index, fold, fold_dir / "resume" / "state.pt",
-    )  # fmt: skip
+        recipe=recipe,
+        accelerator=accelerator,
+        stop=stop,
+        schema=schema,
+        pad_id=tokenizer.pad_token_id,
+        input_ids=input_ids,
+        labels=labels,
+        groups=rows["group"].tolist(),
+        train_index=np.flatnonzero(fold_of_row != fold),
+        test_index=test_index,
+        fold=fold,
+        state_file=fold_dir / "resume" / "state.pt",
+    )
     save_checkpoint(accelerator.unwrap_model(model), tokenizer, fold_dir, schema)
     pd.DataFrame({"index": test_index, "probs": list(score.probs)}).to_parquet(fold_dir / "test_predictions.parquet")
     write_json(

@@ -4,8 +4,13 @@
 # MIXED_PRECISION=no|bf16|fp16 overrides the precision (GPU default: `python -m weibolabel.precision`, bf16 where
 # the GPUs compute it natively, compute capability >= 8.0, else fp16; CPU default: no; MIXED_PRECISION=bf16 roughly
 # doubles CPU speed where the CPU has AVX512-BF16 or AMX, see bench/README.md).
+# Before any process starts, the job checks its inputs in one light process (python -m weibolabel.preflight): a
+# problem you can fix ends the launch there with the job's one-line message and exit status 2, with no launcher
+# traceback after it and nothing written.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+[[ $# -ge 1 ]] || { echo "usage: bash scripts/launch.sh JOB_SCRIPT [ARGS...]" >&2; exit 2; }
+python -m weibolabel.preflight "$@" || exit
 gpus=$(python -c "import torch; print(torch.cuda.device_count())")
 if [[ $gpus -gt 0 ]]; then
     exec accelerate launch --config_file "$repo/accelerate_config.yaml" --num_processes "$gpus" \

@@ -11,6 +11,9 @@
 # logs/.gitkeep).  CPU-only partition: `sbatch --gres=none ...`.
 # Pre-emption / time limit: the job is requeued and resumes from the chunk
 # files already written next to the output.  See docs/cluster.md.
+# Bad inputs (a missing file, a bad label) end the job in seconds, before
+# srun, with the job's message; a finished job submitted again exits 0
+# without writing; a second job on the same output is refused.
 #
 # ---- SLURM resources: edit here, or override on the sbatch command line ----
 #SBATCH --job-name=weibolabel-label

@@ -3,7 +3,10 @@
 #
 #   launch.sh batch SCRIPT [ARGS...]
 #       Run inside the batch script (which execs it): sets up the Python
-#       environment, starts one launcher task per node with
+#       environment, checks the job's inputs in this one process
+#       (`python -m weibolabel.preflight SCRIPT ARGS`: a problem ends the
+#       job here, exit 2, the job's message last in the log), starts one
+#       launcher task per node with
 #       `srun --ntasks-per-node=1 ... launch.sh node SCRIPT ARGS &`, waits for
 #       it, and handles pre-emption / the time limit (see "Signals" below).
 #       Its exit code is the job step's.
@@ -352,6 +355,12 @@ batch_main() {
         log "GPUs per node: $(tr '\n' ' ' <<<"$counts")"
         check_same_gpus "$counts"
     fi
+
+    # The job's own input checks, in this one process, before srun starts the job: a wrong path or a bad label
+    # costs seconds, and the log ends with the job's one-line message (exit status 2), not a launcher's traceback.
+    local script_path=$script
+    [[ $script_path == /* ]] || script_path=$REPO_DIR/$script_path
+    python -m weibolabel.preflight "$script_path" "$@" || exit
 
     trap 'on_signal USR1' USR1
     trap 'on_signal TERM' TERM

@@ -31,7 +31,7 @@ from weibolabel.inference import encode
 from weibolabel.labels import load_label_schema
 from weibolabel.modeling import load_pretrained_classifier, load_tokenizer
 from weibolabel.runs import make_accelerator
-from weibolabel.training import Split, evaluate, train_fold
+from weibolabel.training import Recipe, Split, evaluate, train_fold
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_label_schema(None)
@@ -219,14 +219,28 @@ def small_fold(tiny_base_model_dir):
     labels = rows["Label"].to_numpy().copy()  # pandas hands out read-only arrays
     model = load_pretrained_classifier(str(tiny_base_model_dir), SCHEMA)
     config = TrainConfig(num_epochs=1, per_device_batch_size=4, eval_batch_size=8, max_length=32)
+    accelerator, stop = make_accelerator(), types.SimpleNamespace(check=lambda where: None)
+
+    def settings(state_file):  # train_fold's keyword arguments for fold 0
+        recipe = Recipe.from_settings(config)
+        return dict(
+            recipe=recipe,
+            accelerator=accelerator,
+            fold=0,
+            pad_id=tokenizer.pad_token_id,
+            state_file=state_file,
+            stop=stop,
+        )
+
     return types.SimpleNamespace(
         model=model,
         train=Split(ids[:16], labels[:16]),
         validation=Split(ids[16:], labels[16:]),
         config=config,
         pad_id=tokenizer.pad_token_id,
-        accelerator=make_accelerator(),
-        stop=types.SimpleNamespace(check=lambda where: None),
+        accelerator=accelerator,
+        stop=stop,
+        settings=settings,
     )
 
 
@@ -238,7 +252,7 @@ def test_training_out_of_memory_names_the_options_to_lower(tmp_path, monkeypatch
     f = small_fold
     monkeypatch.setattr(BertEmbeddings, "forward", _out_of_memory)  # the first step of any forward
     with pytest.raises(UserError) as caught:
-        train_fold(f.model, f.train, f.validation, f.config, f.accelerator, 0, f.pad_id, tmp_path / "s.pt", f.stop)
+        train_fold(f.model, f.train, f.validation, **f.settings(tmp_path / "s.pt"))
     message = str(caught.value)
     assert message.startswith("Out of GPU memory in fold 0, epoch 1, step 1 (a batch of 4 texts x ")
     assert "Lower --per_device_batch_size (e.g. to 2) and raise --gradient_accumulation_steps (e.g. to 2)" in message
@@ -257,7 +271,7 @@ def test_training_disk_full_and_damaged_state_are_clear_errors(tmp_path, monkeyp
     with monkeypatch.context() as patch:
         patch.setattr(torch, "save", disk_full)
         with pytest.raises(UserError) as caught:
-            train_fold(f.model, f.train, f.validation, f.config, f.accelerator, 0, f.pad_id, state, f.stop)
+            train_fold(f.model, f.train, f.validation, **f.settings(state))
     assert str(caught.value) == (
         f"No space left on device ({state}). Free space and re-run the same command; "
         "the fold resumes from its last saved epoch."
@@ -266,7 +280,7 @@ def test_training_disk_full_and_damaged_state_are_clear_errors(tmp_path, monkeyp
 
     state.write_bytes(b"not a checkpoint")  # a damaged disk or a copy cut short
     with pytest.raises(UserError, match=r"(?s)state.pt is damaged and cannot be resumed from .* Delete the directory"):
-        train_fold(f.model, f.train, f.validation, f.config, f.accelerator, 0, f.pad_id, state, f.stop)
+        train_fold(f.model, f.train, f.validation, **f.settings(state))
 
 
 def test_unwritable_output_fails_before_any_model_work(tmp_path, monkeypatch, caplog, labeled_xlsx, tiny_run_dir):
@@ -445,6 +459,7 @@ def test_labeling_disk_full_leaves_no_final_file_and_resumes(tmp_path, monkeypat
 
 def test_labeling_out_of_memory_names_the_options_to_lower(tmp_path, monkeypatch, caplog, tiny_run_dir, corpus_csv):
     monkeypatch.setattr(BertEmbeddings, "forward", _out_of_memory)  # the first step of any forward
+    monkeypatch.setattr("weibolabel.modeling.check_classify", lambda model: None)  # loading would meet it first
     output = tmp_path / "labels.parquet"
     args = [*label_args(corpus_csv, tiny_run_dir, output), "--batch_size", "64", "--max_tokens", "4096"]
     assert load_job("label_corpus").main(args) == 2

@@ -38,10 +38,18 @@ from weibolabel.modeling import (
 from weibolabel.parquet_io import read_metadata
 from weibolabel.precision import choose_precision, is_out_of_memory
 from weibolabel.runs import collective_timeout, make_accelerator
-from weibolabel.training import Split, non_finite_loss_message, reset_loss_scaler, train_fold
+from weibolabel.training import Recipe, Split, non_finite_loss_message, reset_loss_scaler, train_fold
 
 SCHEMA = load_label_schema(None)
 NEVER_STOP = types.SimpleNamespace(check=lambda where: None)
+
+
+def fold_settings(config: TrainConfig, accelerator, state_file: Path) -> dict:
+    """train_fold's keyword arguments for fold 0 of a tiny model (pad id 0)."""
+    recipe = Recipe.from_settings(config)
+    return dict(recipe=recipe, accelerator=accelerator, fold=0, pad_id=0, state_file=state_file, stop=NEVER_STOP)
+
+
 # The GPUs the group and the school clusters have, by compute capability.
 GENERATIONS = {"V100": (7, 0), "T4 / RTX 6000": (7, 5), "A100": (8, 0), "H100": (9, 0)}
 
@@ -217,7 +225,7 @@ def test_each_fold_starts_with_a_fresh_loss_scale(tiny_base_model_dir, tmp_path,
     model = load_pretrained_classifier(str(tiny_base_model_dir), SCHEMA)
     config = TrainConfig(num_epochs=1, per_device_batch_size=4, eval_batch_size=8, max_length=32)
     train, validation = Split(ids[:8], labels[:8]), Split(ids[8:], labels[8:])
-    train_fold(model, train, validation, config, accelerator, 0, 0, tmp_path / "state.pt", NEVER_STOP)
+    train_fold(model, train, validation, **fold_settings(config, accelerator, tmp_path / "state.pt"))
     assert seen[0] == torch.amp.GradScaler("cpu").state_dict()
     assert seen[1]["_growth_tracker"] == 1  # the scaler did run: a finite step counts towards growth
 
@@ -284,7 +292,7 @@ def test_cublas_out_of_memory_is_caught_like_torchs_own(tiny_base_model_dir, che
     config = TrainConfig(num_epochs=1, per_device_batch_size=4, max_length=32)
     split = Split([[101, 2000, 102]] * 4, np.array([0, 1, 2, 3]))
     with pytest.raises(UserError, match=r"^Out of GPU memory in fold 0, epoch 1, step 1 "):
-        train_fold(model, split, split, config, accelerator, 0, 0, tmp_path / "s.pt", NEVER_STOP)
+        train_fold(model, split, split, **fold_settings(config, accelerator, tmp_path / "s.pt"))
     # The quick look (loading checks the forward on a probe batch, which would meet the failure first).
     monkeypatch.setattr("weibolabel.modeling.check_classify", lambda model: None)
     assert load_job("predict").main(["--model", str(checkpoint), "好看"]) == 2

@@ -372,6 +372,55 @@ def test_sbatch_label_corpus(sbatch_labels, unlabeled_xlsx):
 
 @pytest.mark.slurm
 @needs_slurm
+def test_sbatch_with_a_missing_input_ends_with_the_jobs_message_before_srun(cluster, tiny_run_dir, tmp_path):
+    """The inputs are checked in the batch script's one process: no srun, no launcher traceback, status 2."""
+    missing = tmp_path / "missing.xlsx"
+    rc, job_id = sbatch_wait(
+        cluster,
+        [
+            *CPU_TEST_RESOURCES,
+            f"--output={tmp_path / 'label-%j.out'}",
+            str(SLURM_DIR / "label_corpus.sh"),
+            *["--input", str(missing), "--model", str(tiny_run_dir), "--output", str(tmp_path / "labels.parquet")],
+        ],
+        cwd=REPO,
+        timeout=120,
+    )
+    log = read_log(tmp_path / f"label-{job_id}.out")
+    assert rc == 2, f"sbatch --wait returned {rc}\n{log}"
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines[-1].endswith(f"ERROR Input not found: {missing}"), log
+    assert "accelerate launch" not in log and "Traceback" not in log, log  # srun never started a launcher
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"label-{job_id}.out"]
+
+
+@pytest.mark.slurm
+@needs_slurm
+def test_resubmitting_a_finished_labeling_job_is_a_noop(cluster, sbatch_labels, tiny_run_dir, unlabeled_xlsx, tmp_path):
+    """The same sbatch line again (an afterok chain re-run, a copy-paste): the output is complete, status 0."""
+    rc, _, output = sbatch_labels
+    assert rc == 0 and output.is_file()
+    written = output.stat().st_mtime_ns
+    rc, job_id = sbatch_wait(
+        cluster,
+        [
+            *CPU_TEST_RESOURCES,
+            f"--output={tmp_path / 'label-%j.out'}",
+            str(SLURM_DIR / "label_corpus.sh"),
+            *["--input", str(unlabeled_xlsx), "--model", str(tiny_run_dir), "--output", str(output)],
+            *["--chunk_size", "8"],
+        ],
+        cwd=REPO,
+        timeout=240,
+    )
+    log = read_log(tmp_path / f"label-{job_id}.out")
+    assert rc == 0, f"sbatch --wait returned {rc}\n{log}"
+    assert f"{output} is complete and matches these arguments" in log, log
+    assert output.stat().st_mtime_ns == written
+
+
+@pytest.mark.slurm
+@needs_slurm
 def test_two_node_job(cluster, sbatch_labels, tiny_run_dir, unlabeled_xlsx, tmp_path):
     """A real 2-node allocation (two slurmd on this machine): one launcher per node, each with its own rank."""
     if LOCAL_NODES < 2:

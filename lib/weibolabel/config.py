@@ -20,7 +20,17 @@ from weibolabel.errors import UserError
 class TrainConfig:
     """k-fold cross-validated fine-tuning of a sequence classifier."""
 
-    data: str | None = field(default=None, metadata={"help": "Labeled comments: .xlsx, .csv or .parquet (required)."})
+    data: str | None = field(
+        default=None,
+        metadata={
+            "help": "Labeled comments (required): .xlsx, .csv, .parquet, .json/.jsonl, a dataset directory "
+            "(save_to_disk, or data files with a dataset card) or a hub dataset id in the datasets cache."
+        },
+    )
+    # None, not "train": a run made before this option existed resumes (its recorded settings have no split).
+    split: str | None = field(
+        default=None, metadata={"help": "Split of a dataset directory or hub dataset id (default: train)."}
+    )
     sheet: str | None = field(default=None, metadata={"help": "Sheet name of an .xlsx (default: the first sheet)."})
     encoding: str | None = field(
         default=None, metadata={"help": "Encoding of a .csv (default: detect UTF-8, UTF-8 with BOM or GB18030)."}
@@ -91,7 +101,14 @@ class LabelConfig:
 
     input: str | None = field(
         default=None,
-        metadata={"help": "Comments to label: .xlsx, .csv, .parquet or .txt (one a line), a directory or a glob."},
+        metadata={
+            "help": "Comments to label: .xlsx, .csv, .parquet, .txt (one a line) or .json/.jsonl, a directory or a "
+            "glob of them, a dataset directory (save_to_disk, or data files with a dataset card) or a hub dataset id."
+        },
+    )
+    # None, not "train": a run made before this option existed resumes (its recorded settings have no split).
+    split: str | None = field(
+        default=None, metadata={"help": "Split of a dataset directory or hub dataset id (default: train)."}
     )
     model: str | None = field(
         default=None,

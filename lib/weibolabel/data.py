@@ -1,4 +1,5 @@
-"""Reading comment tables (xlsx, csv, parquet, txt), text normalisation and validation of labeled data.
+"""Reading comment tables (xlsx, csv, parquet, txt; json/jsonl and Hugging Face datasets through `datasets`), text
+normalisation and validation of labeled data.
 
 Every problem is reported with the file, the row as a spreadsheet shows it (header = row 1) and the column.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import glob
+import hashlib
 import html
 import itertools
 import json
@@ -27,7 +29,8 @@ from weibolabel.errors import UserError
 from weibolabel.files import atomic_path
 from weibolabel.labels import LabelSchema
 
-TABLE_SUFFIXES = (".xlsx", ".xlsm", ".csv", ".parquet", ".txt")
+TABLE_SUFFIXES = (".xlsx", ".xlsm", ".csv", ".parquet", ".txt", ".json", ".jsonl")
+JSON_SUFFIXES = (".json", ".jsonl")
 MAX_LISTED = 20  # problems listed in one error message; the rest are counted
 
 _ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
@@ -56,7 +59,9 @@ def group_key(text: str) -> str:
 # ---------------------------------------------------------------------------------------------------------- files
 def row_name(path: Path, index: int, header_row: int = 1) -> str:
     """How a user finds row `index` (0-based, after the header) in their file."""
-    if path.suffix.lower() == ".parquet":
+    if path.suffix.lower() in JSON_SUFFIXES:
+        return f"record {index + 1}"  # the Nth JSON object: blank lines of a JSON Lines file are not counted
+    if path.suffix.lower() == ".parquet" or path.suffix.lower() not in TABLE_SUFFIXES:  # also datasets' Arrow rows
         return f"row index {index}"
     if path.suffix.lower() == ".txt":
         return f"line {index + 1}"
@@ -84,15 +89,29 @@ def detect_encoding(path: Path, encoding: str | None) -> str:
 
 
 def read_table(
-    path: str | Path, sheet: str | None = None, encoding: str | None = None, header_row: int = 1
+    path: str | Path,
+    sheet: str | None = None,
+    encoding: str | None = None,
+    header_row: int = 1,
+    split: str | None = None,
 ) -> pd.DataFrame:
     """The whole table, cells as read (no type coercion of text), with a clear error for unreadable files.
-    `header_row` is the spreadsheet row of the column names (.xlsx and .csv); the rows above it are skipped."""
+    `header_row` is the spreadsheet row of the column names (.xlsx and .csv); the rows above it are skipped.
+    JSON files, dataset directories and hub ids are read through `datasets` (`split` of those that have splits)."""
     path = Path(path)
+    if is_dataset_input(path):
+        dataset = open_dataset(path, split, encoding)
+        blocks = [block for _, block in dataset_blocks(path, dataset, [(0, math.inf)], 1 << 16)]
+        frame = pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(columns=dataset.column_names or [])
+        _check_column_names(frame, path)
+        return frame
     if not path.exists():
         raise UserError(f"File not found: {path}")
     if path.is_dir():
-        raise UserError(f"{path} is a directory; expected a {', '.join(TABLE_SUFFIXES)} file.")
+        raise UserError(
+            f"{path} is a directory; expected a {', '.join(TABLE_SUFFIXES)} file, or a dataset directory "
+            "(written by Dataset.save_to_disk, or data files with a dataset card)."
+        )
     check_header_row(header_row)
     suffix = path.suffix.lower()
     try:
@@ -294,6 +313,239 @@ def _blank_cell_reasons(path: Path, sheet: str | None, column_number: int, excel
     return reasons
 
 
+# ---------------------------------------------------------------------------------------------------------- datasets
+# JSON files and Hugging Face datasets are read through `datasets`, imported only when such an input is given: the
+# labeling job on a GPU node and the quick commands do not pay its import time.
+SAVED_DATASET_FILES = ("state.json", "dataset_dict.json")  # what Dataset(Dict).save_to_disk writes
+_DATA_FILE_SUFFIXES = (*TABLE_SUFFIXES, ".arrow", ".tsv")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def is_dataset_input(path: Path) -> bool:
+    """A .json/.jsonl file, a dataset directory, or what can only be a hub dataset id: read through `datasets`."""
+    if path.is_file():
+        return path.suffix.lower() in JSON_SUFFIXES
+    if path.is_dir():
+        return is_dataset_directory(path)
+    return _looks_like_hub_id(str(path))
+
+
+def is_dataset_directory(path: Path) -> bool:
+    """Written by save_to_disk, or laid out for `datasets.load_dataset`: a dataset card (README.md) that configures
+    it, or data files only in subfolders (data/train-*.parquet). A directory of table files is a list of inputs."""
+    # A loading script is named after its directory (datasets refuses to run it, and says so); another .py beside
+    # the data, a scraper say, does not make a dataset.
+    if any((path / name).is_file() for name in (*SAVED_DATASET_FILES, f"{path.name}.py")):
+        return True
+    card = path / "README.md"
+    if card.is_file():
+        front = card.read_text(encoding="utf-8", errors="replace").split("\n---", 1)[0]
+        if front.startswith("---") and re.search(r"^(configs|dataset_info):", front, re.MULTILINE):
+            return True
+    top = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES]
+    return not top and any(p.suffix.lower() in _DATA_FILE_SUFFIXES for p in path.rglob("*") if p.is_file())
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    """`name` or `owner/name`, not a missing local file: no table suffix, no existing first folder (data/x)."""
+    return (
+        _HUB_ID.fullmatch(spec) is not None
+        and Path(spec).suffix.lower() not in (*TABLE_SUFFIXES, ".xls")
+        and not ("/" in spec and Path(spec.split("/")[0]).is_dir())
+    )
+
+
+def dataset_download_advice(dataset_id: str, split: str) -> str:
+    """The commands that put a hub dataset where an offline machine can read it."""
+    local_dir = f"data/{dataset_id.split('/')[-1]}"
+    return (
+        "on a machine with internet run\n"
+        f"  python -c \"import datasets; datasets.load_dataset('{dataset_id}', split='{split}')"
+        f".save_to_disk('{local_dir}')\"\n"
+        f"copy {local_dir} to the same place here and pass it instead of '{dataset_id}' (or, with "
+        f"`hf download {dataset_id} --repo-type dataset --local-dir {local_dir}`, the dataset's own files)."
+    )
+
+
+def open_dataset(path: Path, split: str | None = None, encoding: str | None = None):
+    """The `datasets` view of an input. Dataset directories of data files stream (nothing is copied into a cache,
+    rows are parsed as they are read); JSON files, save_to_disk directories and cached hub datasets are
+    memory-mapped Arrow (`datasets.Dataset`), so a process can read any slice of them alone."""
+    import datasets
+
+    split = split or "train"
+    if path.is_file():  # .json/.jsonl: JSON Lines, or one array of objects
+        # Converted once into Arrow in the datasets cache (HF_DATASETS_CACHE) and memory-mapped from there, so each
+        # labeling process slices its own chunks; streamed, datasets hands a JSON array's mixed-type columns back
+        # as raw JSON text ('"heritage"'), which would change the comments.
+        try:
+            return datasets.load_dataset(
+                "json", data_files=str(path), split="train", encoding=detect_encoding(path, encoding)
+            )
+        except Exception as error:
+            raise UserError(_malformed_json_message(path, error)) from None
+    try:
+        if path.is_dir() and any((path / name).is_file() for name in SAVED_DATASET_FILES):
+            saved = datasets.load_from_disk(str(path))
+            if isinstance(saved, datasets.DatasetDict):
+                if split not in saved:
+                    raise UserError(f"{path} has the splits {list(saved)}, not '{split}': pass one with --split.")
+                return saved[split]
+            return saved
+        if path.is_dir():
+            return datasets.load_dataset(str(path), split=split, streaming=True)
+        return _open_hub_dataset(str(path), split)
+    except UserError:
+        raise
+    except Exception as error:  # datasets' own message (unknown split, a loading script, a bad card) with the file
+        hint = " Pass the split with --split." if "split" in str(error).lower() else ""
+        raise UserError(f"Could not read {path} with datasets: {type(error).__name__}: {error}.{hint}") from None
+
+
+def _open_hub_dataset(dataset_id: str, split: str):
+    """From the datasets cache; without network a dataset that is not there fails at once, not after retries."""
+    import datasets
+    from datasets.naming import camelcase_to_snakecase
+
+    from weibolabel.modeling import _hub_reachable
+
+    # Where datasets keeps a hub dataset it has prepared once (and reads it from when offline).
+    *owner, name = dataset_id.split("/")
+    cached = Path(datasets.config.HF_DATASETS_CACHE) / "___".join([*owner, camelcase_to_snakecase(name)])
+    if not any(p.is_dir() for p in cached.glob("*/*/*")) and not _hub_reachable():
+        raise UserError(
+            f"'{dataset_id}' is not a local file or directory, and as a hub dataset id it is not in the datasets "
+            "cache and the Hugging Face Hub cannot be reached from here (no network, or HF_HUB_OFFLINE=1). To use "
+            "it, " + dataset_download_advice(dataset_id, split)
+        )
+    return datasets.load_dataset(dataset_id, split=split)
+
+
+def dataset_blocks(path: Path, dataset, ranges: list[tuple[int, float]], block_rows: int, columns=None):
+    """(first row, rows) blocks holding exactly the rows in `ranges` (sorted, disjoint [start, end) row numbers)
+    of an opened dataset: an Arrow dataset is sliced (only these rows are read); a streamed one is read through
+    up to the last range. ClassLabel columns come back as their names, which the label schema maps to its ids."""
+    import datasets
+
+    if columns is not None:
+        dataset = dataset.select_columns(list(dict.fromkeys(columns)))
+    names = {
+        column: feature.names
+        for column, feature in (dataset.features or {}).items()
+        if isinstance(feature, datasets.ClassLabel)
+    }
+
+    def decoded(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.reset_index(drop=True)
+        for column, labels in names.items():
+            ids = frame[column].tolist()  # -1 or null: no label
+            frame[column] = [labels[int(i)] if not pd.isna(i) and 0 <= i < len(labels) else None for i in ids]
+        return frame
+
+    if isinstance(dataset, datasets.Dataset):
+        table = dataset.with_format("pandas")
+        for start, end in ranges:
+            end = min(end, len(dataset))
+            for first in range(start, end, block_rows):
+                yield first, decoded(table[first : min(end, first + block_rows)])
+        return
+    position, spans = 0, list(ranges)
+    try:
+        for batch in dataset.iter(batch_size=block_rows):
+            frame = pd.DataFrame(batch)
+            for start, end in spans:
+                first, last = max(start, position), min(end, position + len(frame))
+                if first < last:
+                    yield first, decoded(frame.iloc[first - position : last - position])
+            position += len(frame)
+            if spans and position >= spans[-1][1]:
+                return
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(_malformed_json_message(path, error)) from None
+
+
+def _malformed_json_message(path: Path, error: Exception) -> str:
+    """Where a JSON file stops being valid, found by reading it again (only after `datasets` failed on it: its own
+    message names no line)."""
+    if not path.is_file():
+        return f"Could not read {path} with datasets: {type(error).__name__}: {error}"
+    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    if text.lstrip().startswith("["):  # one array of objects
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as bad:
+            return f"{path}, line {bad.lineno}: not valid JSON ({bad.msg}, column {bad.colno}). Fix it and run again."
+        lines = [(f"record {number}", value) for number, value in enumerate(records, start=1)]
+    else:  # JSON Lines
+        lines = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    lines.append((f"line {number}", json.loads(line)))
+                except json.JSONDecodeError as bad:
+                    return (
+                        f"{path}, line {number}: not valid JSON ({bad.msg}, column {bad.colno}). Fix or delete "
+                        "that line (each line of a JSON Lines file is one object) and run again."
+                    )
+    for where, value in lines:
+        if not isinstance(value, dict):
+            kind = type(value).__name__
+            return f'{path}, {where}: a JSON {kind}, not an object like {{"Sentence": "..."}}. Fix it and run again.'
+    # Every line is valid: what datasets cannot read is a column of mixed types (1 and "1") in a file with blank
+    # lines (its fallback reader stops at a blank line); the file itself is fine.
+    blank = [number for number, line in enumerate(text.splitlines(), start=1) if not line.strip()]
+    kinds: dict[str, set[str]] = {}
+    for _, record in lines:
+        for key, value in record.items():
+            if value is not None:
+                kinds.setdefault(key, set()).add(type(value).__name__)
+    mixed = {key: sorted(types) for key, types in kinds.items() if len(types) > 1}
+    if blank and mixed:
+        columns = ", ".join(f"'{key}' ({' and '.join(types)})" for key, types in mixed.items())
+        return (
+            f"{path}: datasets cannot read this JSON Lines file: it has blank lines (line {blank[0]} is the first) "
+            f"and columns whose values mix JSON types: {columns}. Delete the blank lines (sed -i '/^\\s*$/d' "
+            "FILE) or write each column's values as one type, and run again."
+        )
+    return f"Could not read {path} with datasets: {type(error).__name__}: {error}"
+
+
+def _dataset_files(path: Path, split: str | None) -> list[Path]:
+    """The files a dataset input is read from: the file, a directory's files, or a hub dataset's cached Arrow."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    return [Path(entry["filename"]) for entry in open_dataset(path, split).cache_files]
+
+
+def input_identity(path: Path, split: str | None = None) -> dict:
+    """What a resumed labeling run compares to know its input is unchanged: a file's size and time, or those of
+    every file a dataset is read from."""
+    if path.is_file():
+        stat = path.stat()
+        return {"path": str(path.resolve()), "bytes": stat.st_size, "modified": stat.st_mtime_ns}
+    where = {"path": str(path.resolve())} if path.is_dir() else {"dataset": str(path), "split": split or "train"}
+    files = [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in _dataset_files(path, split)]
+    return {**where, "files": files}
+
+
+def input_sha256(path: str | Path, split: str | None = None) -> str:
+    """The content hash a resumed training run compares: of the file, or of every file a dataset is read from."""
+    from weibolabel.runs import file_sha256
+
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    digest = hashlib.sha256()
+    for file in _dataset_files(path, split):
+        name = file.relative_to(path) if path.is_dir() else file.name
+        digest.update(f"{name}:{file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
 # ---------------------------------------------------------------------------------------------------------- labels
 def parse_label(value, schema: LabelSchema) -> tuple[int | None, str | None]:
     """(label id, None) or (None, what is wrong with the cell)."""
@@ -347,10 +599,11 @@ def load_labeled(
     encoding: str | None = None,
     on_conflict: str = "drop",
     header_row: int = 1,
+    split: str | None = None,
 ) -> LabeledData:
     """Read and validate a labeled table; bad labels are errors, empty texts and duplicates are reported."""
     path = Path(path)
-    frame = read_table(path, sheet=sheet, encoding=encoding, header_row=header_row)
+    frame = read_table(path, sheet=sheet, encoding=encoding, header_row=header_row, split=split)
     require_column(frame, text_column, path, "--text_column", header_row, sheet)
     require_column(frame, label_column, path, "--label_column", header_row, sheet)
     if frame.empty:
@@ -438,14 +691,19 @@ def load_labeled(
 
 # ---------------------------------------------------------------------------------------------------------- corpus
 def resolve_inputs(spec: str) -> list[Path]:
-    """A file, a directory (its table files, sorted) or a glob pattern."""
+    """A file, a directory (its table files, sorted), a glob pattern, or one dataset: a dataset directory
+    (save_to_disk, or laid out for datasets.load_dataset) or a hub dataset id."""
     path = Path(spec)
+    if path.is_dir() and is_dataset_directory(path):
+        return [path]
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_SUFFIXES and not p.name.startswith("."))
     elif any(ch in spec for ch in "*?["):
         files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in TABLE_SUFFIXES)
     else:
         if not path.exists():
+            if _looks_like_hub_id(spec):
+                return [path]  # opening it says whether the datasets cache has it
             raise UserError(f"Input not found: {spec}")
         files = [path]
     if not files:
@@ -522,12 +780,15 @@ class Corpus:
         header_row: int = 1,
         copies: dict[Path, Path] | None = None,
         row_counts: list[int] | None = None,
+        split: str | None = None,
     ):
         check_header_row(header_row)
         self.files, self.text_column, self.sheet, self.encoding = files, text_column, sheet, encoding
-        self.header_row = header_row
+        self.header_row, self.split = header_row, split
         self.carry_columns = list(carry_columns)
         self.copies = dict(copies or {})
+        # JSON files, dataset directories and hub ids, each opened once through `datasets` (open_dataset).
+        self.datasets = {path: None for path in files if path not in self.copies and is_dataset_input(path)}
         self.row_counts: list[int] = []
         self.gold_column = None  # known once every file's header is read; reading rows needs it set
         have_gold = True
@@ -560,8 +821,20 @@ class Corpus:
         """The format actually read: a spreadsheet's copy is Parquet."""
         return self.copies.get(path, path).suffix.lower()
 
+    def _dataset(self, path: Path):
+        if self.datasets[path] is None:
+            self.datasets[path] = open_dataset(path, self.split, self.encoding)
+        return self.datasets[path]
+
     def _head(self, path: Path) -> pd.DataFrame:
         """The header and the first rows: enough to check the columns and to find a header further down."""
+        if path in self.datasets:
+            columns = self._dataset(path).column_names  # None for a stream whose first rows are not read yet
+            if columns is None:
+                columns = next(dataset_blocks(path, self._dataset(path), [(0, 1)], 1), (0, pd.DataFrame()))[1].columns
+            if len(columns) == 0:
+                raise UserError(f"{path}: no rows to label (an empty file or dataset). Check that it is the right one.")
+            return pd.DataFrame(columns=list(columns))
         suffix = self._suffix(path)
         if suffix == ".parquet":
             try:
@@ -590,6 +863,11 @@ class Corpus:
         return read_table(path, sheet=self.sheet, header_row=self.header_row)
 
     def _count_rows(self, path: Path, head: pd.DataFrame) -> int:
+        if path in self.datasets:  # an Arrow dataset knows its length; a stream is read through once
+            dataset = self._dataset(path)
+            if hasattr(dataset, "__len__"):
+                return len(dataset)
+            return sum(len(block) for _, block in dataset_blocks(path, dataset, [(0, math.inf)], 1 << 16))
         suffix = self._suffix(path)
         if suffix == ".parquet":
             try:
@@ -610,7 +888,9 @@ class Corpus:
         Parquet only the row groups they touch, CSV and text files parse or keep nothing else."""
         suffix = self._suffix(path)
         wanted = [self.text_column, *self.carry_columns] + ([self.gold_column] if self.gold_column else [])
-        if suffix == ".parquet":
+        if path in self.datasets:  # Arrow datasets: only these rows' slices; streams: read past the rest
+            yield from dataset_blocks(path, self._dataset(path), ranges, block_rows, columns=wanted)
+        elif suffix == ".parquet":
             # Streamed through a 4 MiB buffer: pyarrow's default pre-buffers whole column chunks, and pandas writes
             # up to 1M rows into one row group (130 MiB held at once for 1M comments).
             source = pq.ParquetFile(self.copies.get(path, path), pre_buffer=False, buffer_size=4 << 20)

@@ -93,7 +93,11 @@ def find_issues(
     from cleanlab.filter import find_label_issues
 
     labels = rows["gold"].to_numpy(dtype=np.int64)
-    flagged = find_label_issues(labels, probs, filter_by=filter_by, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab would fork a multiprocessing pool from a process whose torch/OpenMP threads are running,
+    # which can deadlock (seen with the lowest declared versions); for thousands of rows one process is enough.
+    flagged = find_label_issues(
+        labels, probs, filter_by=filter_by, return_indices_ranked_by="self_confidence", n_jobs=1
+    )
     suggested = probs[flagged].argmax(axis=1)
     return pd.DataFrame(
         {

@@ -14,12 +14,11 @@ import numpy as np
 import pandas as pd
 from accelerate import Accelerator
 
-from weibolabel.config import TrainConfig
 from weibolabel.errors import UserError
 from weibolabel.markdown import markdown_table
 from weibolabel.metrics import classification_metrics
 from weibolabel.preemption import StopSignal
-from weibolabel.training import fit_and_score_fold
+from weibolabel.training import Recipe, fit_and_score_fold
 
 
 def subsample(train_index: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -36,7 +35,8 @@ def subsample(train_index: np.ndarray, labels: np.ndarray, fraction: float, seed
 
 
 def encoder_cell(
-    config: TrainConfig,
+    *,
+    recipe: Recipe,
     accelerator: Accelerator,
     stop: StopSignal,
     schema,
@@ -49,22 +49,22 @@ def encoder_cell(
     fraction: float,
     work_dir: Path,
 ) -> dict:
-    train_index = subsample(np.flatnonzero(fold_of_row != fold), labels, fraction, config.seed + fold)
+    train_index = subsample(np.flatnonzero(fold_of_row != fold), labels, fraction, recipe.seed + fold)
     test_index = np.flatnonzero(fold_of_row == fold)
     state_dir = work_dir / f"fold_{fold}_fraction_{fraction:g}"
     score, model = fit_and_score_fold(
-        config,
-        accelerator,
-        stop,
-        schema,
-        pad_id,
-        input_ids,
-        labels,
-        groups,
-        train_index,
-        test_index,
-        fold,
-        state_dir / "state.pt",
+        recipe=recipe,
+        accelerator=accelerator,
+        stop=stop,
+        schema=schema,
+        pad_id=pad_id,
+        input_ids=input_ids,
+        labels=labels,
+        groups=groups,
+        train_index=train_index,
+        test_index=test_index,
+        fold=fold,
+        state_file=state_dir / "state.pt",
     )
     shutil.rmtree(state_dir, ignore_errors=True)
     del model
@@ -74,17 +74,19 @@ def encoder_cell(
     )
 
 
-def baseline_cell(config: TrainConfig, texts: list[str], labels: np.ndarray, fold_of_row, fold, fraction, names):
+def baseline_cell(
+    *, recipe: Recipe, texts: list[str], labels: np.ndarray, fold_of_row: np.ndarray, fold: int, fraction: float, names
+) -> dict:
     from weibolabel.baseline import tfidf_logreg_probs
 
-    train_index = subsample(np.flatnonzero(fold_of_row != fold), labels, fraction, config.seed + fold)
+    train_index = subsample(np.flatnonzero(fold_of_row != fold), labels, fraction, recipe.seed + fold)
     test_index = np.flatnonzero(fold_of_row == fold)
     probs = tfidf_logreg_probs(
         [texts[i] for i in train_index],
         labels[train_index],
         [texts[i] for i in test_index],
         len(names),
-        config.class_weighted_loss,
+        recipe.class_weighted_loss,
     )
     metrics = classification_metrics(labels[test_index], probs.argmax(axis=1), names)
     return cell_record("baseline", fold, fraction, len(train_index), metrics, "trained", None)
@@ -118,15 +120,15 @@ def summarize(cells: pd.DataFrame) -> pd.DataFrame:
     return summary.fillna({"accuracy_std": 0.0, "macro_f1_std": 0.0}).reset_index()
 
 
-def render_markdown(summary: pd.DataFrame, config: TrainConfig, run: Path, reused_full: bool) -> str:
+def render_markdown(summary: pd.DataFrame, recipe: Recipe, num_folds: int, run: Path, reused_full: bool) -> str:
     lines = [
         f"# Learning curve: {run}",
         "",
-        f"Macro-F1 on each test fold of the run's {config.num_folds} folds when training on a stratified, seeded "
+        f"Macro-F1 on each test fold of the run's {num_folds} folds when training on a stratified, seeded "
         "share of that fold's training part (smaller shares are subsets of larger ones; the validation part that "
-        f"picks the best epoch is carved from the share, {config.validation_fraction:.0%} of it). The encoder uses "
-        f"the run's settings (`{config.model_name_or_path}`, {config.num_epochs} epochs, learning rate "
-        f"{config.learning_rate}); the baseline is the run's TF-IDF + logistic regression. ± is the sample "
+        f"picks the best epoch is carved from the share, {recipe.validation_fraction:.0%} of it). The encoder uses "
+        f"the run's settings (`{recipe.model_name_or_path}`, {recipe.num_epochs} epochs, learning rate "
+        f"{recipe.learning_rate}); the baseline is the run's TF-IDF + logistic regression. ± is the sample "
         "standard deviation over folds. The number of epochs is fixed, so a smaller share also gets fewer "
         "optimisation steps; a slow learner (a model trained from scratch, say) is held back at small shares by both.",
         "",

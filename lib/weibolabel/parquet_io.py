@@ -40,6 +40,17 @@ def output_schema(num_labels: int, multi_file: bool, carry_columns: list[str], w
     return pa.schema(fields)
 
 
+def huggingface_metadata(schema: pa.Schema, label_names: list[str]) -> dict[bytes, bytes]:
+    """The output's `datasets` features under the schema-metadata key that `datasets` writes and reads
+    (Features.arrow_schema, Features.from_arrow_schema): `label` and `gold_label` load as ClassLabel with the label
+    names; other columns keep their Arrow types. Spelled out here so the labeling job need not import `datasets`."""
+    classes = {"names": list(label_names), "_type": "ClassLabel"}
+    features = {field.name: classes for field in schema if field.name in ("label", "gold_label")}
+    if not (features and label_names):
+        return {}
+    return {b"huggingface": json.dumps({"info": {"features": features}}, ensure_ascii=False).encode()}
+
+
 def parts_directory(output: Path) -> Path:
     return output.with_name(output.name + ".parts")
 
@@ -49,11 +60,34 @@ def inputs_directory(output: Path) -> Path:
     return output.with_name(output.name + ".inputs")
 
 
-def check_output_free(output: Path, overwrite: bool) -> None:
-    """Before any model work: an existing output is replaced only with --overwrite (a run that merged but was
-    stopped before removing its parts is recognised later, by PartStore.prepare)."""
-    if output.exists() and not overwrite and not parts_directory(output).exists():
+def check_output_free(output: Path, overwrite: bool, settings: dict | None = None) -> None:
+    """Before any model work: an existing output is replaced only with --overwrite, unless it was written with
+    these `settings` (those known before the model is loaded): then it may be complete (`is_complete`), and a re-run
+    is a no-op. A run that merged but was stopped before removing its parts is recognised by PartStore.prepare."""
+    if not output.exists() or overwrite or parts_directory(output).exists():
+        return
+    recorded = recorded_job(output)
+    if recorded is None or settings is None:  # not a labeling job's output, or written before settings were kept
         raise UserError(f"{output} already exists; pass --overwrite to replace it.")
+    changed = sorted(key for key in settings if recorded.get(key) != settings[key])
+    if changed:
+        raise UserError(
+            f"{output} already exists, labeled with other settings (changed: {', '.join(changed)}); pass "
+            "--overwrite to replace it, or another --output."
+        )
+
+
+def recorded_job(output: Path) -> dict | None:
+    """The settings a finished output was made with (the `job` of its metadata), or None."""
+    try:
+        return json.loads(pq.read_schema(output).metadata[METADATA_KEY])["job"]
+    except (OSError, KeyError, TypeError, ValueError, pa.ArrowException):
+        return None
+
+
+def is_complete(output: Path, job: dict) -> bool:
+    """The output is merged and verified, and was made with exactly these settings: a re-run has nothing to do."""
+    return output.is_file() and not parts_directory(output).exists() and recorded_job(output) == job
 
 
 class PartStore:
@@ -83,7 +117,10 @@ class PartStore:
             if same:
                 shutil.rmtree(self.directory)
                 return False
-            raise UserError(f"{self.output} already exists; pass --overwrite to replace it.")
+            recorded = recorded_job(self.output) or {}
+            changed = sorted(k for k in {**job, **recorded} if recorded.get(k) != job.get(k)) if recorded else []
+            detail = f", labeled with other settings (changed: {', '.join(changed)})" if changed else ""
+            raise UserError(f"{self.output} already exists{detail}; pass --overwrite to replace it.")
         if self.directory.exists() and not same:
             if not overwrite:
                 changed = sorted(k for k in {**job, **(earlier or {})} if (earlier or {}).get(k) != job.get(k))
@@ -139,11 +176,18 @@ class PartStore:
         missing = self._wait_for_parts(num_chunks, finished_on or {}, wait_seconds)
         if missing:
             raise UserError(f"Cannot merge: chunks {missing[:10]} of {num_chunks} are not finished; re-run to finish.")
+        # The settings, so that a re-run with the same arguments recognises the finished file (is_complete).
+        metadata = {**metadata, "job": json.loads((self.directory / "job.json").read_text())}
         # Keep the parts' pandas metadata, or nullable int columns (label, gold_label) read back as float64.
         part_metadata = (pq.read_schema(self._part(0)).metadata or {}) if num_chunks else {}
         pandas_metadata = {key: value for key, value in part_metadata.items() if key == b"pandas"}
+        names = [label["name"] for label in metadata.get("labels", [])]
         schema = self.schema.with_metadata(
-            {**pandas_metadata, METADATA_KEY: json.dumps(metadata, ensure_ascii=False).encode()}
+            {
+                **pandas_metadata,
+                **huggingface_metadata(self.schema, names),
+                METADATA_KEY: json.dumps(metadata, ensure_ascii=False).encode(),
+            }
         )
         tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
         expected_id = 0

@@ -11,7 +11,6 @@ import pandas as pd
 
 from weibolabel import baseline, comparison, plots
 from weibolabel.calibration import calibrate_run
-from weibolabel.config import TrainConfig, config_to_dict
 from weibolabel.metrics import classification_metrics, summarize_folds
 from weibolabel.modeling import is_demo_model, load_model_config
 from weibolabel.report import render_report
@@ -22,7 +21,8 @@ SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".csv")
 
 
 def write_results(
-    config: TrainConfig,
+    *,
+    settings: dict,
     out: Path,
     names: list[str],
     data_counts: dict,
@@ -31,29 +31,30 @@ def write_results(
     rows: pd.DataFrame,
     fold_of_row: np.ndarray,
 ) -> dict:
-    """Everything a paper table needs, rebuilt from the fold directories; returns metrics.json's content."""
-    folds = [json.loads((out / f"fold_{k}" / "fold_result.json").read_text()) for k in range(config.num_folds)]
+    """Everything a paper table needs, rebuilt from the fold directories; returns metrics.json's content.
+    `settings` is the job's resolved config as a dict (what metrics.json records as `setup`)."""
+    folds = [json.loads((out / f"fold_{k}" / "fold_result.json").read_text()) for k in range(settings["num_folds"])]
     probs = np.zeros((len(texts), len(names)), dtype=np.float32)
-    for k in range(config.num_folds):
+    for k in range(settings["num_folds"]):
         predictions = pd.read_parquet(out / f"fold_{k}" / "test_predictions.parquet")
         probs[predictions["index"].to_numpy()] = np.stack(predictions["probs"].to_numpy())
 
     baseline_result, baseline_pred = None, None
-    if config.baseline:
+    if settings["baseline"]:
         baseline_probs = np.zeros_like(probs)
-        for k in range(config.num_folds):
+        for k in range(settings["num_folds"]):
             train, test = fold_of_row != k, fold_of_row == k
             baseline_probs[test] = baseline.tfidf_logreg_probs(
                 [t for t, m in zip(texts, train) if m],
                 labels[train],
                 [t for t, m in zip(texts, test) if m],
                 len(names),
-                config.class_weighted_loss,
+                settings["class_weighted_loss"],
             )
         baseline_pred = baseline_probs.argmax(axis=1)
         baseline_folds = [
             classification_metrics(labels[fold_of_row == k], baseline_pred[fold_of_row == k], names)
-            for k in range(config.num_folds)
+            for k in range(settings["num_folds"])
         ]
         baseline_result = {
             "description": baseline.DESCRIPTION,
@@ -65,8 +66,8 @@ def write_results(
     # row_id is the 0-based position below the header, as in labels.parquet; spreadsheet_row is the row number a
     # spreadsheet program shows for it (null for Parquet input, which has no such numbering).
     row_ids = rows["row_id"].to_numpy(dtype=np.int64)
-    numbered = Path(config.data).suffix.lower() in SPREADSHEET_SUFFIXES
-    spreadsheet_row = pd.array(row_ids + config.header_row + 1 if numbered else [None] * len(rows), dtype="Int64")
+    numbered = Path(settings["data"]).suffix.lower() in SPREADSHEET_SUFFIXES
+    spreadsheet_row = pd.array(row_ids + settings["header_row"] + 1 if numbered else [None] * len(rows), dtype="Int64")
     oof = pd.DataFrame(
         {
             "row_id": row_ids,
@@ -92,7 +93,7 @@ def write_results(
         )
 
     metrics = {
-        "setup": {**config_to_dict(config), "demo_model": is_demo_model(load_model_config(config.model_name_or_path))},
+        "setup": {**settings, "demo_model": is_demo_model(load_model_config(settings["model_name_or_path"]))},
         "label_names": names,
         "data": data_counts,
         "folds": [{**fold, "test": fold["test"]} for fold in folds],

@@ -8,7 +8,7 @@ import math
 import pickle
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,6 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from transformers import get_linear_schedule_with_warmup
 
-from weibolabel.config import TrainConfig
 from weibolabel.errors import UserError
 from weibolabel.folds import split_validation
 from weibolabel.forward import classify
@@ -35,6 +34,31 @@ logger = get_logger(__name__)
 
 class NonFiniteLoss(UserError):
     """The loss became NaN or inf; the message names fold, epoch and step."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What training one fold needs of a job's settings; the jobs build it from their config (`from_settings`), so
+    the library reads no job recipe."""
+
+    model_name_or_path: str
+    seed: int
+    num_epochs: int
+    learning_rate: float
+    weight_decay: float
+    warmup_ratio: float
+    per_device_batch_size: int
+    eval_batch_size: int
+    gradient_accumulation_steps: int
+    max_grad_norm: float
+    max_length: int
+    validation_fraction: float
+    class_weighted_loss: bool
+
+    @classmethod
+    def from_settings(cls, settings) -> Recipe:
+        """The recipe part of any object with these attributes (a job's TrainConfig)."""
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
 
 
 @dataclass
@@ -90,7 +114,8 @@ def train_fold(
     model: torch.nn.Module,
     train: Split,
     validation: Split,
-    config: TrainConfig,
+    *,
+    recipe: Recipe,
     accelerator: Accelerator,
     fold: int,
     pad_id: int,
@@ -100,15 +125,15 @@ def train_fold(
     device = accelerator.device
     model.to(device)
     optimizer = accelerator.prepare_optimizer(
-        build_optimizer(model, config.learning_rate, config.weight_decay), device_placement=True
+        build_optimizer(model, recipe.learning_rate, recipe.weight_decay), device_placement=True
     )
-    batches_per_epoch = math.ceil(len(train.input_ids) / config.per_device_batch_size)
-    updates_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
-    total_updates = updates_per_epoch * config.num_epochs
+    batches_per_epoch = math.ceil(len(train.input_ids) / recipe.per_device_batch_size)
+    updates_per_epoch = math.ceil(batches_per_epoch / recipe.gradient_accumulation_steps)
+    total_updates = updates_per_epoch * recipe.num_epochs
     scheduler = get_linear_schedule_with_warmup(
-        optimizer.optimizer, round(config.warmup_ratio * total_updates), total_updates
+        optimizer.optimizer, round(recipe.warmup_ratio * total_updates), total_updates
     )
-    weight = class_weights(train.labels, model.config.num_labels).to(device) if config.class_weighted_loss else None
+    weight = class_weights(train.labels, model.config.num_labels).to(device) if recipe.class_weighted_loss else None
     labels = torch.from_numpy(train.labels)
 
     result = FoldTraining(best_state={}, best_epoch=-1)
@@ -129,11 +154,11 @@ def train_fold(
             f"fold {fold}: resuming after epoch {state['epoch'] + 1} (best so far epoch {result.best_epoch + 1})"
         )
 
-    for epoch in range(first_epoch, config.num_epochs):
+    for epoch in range(first_epoch, recipe.num_epochs):
         started, model_losses = time.perf_counter(), []
         model.train()
         batches = length_grouped_batches(
-            train.lengths, config.per_device_batch_size, seed=_epoch_seed(config, fold, epoch)
+            train.lengths, recipe.per_device_batch_size, seed=_epoch_seed(recipe, fold, epoch)
         )
         for step, batch in enumerate(batches):
             ids, mask = pad_batch([train.input_ids[i] for i in batch], pad_id, 8 if device.type == "cuda" else 1)
@@ -144,9 +169,9 @@ def train_fold(
                 if not torch.isfinite(loss):
                     where = f"fold {fold}, epoch {epoch + 1}, step {step + 1}"
                     raise NonFiniteLoss(non_finite_loss_message(loss.item(), where, accelerator.mixed_precision))
-                accelerator.backward(loss / config.gradient_accumulation_steps)
-                if (step + 1) % config.gradient_accumulation_steps == 0 or step + 1 == len(batches):
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                accelerator.backward(loss / recipe.gradient_accumulation_steps)
+                if (step + 1) % recipe.gradient_accumulation_steps == 0 or step + 1 == len(batches):
+                    accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -154,11 +179,11 @@ def train_fold(
                 if not is_out_of_memory(error):
                     raise
                 where = f"fold {fold}, epoch {epoch + 1}, step {step + 1}"
-                raise UserError(_out_of_memory_message(config, where, ids)) from None
+                raise UserError(_out_of_memory_message(recipe, where, ids)) from None
             model_losses.append(loss.detach())
             stop.check(f"in fold {fold}, epoch {epoch + 1}, step {step + 1}")
 
-        _, val = evaluate(model, validation, pad_id, accelerator, config.eval_batch_size)
+        _, val = evaluate(model, validation, pad_id, accelerator, recipe.eval_batch_size)
         record = {
             "epoch": epoch + 1,
             "train_loss": float(torch.stack(model_losses).mean()),
@@ -172,7 +197,7 @@ def train_fold(
             best_f1, result.best_epoch = val["macro_f1"], epoch
             result.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         logger.info(
-            f"fold {fold} epoch {epoch + 1}/{config.num_epochs}: loss {record['train_loss']:.4f}  "
+            f"fold {fold} epoch {epoch + 1}/{recipe.num_epochs}: loss {record['train_loss']:.4f}  "
             f"val acc {val['accuracy']:.4f}  val macro-F1 {val['macro_f1']:.4f}  ({record['seconds']:.1f}s)"
             + ("  *best*" if result.best_epoch == epoch else ""),
             main_process_only=False,
@@ -210,13 +235,13 @@ def non_finite_loss_message(value: float, where: str, mixed_precision: str) -> s
     )
 
 
-def _out_of_memory_message(config: TrainConfig, where: str, ids: torch.Tensor) -> str:
-    batch, accumulation = config.per_device_batch_size, config.gradient_accumulation_steps
+def _out_of_memory_message(recipe: Recipe, where: str, ids: torch.Tensor) -> str:
+    batch, accumulation = recipe.per_device_batch_size, recipe.gradient_accumulation_steps
     return (
         f"Out of GPU memory in {where} (a batch of {ids.shape[0]} texts x {ids.shape[1]} tokens) with "
         f"--per_device_batch_size {batch}. Lower --per_device_batch_size (e.g. to {max(1, batch // 2)}) and raise "
         f"--gradient_accumulation_steps (e.g. to {accumulation * 2}) to keep the same effective batch, or lower "
-        f"--max_length (now {config.max_length}), and run again with a new --output_dir (these settings change the "
+        f"--max_length (now {recipe.max_length}), and run again with a new --output_dir (these settings change the "
         "result, so this run cannot be resumed with them)."
     )
 
@@ -288,8 +313,8 @@ def _load_state(path: Path) -> dict:
         ) from None
 
 
-def _epoch_seed(config: TrainConfig, fold: int, epoch: int) -> int:
-    return config.seed * 1_000_003 + fold * 1_009 + epoch
+def _epoch_seed(recipe: Recipe, fold: int, epoch: int) -> int:
+    return recipe.seed * 1_000_003 + fold * 1_009 + epoch
 
 
 def _save_state(
@@ -342,7 +367,8 @@ class FoldScore:
 
 
 def fit_and_score_fold(
-    config: TrainConfig,
+    *,
+    recipe: Recipe,
     accelerator: Accelerator,
     stop: StopSignal,
     schema,
@@ -357,22 +383,30 @@ def fit_and_score_fold(
 ) -> tuple[FoldScore, object]:
     """Carve the validation part out of `train_index`, train a fresh model from the pretrained weights, keep the
     best epoch, score `test_index` once. Returns the score and the model (holding the best epoch's weights)."""
-    fit_index, val_index = split_validation(train_index, labels, groups, config.validation_fraction, config.seed + fold)
+    fit_index, val_index = split_validation(train_index, labels, groups, recipe.validation_fraction, recipe.seed + fold)
 
     def split(index):
         return Split([input_ids[i] for i in index], labels[index])
 
     # The same pretrained weights and head initialisation for every fold and fraction, whichever process runs it.
-    set_seed(config.seed)
-    model = load_pretrained_classifier(config.model_name_or_path, schema)
+    set_seed(recipe.seed)
+    model = load_pretrained_classifier(recipe.model_name_or_path, schema)
     initial = weights_digest(model)
     logger.info(
         f"fold {fold}: train {len(fit_index)}, validation {len(val_index)}, test {len(test_index)}",
         main_process_only=False,
     )
     training = train_fold(
-        model, split(fit_index), split(val_index), config, accelerator, fold, pad_id, state_file, stop
+        model,
+        split(fit_index),
+        split(val_index),
+        recipe=recipe,
+        accelerator=accelerator,
+        fold=fold,
+        pad_id=pad_id,
+        state_file=state_file,
+        stop=stop,
     )
     model.load_state_dict(training.best_state)
-    probs, metrics = evaluate(model, split(test_index), pad_id, accelerator, config.eval_batch_size)
+    probs, metrics = evaluate(model, split(test_index), pad_id, accelerator, recipe.eval_batch_size)
     return FoldScore(probs, metrics, training, len(fit_index), len(val_index), initial), model
