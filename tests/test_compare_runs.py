@@ -164,6 +164,11 @@ def test_checks_flag_each_problem_with_its_evidence():
     assert "below the TF-IDF baseline" in checks.below_baseline(metrics)
     metrics["baseline"]["folds"] = [{"macro_f1": v} for v in (0.95, 0.70, 0.95, 0.70, 0.95)]  # below, but noisy
     assert checks.below_baseline(metrics) is None
+    # ... unless the baseline is right on significantly more of the same rows.
+    metrics["baseline"]["paired_test"] = {"mcnemar": {"only_a_correct": 13, "only_b_correct": 48, "p_value": 7.7e-6}}
+    assert "more of the same comments right than the encoder (48 against 13" in checks.below_baseline(metrics)
+    metrics["baseline"]["paired_test"]["mcnemar"] |= {"only_a_correct": 48, "only_b_correct": 13}  # the encoder's
+    assert checks.below_baseline(metrics) is None
 
     metrics = clean_metrics()
     for fold in metrics["folds"][:3]:
