@@ -333,24 +333,23 @@ def sbatch_wait(env: dict, args: list[str], cwd: Path, timeout: int) -> tuple[in
     return process.returncode, process.stdout.strip().split(";")[0] or process.stderr
 
 
+def sbatch_label_job(env: dict, log_dir: Path, job_args: list[str], resources=CPU_TEST_RESOURCES, timeout=240):
+    """`sbatch --wait slurm/label_corpus.sh JOB_ARGS`, submitted from the repository root as the docs say, its log in
+    `log_dir`: (exit code, job id, log)."""
+    script = str(SLURM_DIR / "label_corpus.sh")
+    rc, job_id = sbatch_wait(
+        env, [*resources, f"--output={log_dir / 'label-%j.out'}", script, *job_args], cwd=REPO, timeout=timeout
+    )
+    return rc, job_id, read_log(log_dir / f"label-{job_id}.out")
+
+
 @pytest.fixture(scope="module")
 def sbatch_labels(cluster, tiny_run_dir, unlabeled_xlsx, tmp_path_factory) -> tuple[int, str, Path]:
     """`sbatch --wait slurm/label_corpus.sh ...` on one node, 2 CPU processes: (exit code, log, output)."""
     directory = tmp_path_factory.mktemp("sbatch-label")
     output = directory / "labels.parquet"
-    rc, job_id = sbatch_wait(
-        cluster,
-        [
-            *CPU_TEST_RESOURCES,
-            f"--output={directory / 'label-%j.out'}",
-            str(SLURM_DIR / "label_corpus.sh"),
-            *["--input", str(unlabeled_xlsx), "--model", str(tiny_run_dir), "--output", str(output)],
-            *["--chunk_size", "8"],
-        ],
-        cwd=REPO,  # submitted from the repository root, as the docs say
-        timeout=240,
-    )
-    log = read_log(directory / f"label-{job_id}.out")
+    job_args = ["--input", str(unlabeled_xlsx), "--model", str(tiny_run_dir), "--output", str(output)]
+    rc, job_id, log = sbatch_label_job(cluster, directory, [*job_args, "--chunk_size", "8"])
     return rc, log + job_state(cluster, job_id), output
 
 
@@ -375,18 +374,8 @@ def test_sbatch_label_corpus(sbatch_labels, unlabeled_xlsx):
 def test_sbatch_with_a_missing_input_ends_with_the_jobs_message_before_srun(cluster, tiny_run_dir, tmp_path):
     """The inputs are checked in the batch script's one process: no srun, no launcher traceback, status 2."""
     missing = tmp_path / "missing.xlsx"
-    rc, job_id = sbatch_wait(
-        cluster,
-        [
-            *CPU_TEST_RESOURCES,
-            f"--output={tmp_path / 'label-%j.out'}",
-            str(SLURM_DIR / "label_corpus.sh"),
-            *["--input", str(missing), "--model", str(tiny_run_dir), "--output", str(tmp_path / "labels.parquet")],
-        ],
-        cwd=REPO,
-        timeout=120,
-    )
-    log = read_log(tmp_path / f"label-{job_id}.out")
+    job_args = ["--input", str(missing), "--model", str(tiny_run_dir), "--output", str(tmp_path / "labels.parquet")]
+    rc, job_id, log = sbatch_label_job(cluster, tmp_path, job_args, timeout=120)
     assert rc == 2, f"sbatch --wait returned {rc}\n{log}"
     lines = [line for line in log.splitlines() if line.strip()]
     assert lines[-1].endswith(f"ERROR Input not found: {missing}"), log
@@ -401,19 +390,8 @@ def test_resubmitting_a_finished_labeling_job_is_a_noop(cluster, sbatch_labels, 
     rc, _, output = sbatch_labels
     assert rc == 0 and output.is_file()
     written = output.stat().st_mtime_ns
-    rc, job_id = sbatch_wait(
-        cluster,
-        [
-            *CPU_TEST_RESOURCES,
-            f"--output={tmp_path / 'label-%j.out'}",
-            str(SLURM_DIR / "label_corpus.sh"),
-            *["--input", str(unlabeled_xlsx), "--model", str(tiny_run_dir), "--output", str(output)],
-            *["--chunk_size", "8"],
-        ],
-        cwd=REPO,
-        timeout=240,
-    )
-    log = read_log(tmp_path / f"label-{job_id}.out")
+    job_args = ["--input", str(unlabeled_xlsx), "--model", str(tiny_run_dir), "--output", str(output)]
+    rc, _, log = sbatch_label_job(cluster, tmp_path, [*job_args, "--chunk_size", "8"])
     assert rc == 0, f"sbatch --wait returned {rc}\n{log}"
     assert f"{output} is complete and matches these arguments" in log, log
     assert output.stat().st_mtime_ns == written
@@ -426,19 +404,11 @@ def test_two_node_job(cluster, sbatch_labels, tiny_run_dir, unlabeled_xlsx, tmp_
     if LOCAL_NODES < 2:
         pytest.skip("this machine's hostname is localhost or does not resolve: no second local node")
     output = tmp_path / "labels.parquet"
-    rc, job_id = sbatch_wait(
-        {**cluster, "PROCS_PER_NODE": "1"},
-        [
-            *["--nodes=2", "--gres=none", "--cpus-per-task=1", "--mem=2G", "--time=00:10:00"],
-            f"--output={tmp_path / 'label-%j.out'}",
-            str(SLURM_DIR / "label_corpus.sh"),
-            *["--input", str(unlabeled_xlsx), "--model", str(tiny_run_dir), "--output", str(output)],
-            *["--chunk_size", "8"],
-        ],
-        cwd=REPO,
-        timeout=240,
+    job_args = ["--input", str(unlabeled_xlsx), "--model", str(tiny_run_dir), "--output", str(output)]
+    two_nodes = ["--nodes=2", "--gres=none", "--cpus-per-task=1", "--mem=2G", "--time=00:10:00"]
+    rc, job_id, log = sbatch_label_job(
+        {**cluster, "PROCS_PER_NODE": "1"}, tmp_path, [*job_args, "--chunk_size", "8"], resources=two_nodes
     )
-    log = read_log(tmp_path / f"label-{job_id}.out")
     assert rc == 0, f"sbatch --wait returned {rc}\n{log}\n{job_state(cluster, job_id)}"
     launches = re.findall(r"node (\S+) rank (\d)/2: (.*)", log)
     assert len(launches) == 2, log
