@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packages tests/test_slurm.py needs to run (not skip): a local single-node SLURM
-# (slurm/local_cluster.sh brings it up inside a temporary directory; nothing is
+# (.ci/local_cluster.sh brings it up inside a temporary directory; nothing is
 # configured or started here) and shellcheck.  Debian/Ubuntu, as root.
 # Idempotent and quiet: installs only what is missing, then checks that every
 # command the tests call is on PATH.  Under CI=true (.ci/run) the tests fail

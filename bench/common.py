@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import platform
 import re
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -261,7 +262,8 @@ class Timer:
 class JobRun:
     seconds: float  # wall time of the whole job: interpreter start-up, model load, labeling, merge
     peak_rss: int  # of the job's process tree
-    job_seconds: float | None  # the job's own timer, from model load to the end of labeling
+    job_seconds: float | None  # the job's own timer, from the start of labeling to its summary (seconds_labeling)
+    summary: dict = field(default_factory=dict)  # the job's <output stem>.summary.json (README, "Labeling")
 
 
 def run_label_job(model_dir: Path, source: Path, output: Path, options: list[str], device: str) -> JobRun:
@@ -281,5 +283,6 @@ def run_label_job(model_dir: Path, source: Path, output: Path, options: list[str
     log = log.decode(errors="replace")
     if process.returncode != 0:
         raise SystemExit(f"jobs/label_corpus.py failed ({process.returncode}) on {source}:\n{log[-4000:]}")
-    inner = re.search(r"this run labeled \d+ rows \(\d+ tokens\) in ([\d.]+)s", log)
-    return JobRun(seconds, rss.peak, float(inner.group(1)) if inner else None)
+    summary_path = output.with_suffix(".summary.json")
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}  # none: nothing was labeled
+    return JobRun(seconds, rss.peak, summary.get("seconds_labeling"), summary)

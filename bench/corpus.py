@@ -10,12 +10,14 @@ The reviews are resampled and cut (or, for the long tail, joined) to a Weibo-lik
 `--seed` give the same corpus on every machine.
 
     python bench/corpus.py --rows 100000 --formats parquet csv     # writes bench/corpora/weibo-100000-s0.*
+    python bench/corpus.py --quick      # 1,000 rows, written to a temporary folder and read back: a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -154,14 +156,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--formats", nargs="*", default=["parquet"], choices=["parquet", "csv"])
     parser.add_argument("--out_dir", default=str(WORK_DIR), help="Where to write (default: bench/corpora).")
+    parser.add_argument("--quick", action="store_true", help="Smoke test: 1,000 rows, both formats, kept nowhere.")
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.formats = 1000, ["parquet", "csv"]
     texts = build_corpus(args.rows, args.seed)
     print(f"{len(source_reviews())} distinct source reviews")
     print(length_report(texts))
-    for fmt in args.formats:
-        path = Path(args.out_dir) / corpus_path(args.rows, args.seed, f".{fmt}").name
-        write_corpus(texts, path)
-        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    with tempfile.TemporaryDirectory() as scratch:
+        out_dir = Path(scratch) if args.quick else Path(args.out_dir)
+        for fmt in args.formats:
+            path = out_dir / corpus_path(args.rows, args.seed, f".{fmt}").name
+            write_corpus(texts, path)
+            print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+            if args.quick:
+                read = (
+                    pd.read_parquet(path) if fmt == "parquet" else pd.read_csv(path, dtype=str, keep_default_na=False)
+                )
+                if read[TEXT_COLUMN].astype(str).tolist() != texts:
+                    raise SystemExit(f"{path}: the texts read back differ from those written")
 
 
 if __name__ == "__main__":

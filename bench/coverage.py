@@ -2,6 +2,7 @@
 
     python bench/coverage.py                       # the full run recorded in docs/statistics.md (a few minutes)
     python bench/coverage.py --corpora 40 --replicates 100 --corpus_size 2000   # what the test suite runs
+    python bench/coverage.py --quick               # 5 corpora, 50 replicates: a smoke test (seconds)
 
 A known classifier (class-conditional logits: each class has its own mean logit vector, with asymmetric confusions,
 plus Gaussian noise) scores a labeled set drawn with the training class mix (its out-of-fold predictions) and a
@@ -129,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicates", type=int, default=500, help="Bootstrap replicates per corpus.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="Print the table as JSON instead of Markdown.")
+    parser.add_argument("--quick", action="store_true", help="Smoke test: 5 corpora of 1,000 rows, 50 replicates.")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.corpora, args.corpus_size, args.replicates, args.gold_size = 5, 1000, 50, 100
     table = simulate(
         corpora=args.corpora,
         labeled_size=args.labeled_size,

@@ -12,6 +12,7 @@ over --max_seconds is skipped and reported as such (nothing is extrapolated).
 
     python bench/memory.py                                  # 1k, 100k, 1M rows x parquet, csv
     python bench/memory.py --rows 1000 100000 --formats parquet
+    python bench/memory.py --quick                          # 1,000 rows, both formats: a smoke test, writes nothing
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_seconds", type=float, default=600, help="Skip a run estimated to take longer.")
     parser.add_argument("--no_results", action="store_true", help="Print only; do not append to bench/results/.")
+    parser.add_argument("--quick", action="store_true", help="Smoke test: 1,000 rows only; writes no results.")
     args = parser.parse_args()
+    if args.quick:
+        args.rows, args.no_results = [1000], True
     common.quiet_transformers()
     common.WORK_DIR.mkdir(parents=True, exist_ok=True)
 

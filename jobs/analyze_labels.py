@@ -22,14 +22,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from weibolabel import analysis, plots
 from weibolabel.annotation import read_labeled_parquet
 from weibolabel.config import AnalyzeConfig, parse_config
 from weibolabel.errors import UserError, exit_status
-from weibolabel.markdown import frame_table
 from weibolabel.parquet_io import read_metadata
 
 
@@ -48,6 +45,9 @@ def analyze(config: AnalyzeConfig) -> None:
         raise UserError("--bootstrap_replicates must be at least 100 for a 95% percentile interval.")
     source = Path(config.input)
     frame, probs, schema = read_labeled_parquet(source)
+    # scipy, scikit-learn and matplotlib take seconds to import: only once the input has been read.
+    from weibolabel import analysis, plots
+
     if frame.empty:
         raise UserError(f"{source}: no row has status 'ok', so there is nothing to analyse.")
     if config.group_by and config.group_by not in frame.columns:
@@ -72,14 +72,9 @@ def analyze(config: AnalyzeConfig) -> None:
     gold = analysis.read_gold_sample(config.gold_sample, frame, schema) if config.gold_sample else None
 
     # 3. Groups: the whole corpus first (named ''), then each group, largest first.
-    groups, codes = [("", np.arange(len(frame)))], {}
-    if config.group_by:
-        values = frame[config.group_by]
-        if config.group_by_month:
-            values = analysis.month_of(values, source, config.group_by, frame["row_id"])
-        group_names, members, plot_labels = analysis.group_members(values, config.max_groups)
-        groups += list(zip(group_names, members))
-        codes = dict(zip(group_names, plot_labels))
+    groups, codes, values = analysis.corpus_groups(
+        frame, group_by=config.group_by, by_month=config.group_by_month, max_groups=config.max_groups, source=source
+    )
 
     # 4. Naive, adjusted and prediction-powered shares with their 95% intervals: shares.csv and shares.png.
     shares = analysis.shares_table(
@@ -98,14 +93,7 @@ def analyze(config: AnalyzeConfig) -> None:
     plots.plot_shares(shares, temperature, out / "shares.png")
 
     # 5. Predicted-label shares with Wilson intervals, over all rows and over confident rows only.
-    confident_name = f"confidence >= {config.min_confidence}"
-    class_shares = pd.concat(
-        [
-            analysis.class_shares(labels, names, "all"),
-            analysis.class_shares(labels[confidence >= config.min_confidence], names, confident_name),
-        ],
-        ignore_index=True,
-    )
+    class_shares = analysis.shares_by_confidence(labels, confidence, names, config.min_confidence)
     class_shares.to_csv(out / "class_shares.csv", index=False)
     plots.plot_class_shares(class_shares, out / "class_shares.png")
 
@@ -121,98 +109,28 @@ def analyze(config: AnalyzeConfig) -> None:
     ngrams.to_csv(out / "characteristic_ngrams.csv", index=False)
 
     # 8. Shares per group: counts in group_shares.csv, estimates in shares.csv, the plot with intervals.
-    group_counts = None
     if config.group_by:
         group_counts = analysis.group_shares(values, labels, names, config.max_groups)
         group_counts.to_csv(out / "group_shares.csv", index=False)
         plots.plot_group_shares(shares, codes, config.group_by, temperature, out / "group_shares.png")
 
     # 9. report.md, from the tables above.
-    adjusted_by = {"pacc": "PACC, on calibrated probabilities", "acc": "ACC, on predicted labels"}[config.adjustment]
-    report = [
-        f"# Labeled corpus: {source.name}",
-        "",
-        f"{int(statuses.sum())} rows; {len(frame)} labeled (status 'ok'); "
-        + ", ".join(f"{k}: {v}" for k, v in statuses.items() if k != "ok")
-        + f". Model `{metadata.get('model')}` ({len(metadata.get('members', []))} checkpoint(s)), temperature "
-        f"{temperature:.3f}, labeled {metadata.get('time', '?')}.",
-        "",
-        "## Class shares",
-        "",
-        "Labels are model predictions, not gold. The naive share counts predicted labels; it is biased by the "
-        "classifier's errors, which are not symmetric.",
-    ]
-    if oof is not None:
-        report += [
-            f"The adjusted share ({adjusted_by}) corrects for them with the confusion rates measured on the labeled "
-            f"data's out-of-fold predictions (run `{config.run}`); **it assumes those rates hold on this corpus** "
-            "(the class mix may differ, the way each class is written may not). Its 95% interval is a percentile "
-            f"bootstrap ({config.bootstrap_replicates} replicates) over both the corpus rows and the out-of-fold rows.",
-        ]
-    else:
-        report += [f"**No adjusted shares: {no_adjustment}.**"]
-    if gold is not None:
-        report += [
-            f"PPI: prediction-powered shares (PPI++) from the {len(gold)} gold-labeled rows of `{config.gold_sample}`, "
-            "drawn uniformly from this corpus, and the model's probabilities for every row; valid without the "
-            "assumption above. Gold sample only: the same gold rows alone, Wilson interval."
-        ]
-    report += [
-        "",
-        frame_table(analysis.headline_shares_table(shares)),
-        "",
-        "![class shares by method](shares.png)",
-        "",
-        "### Predicted labels among all and among confident rows",
-        "",
-        "95% Wilson intervals for a proportion: sampling noise only, not classification error.",
-        "",
-        frame_table(analysis.headline_table(class_shares, confident_name)),
-        "",
-        f"{int((confidence >= config.min_confidence).sum())} of {len(frame)} rows "
-        f"({np.mean(confidence >= config.min_confidence):.1%}) have confidence >= {config.min_confidence}; "
-        f"median confidence {np.median(confidence):.3f}.",
-        "",
-        "![class shares](class_shares.png)",
-        "",
-        "![confidence histogram](confidence_histogram.png)",
-        "",
-        "## Characteristic character n-grams per predicted class",
-        "",
-        "Log-odds ratio of each class against all others with an informative Dirichlet prior (Monroe et al. 2008), "
-        f"as a z-score; counts are comments containing the n-gram (at least {config.min_ngram_count}).",
-        "",
-        frame_table(analysis.ngram_table(ngrams, names, config.top_ngrams)),
-        "",
-    ]
-    if group_counts is not None:
-        by = f"{config.group_by} (by month)" if config.group_by_month else config.group_by
-        report += [
-            f"## Class shares by {by}",
-            "",
-            "Each cell: "
-            + ("adjusted share [95% CI] (naive share)" if oof is not None else "naive share")
-            + (", then the PPI share where the gold sample has enough rows of the group" if gold is not None else "")
-            + f". Groups with fewer than {config.min_group_rows} labeled rows get no share. `code` is the group's "
-            "label in the plot.",
-            "",
-            frame_table(analysis.group_shares_report_table(shares, codes)),
-            "",
-            "![shares by group](group_shares.png)",
-            "",
-        ]
-    report += [
-        "## Files",
-        "",
-        "- `shares.csv`: per group (empty = whole corpus) and class: n, naive, adjusted (and PPI, gold-only) shares "
-        "with 95% intervals, acc_* and pacc_* for both adjustments (`shares.png`)",
-        "- `class_shares.csv`: count, share and Wilson interval per class and subset (`class_shares.png`)",
-        "- `confidence_histogram.csv`: rows per confidence bin and predicted class (`confidence_histogram.png`)",
-        "- `characteristic_ngrams.csv`: the n-grams above with their counts and z-scores",
-    ]
-    if group_counts is not None:
-        report.append("- `group_shares.csv`: rows and predicted-label counts per group (`group_shares.png`)")
-    (out / "report.md").write_text("\n".join(report) + "\n")
+    report = analysis.render_report(
+        config,
+        source=source,
+        statuses=statuses,
+        metadata=metadata,
+        confidence=confidence,
+        oof=oof,
+        no_adjustment=no_adjustment,
+        gold=gold,
+        shares=shares,
+        class_shares=class_shares,
+        ngrams=ngrams,
+        names=names,
+        codes=codes,
+    )
+    (out / "report.md").write_text(report)
     print(f"wrote {out / 'report.md'} and {len(list(out.glob('*.csv')))} tables, {len(list(out.glob('*.png')))} plots")
 
 

@@ -26,12 +26,13 @@ from pathlib import Path
 
 from weibolabel.annotation import schema_from_sheet
 from weibolabel.config import ApplyReviewConfig, parse_config
-from weibolabel.data import load_labeled, read_table, require_column, write_table
 from weibolabel.errors import UserError, exit_status
 from weibolabel.files import backup_copy
 from weibolabel.label_issues import apply_decisions, read_decisions
+from weibolabel.labeled import load_labeled
 from weibolabel.labels import load_label_schema
 from weibolabel.runs import now_utc
+from weibolabel.tables import read_table, require_column, write_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +96,9 @@ def apply_review(config: ApplyReviewConfig) -> None:
     decisions = read_decisions(review, schema)
     if decisions.empty:
         raise UserError(f"{review}: no row has a Decision yet; fill in the 'Decision' column first.")
-    result, log = apply_decisions(frame, decisions, schema, config.text_column, config.label_column, data)
+    result, log = apply_decisions(
+        frame, decisions, schema, text_column=config.text_column, label_column=config.label_column, source=data
+    )
     dropped_ids = log.loc[log["change"] == "row removed", "row_id"].tolist()
 
     # 4. The backup (when --data itself is replaced), the new file, the log, the dropped rows in full and a summary.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from weibolabel.comparison import compare_runs, comparison_markdown, read_run
 from weibolabel.config import CompareConfig, parse_config
 from weibolabel.errors import UserError, exit_status
 from weibolabel.runs import write_json
@@ -21,7 +20,7 @@ from weibolabel.runs import write_json
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Leading arguments that are not options are the runs (HfArgumentParser has no positional arguments).
+    # Leading arguments that are not options are the runs (the config parser has no positional arguments).
     leading = 0
     while leading < len(argv) and not argv[leading].startswith("-"):
         leading += 1
@@ -37,6 +36,9 @@ def compare(config: CompareConfig) -> None:
         raise UserError("Give at least two run directories: compare_runs.py runs/a runs/b --output_dir DIR.")
     if not config.output_dir:
         raise UserError("--output_dir is required (see --help).")
+    # scipy takes seconds to import: only once the options are known good (--help and their errors come at once).
+    from weibolabel.comparison import compare_runs, comparison_markdown, read_run
+
     runs = [read_run(run) for run in config.runs]
 
     # 2. Same folds, then the paired tests for every pair.

@@ -23,6 +23,7 @@ from weibolabel import label_issues
 from weibolabel.config import LabelIssuesConfig, parse_config, write_config
 from weibolabel.errors import UserError, exit_status
 from weibolabel.markdown import frame_table
+from weibolabel.runs import RunLayout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +50,16 @@ def find(config: LabelIssuesConfig) -> None:
     noise.to_csv(out / "noise_estimate.csv", index=False)
     write_config(config, out / "config.yaml")
     known = known_conflicts(run)
-    (out / "label_issues.md").write_text(render(issues, noise, known, run, train_config, config.filter_by, len(rows)))
+    page = render(
+        issues,
+        noise=noise,
+        known=known,
+        run=run,
+        train_config=train_config,
+        filter_by=config.filter_by,
+        num_rows=len(rows),
+    )
+    (out / "label_issues.md").write_text(page)
     total = int(noise["estimated_errors"].sum())
     print(
         f"{len(issues)} of {len(rows)} labeled rows flagged for review -> {out / 'label_issues.xlsx'}; "
@@ -59,14 +69,14 @@ def find(config: LabelIssuesConfig) -> None:
 
 def known_conflicts(run: Path) -> pd.DataFrame:
     """Rows training dropped because copies of one text carry different labels: not scored, but surely one wrong."""
-    path = run / "data_issues.csv"
+    path = RunLayout(run).data_issues
     if not path.is_file():
         return pd.DataFrame(columns=["row", "issue"])
     issues = pd.read_csv(path, keep_default_na=False)
     return issues[issues["issue"].str.contains("conflicting labels")][["row", "issue"]]
 
 
-def render(issues, noise, known, run, train_config, filter_by, num_rows) -> str:
+def render(issues, *, noise, known, run, train_config, filter_by, num_rows) -> str:
     shown = issues.head(30).assign(text=issues["text"].head(30).str.slice(0, 40))
     lines = [
         f"# Likely label errors: {run}",

@@ -18,29 +18,17 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
-from accelerate import Accelerator
-from accelerate.logging import get_logger
-from accelerate.utils import gather_object
-from tqdm.auto import tqdm
 
 from weibolabel.config import LabelConfig, config_to_dict, parse_config
-from weibolabel.data import Corpus, clean_text, copy_spreadsheets, input_identity, resolve_inputs, row_name
+from weibolabel.corpus import Corpus, copy_spreadsheets, resolve_inputs
+from weibolabel.datasets_io import input_identity
 from weibolabel.errors import UserError
-from weibolabel.inference import (
-    cpu_has_native_bf16,
-    encode,
-    find_checkpoints,
-    inference_dtype,
-    label_encoded,
-    load_ensemble,
-    prefetched,
-)
+from weibolabel.labeled import clean_text
 from weibolabel.labeling import corpus_summary, format_summary, gold_check, gold_record, parse_gold
-from weibolabel.modeling import fit_max_length
 from weibolabel.parquet_io import PartStore, check_output_free, inputs_directory, is_complete, output_schema
 from weibolabel.preemption import StopSignal
 from weibolabel.runs import (
@@ -49,6 +37,7 @@ from weibolabel.runs import (
     check_shared_directory,
     ensure_writable,
     exit_with_launcher,
+    find_checkpoints,
     git_revision,
     limit_tokenizer_threads,
     make_accelerator,
@@ -58,9 +47,17 @@ from weibolabel.runs import (
     run_guarded,
     setup_logging,
     versions,
+    write_json,
 )
+from weibolabel.startup import JobLogger, is_main_launch_process, process_start, refuse
+from weibolabel.tables import row_name
 
-logger = get_logger("label_corpus")
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+# torch, transformers and accelerate take seconds to import: make_accelerator() and label_corpus() import them, after
+# main() has checked the inputs, so --help and a bad input's message come in a second or two (bench/startup.py).
+logger = JobLogger("label_corpus")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,11 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     exit_with_launcher()  # a worker whose launcher was killed stops, instead of labeling beside a new run
     limit_tokenizer_threads()
     setup_logging()
+    # Step 1, before the heavy imports: every process checks the options, the paths and the model's files; the main
+    # process also reads every input's header (a wrong column) and counts its rows, which it then need not redo.
+    try:
+        output, files = check_inputs(config)
+        row_counts = open_corpus(config, files).row_counts if is_main_launch_process() else None
+    except (UserError, OSError) as error:
+        return refuse(error, "label_corpus")
     accelerator = make_accelerator(config.collective_timeout_minutes)
     with RunLock() as lock:  # released on every way out; taken once the inputs are checked
-        return run_guarded(
-            lambda: label_corpus(config, accelerator, StopSignal(), lock), accelerator, logger, "finished chunks"
-        )
+
+        def work() -> None:
+            label_corpus(config, accelerator, StopSignal(), lock, output, files, row_counts)
+
+        return run_guarded(work, accelerator, logger, "finished chunks")
 
 
 def preflight(argv: list[str]) -> None:
@@ -86,13 +92,35 @@ def preflight(argv: list[str]) -> None:
     config = parse_config(LabelConfig, argv, description=__doc__)
     output, files = check_inputs(config)
     check_lock_free(output_lock_path(output), "labeling run")
-    Corpus(files, config.text_column, config.carry_columns, config.gold_column, config.sheet, config.encoding,
-           config.header_row, split=config.split)  # fmt: skip
+    open_corpus(config, files)
 
 
-def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal, lock: RunLock) -> None:
-    # 1. Everything that can be checked is checked before any labeling: inputs, output location, model.
-    output, files = check_inputs(config)
+def label_corpus(
+    config: LabelConfig,
+    accelerator: Accelerator,
+    stop: StopSignal,
+    lock: RunLock,
+    output: Path,
+    files: list[Path],
+    row_counts: list[int] | None,
+) -> None:
+    """Steps 2 and 3 of the job; `output` and `files` as check_inputs found them, `row_counts` of the inputs on the
+    main process (None elsewhere)."""
+    import torch
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    from weibolabel.inference import (
+        cpu_has_native_bf16,
+        encode,
+        inference_dtype,
+        label_encoded,
+        load_ensemble,
+        prefetched,
+    )
+    from weibolabel.modeling import fit_max_length
+
+    # 1. Everything that can be checked was checked before any labeling (main(): inputs, output location, model).
     # Every node writes parts there and the main process merges them: all must see the same directory.
     check_shared_directory(accelerator, output.parent, "--output")
     # One run at a time on an output: a second submission is refused, naming the first.
@@ -101,8 +129,8 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
     dtype = inference_dtype(device, accelerator.mixed_precision)
     if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
         logger.warning("--mixed_precision bf16: this CPU has no native bf16 (AVX512-BF16/AMX), expect it to be slow")
-    precision = str(dtype or torch.float32).removeprefix("torch.")
-    ensemble = load_ensemble(config.model, device, dtype, calibrated=config.calibration)
+    precision = "int8-dynamic" if config.quantize else str(dtype or torch.float32).removeprefix("torch.")
+    ensemble = load_ensemble(config.model, device, dtype, calibrated=config.calibration, quantize=config.quantize)
     max_positions = ensemble.models[0].config.max_position_embeddings
     max_length, lowered = fit_max_length(config.max_length or ensemble.max_length, max_positions)
     if lowered:
@@ -121,7 +149,7 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
             "do. Pass --overwrite to label it again."
         )
         return
-    corpus = read_corpus(config, files, accelerator, inputs_directory(output))
+    corpus = read_corpus(config, files, accelerator, inputs_directory(output), row_counts)
     multi_file = len(corpus.files) > 1
     store = PartStore(
         output, output_schema(len(ensemble.schema), multi_file, corpus.carry_columns, corpus.gold_column is not None)
@@ -146,13 +174,29 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
     # Each process reads only its own unfinished chunks (Parquet row groups; CSV and text rows of other chunks are
     # skipped unparsed), not the whole corpus.
     todo = corpus.iter_chunks(config.chunk_size, wanted=lambda c: c % world == rank and not store.is_done(c))
-    started, labeled_rows, labeled_tokens = time.perf_counter(), 0, 0
+    labeling_started, labeled_rows, labeled_tokens = time.perf_counter(), 0, 0
+    started, first_batch = process_start(), None  # the process's start; seconds from it to its first scored batch
+
+    def time_first_batch(rows: int) -> None:
+        nonlocal first_batch
+        if first_batch is None:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # the batch is scored, not just queued
+            first_batch = time.time() - started
+
     progress = tqdm(total=corpus.num_rows, unit="rows", disable=not accelerator.is_main_process, desc="labeling")
     progress.update(sum(r["rows"] for r in store.done_records()))
     for chunk, texts, encoded in prefetched(todo, prepare):
         chunk_started = time.perf_counter()
         try:
-            labels = label_encoded(ensemble, texts, encoded, config.batch_size, config.max_tokens)
+            labels = label_encoded(
+                ensemble,
+                texts,
+                encoded,
+                batch_size=config.batch_size,
+                max_tokens=config.max_tokens,
+                on_batch=time_first_batch,
+            )
         except torch.OutOfMemoryError:
             raise UserError(
                 f"Out of GPU memory labeling chunk {chunk.index} with --batch_size {config.batch_size} and "
@@ -172,9 +216,11 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
     # Every process reports what it labeled in this run (finished chunks skipped on resume are not counted), and
     # which chunks are finished on its node: the merge waits for those parts if a network filesystem shows them late.
     finished = [chunk for chunk in range(rank, num_chunks, world) if store.is_done(chunk)]
-    reports = gather_object([(labeled_rows, labeled_tokens, socket.gethostname(), finished)])
+    reports = gather_object([(labeled_rows, labeled_tokens, socket.gethostname(), finished, first_batch)])
     labeled_rows, labeled_tokens = (sum(report[i] for report in reports) for i in (0, 1))
-    finished_on = {chunk: host for _, _, host, chunks in reports for chunk in chunks}
+    finished_on = {chunk: host for _, _, host, chunks, _ in reports for chunk in chunks}
+    first_batches = [report[4] for report in reports if report[4] is not None]
+    first_batch = min(first_batches) if first_batches else None  # the job's first, whichever process scored it
 
     # 3. The main process merges the parts in input order, verifies the result, and summarises it.
     def merge_and_summarise() -> None:
@@ -197,13 +243,47 @@ def label_corpus(config: LabelConfig, accelerator: Accelerator, stop: StopSignal
             metadata["gold_labels"] = gold
         store.merge(num_chunks, corpus.num_rows, metadata, finished_on)
         shutil.rmtree(inputs_directory(output), ignore_errors=True)
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - labeling_started
         summary = corpus_summary(output, ensemble.schema.names, config.low_confidence) | {"gold_labels": gold}
         logger.info(f"wrote {output}: {format_summary(summary, config.low_confidence)}")
+        to_first = f"{first_batch:.1f}s" if first_batch is not None else "-"
         logger.info(
             f"this run labeled {labeled_rows} rows ({labeled_tokens} tokens) in {seconds:.1f}s: "
             f"{labeled_rows / seconds:.0f} rows/s, {labeled_tokens / seconds:.0f} tokens/s, "
-            f"{accelerator.num_processes} process(es)"
+            f"{accelerator.num_processes} process(es); {to_first} from start to the first labeled batch"
+        )
+        # The same figures for programs (bench/, tests/): read this file, not the log line.
+        write_json(
+            summary_path(output),
+            {
+                "output": str(output),
+                **{key: summary[key] for key in ("rows", "labeled", "label_counts", "status_counts", "truncated")},
+                "low_confidence": summary["low_confidence"],
+                "low_confidence_threshold": config.low_confidence,
+                "gold_agreement": summary.get("gold_agreement"),
+                "gold_labels": gold,
+                "rows_labeled": labeled_rows,
+                "tokens_labeled": labeled_tokens,
+                "seconds_labeling": seconds,
+                "rows_per_second": labeled_rows / seconds,
+                "tokens_per_second": labeled_tokens / seconds,
+                "seconds_to_first_batch": first_batch,
+                "seconds_total": time.time() - started,
+                "processes": accelerator.num_processes,
+                "device": device.type,
+                "precision": precision,
+                "model": ensemble.source,
+                "members": ensemble.members,
+                "max_length": max_length,
+                "temperature": ensemble.temperature,
+                "batch_size": config.batch_size,
+                "max_tokens": config.max_tokens,
+                "chunk_size": config.chunk_size,
+                "chunks": num_chunks,
+                "inputs": [str(p) for p in corpus.files],
+                "code_revision": metadata["code_revision"],
+                "time": metadata["time"],
+            },
         )
 
     on_main_process(accelerator, merge_and_summarise)
@@ -233,29 +313,45 @@ def known_settings(config: LabelConfig, files: list[Path]) -> dict:
     ignored = {"output", "overwrite", "low_confidence", "batch_size", "max_tokens", "collective_timeout_minutes"}
     ignored.add("max_length")
     settings = {k: v for k, v in config_to_dict(config).items() if k not in ignored}
+    if settings.get("quantize") is None:  # as recorded before --quantize existed: those runs still resume
+        settings.pop("quantize", None)
     return {**settings, "inputs": [input_identity(p, config.split) for p in files]}
 
 
-def read_corpus(config: LabelConfig, files: list[Path], accelerator: Accelerator, copies: Path) -> Corpus:
-    """The inputs, with spreadsheets parsed once into Parquet copies and every file's rows counted once, both by
-    the main process; the other processes then read only their own chunks."""
+def summary_path(output: Path) -> Path:
+    """`labels.summary.json` beside `labels.parquet`: the run's figures for programs (README, "Labeling")."""
+    return output.with_suffix(".summary.json")
 
-    def open_corpus(spreadsheet_copies: dict, row_counts: list[int] | None) -> Corpus:
-        return Corpus(
-            files, config.text_column, config.carry_columns, config.gold_column, config.sheet, config.encoding,
-            config.header_row, copies=spreadsheet_copies, row_counts=row_counts, split=config.split,
-        )  # fmt: skip
+
+def open_corpus(
+    config: LabelConfig, files: list[Path], copies: dict | None = None, row_counts: list[int] | None = None
+) -> Corpus:
+    """The inputs as one stream of rows; opening it checks every file's header (and counts its rows, unless
+    `row_counts` are given)."""
+    return Corpus(
+        files, config.text_column, config.carry_columns, config.gold_column, sheet=config.sheet,
+        encoding=config.encoding, header_row=config.header_row, copies=copies, row_counts=row_counts,
+        split=config.split,
+    )  # fmt: skip
+
+
+def read_corpus(
+    config: LabelConfig, files: list[Path], accelerator: Accelerator, copies: Path, row_counts: list[int] | None
+) -> Corpus:
+    """The inputs, with spreadsheets parsed once into Parquet copies and every file's rows counted once (main()
+    counted them already when `row_counts` is given), both by the main process; the other processes then read
+    only their own chunks."""
 
     def parse_once() -> tuple[dict, list[int]]:
         try:
             spreadsheet_copies = copy_spreadsheets(files, copies, config.sheet, config.header_row, config.chunk_size)
-            return spreadsheet_copies, open_corpus(spreadsheet_copies, None).row_counts
+            return spreadsheet_copies, row_counts or open_corpus(config, files, spreadsheet_copies).row_counts
         except UserError:
             shutil.rmtree(copies, ignore_errors=True)  # a bad input leaves nothing behind
             raise
 
-    spreadsheet_copies, row_counts = on_main_process(accelerator, parse_once)
-    return open_corpus(spreadsheet_copies, row_counts)
+    spreadsheet_copies, counts = on_main_process(accelerator, parse_once)
+    return open_corpus(config, files, spreadsheet_copies, counts)
 
 
 def assemble_rows(source: pd.DataFrame, labels: pd.DataFrame, corpus: Corpus, schema, multi_file: bool) -> pd.DataFrame:

@@ -14,7 +14,6 @@ learning_curve.png into the run directory or --output_dir.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
@@ -22,21 +21,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
-from accelerate.logging import get_logger
 
-from weibolabel import learning_curve as lc
-from weibolabel import plots
-from weibolabel.config import TrainConfig, parse_config
+from weibolabel.config import parse_config
 from weibolabel.errors import UserError
-from weibolabel.inference import encode
-from weibolabel.labels import Label, LabelSchema
-from weibolabel.modeling import load_tokenizer
 from weibolabel.preemption import StopSignal
-from weibolabel.runs import ensure_writable, make_accelerator, on_main_process, run_guarded, setup_logging, write_json
-from weibolabel.training import Recipe
+from weibolabel.runs import (
+    RunLayout,
+    ensure_writable,
+    make_accelerator,
+    on_main_process,
+    run_guarded,
+    setup_logging,
+    write_json,
+)
+from weibolabel.startup import JobLogger, refuse
 
-logger = get_logger("learning_curve")
+# torch, transformers and accelerate take seconds to import: learning_curve() imports them (with the modules that
+# need them), after the options are parsed, so --help comes at once (bench/startup.py).
+logger = JobLogger("learning_curve")
 
 
 @dataclass(frozen=True)
@@ -54,26 +56,36 @@ class LearningCurveConfig:
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(LearningCurveConfig, argv, description=__doc__)
     setup_logging()
+    try:
+        check_run(config)  # before the heavy imports: a wrong --run is said at once
+    except UserError as error:
+        return refuse(error, "learning_curve")
     accelerator = make_accelerator()
     return run_guarded(lambda: learning_curve(config, accelerator, StopSignal()), accelerator, logger, "finished cells")
 
 
-def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -> None:
-    # 1. The run's settings, rows and folds, exactly as it used them.
+def check_run(config: LearningCurveConfig) -> None:
+    """--run names a training run directory (weibolabel.learning_curve.read_run reads it)."""
     if not config.run:
         raise UserError("--run is required: a training run directory of jobs/train.py.")
-    run = Path(config.run)
-    for name in ("config.yaml", "folds.csv", "run_identity.json"):
-        if not (run / name).is_file():
-            raise UserError(f"{run} is not a training run directory of jobs/train.py (no {name}).")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    train_config = TrainConfig(
-        **{k: v for k, v in yaml.safe_load((run / "config.yaml").read_text()).items() if k in known}
-    )
+    layout = RunLayout(config.run)
+    for path in (layout.config, layout.folds_csv, layout.identity):
+        if not path.is_file():
+            raise UserError(f"{config.run} is not a training run directory of jobs/train.py (no {path.name}).")
+
+
+def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -> None:
+    # 1. The run's settings, rows and folds, exactly as it used them (main() checked that it is a run).
+    from weibolabel import learning_curve as lc
+    from weibolabel import plots
+    from weibolabel.inference import encode
+    from weibolabel.modeling import load_tokenizer
+    from weibolabel.training import Recipe
+
+    run, layout = Path(config.run), RunLayout(config.run)
+    train_config, schema, folds = lc.read_run(run)
     recipe = Recipe.from_settings(train_config)  # the run's own settings, exactly
-    names = json.loads((run / "run_identity.json").read_text())["labels"]
-    schema = LabelSchema(tuple(Label(i, name) for i, name in enumerate(names)))
-    folds = pd.read_csv(run / "folds.csv", keep_default_na=False)
+    names = schema.names
     texts, labels = folds["text"].astype(str).tolist(), folds["label"].to_numpy(dtype=np.int64)
     groups, fold_of_row = folds["group"].astype(str).tolist(), folds["fold"].to_numpy(dtype=np.int64)
     fractions = sorted(set(config.fractions))
@@ -106,14 +118,10 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
         todo = []
         for fraction in fractions:
             for fold in range(train_config.num_folds):
-                result = run / f"fold_{fold}" / "fold_result.json"
+                result = layout.fold_result(fold)
                 if fraction == 1.0 and result.is_file():
                     reused_full = True
-                    record = json.loads(result.read_text())
-                    num_train = record["num_train"] + record["num_validation"]
-                    cells.append(
-                        lc.cell_record("encoder", fold, 1.0, num_train, record["test"], "run", record["best_epoch"])
-                    )
+                    cells.append(lc.run_cell(fold, result))
                 else:
                     todo.append((fold, fraction))
         cells = cells if accelerator.is_main_process else []

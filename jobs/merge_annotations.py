@@ -28,10 +28,11 @@ from weibolabel.annotation import (
     workbook_sheets,
 )
 from weibolabel.config import parse_config
-from weibolabel.data import load_labeled, read_table, write_table
 from weibolabel.errors import UserError, exit_status
 from weibolabel.files import atomic_path, backup_copy
+from weibolabel.labeled import load_labeled
 from weibolabel.labels import load_label_schema
+from weibolabel.tables import read_table, write_table
 
 WRITABLE = (".xlsx", ".csv", ".parquet")
 
@@ -107,9 +108,9 @@ def merge(config: MergeConfig) -> None:
         existing_label_ids(existing_frame, config.label_column, schema),
         new_rows,
         schema,
-        config.text_column,
-        config.label_column,
-        config.prefer,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        prefer=config.prefer,
     )
 
     # 4. Written under a temporary name and checked with the training loader before it replaces anything; the

@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-import pandas as pd
-import torch
+from pathlib import Path
 
 from weibolabel.errors import UserError
-from weibolabel.inference import inference_dtype, label_texts, load_ensemble
-from weibolabel.modeling import fit_max_length
 from weibolabel.precision import PRECISIONS, choose_precision, device_capability
-from weibolabel.runs import setup_logging
+from weibolabel.runs import find_checkpoints, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +32,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("comments", nargs="*", help="Comments to label; read from stdin (one a line) if none.")
     args = parser.parse_args(argv)
     setup_logging()
+    try:
+        find_checkpoints(Path(args.model))  # a wrong --model is said before the imports below, and before stdin
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     comments = args.comments or [line.rstrip("\n") for line in sys.stdin]
+    # torch and transformers take seconds to import: only once the options and the model's path are known good.
+    import pandas as pd
+    import torch
+
+    from weibolabel.inference import inference_dtype, label_texts, load_ensemble
+    from weibolabel.modeling import fit_max_length
+
     try:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         precision, warning = choose_precision(

@@ -36,9 +36,10 @@ from weibolabel.annotation import (
     write_annotation_sheet,
 )
 from weibolabel.config import SelectConfig, parse_config
-from weibolabel.data import clean_text, group_key, read_table, require_column
 from weibolabel.errors import UserError, exit_status
+from weibolabel.labeled import clean_text, group_key
 from weibolabel.runs import setup_logging
+from weibolabel.tables import read_table, require_column
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,15 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from weibolabel import active_learning as al
-from weibolabel import plots
-from weibolabel.baseline import DESCRIPTION as LEARNER
 from weibolabel.config import SimulateActiveLearningConfig, parse_config, write_config
-from weibolabel.data import load_labeled
 from weibolabel.errors import UserError, exit_status
-from weibolabel.folds import make_folds
+from weibolabel.labeled import load_labeled
 from weibolabel.labels import Label, LabelSchema, load_label_schema
 from weibolabel.markdown import frame_table
+from weibolabel.runs import RunLayout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,24 +45,29 @@ def main(argv: list[str] | None = None) -> int:
 def load_rows(config: SimulateActiveLearningConfig) -> tuple[list[str], np.ndarray, np.ndarray, list[str], str]:
     """Texts, labels, the fold of each row, the label names, and where they came from."""
     if config.run:
-        run = Path(config.run)
-        if not (run / "folds.csv").is_file() or not (run / "run_identity.json").is_file():
+        run, layout = Path(config.run), RunLayout(config.run)
+        if not layout.folds_csv.is_file() or not layout.identity.is_file():
             raise UserError(f"{run} is not a training run directory of jobs/train.py (no folds.csv).")
-        folds = pd.read_csv(run / "folds.csv", keep_default_na=False)
-        names = json.loads((run / "run_identity.json").read_text())["labels"]
+        folds = pd.read_csv(layout.folds_csv, keep_default_na=False)
+        names = json.loads(layout.identity.read_text())["labels"]
         labels = folds["label"].to_numpy(dtype=np.int64)
         return folds["text"].astype(str).tolist(), labels, folds["fold"].to_numpy(dtype=np.int64), names, str(run)
     if not config.data:
         raise UserError("Pass --data (a labeled file) or --run (a training run directory); see --help.")
     schema = load_label_schema(config.labels)
     data = load_labeled(config.data, schema, config.text_column, config.label_column)
+    from weibolabel.folds import make_folds  # scikit-learn (see simulate()): not on --help's path
+
     labels = data.rows["label"].to_numpy(dtype=np.int64)
     fold_of_row = make_folds(labels, data.rows["group"].tolist(), config.num_folds, config.fold_seed)
     return data.rows["text"].tolist(), labels, fold_of_row, schema.names, config.data
 
 
 def simulate(config: SimulateActiveLearningConfig) -> None:
-    # 1. The labeled rows and their folds; the options checked before any fitting.
+    # 1. The labeled rows and their folds; the options checked before any fitting. scikit-learn and matplotlib
+    # take seconds to import: after --help, and matplotlib after the data's errors.
+    from weibolabel import active_learning as al
+
     unknown = sorted(set(config.strategies) - set(al.STRATEGIES))
     if unknown or not config.strategies:
         raise UserError(f"--strategies {unknown or '(none)'}: choose from {list(al.STRATEGIES)}.")
@@ -75,6 +77,9 @@ def simulate(config: SimulateActiveLearningConfig) -> None:
     if not config.seeds:
         raise UserError("--seeds needs at least one seed.")
     texts, labels, fold_of_row, names, source = load_rows(config)
+    from weibolabel import plots
+    from weibolabel.baseline import DESCRIPTION as LEARNER
+
     LabelSchema(tuple(Label(i, name) for i, name in enumerate(names)))  # names valid and unique
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,14 +119,19 @@ def simulate(config: SimulateActiveLearningConfig) -> None:
     needed = al.labels_needed(summary, target)
     title = f"Simulated annotation loop ({LEARNER.split(' (')[0]} learner)"
     plots.plot_active_learning(summary, full_score, config.tolerance, out / "active_learning.png", title)
-    (out / "active_learning.md").write_text(render(config, source, len(texts), full_score, target, summary, needed))
+    page = render(
+        config, source=source, num_rows=len(texts), full_score=full_score, target=target, summary=summary, needed=needed
+    )
+    (out / "active_learning.md").write_text(page)
     for strategy, count in needed.items():
         reached = f"{count:.0f} labels" if count is not None else "not reached"
         print(f"{strategy}: macro-F1 >= {target:.3f} (full data {full_score:.3f} - {config.tolerance:g}): {reached}")
     print(f"wrote {out / 'active_learning.md'} ({time.monotonic() - started:.0f} s)")
 
 
-def render(config, source, num_rows, full_score, target, summary, needed) -> str:
+def render(config, *, source, num_rows, full_score, target, summary, needed) -> str:
+    from weibolabel.baseline import DESCRIPTION as LEARNER
+
     most = summary["num_labels"].max()
     final = summary.sort_values("round").groupby("strategy").tail(1).set_index("strategy")
     rows = pd.DataFrame(

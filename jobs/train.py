@@ -16,22 +16,19 @@ import dataclasses
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from accelerate import Accelerator
-from accelerate.logging import get_logger
 
 from weibolabel.config import TrainConfig, config_to_dict, parse_config, write_config
-from weibolabel.data import input_sha256, load_labeled
+from weibolabel.datasets_io import input_sha256
 from weibolabel.errors import UserError
-from weibolabel.folds import make_folds
-from weibolabel.inference import encode
-from weibolabel.labels import load_label_schema
-from weibolabel.modeling import fit_max_length, load_model_config, load_tokenizer, save_checkpoint
+from weibolabel.labeled import LabeledData, load_labeled
+from weibolabel.labels import LabelSchema, load_label_schema
 from weibolabel.preemption import StopSignal
-from weibolabel.results import write_results
 from weibolabel.runs import (
+    RunLayout,
     RunLock,
     check_lock_free,
     check_run_directory,
@@ -48,9 +45,16 @@ from weibolabel.runs import (
     training_lock_path,
     write_json,
 )
-from weibolabel.training import Recipe, fit_and_score_fold
+from weibolabel.startup import JobLogger, refuse
 
-logger = get_logger("train")
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from weibolabel.training import Recipe
+
+# torch, transformers and accelerate take seconds to import: make_accelerator() and the steps after the data check
+# import them (with the modules that need them), so --help and bad data's message come quickly (bench/startup.py).
+logger = JobLogger("train")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,10 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     exit_with_launcher()  # a worker whose launcher was killed stops, instead of training beside a new run
     limit_tokenizer_threads()  # every process tokenizes the data: share the node's CPUs, not all of them each
     setup_logging()
+    # Step 1's data checks come before the heavy imports; every process reads the data, as each one trains on it.
+    try:
+        schema, data = check_data(config)
+    except (UserError, OSError) as error:
+        return refuse(error, "train")
     accelerator = make_accelerator(config.collective_timeout_minutes)
     kept = "finished folds and epochs"  # what a stopped run keeps, for its message
     with RunLock() as lock:  # released on every way out; taken once the inputs are checked
-        return run_guarded(lambda: cross_validate(config, accelerator, StopSignal(), lock), accelerator, logger, kept)
+
+        def work() -> None:
+            cross_validate(config, schema, data, accelerator, StopSignal(), lock)
+
+        return run_guarded(work, accelerator, logger, kept)
 
 
 def preflight(argv: list[str]) -> None:
@@ -73,11 +86,25 @@ def preflight(argv: list[str]) -> None:
     check_run_directory(out, run_identity(config, schema), "training run")
 
 
-def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSignal, lock: RunLock) -> None:
-    out = Path(config.output_dir)
+def cross_validate(
+    config: TrainConfig,
+    schema: LabelSchema,
+    data: LabeledData,
+    accelerator: Accelerator,
+    stop: StopSignal,
+    lock: RunLock,
+) -> None:
+    """Steps 1 (the model) to 5; `schema` and `data` as check_data found them."""
+    from weibolabel.folds import make_folds
+    from weibolabel.inference import encode
+    from weibolabel.results import write_results
+    from weibolabel.training import Recipe
 
-    # 1. Data and model are checked before any training: bad rows and unreachable models fail here.
-    config, schema, data, tokenizer, lowered = check_inputs(config)
+    out = Path(config.output_dir)
+    layout = RunLayout(out)
+
+    # 1. Data and model are checked before any training: bad rows (main()) and unreachable models fail here.
+    config, tokenizer, lowered = check_model(config)
     if lowered:
         logger.warning(lowered)
     # Folds are written on every node and reported on the main one: all must see the same directory.
@@ -86,18 +113,18 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
     logger.info(f"{config.data}: {data.counts['rows_used']} rows used, classes {data.counts['class_counts']}")
     for key in ("empty_text_dropped", "duplicates_merged", "conflicting_duplicates_dropped"):
         if data.counts[key]:
-            logger.warning(f"{key.replace('_', ' ')}: {data.counts[key]} (listed in {out / 'data_issues.csv'})")
+            logger.warning(f"{key.replace('_', ' ')}: {data.counts[key]} (listed in {layout.data_issues})")
 
     # 2. One run at a time in a run directory (a second submission is refused, naming the first), and the
     # directory records what it holds, so a resume never mixes two different runs.
     lock.take(accelerator, training_lock_path(out), "training run")
 
     def claim_and_describe_run() -> bool:
-        if claim_run_directory(out, run_identity(config, schema), "training run") and (out / "report.md").is_file():
+        if claim_run_directory(out, run_identity(config, schema), "training run") and layout.report.is_file():
             return True  # finished (the report is written last): nothing is rewritten, env.json stays the run's
-        write_config(config, out / "config.yaml")
-        write_json(out / "env.json", environment(accelerator.num_processes, accelerator.mixed_precision))
-        data.issues.to_csv(out / "data_issues.csv", index=False)
+        write_config(config, layout.config)
+        write_json(layout.env, environment(accelerator.num_processes, accelerator.mixed_precision))
+        data.issues.to_csv(layout.data_issues, index=False)
         return False
 
     if on_main_process(accelerator, claim_and_describe_run):
@@ -105,14 +132,14 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
             logger.info(f"fold {fold}: already finished, skipped")
         logger.info(
             f"{out} holds a finished training run with these settings and data: nothing to do (report: "
-            f"{out / 'report.md'}). Pass another --output_dir to train again."
+            f"{layout.report}). Pass another --output_dir to train again."
         )
         return
 
     # 3. Folds: stratified, seeded, duplicates grouped; every row's fold is written down.
     fold_of_row = make_folds(labels, rows["group"].tolist(), config.num_folds, config.seed)
     if accelerator.is_main_process:
-        rows.assign(fold=fold_of_row).to_csv(out / "folds.csv", index=False)
+        rows.assign(fold=fold_of_row).to_csv(layout.folds_csv, index=False)
     encoded = encode(tokenizer, texts, config.max_length)
     if encoded.truncated.any():
         logger.warning(f"{int(encoded.truncated.sum())} texts are longer than {config.max_length} tokens: truncated")
@@ -121,7 +148,7 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
     for fold in range(config.num_folds):
         if fold % accelerator.num_processes != accelerator.process_index:
             continue
-        if (out / f"fold_{fold}" / "fold_result.json").is_file():
+        if layout.fold_result(fold).is_file():
             logger.info(f"fold {fold}: already finished, skipped", main_process_only=False)
             continue
         run_fold(
@@ -155,16 +182,24 @@ def cross_validate(config: TrainConfig, accelerator: Accelerator, stop: StopSign
         summary = metrics["summary"]
         logger.info(
             f"done: accuracy {summary['accuracy']['mean']:.4f} ± {summary['accuracy']['std']:.4f}, macro-F1 "
-            f"{summary['macro_f1']['mean']:.4f} ± {summary['macro_f1']['std']:.4f}; report: {out / 'report.md'}"
+            f"{summary['macro_f1']['mean']:.4f} ± {summary['macro_f1']['std']:.4f}; report: {layout.report}"
         )
 
     on_main_process(accelerator, report)
 
 
 def check_inputs(config: TrainConfig) -> tuple:
-    """Step 1, by the job and by `preflight`: the options, the output location, every row of the data and the
-    model's files (not its weights). Returns the config (max_length fitted to the model), the label schema, the
-    data, the tokenizer, and the warning when max_length was lowered."""
+    """Step 1, by `preflight`: the options, the output location, every row of the data and the model's files (not
+    its weights). Returns the config (max_length fitted to the model), the label schema, the data, the tokenizer,
+    and the warning when max_length was lowered. (The job runs its two parts apart: the model's after the heavy
+    imports.)"""
+    schema, data = check_data(config)
+    config, tokenizer, lowered = check_model(config)
+    return config, schema, data, tokenizer, lowered
+
+
+def check_data(config: TrainConfig) -> tuple[LabelSchema, LabeledData]:
+    """The options, the output location and every row of the data: (label schema, data)."""
     if not config.data:
         raise UserError("--data is required: the labeled .xlsx, .csv or .parquet file.")
     # Every process: one that went on alone would wait for the others forever. Nothing is created yet: a run
@@ -182,6 +217,14 @@ def check_inputs(config: TrainConfig) -> tuple:
         header_row=config.header_row,
         split=config.split,
     )
+    return schema, data
+
+
+def check_model(config: TrainConfig) -> tuple:
+    """The model's files (not its weights): (config with max_length fitted to the model, tokenizer, the warning
+    when max_length was lowered)."""
+    from weibolabel.modeling import fit_max_length, load_model_config, load_tokenizer
+
     tokenizer = load_tokenizer(config.model_name_or_path)
     # Positions past the model's table would crash on GPU with a bare device-side assert.
     max_length, lowered = fit_max_length(
@@ -189,7 +232,7 @@ def check_inputs(config: TrainConfig) -> tuple:
     )
     if lowered:
         config = dataclasses.replace(config, max_length=max_length)
-    return config, schema, data, tokenizer, lowered
+    return config, tokenizer, lowered
 
 
 def run_identity(config: TrainConfig, schema) -> dict:
@@ -210,7 +253,10 @@ def run_fold(
 ) -> None:
     """Train on every fold but `fold` (a validation part carved out picks the best epoch), score `fold` once with
     that epoch's model, and save the checkpoint, the test predictions and the fold's record."""
-    fold_dir = out / f"fold_{fold}"
+    from weibolabel.modeling import save_checkpoint
+    from weibolabel.training import fit_and_score_fold
+
+    layout = RunLayout(out)
     test_index = np.flatnonzero(fold_of_row == fold)
     score, model = fit_and_score_fold(
         recipe=recipe,
@@ -224,12 +270,12 @@ def run_fold(
         train_index=np.flatnonzero(fold_of_row != fold),
         test_index=test_index,
         fold=fold,
-        state_file=fold_dir / "resume" / "state.pt",
+        state_file=layout.resume_state(fold),
     )
-    save_checkpoint(accelerator.unwrap_model(model), tokenizer, fold_dir, schema)
-    pd.DataFrame({"index": test_index, "probs": list(score.probs)}).to_parquet(fold_dir / "test_predictions.parquet")
+    save_checkpoint(accelerator.unwrap_model(model), tokenizer, layout.fold_dir(fold), schema)
+    pd.DataFrame({"index": test_index, "probs": list(score.probs)}).to_parquet(layout.test_predictions(fold))
     write_json(
-        fold_dir / "fold_result.json",
+        layout.fold_result(fold),
         {
             "fold": fold,
             "num_train": score.num_fit,
@@ -241,7 +287,7 @@ def run_fold(
             "initial_weights_sha256": score.initial_weights_sha256,
         },
     )
-    shutil.rmtree(fold_dir / "resume", ignore_errors=True)
+    shutil.rmtree(layout.resume_dir(fold), ignore_errors=True)
     logger.info(
         f"fold {fold}: test accuracy {score.metrics['accuracy']:.4f}, macro-F1 {score.metrics['macro_f1']:.4f}",
         main_process_only=False,

@@ -8,6 +8,18 @@
 # problem you can fix ends the launch there with the job's one-line message and exit status 2, with no launcher
 # traceback after it and nothing written.
 set -euo pipefail
+
+# The start of the `accelerate launch` command for CPU processes, into the array CMD (the caller adds the process
+# count and the topology); slurm/launch.sh sources this file for it. accelerate's --cpu starts a single process;
+# torchrun-style launching (--multi_gpu) with ACCELERATE_USE_CPU gives N gloo ranks (docs/cluster.md, section 8).
+gloo_cpu_command() {
+    CMD=(env ACCELERATE_USE_CPU=true accelerate launch
+        --mixed_precision "${MIXED_PRECISION:-no}" --dynamo_backend no --multi_gpu)
+}
+
+# Sourced (by slurm/launch.sh), nothing runs.
+[[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
+
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 [[ $# -ge 1 ]] || { echo "usage: bash scripts/launch.sh JOB_SCRIPT [ARGS...]" >&2; exit 2; }
 python -m weibolabel.preflight "$@" || exit
@@ -16,7 +28,5 @@ if [[ $gpus -gt 0 ]]; then
     exec accelerate launch --config_file "$repo/accelerate_config.yaml" --num_processes "$gpus" \
         --mixed_precision "${MIXED_PRECISION:-$(python -m weibolabel.precision)}" "$@"
 fi
-# accelerate's --cpu starts a single process; torchrun-style launching with ACCELERATE_USE_CPU gives N gloo ranks.
-export ACCELERATE_USE_CPU=true
-exec accelerate launch --multi_gpu --num_processes "${NUM_PROCESSES:-2}" --num_machines 1 \
-    --mixed_precision "${MIXED_PRECISION:-no}" --dynamo_backend no "$@"
+gloo_cpu_command
+exec "${CMD[@]}" --num_processes "${NUM_PROCESSES:-2}" --num_machines 1 "$@"

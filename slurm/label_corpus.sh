@@ -15,6 +15,8 @@
 # srun, with the job's message; a finished job submitted again exits 0
 # without writing; a second job on the same output is refused.
 #
+# Settings for both submit scripts (Python environment, processes per node): slurm/env.sh.
+#
 # ---- SLURM resources: edit here, or override on the sbatch command line ----
 #SBATCH --job-name=weibolabel-label
 ##SBATCH --partition=gpu
@@ -30,19 +32,12 @@
 #SBATCH --signal=B:USR1@120
 set -euo pipefail
 
-# ---- environment: edit here, or set before sbatch (sbatch exports it) -------
-# Python environment: VENV=/path/to/.venv or CONDA_ENV=name.  Neither set:
-# $REPO_DIR/.venv when it exists, else the PATH as it is.
-export VENV="${VENV:-}" CONDA_ENV="${CONDA_ENV:-}"
-# Processes per node (default: one per GPU, or 2 on a CPU-only allocation).
-export PROCS_PER_NODE="${PROCS_PER_NODE:-}"
-# HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE / HF_DATASETS_OFFLINE=1 are set by
-# slurm/launch.sh: the model must be a local directory.
-
+# sbatch runs a copy of this script from its spool directory: the repository is where you submit from.
 REPO_DIR="${REPO_DIR:-${SLURM_SUBMIT_DIR:-$PWD}}"
 export REPO_DIR
 if [[ ! -f "$REPO_DIR/slurm/launch.sh" ]]; then
     echo "error: $REPO_DIR is not the repository root: submit from it or set REPO_DIR" >&2
     exit 2
 fi
+# slurm/launch.sh sets up the environment (slurm/env.sh) and starts the job on every node.
 exec bash "$REPO_DIR/slurm/launch.sh" batch jobs/label_corpus.py "$@"

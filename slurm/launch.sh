@@ -1,80 +1,9 @@
 #!/usr/bin/env bash
-# Shared SLURM launch logic for slurm/train.sh and slurm/label_corpus.sh.
-#
-#   launch.sh batch SCRIPT [ARGS...]
-#       Run inside the batch script (which execs it): sets up the Python
-#       environment, checks the job's inputs in this one process
-#       (`python -m weibolabel.preflight SCRIPT ARGS`: a problem ends the
-#       job here, exit 2, the job's message last in the log), starts one
-#       launcher task per node with
-#       `srun --ntasks-per-node=1 ... launch.sh node SCRIPT ARGS &`, waits for
-#       it, and handles pre-emption / the time limit (see "Signals" below).
-#       Its exit code is the job step's.
-#
-#   launch.sh node [--print-command] SCRIPT [ARGS...]
-#       Run by srun once on every node: builds the `accelerate launch` command
-#       for THIS node from the SLURM_* variables of the allocation (evaluated
-#       here, on the node, so the machine rank is right on every node) and
-#       execs it.  With --print-command it only prints the command, one line,
-#       shell-quoted, and exits (no SLURM needed: fake the SLURM_* variables).
-#
-#   launch.sh gpus
-#       Run by srun once on every node of a multi-node job before the launch:
-#       prints "NODE GPUS", so that the batch script can refuse nodes with
-#       different GPU counts before any rendezvous.
-#
-# Variables (all optional; set them in the environment before sbatch, or in
-# the batch script's "edit here" block):
-#   REPO_DIR         repository root (default: $SLURM_SUBMIT_DIR)
-#   VENV             virtualenv to activate ($VENV/bin/activate)
-#   CONDA_ENV        conda environment to activate (needs `conda` on PATH)
-#                    neither: $REPO_DIR/.venv if it exists, else PATH as is
-#   GPUS_PER_NODE    GPUs per node (default: counted on each node, see
-#                    count_gpus; 0 = CPU run)
-#   PROCS_PER_NODE   processes per node (default: GPUs per node, or 2 when
-#                    there is no GPU; never more than the node's GPUs)
-#   MAIN_PROCESS_PORT  rendezvous port (default: 20000 + job id % 10000)
-#   MIXED_PRECISION  no|fp16|bf16 (GPU default: `python -m weibolabel.precision`
-#                    on the node: bf16 on compute capability >= 8.0, else fp16;
-#                    CPU default: no, bf16 is about 1.9x faster on CPUs with
-#                    AVX512-BF16/AMX)
-#
-# accelerate options: the topology options (--num_machines, --machine_rank,
-# --main_process_ip, --main_process_port, --num_processes, --multi_gpu) are
-# always passed explicitly, because only the allocation knows them; they
-# override whatever an accelerate config says.  On GPUs, the repository's
-# accelerate_config.yaml (when it exists) is passed as --config_file for
-# everything else (dynamo, ...); the precision is always passed (see
-# MIXED_PRECISION), so the file's bf16 never reaches a V100/T4.  On CPU
-# (`--mixed_precision no --dynamo_backend no`) and on GPUs without that file
-# (`--dynamo_backend no`) the remaining options are explicit, so a stray
-# ~/.cache/huggingface/accelerate/default_config.yaml cannot change them.
-#
-# CPU runs: `accelerate launch --cpu --num_processes N` starts ONE process
-# (accelerate only fans out CPU processes through mpirun).  So N > 1 CPU
-# processes are started like GPU ones, through torchrun (`--multi_gpu`), with
-# ACCELERATE_USE_CPU=true so that Accelerator() sets up a gloo process group
-# on the CPU instead of running N independent copies.
-#
-# Signals: the batch script receives SIGUSR1 `--signal=B:USR1@120` seconds
-# before the time limit, and SIGTERM on pre-emption, `scontrol requeue`,
-# `scancel` or the time limit itself.  A trap only runs between commands, so
-# srun runs in the background and the script waits for it.
-#  - SIGUSR1 reaches only the batch shell: the script sends SIGTERM to the
-#    job step's processes (`scancel --signal=TERM $SLURM_JOB_ID`; a plain
-#    `kill -TERM` on srun would make srun kill the step at once), waits for
-#    the step to stop, then requeues its own job (`scontrol requeue`).
-#  - SIGTERM: SLURM itself has sent SIGTERM to every process of the job (and
-#    sends SIGKILL KillWait seconds later) and requeues the job if it was
-#    pre-empted or `scontrol requeue`d; the script only waits for the step.
-#    It does not requeue: after a `scancel` the job must stay stopped.
-# Either way accelerate's torchrun agent passes SIGTERM on to its workers
-# (so workers may see SIGTERM twice), waits up to 30 s for them to save and
-# exit, then SIGKILLs them, and exits 1 with a SignalException traceback.
-# SIGUSR1 is never forwarded as such: accelerate's launcher dies on it at
-# once and orphans its workers.  A requeued job runs the same command again
-# and the jobs resume by themselves (finished chunk files / folds are
-# skipped), appending to the same log with SLURM_RESTART_COUNT=1, 2, ...
+# Shared SLURM launch logic for slurm/train.sh and slurm/label_corpus.sh:
+#   launch.sh batch SCRIPT [ARGS...]                  in the batch job: environment, input checks, srun, signals
+#   launch.sh node [--print-command] SCRIPT [ARGS...]  on every node (srun): execs this node's `accelerate launch`
+#   launch.sh gpus                                     on every node (srun): prints "NODE GPUS"
+# How it works (modes, variables, accelerate options, CPU runs, signals): docs/cluster.md, section 10.
 set -euo pipefail
 
 log() {
@@ -88,6 +17,9 @@ die() {
 
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 REPO_DIR=${REPO_DIR:-${SLURM_SUBMIT_DIR:-$(dirname "$script_dir")}}
+# gloo_cpu_command: the CPU multi-process launch line, shared with the workstation launcher.
+# shellcheck source=scripts/launch.sh
+source "$(dirname "$script_dir")/scripts/launch.sh"
 
 # First host of a SLURM node list ("gpu[01-04,07],cpu3" -> "gpu01").
 first_host() {
@@ -227,17 +159,14 @@ build_command() {
     fi
     local port=${MAIN_PROCESS_PORT:-$((20000 + ${SLURM_JOB_ID:-0} % 10000))}
 
-    CMD=()
-    if ((gpus == 0 && total > 1)); then
-        CMD+=(env ACCELERATE_USE_CPU=true)
-    fi
-    CMD+=(accelerate launch)
     local config=$REPO_DIR/accelerate_config.yaml
-    if ((gpus == 0)); then
+    if ((gpus == 0 && total > 1)); then
+        gloo_cpu_command # N gloo CPU processes through torchrun (scripts/launch.sh)
+    elif ((gpus == 0)); then
         # The repository's config is for GPUs (MULTI_GPU, bf16): not on CPU.
-        CMD+=(--mixed_precision "${MIXED_PRECISION:-no}" --dynamo_backend no)
-        ((total > 1)) || CMD+=(--cpu)
+        CMD=(accelerate launch --mixed_precision "${MIXED_PRECISION:-no}" --dynamo_backend no --cpu)
     else
+        CMD=(accelerate launch)
         if [[ -f $config ]]; then
             CMD+=(--config_file "$config")
         else
@@ -245,9 +174,8 @@ build_command() {
         fi
         # By the node's GPUs: bf16 only where native (compute capability >= 8.0), else fp16.
         CMD+=(--mixed_precision "${MIXED_PRECISION:-$(python -m weibolabel.precision || echo fp16)}")
+        ((total == 1)) || CMD+=(--multi_gpu)
     fi
-    # --multi_gpu selects torchrun; on CPU (ACCELERATE_USE_CPU) it means gloo.
-    ((total > 1)) && CMD+=(--multi_gpu)
     CMD+=(
         --num_machines "$nnodes"
         --machine_rank "$rank"
@@ -329,6 +257,9 @@ batch_main() {
     local script=$1
     shift
 
+    # The settings both submit scripts share (Python environment, processes per node): edit them there.
+    # shellcheck source=slurm/env.sh
+    source "$script_dir/env.sh"
     activate_env
     # Compute nodes have no internet: models are local directories.
     export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1

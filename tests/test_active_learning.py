@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from conftest import make_labeled_rows
-from test_annotation import run_job
 
 from weibolabel import active_learning as al
 from weibolabel.annotation import margin
-from weibolabel.labels import LabelSchema
 
-NAMES = LabelSchema().names
+from helpers.data import NAMES, make_labeled_rows
+from helpers.jobs import run_job
 
 
 def test_seed_set_is_stratified_and_exact():

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import POOLS, make_labeled_rows
 from scipy import stats
-from test_annotation import NAMES, run_job, write_labeled_parquet
 
 from weibolabel.analysis import characteristic_ngrams, wilson_interval
 from weibolabel.annotation import select_random
+
+from helpers.data import NAMES, POOLS, make_labeled_rows
+from helpers.jobs import run_job
+from helpers.outputs import write_fake_run, write_labeled_parquet
 
 
 @pytest.fixture()
@@ -93,8 +95,6 @@ SHARE_HEADER = ["group", "class", "n", "naive_share", "adjusted_share", "adjuste
 def biased_corpus(tmp_path, num_rows=400, seed=0, extra=None):
     """A corpus and a training run sharing one known confusion: culture (2) is taken for heritage (1) 40% of the
     time, so the predicted heritage share is inflated. Returns (corpus path, run dir, true labels)."""
-    from test_compare_runs import write_fake_run
-
     rng = np.random.default_rng(seed)
 
     def predict(gold):
@@ -155,8 +155,6 @@ def test_analyze_without_a_run_or_with_another_schema_reports_naive_shares_only(
     shares = pd.read_csv(tmp_path / "a" / "shares.csv")
     assert shares["naive_share"].notna().all() and shares["adjusted_share"].isna().all()
     assert "No adjusted shares: no --run was given" in (tmp_path / "a" / "report.md").read_text()
-
-    from test_compare_runs import write_fake_run
 
     other = write_fake_run(
         tmp_path / "other", gold=np.arange(40) % 3, predicted=np.arange(40) % 3, names=["pos", "neg", "neutral"]

@@ -2,63 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from conftest import launch_job
 
 from weibolabel.annotation import drop_known, margin, read_labeled_parquet, select_for_annotation, uncertainty
-from weibolabel.data import group_key, load_labeled
 from weibolabel.errors import UserError
+from weibolabel.labeled import group_key, load_labeled
 from weibolabel.labels import LabelSchema
-from weibolabel.parquet_io import METADATA_KEY
 
-NAMES = LabelSchema().names
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
-
-
-def run_job(script: str, args: list[str], capsys) -> tuple[int, str, str]:
-    """Call a job's main() in this process (no torch start-up per call); (exit status, stdout, stderr)."""
-    name = "job_" + script.removesuffix(".py")
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, JOBS / script)
-        sys.modules[name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up here
-        spec.loader.exec_module(sys.modules[name])
-    module = sys.modules[name]
-    capsys.readouterr()
-    status = module.main(args)
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def write_labeled_parquet(path, texts, probs, extra=None):
-    """A file shaped like the labeling job's output, with its label schema in the metadata."""
-    probs = np.asarray(probs, dtype=np.float32)
-    ok = [t != "" for t in texts]
-    frame = pd.DataFrame(
-        {
-            "row_id": np.arange(len(texts), dtype=np.int64),
-            "text": texts,
-            "label": pd.array([int(p.argmax()) if k else None for p, k in zip(probs, ok)], dtype="Int64"),
-            "label_name": [NAMES[int(p.argmax())] if k else None for p, k in zip(probs, ok)],
-            "confidence": np.where(ok, probs.max(axis=1), np.nan).astype(np.float32),
-            "probs": [list(p) if k else None for p, k in zip(probs, ok)],
-            "status": ["ok" if k else "empty" for k in ok],
-            "truncated": False,
-            **(extra or {}),
-        }
-    )
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    metadata = {"labels": LabelSchema().to_list(), "model": "test", "members": ["fold_0"], "temperature": 1.0}
-    pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata).encode()}), path)
-    return path
+from helpers.data import NAMES
+from helpers.jobs import launch_job, run_job
+from helpers.outputs import write_labeled_parquet
 
 
 def synthetic_corpus(num_rows: int = 80, seed: int = 0):

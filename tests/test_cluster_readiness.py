@@ -20,13 +20,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, free_port
 
-from weibolabel import data as data_module
-from weibolabel.data import Corpus, copy_spreadsheets
+from weibolabel import tables as tables_module
+from weibolabel.corpus import Corpus, copy_spreadsheets
 from weibolabel.errors import UserError
 from weibolabel.parquet_io import PartStore
 from weibolabel.runs import ensure_writable, limit_tokenizer_threads, tokenizer_threads, write_probe_path
+
+from helpers import REPO
+from helpers.jobs import JOBS, free_port, job_env
 
 LAUNCH = REPO / "slurm" / "launch.sh"
 
@@ -199,15 +201,14 @@ def launch_two_nodes(job: str, args: list[str], scratch: Path, timeout: int = 24
     """The job as a 2-node run: two real `accelerate launch` (machine ranks 0 and 1, one process each) on this
     machine; "node" 1 gets its own empty tmpfs mounted over `scratch`, as if it were node-local storage."""
     port = str(free_port())
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    env["ACCELERATE_USE_CPU"] = "true"
+    env = job_env(ACCELERATE_USE_CPU="true")
     launches = []
     for machine in (0, 1):
         command = [
             *[sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "2"],
             *["--machine_rank", str(machine), "--num_processes", "2", "--main_process_ip", "127.0.0.1"],
             *["--main_process_port", port, "--mixed_precision", "no", "--dynamo_backend", "no"],
-            str(REPO / "jobs" / job),
+            str(JOBS / job),
             *args,
         ]
         if machine == 1:
@@ -319,7 +320,7 @@ def test_a_process_parses_only_its_own_csv_rows(mixed_inputs, monkeypatch):
 
     corpus = Corpus([mixed_inputs[0]], "Sentence", [], None, header_row=2)
     assert corpus.num_rows == 5
-    monkeypatch.setattr(data_module.pd, "read_csv", counting_read_csv)
+    monkeypatch.setattr(tables_module.pd, "read_csv", counting_read_csv)
     rows = share(corpus, 2, rank=1, world=2)  # chunk 1 only: rows 2 and 3
     assert rows["source_row"].tolist() == [2, 3]
     assert sum(parsed) == 2  # pandas built rows for that chunk alone

@@ -8,52 +8,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from test_annotation import NAMES, run_job
 
 from weibolabel import checks
 from weibolabel.comparison import corrected_ttest, mcnemar
-from weibolabel.metrics import classification_metrics
 
-
-def write_fake_run(path, *, gold, predicted, probs=None, folds=None, names=NAMES, row_column="row_id", history=None):
-    """The files of a finished training run that analysis and comparison read: oof_predictions.parquet,
-    folds.csv and metrics.json (per-fold test metrics computed from the predictions)."""
-    path.mkdir(parents=True, exist_ok=True)
-    gold, predicted = np.asarray(gold), np.asarray(predicted)
-    n = len(gold)
-    folds = np.arange(n) % 5 if folds is None else np.asarray(folds)
-    if probs is None:
-        probs = np.full((n, len(names)), 0.1 / (len(names) - 1))
-        probs[np.arange(n), predicted] = 0.9
-    rows = np.arange(n) if row_column == "row_id" else [f"row {i + 2}" for i in range(n)]
-    oof = pd.DataFrame(
-        {
-            row_column: rows,
-            "text": [f"评论{i}" for i in range(n)],
-            "gold": gold,
-            "predicted": predicted,
-            "fold": folds,
-            **{f"prob_{name}": probs[:, i].astype(np.float32) for i, name in enumerate(names)},
-        }
-    )
-    oof.to_parquet(path / "oof_predictions.parquet", index=False)
-    oof[["text", "fold"]].assign(label=gold).to_csv(path / "folds.csv", index=False)
-    fold_results = []
-    for k in range(int(folds.max()) + 1):
-        test = folds == k
-        fold_results.append(
-            {
-                "fold": k,
-                "num_test": int(test.sum()),
-                "num_train": int((~test).sum()),
-                "best_epoch": 2,
-                "history": history or [{"epoch": 1, "val_macro_f1": 0.5}, {"epoch": 2, "val_macro_f1": 0.6}],
-                "test": classification_metrics(gold[test], predicted[test], names),
-            }
-        )
-    metrics = {"label_names": list(names), "folds": fold_results}
-    (path / "metrics.json").write_text(json.dumps(metrics))
-    return path
+from helpers.data import NAMES
+from helpers.jobs import run_job
+from helpers.outputs import write_fake_run
 
 
 def noisy_predictions(gold, error_rate, seed, num_classes=4):

@@ -10,11 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from weibolabel.data import clean_text, load_labeled, parse_label, read_table
 from weibolabel.errors import UserError
+from weibolabel.labeled import clean_text, load_labeled, parse_label
 from weibolabel.labels import LabelSchema
+from weibolabel.tables import read_table
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+
 SCHEMA = LabelSchema()
 
 

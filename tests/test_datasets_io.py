@@ -4,7 +4,6 @@ labeled Parquet loaded back with `datasets`: real files made in tmp_path, no moc
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,12 +13,18 @@ from pathlib import Path
 import datasets
 import pandas as pd
 import pytest
-from conftest import REPO, TINY_TRAIN_ARGS, launch_job, make_labeled_rows
 
-from weibolabel.data import Corpus, input_identity, input_sha256, load_labeled, read_table, resolve_inputs
+from weibolabel.corpus import Corpus, resolve_inputs
+from weibolabel.datasets_io import input_identity, input_sha256
 from weibolabel.errors import UserError
+from weibolabel.labeled import load_labeled
 from weibolabel.labels import load_label_schema
 from weibolabel.parquet_io import PartStore, output_schema
+from weibolabel.tables import read_table
+
+from helpers import REPO
+from helpers.data import make_labeled_rows
+from helpers.jobs import TINY_TRAIN_ARGS, launch_job
 
 SCHEMA = load_label_schema(None)  # production, heritage, culture, irrelevant
 
@@ -191,12 +196,10 @@ def test_identity_changes_with_the_dataset(tmp_path):
 
 
 def test_hub_id_not_in_the_cache_fails_at_once_offline(tmp_path, monkeypatch):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache")}
-    result = subprocess.run(
-        [sys.executable, str(REPO / "jobs" / "label_corpus.py"), "--input", "weibolabel-tests/no-such-dataset",
-         "--model", str(tmp_path / "model"), "--output", str(tmp_path / "labels.parquet")],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=120,
-    )  # fmt: skip
+    args = ["--input", "weibolabel-tests/no-such-dataset", "--model", str(tmp_path / "model")]
+    args += ["--output", str(tmp_path / "labels.parquet")]
+    cache = {"HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    result = launch_job("label_corpus.py", args, timeout=120, check=False, env=cache)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert "'weibolabel-tests/no-such-dataset' is not a local file or directory" in result.stderr
@@ -216,7 +219,8 @@ def test_plain_inputs_do_not_import_datasets(tmp_path):
     path = tmp_path / "comments.csv"
     make_labeled_rows(4).to_csv(path, index=False)
     code = (
-        "import sys; from weibolabel.data import Corpus, load_labeled, resolve_inputs; "
+        "import sys; from weibolabel.corpus import Corpus, resolve_inputs; "
+        "from weibolabel.labeled import load_labeled; "
         "from weibolabel.labels import load_label_schema; import weibolabel.parquet_io; "
         f"load_labeled({str(path)!r}, load_label_schema(None)); "
         f"list(Corpus(resolve_inputs({str(path)!r}), 'Sentence', [], 'Label').iter_chunks(2)); "

@@ -11,11 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import REPO, launch_job
 
 from weibolabel.parquet_io import read_metadata
 
-NAMES = ["production", "heritage", "culture", "irrelevant"]
+from helpers import REPO
+from helpers.data import NAMES
+from helpers.jobs import launch_job
 
 
 @pytest.mark.slow

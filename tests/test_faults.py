@@ -1,18 +1,17 @@
 """Faults: signals and kills at chosen points of both jobs, full disks, unwritable outputs, non-finite losses and
-out-of-memory errors. Kills are placed deterministically by a wrapper that patches the job's own functions from
-outside (no test hooks in the production code) and then runs the job as `python jobs/<job>.py` would."""
+out-of-memory errors. Kills are placed deterministically by a wrapper (helpers/scripts/kill_wrapper.py) that
+patches the job's own functions from outside (no test hooks in the production code) and then runs the job as
+`python jobs/<job>.py` would."""
 
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import logging
 import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import types
 from pathlib import Path
@@ -21,8 +20,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import TINY_TRAIN_ARGS, launch_job, make_labeled_rows
-from test_determinism import assert_same_training_result
 from transformers.models.bert.modeling_bert import BertEmbeddings
 
 from weibolabel.config import TrainConfig
@@ -33,74 +30,22 @@ from weibolabel.modeling import load_pretrained_classifier, load_tokenizer
 from weibolabel.runs import make_accelerator
 from weibolabel.training import Recipe, Split, evaluate, train_fold
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.data import make_labeled_rows
+from helpers.jobs import (
+    CHUNK_SIZE,
+    JOBS,
+    KILL_WRAPPER,
+    label_args,
+    launch_job,
+    load_job,
+    log_of,
+    parts_dir,
+    start_job,
+    train_args,
+)
+from helpers.outputs import assert_same_training_result
+
 SCHEMA = load_label_schema(None)
-
-# Runs a job after patching one of its functions to signal the process at an exact point.
-#   step:<where>       training, at StopSignal.check(where) (after that step's update)
-#   part_tmp:<chunk>   labeling, half of the chunk's part file written under its temporary name
-#   done_tmp:<chunk>   labeling, part renamed into place but its completion record not yet
-#   after:<chunk>      labeling, right after the chunk is complete
-#   slow:<seconds>     labeling, no signal, a pause after each chunk so the test can kill at a random moment
-#   merge:<n>          labeling, after n parts were copied into the merged file's temporary name
-KILL_WRAPPER = r"""
-import os, runpy, signal, sys, time
-import pyarrow.parquet as pq
-from weibolabel import parquet_io, preemption
-
-mode, _, arg = os.environ.get("WEIBOLABEL_TEST_KILL_AT", "").partition(":")
-signum = getattr(signal, os.environ.get("WEIBOLABEL_TEST_SIGNAL", "SIGKILL"))
-
-def die():
-    os.kill(os.getpid(), signum)
-    time.sleep(0.2)
-
-if mode == "step":
-    original_check = preemption.StopSignal.check
-    def check(self, where):
-        if where == arg:
-            die()
-        original_check(self, where)
-    preemption.StopSignal.check = check
-elif mode in ("after", "slow"):
-    original_write = parquet_io.PartStore.write
-    def write(self, chunk, frame, record):
-        original_write(self, chunk, frame, record)
-        if mode == "after" and chunk == int(arg):
-            die()
-        if mode == "slow":
-            time.sleep(float(arg))
-    parquet_io.PartStore.write = write
-elif mode == "part_tmp":
-    original_write_table = pq.write_table
-    def write_table(table, where, *args, **kwargs):
-        original_write_table(table, where, *args, **kwargs)
-        if f"part-{int(arg):05d}" in str(where):
-            data = open(where, "rb").read()
-            open(where, "wb").write(data[: len(data) // 2])
-            die()
-    pq.write_table = write_table
-elif mode == "done_tmp":
-    original_fsync = parquet_io._fsync
-    def fsync(path):
-        if path.name.startswith(f"part-{int(arg):05d}.") and path.name.endswith(".tmp"):
-            die()
-        original_fsync(path)
-    parquet_io._fsync = fsync
-elif mode == "merge":
-    class Writer(pq.ParquetWriter):
-        written = 0
-        def write_table(self, table, *args, **kwargs):
-            super().write_table(table, *args, **kwargs)
-            Writer.written += 1
-            if Writer.written == int(arg):
-                die()
-    pq.ParquetWriter = Writer
-
-script = sys.argv[1]
-sys.argv = sys.argv[1:]
-runpy.run_path(script, run_name="__main__")
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -112,38 +57,21 @@ def _restore_signal_handlers():
         signal.signal(signum, handler)
 
 
-def load_job(name: str):
-    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def killed_run(tmp_path: Path, monkeypatch, script: str, args: list[str], at: str, signame: str = "SIGKILL"):
-    wrapper = tmp_path / "kill_wrapper.py"
-    wrapper.write_text(KILL_WRAPPER)
-    monkeypatch.setenv("WEIBOLABEL_TEST_KILL_AT", at)
-    monkeypatch.setenv("WEIBOLABEL_TEST_SIGNAL", signame)
-    return launch_job(str(wrapper), [str(REPO / "jobs" / script), *args], check=False)
-
-
-def log_of(result) -> str:
-    return result.stdout + result.stderr
+def killed_run(script: str, args: list[str], at: str, signame: str = "SIGKILL"):
+    """jobs/<script> run to the signal that the kill wrapper sends it at `at` (see helpers/scripts/kill_wrapper.py)."""
+    kill = {"WEIBOLABEL_TEST_KILL_AT": at, "WEIBOLABEL_TEST_SIGNAL": signame}
+    return launch_job(str(KILL_WRAPPER), [str(JOBS / script), *args], check=False, env=kill)
 
 
 # ================================================================================================ training
-def train_args(data: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    return ["--data", str(data), "--model_name_or_path", str(model), "--output_dir", str(out), *TINY_TRAIN_ARGS, *extra]
-
-
 def test_training_sigterm_and_sigkill_then_resume_matches_an_uninterrupted_run(
-    tmp_path, monkeypatch, tiny_run_dir, tiny_base_model_dir, labeled_xlsx
+    tmp_path, tiny_run_dir, tiny_base_model_dir, labeled_xlsx
 ):
     out = tmp_path / "resumed"
     args = train_args(labeled_xlsx, tiny_base_model_dir, out)
 
     # SIGTERM (SLURM's warning before the time limit) mid-epoch: the step finishes, the job exits 143.
-    first = killed_run(tmp_path, monkeypatch, "train.py", args, "step:in fold 0, epoch 2, step 2", "SIGTERM")
+    first = killed_run("train.py", args, "step:in fold 0, epoch 2, step 2", "SIGTERM")
     assert first.returncode == 143, log_of(first)
     assert "stopped on SIGTERM in fold 0, epoch 2, step 2" in log_of(first)
     assert "Re-run the same command to resume" in log_of(first)
@@ -151,7 +79,7 @@ def test_training_sigterm_and_sigkill_then_resume_matches_an_uninterrupted_run(
     assert not (out / "fold_0" / "fold_result.json").exists()
 
     # SIGKILL (no warning at all) in the next fold: only the epoch in flight is lost.
-    second = killed_run(tmp_path, monkeypatch, "train.py", args, "step:in fold 1, epoch 2, step 1", "SIGKILL")
+    second = killed_run("train.py", args, "step:in fold 1, epoch 2, step 1", "SIGKILL")
     assert second.returncode == -signal.SIGKILL, log_of(second)
     assert "fold 0: resuming after epoch 1" in log_of(second)
     assert (out / "fold_0" / "fold_result.json").is_file() and not (out / "fold_0" / "resume").exists()
@@ -291,7 +219,7 @@ def test_unwritable_output_fails_before_any_model_work(tmp_path, monkeypatch, ca
         raise AssertionError("model work started before the output location was checked")
 
     train = load_job("train")
-    monkeypatch.setattr(train, "load_tokenizer", no_model_work)
+    monkeypatch.setattr("weibolabel.modeling.load_tokenizer", no_model_work)  # the job imports it after its checks
     monkeypatch.setattr("weibolabel.training.load_pretrained_classifier", no_model_work)
     assert train.main(train_args(labeled_xlsx, tmp_path / "model", blocker / "run")) == 2
     assert f"Cannot write to {blocker / 'run'}: Not a directory" in caplog.text
@@ -299,7 +227,7 @@ def test_unwritable_output_fails_before_any_model_work(tmp_path, monkeypatch, ca
 
     caplog.clear()
     label = load_job("label_corpus")
-    monkeypatch.setattr(label, "load_ensemble", no_model_work)
+    monkeypatch.setattr("weibolabel.inference.load_ensemble", no_model_work)
     output = blocker / "sub" / "labels.parquet"
     args = ["--input", str(labeled_xlsx), "--model", str(tiny_run_dir), "--output", str(output)]
     assert label.main(args) == 2
@@ -318,22 +246,15 @@ def corpus_csv(tmp_path_factory) -> Path:
     return path
 
 
-CHUNK = 8
-
-
-def label_args(source: Path, model: Path, output: Path) -> list[str]:
-    return ["--input", str(source), "--model", str(model), "--output", str(output), "--chunk_size", str(CHUNK)]
-
-
 def check_after_kill(output: Path, reference: pd.DataFrame) -> int:
     """No final file; every part with a completion record is whole and right. Returns the finished chunks."""
     assert not output.exists()
-    parts = output.with_name(output.name + ".parts")
+    parts = parts_dir(output)
     done = sorted(parts.glob("part-*.done"))
     for record in done:
         chunk = json.loads(record.read_text())["chunk"]
         part = pq.read_table(parts / f"part-{chunk:05d}.parquet").to_pandas()
-        expected = reference.iloc[chunk * CHUNK : (chunk + 1) * CHUNK].reset_index(drop=True)
+        expected = reference.iloc[chunk * CHUNK_SIZE : (chunk + 1) * CHUNK_SIZE].reset_index(drop=True)
         pd.testing.assert_frame_equal(part, expected, check_exact=True)
     return len(done)
 
@@ -344,27 +265,25 @@ def comparable_metadata(path: Path) -> dict:
     return metadata
 
 
-def test_labeling_killed_at_five_points_ends_identical_to_an_uninterrupted_run(
-    tmp_path, monkeypatch, tiny_run_dir, corpus_csv
-):
+def test_labeling_killed_at_five_points_ends_identical_to_an_uninterrupted_run(tmp_path, tiny_run_dir, corpus_csv):
     reference_file = tmp_path / "reference.parquet"
     launch_job("label_corpus.py", [*label_args(corpus_csv, tiny_run_dir, reference_file), "--carry_columns", "show"])
     reference = pq.read_table(reference_file).to_pandas()
-    num_chunks = -(-len(reference) // CHUNK)
+    num_chunks = -(-len(reference) // CHUNK_SIZE)
     assert num_chunks == 16
 
     output = tmp_path / "labels.parquet"
     args = [*label_args(corpus_csv, tiny_run_dir, output), "--carry_columns", "show"]
-    parts = output.with_name(output.name + ".parts")
+    parts = parts_dir(output)
 
     # 1. Half of chunk 2's part is on disk under its temporary name.
-    result = killed_run(tmp_path, monkeypatch, "label_corpus.py", args, "part_tmp:2")
+    result = killed_run("label_corpus.py", args, "part_tmp:2")
     assert result.returncode == -signal.SIGKILL, log_of(result)
     assert list(parts.glob(".part-00002.parquet.*.tmp")) and not (parts / "part-00002.parquet").exists()
     assert check_after_kill(output, reference) == 2
 
     # 2. Chunk 4's part is in place but its completion record is not; then the part is damaged on top of it.
-    result = killed_run(tmp_path, monkeypatch, "label_corpus.py", args, "done_tmp:4")
+    result = killed_run("label_corpus.py", args, "done_tmp:4")
     assert result.returncode == -signal.SIGKILL, log_of(result)
     assert (parts / "part-00004.parquet").is_file() and not (parts / "part-00004.done").exists()
     assert check_after_kill(output, reference) == 4
@@ -372,15 +291,14 @@ def test_labeling_killed_at_five_points_ends_identical_to_an_uninterrupted_run(
     damaged.write_bytes(damaged.read_bytes()[:100])
 
     # 3. Right after chunk 6 is complete.
-    result = killed_run(tmp_path, monkeypatch, "label_corpus.py", args, "after:6")
+    result = killed_run("label_corpus.py", args, "after:6")
     assert result.returncode == -signal.SIGKILL, log_of(result)
     assert check_after_kill(output, reference) == 7
 
     # 4. At a random moment, from outside, as `kill -9` or the OOM killer would.
-    wrapper_env = {**os.environ, "WEIBOLABEL_TEST_KILL_AT": "slow:0.3", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    (tmp_path / "kill_wrapper.py").write_text(KILL_WRAPPER)
-    command = [sys.executable, str(tmp_path / "kill_wrapper.py"), str(REPO / "jobs" / "label_corpus.py"), *args]
-    process = subprocess.Popen(command, env=wrapper_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    slow = {"WEIBOLABEL_TEST_KILL_AT": "slow:0.3"}
+    wrapped = [str(JOBS / "label_corpus.py"), *args]
+    process = start_job(str(KILL_WRAPPER), wrapped, env=slow, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
         while len(list(parts.glob("part-*.done"))) < 10 and process.poll() is None and time.monotonic() < deadline:
@@ -394,7 +312,7 @@ def test_labeling_killed_at_five_points_ends_identical_to_an_uninterrupted_run(
     assert 10 <= finished < num_chunks
 
     # 5. During the merge: three parts copied into the merged file's temporary name.
-    result = killed_run(tmp_path, monkeypatch, "label_corpus.py", args, "merge:3")
+    result = killed_run("label_corpus.py", args, "merge:3")
     assert result.returncode == -signal.SIGKILL, log_of(result)
     assert list(tmp_path.glob(f".{output.name}.*.tmp")), "the kill did not land in the merge"
     assert check_after_kill(output, reference) == num_chunks
@@ -412,7 +330,7 @@ def test_labeling_parts_of_a_bf16_run_are_not_finished_in_fp32(tmp_path, monkeyp
     args = label_args(corpus_csv, tiny_run_dir, output)
     with monkeypatch.context() as patch:
         patch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
-        result = killed_run(tmp_path, patch, "label_corpus.py", args, "after:1")
+        result = killed_run("label_corpus.py", args, "after:1")
     assert result.returncode == -signal.SIGKILL, log_of(result)
     result = launch_job("label_corpus.py", args, check=False)
     assert result.returncode == 2, log_of(result)
@@ -423,7 +341,7 @@ def test_labeling_parts_of_a_bf16_run_are_not_finished_in_fp32(tmp_path, monkeyp
 def test_labeling_disk_full_leaves_no_final_file_and_resumes(tmp_path, monkeypatch, caplog, tiny_run_dir, corpus_csv):
     label = load_job("label_corpus")
     output = tmp_path / "labels.parquet"
-    parts = output.with_name(output.name + ".parts")
+    parts = parts_dir(output)
     args = label_args(corpus_csv, tiny_run_dir, output)
 
     def disk_full(*args, **kwargs):

@@ -4,7 +4,6 @@ tested on CPU. tests/gpu_smoke.sh runs the same paths on a real GPU."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import re
@@ -18,7 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO, make_labeled_rows
 from transformers.models.bert.modeling_bert import BertEmbeddings
 
 import weibolabel
@@ -40,6 +38,10 @@ from weibolabel.precision import choose_precision, is_out_of_memory
 from weibolabel.runs import collective_timeout, make_accelerator
 from weibolabel.training import Recipe, Split, non_finite_loss_message, reset_loss_scaler, train_fold
 
+from helpers import REPO
+from helpers.data import make_labeled_rows
+from helpers.jobs import load_job
+
 SCHEMA = load_label_schema(None)
 NEVER_STOP = types.SimpleNamespace(check=lambda where: None)
 
@@ -52,13 +54,6 @@ def fold_settings(config: TrainConfig, accelerator, state_file: Path) -> dict:
 
 # The GPUs the group and the school clusters have, by compute capability.
 GENERATIONS = {"V100": (7, 0), "T4 / RTX 6000": (7, 5), "A100": (8, 0), "H100": (9, 0)}
-
-
-def load_job(name: str):
-    spec = importlib.util.spec_from_file_location(f"gpu_readiness_job_{name}", REPO / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

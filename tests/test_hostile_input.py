@@ -3,7 +3,6 @@ kept row, never a traceback. Training (`load_labeled`) refuses bad labels; label
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import zipfile
@@ -15,11 +14,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from weibolabel.data import Corpus, clean_text, load_labeled, parse_label
+from weibolabel.corpus import Corpus
 from weibolabel.errors import UserError
+from weibolabel.labeled import clean_text, load_labeled, parse_label
 from weibolabel.labels import load_label_schema
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers.jobs import load_job
+
 SCHEMA = load_label_schema(None)
 
 # Rows that are odd but legitimate comments: each must come out of labeling as a row with a status.
@@ -297,13 +298,6 @@ def test_truncated_parquet_is_a_clear_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- end to end
-def _job(name: str):
-    spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "jobs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_labeling_keeps_every_odd_row_with_a_status(tmp_path, tiny_run_dir):
     source = tmp_path / "odd.xlsx"
     rows = [["微博评论导出"], ["Sentence", "Label"]]
@@ -312,7 +306,7 @@ def test_labeling_keeps_every_odd_row_with_a_status(tmp_path, tiny_run_dir):
     write_sheet(source, rows)
     output = tmp_path / "odd.parquet"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    code = _job("label_corpus").main(
+    code = load_job("label_corpus").main(
         ["--input", str(source), "--model", str(tiny_run_dir), "--output", str(output), "--header_row", "2"]
     )
     assert code == 0

@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import make_labeled_rows
-from test_annotation import run_job
 
 from weibolabel.baseline import tfidf_logreg_probs
-from weibolabel.data import group_key, read_table
 from weibolabel.folds import make_folds
 from weibolabel.label_issues import ISSUE_COLUMNS, row_ids_from_row_names
-from weibolabel.labels import LabelSchema
+from weibolabel.labeled import group_key
+from weibolabel.tables import read_table
 
-NAMES = LabelSchema().names
+from helpers.data import NAMES, make_labeled_rows
+from helpers.jobs import run_job
+
 NUM_FLIPPED = 12
 
 

@@ -3,10 +3,9 @@ count, every row once and in order, row statuses, types and provenance, kill-and
 
 from __future__ import annotations
 
-import os
+import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,24 +14,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, launch_job, make_labeled_rows
 
 from weibolabel.parquet_io import read_metadata
 
-NAMES = ["production", "heritage", "culture", "irrelevant"]
-CHUNK = ["--chunk_size", "8"]
-
-
-def label_args(input_path: Path, model: Path, output: Path, *extra: str) -> list[str]:
-    return ["--input", str(input_path), "--model", str(model), "--output", str(output), *CHUNK, *extra]
-
-
-def job_env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-
-
-def parts_dir(output: Path) -> Path:
-    return output.with_name(output.name + ".parts")
+from helpers import REPO
+from helpers.data import NAMES, make_labeled_rows
+from helpers.jobs import label_args, launch_job, parts_dir, start_job
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +104,24 @@ def test_parquet_metadata_records_provenance(labeled_once, tiny_run_dir):
     assert metadata["precision"] == "float32"
 
 
+def test_summary_json_beside_the_output_agrees_with_it_and_is_documented(labeled_once, reference):
+    summary = json.loads(labeled_once.with_suffix(".summary.json").read_text())
+    assert summary["output"] == str(labeled_once)
+    assert summary["rows"] == summary["rows_labeled"] == len(reference) == 46
+    assert summary["labeled"] == int(reference["label"].notna().sum())
+    assert summary["label_counts"] == {name: int((reference["label_name"] == name).sum()) for name in NAMES}
+    assert summary["processes"] == 1 and summary["device"] == "cpu" and summary["precision"] == "float32"
+    assert 0 < summary["seconds_to_first_batch"] < summary["seconds_total"]
+    assert summary["rows_per_second"] == pytest.approx(summary["rows_labeled"] / summary["seconds_labeling"])
+    # The output and its summary are all the job leaves, and the README describes every key of the summary.
+    assert sorted(p.name for p in labeled_once.parent.iterdir()) == ["one.parquet", "one.summary.json"]
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("## Labeling the unlabeled comments")
+    section = readme[start : readme.index("\n## ", start)]
+    assert "`labels.summary.json`" in section
+    assert not [key for key in summary if f"`{key}`" not in section]
+
+
 def test_bf16_on_cpu_is_opt_in_and_recorded(reference, tiny_run_dir, unlabeled_xlsx, tmp_path, monkeypatch):
     output = tmp_path / "bf16.parquet"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # what `accelerate launch --mixed_precision bf16` sets
@@ -128,6 +133,23 @@ def test_bf16_on_cpu_is_opt_in_and_recorded(reference, tiny_run_dir, unlabeled_x
     fp32_probs, bf16_probs = np.stack(reference["probs"][ok]), np.stack(bf16["probs"][ok])
     assert 0 < np.abs(fp32_probs - bf16_probs).max() < 0.05  # rounded differently, not a different model
     assert (bf16["label"][ok] == reference["label"][ok]).mean() >= 0.9
+
+
+def test_quantize_int8_on_cpu_is_opt_in_and_recorded(reference, tiny_run_dir, unlabeled_xlsx, tmp_path):
+    output = tmp_path / "int8.parquet"
+    launch_job("label_corpus.py", label_args(unlabeled_xlsx, tiny_run_dir, output, "--quantize", "int8"))
+    metadata = read_metadata(output)
+    assert metadata["precision"] == "int8-dynamic" and metadata["job"]["quantize"] == "int8"
+    int8 = pd.read_parquet(output)
+    assert int8["status"].tolist() == reference["status"].tolist()
+    ok = reference["status"] == "ok"
+    fp32_probs, int8_probs = np.stack(reference["probs"][ok]), np.stack(int8["probs"][ok])
+    difference = np.abs(fp32_probs - int8_probs).max()
+    assert 0 < difference < 0.05  # rounded differently, not a different model
+    # The tiny test model is barely trained (small margins): labels may flip only where fp32's margin is that small.
+    top2 = np.sort(fp32_probs, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2 * difference
+    assert (int8["label"][ok].to_numpy()[clear] == reference["label"][ok].to_numpy()[clear]).all()
 
 
 def test_single_checkpoint_directory_as_model(tiny_run_dir, unlabeled_xlsx, reference, tmp_path):
@@ -150,12 +172,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_run_dir, tmp_path):
     output = tmp_path / "resumed.parquet"
     parts = parts_dir(output)
     with open(tmp_path / "killed.log", "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, str(REPO / "jobs" / "label_corpus.py"), *label_args(source, tiny_run_dir, output)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=job_env(),
-            cwd=REPO,
+        process = start_job(
+            "label_corpus.py", label_args(source, tiny_run_dir, output), stdout=log, stderr=subprocess.STDOUT
         )
         deadline = time.monotonic() + 120
         while process.poll() is None and len(list(parts.glob("part-*.done"))) < 3 and time.monotonic() < deadline:
@@ -273,15 +291,7 @@ def test_processes_reading_their_own_chunks_of_mixed_inputs_agree_with_one(tiny_
 
 # --------------------------------------------------------------------------------------------- predict.py
 def run_predict(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(REPO / "jobs" / "predict.py"), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=job_env(),
-        cwd=REPO,
-        timeout=300,
-    )
+    return launch_job("predict.py", args, timeout=300, check=False, input=stdin)
 
 
 def test_predict_prints_a_table_for_comments(tiny_run_dir):

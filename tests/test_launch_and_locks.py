@@ -17,55 +17,39 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, TINY_TRAIN_ARGS, free_port, launch_job, make_labeled_rows
 
 from weibolabel.runs import LOCK_HEARTBEAT_S, LOCK_STALE_HEARTBEATS, output_lock_path, training_lock_path
 
+from helpers import REPO
+from helpers.data import make_labeled_rows
+from helpers.jobs import (
+    JOBS,
+    LOCK_CONTENDER,
+    SLOW_WRAPPER,
+    job_env,
+    label_args,
+    last_line,
+    launch_job,
+    log_of,
+    parts_dir,
+    start_job,
+    train_args,
+)
+
 HOST = socket.gethostname()
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-
-# Runs a job with a pause at every safe point (after each training step, after each labeled chunk), so that a test
-# can act while it runs; nothing else changes.
-SLOW_WRAPPER = r"""
-import os, runpy, sys, time
-from weibolabel import preemption
-
-pause = float(os.environ["WEIBOLABEL_TEST_PAUSE"])
-original_check = preemption.StopSignal.check
-def check(self, where):
-    time.sleep(pause)
-    original_check(self, where)
-preemption.StopSignal.check = check
-script = sys.argv[1]
-sys.argv = sys.argv[1:]
-runpy.run_path(script, run_name="__main__")
-"""
-
-
-def log_of(result) -> str:
-    return result.stdout + result.stderr
-
-
-def last_line(text: str) -> str:
-    return [line for line in text.splitlines() if line.strip()][-1]
 
 
 def slow_job(tmp_path: Path, script: str, args: list[str], pause: float, num_processes: int = 1, env=None):
-    """The job started in the background through the pausing wrapper, its output in a file."""
-    wrapper = tmp_path / "slow_wrapper.py"
-    wrapper.write_text(SLOW_WRAPPER)
-    launcher = [sys.executable]
-    if num_processes > 1:
-        launcher += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes)]
-        launcher += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-        launcher += ["--main_process_port", str(free_port())]
+    """The job started in the background through the pausing wrapper (a pause at every safe point: after each
+    training step, after each labeled chunk), its output in a file."""
     log = open(tmp_path / f"slow-{script}-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115 (closed by the test)
-    process = subprocess.Popen(
-        [*launcher, str(wrapper), str(REPO / "jobs" / script), *args],
+    process = start_job(
+        str(SLOW_WRAPPER),
+        [str(JOBS / script), *args],
+        num_processes,
+        env={"WEIBOLABEL_TEST_PAUSE": str(pause), **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**ENV, "WEIBOLABEL_TEST_PAUSE": str(pause), **(env or {})},
-        cwd=REPO,
     )
     process.log = log
     return process
@@ -88,10 +72,6 @@ def stop(process) -> None:
     process.log.close()
 
 
-def train_args(data: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    return ["--data", str(data), "--model_name_or_path", str(model), "--output_dir", str(out), *TINY_TRAIN_ARGS, *extra]
-
-
 @pytest.fixture(scope="module")
 def corpus_csv(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "corpus.csv"
@@ -99,8 +79,16 @@ def corpus_csv(tmp_path_factory) -> Path:
     return path
 
 
-def label_args(source: Path, model: Path, output: Path, *extra: str) -> list[str]:
-    return ["--input", str(source), "--model", str(model), "--output", str(output), "--chunk_size", "8", *extra]
+def launch_script(job: str, args: list[str]) -> subprocess.CompletedProcess:
+    """The documented launch, `bash scripts/launch.sh jobs/<job> ARGS...`, with two CPU processes."""
+    return subprocess.run(
+        ["bash", str(REPO / "scripts" / "launch.sh"), f"jobs/{job}", *args],
+        capture_output=True,
+        text=True,
+        env=job_env(NUM_PROCESSES="2"),
+        cwd=REPO,
+        timeout=300,
+    )
 
 
 # ============================================================================== 1. one clean message on bad input
@@ -114,14 +102,7 @@ def test_launch_script_ends_with_the_jobs_message_and_starts_nothing(job, tmp_pa
         args = label_args(corpus_csv, tiny_run_dir, tmp_path / "labels.parquet", "--text_column", "Text")
         expected = "corpus.csv: no column 'Text' in the header (row 1)"
     # Two CPU processes (what the script starts on a machine without GPUs): torchrun would add its summary.
-    result = subprocess.run(
-        ["bash", str(REPO / "scripts" / "launch.sh"), f"jobs/{job}.py", *args],
-        capture_output=True,
-        text=True,
-        env={**ENV, "NUM_PROCESSES": "2"},
-        cwd=REPO,
-        timeout=300,
-    )
+    result = launch_script(f"{job}.py", args)
     log = log_of(result)
     assert result.returncode == 2, log
     assert expected in last_line(result.stderr), log
@@ -135,7 +116,7 @@ def test_plain_single_process_accelerate_launch_with_quiet_ends_with_the_message
     command = [sys.executable, "-m", "accelerate.commands.launch", "-q", "--cpu", "--num_processes", "1"]
     command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     command += [str(REPO / "jobs" / "train.py"), "--data", "missing.xlsx", "--output_dir", str(tmp_path / "run")]
-    result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=REPO, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, env=job_env(), cwd=REPO, timeout=300)
     assert result.returncode == 1, log_of(result)
     assert last_line(result.stderr).endswith("File not found: missing.xlsx"), log_of(result)
     assert "Traceback" not in log_of(result) and "CalledProcessError" not in log_of(result)
@@ -144,7 +125,7 @@ def test_plain_single_process_accelerate_launch_with_quiet_ends_with_the_message
 def test_preflight_checks_what_the_job_checks_and_writes_nothing(tmp_path, tiny_run_dir, labeled_xlsx):
     def preflight(*args: str) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "weibolabel.preflight", *args]
-        return subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=120)
+        return subprocess.run(command, capture_output=True, text=True, env=job_env(), cwd=tmp_path, timeout=120)
 
     model = json.loads((tiny_run_dir / "run_identity.json").read_text())["model_name_or_path"]
     train = str(REPO / "jobs" / "train.py")
@@ -196,7 +177,7 @@ def test_rerun_of_a_finished_labeling_job_is_a_noop_and_other_arguments_need_ove
     again = launch_job("label_corpus.py", label_args(corpus_csv, tiny_run_dir, output))
     assert "is complete and matches these arguments" in log_of(again) and "nothing to do" in log_of(again)
     assert output.stat().st_mtime_ns == modified and output.read_bytes() == written
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.parquet"]  # no copies, parts or lock left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.parquet", "labels.summary.json"]  # no parts, lock
 
     other = launch_job(
         "label_corpus.py", label_args(corpus_csv, tiny_run_dir, output, "--chunk_size", "16"), check=False
@@ -272,7 +253,7 @@ def test_a_lock_from_another_host_is_stale_only_without_its_heartbeat(tmp_path, 
     label += label_args(corpus_csv, tiny_run_dir, output)
 
     def preflight(**env) -> subprocess.CompletedProcess:
-        return subprocess.run(label, capture_output=True, text=True, env={**ENV, **env}, timeout=120)
+        return subprocess.run(label, capture_output=True, text=True, env=job_env(**env), timeout=120)
 
     write_foreign_lock(lock, "node-elsewhere", "99", age_s=5)
     refused = preflight()
@@ -298,7 +279,7 @@ def test_the_holder_refreshes_its_lock_and_a_killed_holder_is_stale(tmp_path):
         ],
         stdout=subprocess.PIPE,
         text=True,
-        env=ENV,
+        env=job_env(),
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -317,32 +298,13 @@ def test_the_holder_refreshes_its_lock_and_a_killed_holder_is_stale(tmp_path):
     check_lock_free(lock, "test run")  # same host, process gone: stale at once
 
 
-CONTENDER = r"""
-import sys, time
-from pathlib import Path
-from weibolabel.errors import UserError
-from weibolabel.runs import RunLock
-
-lock, go = Path(sys.argv[1]), Path(sys.argv[2])
-while not go.exists():
-    time.sleep(0.001)
-try:
-    with RunLock() as run_lock:
-        run_lock.acquire(lock, "test run")
-        print("held", flush=True)
-        time.sleep(3)
-except UserError as error:
-    print("refused:", error, flush=True)
-"""
-
-
 def test_two_runs_taking_over_one_stale_lock_at_once_end_with_one_holder(tmp_path):
     lock, go = tmp_path / "out.lock", tmp_path / "go"
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     write_foreign_lock(lock, HOST, None, age_s=0)  # this host, and a process that has ended: stale
     lock.write_text(json.dumps({**json.loads(lock.read_text()), "pid": int(gone.stdout)}))
     contenders = [
-        subprocess.Popen([sys.executable, "-c", CONTENDER, str(lock), str(go)], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, str(LOCK_CONTENDER), str(lock), str(go)], stdout=subprocess.PIPE, text=True)
         for _ in range(3)
     ]
     time.sleep(2.0)  # all of them imported and waiting
@@ -387,7 +349,7 @@ def alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the workers")
 def test_workers_stop_when_their_launcher_is_killed(tmp_path, tiny_run_dir, corpus_csv):
     output = tmp_path / "labels.parquet"
-    parts = output.with_name(output.name + ".parts")
+    parts = parts_dir(output)
     args = label_args(corpus_csv, tiny_run_dir, output)
     launcher = slow_job(tmp_path, "label_corpus.py", args, pause=1.0, num_processes=2)
     try:
@@ -412,13 +374,6 @@ def test_workers_stop_when_their_launcher_is_killed(tmp_path, tiny_run_dir, corp
     assert len(list(parts.glob("part-*.done"))) == finished  # nobody writes any more
 
     # The documented launch resumes it (its input check passes, the stopped run's lock is free again).
-    result = subprocess.run(
-        ["bash", str(REPO / "scripts" / "launch.sh"), "jobs/label_corpus.py", *args],
-        capture_output=True,
-        text=True,
-        env={**ENV, "NUM_PROCESSES": "2"},
-        cwd=REPO,
-        timeout=300,
-    )
+    result = launch_script("label_corpus.py", args)
     assert result.returncode == 0, log_of(result)[:6000]
     assert pq.read_table(output).column("row_id").to_pylist() == list(range(48))

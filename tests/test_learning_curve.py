@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from conftest import launch_job
 
 from weibolabel.learning_curve import subsample
+
+from helpers.jobs import launch_job
 
 
 def test_subsample_is_stratified_nested_and_complete_at_one():

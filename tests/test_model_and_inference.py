@@ -32,8 +32,9 @@ from weibolabel.modeling import (
     load_tokenizer,
 )
 
+from helpers.data import NAMES
+
 CHINESE = ["故宫的文物真好看", "越王勾践剑好锋利", "中华文化博大精深"]
-NAMES = ["production", "heritage", "culture", "irrelevant"]
 
 
 # --------------------------------------------------------------------------------------------- tokenizer
@@ -259,6 +260,14 @@ def test_length_batches_bound_the_padding_of_every_batch():
     for batch in bounded:
         assert lengths[batch].min() >= 0.9 * lengths[batch].max()
         assert len(batch) <= 256 and len(batch) * lengths[batch].max() <= 16384
+    # With min_tokens (CPU), a batch the bound would leave small takes the next rows, up to the budget.
+    floored = length_batches(lengths, batch_size=256, max_tokens=16384, min_tokens=4096)
+    assert sorted(np.concatenate(floored).tolist()) == list(range(1000))
+    assert len(floored) < len(bounded)
+    for batch in floored[:-1]:  # the last holds what is left
+        padded = len(batch) * lengths[batch].max()
+        assert padded <= 16384 and len(batch) <= 256
+        assert padded >= 4096 or lengths[batch].min() >= 0.9 * lengths[batch].max() or len(batch) == 256
 
 
 def test_batched_scoring_equals_one_at_a_time(tiny_run_dir):
@@ -276,3 +285,22 @@ def test_batched_scoring_equals_one_at_a_time(tiny_run_dir):
     np.testing.assert_allclose(
         predict_probs([model, model], input_ids, tokenizer.pad_token_id, batch_size=2), batched, atol=1e-5
     )
+
+
+def test_quantize_int8_labels_close_to_fp32_and_is_refused_where_it_cannot_serve(tiny_run_dir):
+    from weibolabel.inference import label_texts, load_ensemble
+
+    texts = ["好", "故宫的文物真好看", "中华文化博大精深，传统文化需要传承" * 3, "转发微博", "兵马俑好震撼！！！"]
+    fp32 = label_texts(load_ensemble(tiny_run_dir, torch.device("cpu")), texts, 64)
+    quantized = load_ensemble(tiny_run_dir, torch.device("cpu"), quantize="int8")
+    assert isinstance(quantized.models[0].classifier, torch.ao.nn.quantized.dynamic.Linear)
+    int8 = label_texts(quantized, texts, 64)
+    np.testing.assert_allclose(np.stack(int8["probs"]), np.stack(fp32["probs"]), atol=0.05)
+    for device, dtype, message in [
+        ("cuda", None, "CPUs only"),
+        ("cpu", torch.bfloat16, "drop --mixed_precision bf16"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            load_ensemble(tiny_run_dir, torch.device(device), dtype, quantize="int8")
+    with pytest.raises(UserError, match="the choices are int8"):
+        load_ensemble(tiny_run_dir, torch.device("cpu"), quantize="int4")

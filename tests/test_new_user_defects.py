@@ -4,13 +4,11 @@ traceback; invalid gold labels are counted, not dropped silently; a resume state
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import random
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,26 +17,19 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import launch_job, make_labeled_rows
 
 from weibolabel.config import TrainConfig, parse_config
-from weibolabel.data import load_labeled
 from weibolabel.errors import UserError
+from weibolabel.labeled import load_labeled
 from weibolabel.labels import LabelSchema, load_label_schema
 from weibolabel.modeling import load_pretrained_classifier, load_tokenizer, resolve_model_source, save_checkpoint
 from weibolabel.training import FoldTraining, _load_state, _restore_rng, _save_state
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
+from helpers.data import make_labeled_rows
+from helpers.jobs import launch_job, load_job
+
 SCHEMA = LabelSchema()
-
-
-def load_job(name: str):
-    module_name = f"job_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, REPO / "jobs" / f"{name}.py")
-        sys.modules[module_name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up here
-        spec.loader.exec_module(sys.modules[module_name])
-    return sys.modules[module_name]
 
 
 # ================================================================================= 1. merging keeps the columns

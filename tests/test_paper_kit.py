@@ -9,10 +9,11 @@ import re
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO
 
 from weibolabel.config import LabelConfig, TrainConfig, parse_config
 from weibolabel.methods import REFERENCES, methods_section
+
+from helpers import REPO
 
 DATA = {
     "rows_read": 1234,
@@ -162,7 +163,7 @@ def test_report_of_a_real_run_ends_with_its_methods(tiny_run_dir, labeled_xlsx):
     methods = report[report.index("## Methods") :]
     assert report.rstrip().endswith(methods.rstrip())  # the last section
     text = paragraph(methods)
-    # conftest's TINY_TRAIN_ARGS and its 120-row sheet
+    # helpers.jobs.TINY_TRAIN_ARGS and conftest's 120-row sheet
     for expected in [
         "3-fold",
         "seed 7",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,9 @@ import pytest
 from weibolabel.analysis import wilson_interval
 from weibolabel.shares import adjust, adjusted_shares, conditional_rates, ppi_mean, ppi_shares
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+from helpers import REPO
+
+BENCH = REPO / "bench"
 
 
 def load_coverage():

@@ -12,25 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY_TRAIN_ARGS, launch_job, make_labeled_rows
 
 from weibolabel.config import TrainConfig
 
-NAMES = ["production", "heritage", "culture", "irrelevant"]
+from helpers.data import NAMES, make_labeled_rows
+from helpers.jobs import launch_job, train_args
+
 NUM_FOLDS = 3
-
-
-def train_args(data: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "--data",
-        str(data),
-        "--model_name_or_path",
-        str(model),
-        "--output_dir",
-        str(out),
-        *TINY_TRAIN_ARGS,
-        *extra,
-    ]
 
 
 def read_metrics(run: Path) -> dict:

@@ -17,8 +17,8 @@ from sklearn.model_selection import KFold, train_test_split
 
 from weibolabel.annotation import fold_disagreement, select_for_annotation, uncertainty
 from weibolabel.baseline import tfidf_logreg_probs
-from weibolabel.data import clean_text, group_key
 from weibolabel.errors import UserError
+from weibolabel.labeled import clean_text, group_key
 from weibolabel.metrics import classification_metrics
 
 STRATEGIES = ("random", "margin", "entropy", "disagreement")
@@ -39,7 +39,14 @@ def seed_set(train_index: np.ndarray, labels: np.ndarray, size: int, seed: int) 
 
 
 def committee_probs(
-    texts: list[str], labels: np.ndarray, labeled: np.ndarray, pool: np.ndarray, num_labels: int, size: int, seed: int
+    *,
+    texts: list[str],
+    labels: np.ndarray,
+    labeled: np.ndarray,
+    pool: np.ndarray,
+    num_labels: int,
+    size: int,
+    seed: int,
 ) -> np.ndarray:
     """[size, pool, classes]: the learner trained on each k-fold training part of the labeled rows, as a run's fold
     models are, so `fold_disagreement` measures the same thing as in the annotation loop."""
@@ -58,6 +65,7 @@ def committee_probs(
 
 def choose_batch(
     strategy: str,
+    *,
     texts: list[str],
     labels: np.ndarray,
     labeled: np.ndarray,
@@ -75,7 +83,13 @@ def choose_batch(
         return rng.choice(pool, size=batch_size, replace=False)
     if strategy == "disagreement":
         committee = committee_probs(
-            texts, labels, labeled, pool, pool_probs.shape[1], committee_size, int(rng.integers(1 << 31))
+            texts=texts,
+            labels=labels,
+            labeled=labeled,
+            pool=pool,
+            num_labels=pool_probs.shape[1],
+            size=committee_size,
+            seed=int(rng.integers(1 << 31)),
         )
         scores = fold_disagreement(committee)
     else:
@@ -137,7 +151,16 @@ def simulate_fold(
             return records
         take = min(batch_size, limit - len(labeled))
         batch = choose_batch(
-            strategy, texts, labels, labeled, pool, probs[len(test_index) :], take, class_quota, committee_size, rng
+            strategy,
+            texts=texts,
+            labels=labels,
+            labeled=labeled,
+            pool=pool,
+            pool_probs=probs[len(test_index) :],
+            batch_size=take,
+            class_quota=class_quota,
+            committee_size=committee_size,
+            rng=rng,
         )
         labeled = np.sort(np.concatenate([labeled, batch]))
         round_number += 1

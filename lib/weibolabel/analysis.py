@@ -10,13 +10,20 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from sklearn.feature_extraction.text import CountVectorizer
 
-from weibolabel.data import clean_text, parse_label, read_table, require_column
 from weibolabel.errors import UserError
+from weibolabel.labeled import clean_text, parse_label
+from weibolabel.markdown import frame_table
+from weibolabel.runs import RunLayout
+from weibolabel.tables import read_table, require_column
+
+if TYPE_CHECKING:
+    from weibolabel.config import AnalyzeConfig
 
 Z_95 = 1.959963984540054
 _HAS_WORD = re.compile(r"[^\W_]")  # a letter, digit or CJK character: n-grams without one are punctuation or emoji
@@ -52,6 +59,24 @@ def class_shares(labels: np.ndarray, names: list[str], subset: str) -> pd.DataFr
             "ci_low": low,
             "ci_high": high,
         }
+    )
+
+
+def confident_subset(min_confidence: float) -> str:
+    """The confident rows' subset, as class_shares.csv and the report name it."""
+    return f"confidence >= {min_confidence}"
+
+
+def shares_by_confidence(
+    labels: np.ndarray, confidence: np.ndarray, names: list[str], min_confidence: float
+) -> pd.DataFrame:
+    """class_shares.csv: the predicted-label shares with Wilson intervals, over all rows and over confident rows."""
+    return pd.concat(
+        [
+            class_shares(labels, names, "all"),
+            class_shares(labels[confidence >= min_confidence], names, confident_subset(min_confidence)),
+        ],
+        ignore_index=True,
     )
 
 
@@ -180,12 +205,13 @@ def read_run_predictions(run: str | Path, names: list[str], temperature: float) 
     from weibolabel.shares import calibrated
 
     run = Path(run)
-    path = run / "oof_predictions.parquet"
+    layout = RunLayout(run)
+    path = layout.oof_predictions
     if not path.is_file():
         raise UserError(f"{path} not found: --run must be a finished training run of jobs/train.py.")
     oof = pd.read_parquet(path)
     run_names = [c.removeprefix("prob_") for c in oof.columns if c.startswith("prob_")]
-    metrics = run / "metrics.json"
+    metrics = layout.metrics
     if metrics.is_file():
         run_names = json.loads(metrics.read_text()).get("label_names", run_names)
     if run_names != list(names):
@@ -275,6 +301,23 @@ def month_of(values: pd.Series, source: Path, column: str, row_ids: pd.Series) -
         listed = ", ".join(f"row_id {r} ({v!r})" for r, v in zip(row_ids[bad][:10], values[bad][:10]))
         raise UserError(f"{source}, column '{column}': not a date in {int(bad.sum())} row(s): {listed}.")
     return dates.dt.strftime("%Y-%m").where(dates.notna(), None)
+
+
+def corpus_groups(
+    frame: pd.DataFrame, *, group_by: str | None, by_month: bool, max_groups: int, source: Path
+) -> tuple[list[tuple[str, np.ndarray]], dict[str, str], pd.Series | None]:
+    """The groups shares are reported for: the whole corpus first (named ''), then each value of the `group_by`
+    column (its calendar month with `by_month`), largest first; each group's plot code; each row's group value
+    (None without `group_by`)."""
+    groups, codes, values = [("", np.arange(len(frame)))], {}, None
+    if group_by:
+        values = frame[group_by]
+        if by_month:
+            values = month_of(values, source, group_by, frame["row_id"])
+        group_names, members, plot_labels = group_members(values, max_groups)
+        groups += list(zip(group_names, members))
+        codes = dict(zip(group_names, plot_labels))
+    return groups, codes, values
 
 
 SHARE_COLUMNS = ["group", "class", "n", "naive_share", "adjusted_share", "adjusted_low", "adjusted_high"]
@@ -368,39 +411,223 @@ def shares_table(
 
     records = []
     for i, (name, rows) in enumerate(groups):
-        block = pd.DataFrame({"group": name, "class": names, "n": len(rows)})
-        for column in [*SHARE_COLUMNS[3:], *(f"{m}_{s}" for m in shares.METHODS for s in ("share", "low", "high"))]:
-            block[column] = np.nan
-        block["note"] = ""
-        if i not in large:
-            block["note"] = f"too few rows (n = {len(rows)} < {min_group_rows})"
-        else:
-            block["naive_share"] = np.bincount(predicted[rows], minlength=len(names)) / len(rows)
-            if estimates is not None:
-                k = large.index(i)
-                for method in shares.METHODS:
-                    block[f"{method}_share"] = estimates[method][k]
-                    block[f"{method}_low"] = estimates[f"{method}_low"][k]
-                    block[f"{method}_high"] = estimates[f"{method}_high"][k]
-                block["adjusted_share"] = block[f"{adjustment}_share"]
-                block["adjusted_low"] = block[f"{adjustment}_low"]
-                block["adjusted_high"] = block[f"{adjustment}_high"]
+        own = None if estimates is None or i not in large else {k: v[large.index(i)] for k, v in estimates.items()}
+        too_few = None if i in large else f"too few rows (n = {len(rows)} < {min_group_rows})"
+        block = _group_shares_block(
+            name, rows, names=names, predicted=predicted, estimates=own, adjustment=adjustment, too_few=too_few
+        )
         if gold is not None:
-            in_group = np.zeros(len(predicted), dtype=bool)
-            in_group[rows] = True
-            gold_rows = np.flatnonzero(in_group & is_gold)
-            block["ppi_note"] = ""
-            if i in large and len(gold_rows) >= min_group_rows:
-                ppi = shares.ppi_shares(
-                    gold=gold_label[gold_rows], gold_probs=probs[gold_rows], unlabeled_probs=probs[in_group & ~is_gold]
-                )
-                for column in ppi.columns:
-                    block[column] = ppi[column].to_numpy()
-            else:
-                block["gold_n"] = len(gold_rows)
-                block["ppi_note"] = f"too few gold rows (n = {len(gold_rows)} < {min_group_rows})"
+            _add_ppi_shares(
+                block,
+                rows,
+                probs=probs,
+                is_gold=is_gold,
+                gold_label=gold_label,
+                large=i in large,
+                min_rows=min_group_rows,
+            )
         records.append(block)
     table = pd.concat(records, ignore_index=True)
     ppi_columns = ["ppi_share", "ppi_low", "ppi_high", "gold_n", "gold_share", "gold_low", "gold_high", "ppi_note"]
     ordered = [*SHARE_COLUMNS, *(c for c in ppi_columns if c in table)]
     return table[[*ordered, *(c for c in table.columns if c not in ordered)]]
+
+
+def _group_shares_block(
+    name: str,
+    rows: np.ndarray,
+    *,
+    names: list[str],
+    predicted: np.ndarray,
+    estimates: dict[str, np.ndarray] | None,
+    adjustment: str,
+    too_few: str | None,
+) -> pd.DataFrame:
+    """One group's rows of shares.csv, a row per class: the naive share and, with `estimates` (the group's part of
+    `shares.adjusted_shares`), the ACC and PACC shares and intervals; a group with `too_few` rows gets that note."""
+    from weibolabel.shares import METHODS
+
+    block = pd.DataFrame({"group": name, "class": names, "n": len(rows)})
+    for column in [*SHARE_COLUMNS[3:], *(f"{m}_{s}" for m in METHODS for s in ("share", "low", "high"))]:
+        block[column] = np.nan
+    block["note"] = ""
+    if too_few is not None:
+        block["note"] = too_few
+        return block
+    block["naive_share"] = np.bincount(predicted[rows], minlength=len(names)) / len(rows)
+    if estimates is not None:
+        for method in METHODS:
+            block[f"{method}_share"] = estimates[method]
+            block[f"{method}_low"] = estimates[f"{method}_low"]
+            block[f"{method}_high"] = estimates[f"{method}_high"]
+        block["adjusted_share"] = block[f"{adjustment}_share"]
+        block["adjusted_low"] = block[f"{adjustment}_low"]
+        block["adjusted_high"] = block[f"{adjustment}_high"]
+    return block
+
+
+def _add_ppi_shares(
+    block: pd.DataFrame,
+    rows: np.ndarray,
+    *,
+    probs: np.ndarray,
+    is_gold: np.ndarray,
+    gold_label: np.ndarray,
+    large: bool,
+    min_rows: int,
+) -> None:
+    """The group's PPI and gold-only shares, added to its `block`, from the gold rows inside it (the other rows
+    are the unlabeled part); a note instead where the group or its gold rows are too few."""
+    from weibolabel.shares import ppi_shares
+
+    in_group = np.zeros(len(is_gold), dtype=bool)
+    in_group[rows] = True
+    gold_rows = np.flatnonzero(in_group & is_gold)
+    block["ppi_note"] = ""
+    if large and len(gold_rows) >= min_rows:
+        ppi = ppi_shares(
+            gold=gold_label[gold_rows], gold_probs=probs[gold_rows], unlabeled_probs=probs[in_group & ~is_gold]
+        )
+        for column in ppi.columns:
+            block[column] = ppi[column].to_numpy()
+    else:
+        block["gold_n"] = len(gold_rows)
+        block["ppi_note"] = f"too few gold rows (n = {len(gold_rows)} < {min_rows})"
+
+
+# ------------------------------------------------------------------------------------------------- report.md
+def render_report(
+    config: AnalyzeConfig,
+    *,
+    source: Path,
+    statuses: pd.Series,
+    metadata: dict,
+    confidence: np.ndarray,
+    oof: dict | None,
+    no_adjustment: str,
+    gold: pd.DataFrame | None,
+    shares: pd.DataFrame,
+    class_shares: pd.DataFrame,
+    ngrams: pd.DataFrame,
+    names: list[str],
+    codes: dict[str, str],
+) -> str:
+    """analyze_labels' report.md, from the tables it wrote: the corpus, its class shares (naive, adjusted, PPI;
+    predicted labels among all and confident rows), the characteristic n-grams, the shares per group and the files."""
+    report = [
+        f"# Labeled corpus: {source.name}",
+        "",
+        f"{int(statuses.sum())} rows; {len(confidence)} labeled (status 'ok'); "
+        + ", ".join(f"{k}: {v}" for k, v in statuses.items() if k != "ok")
+        + f". Model `{metadata.get('model')}` ({len(metadata.get('members', []))} checkpoint(s)), temperature "
+        f"{float(metadata.get('temperature', 1.0)):.3f}, labeled {metadata.get('time', '?')}.",
+        "",
+        *_class_shares_section(
+            config, oof=oof, no_adjustment=no_adjustment, gold=gold, shares=shares, class_shares=class_shares
+        ),
+        *_confidence_section(config, confidence),
+        "## Characteristic character n-grams per predicted class",
+        "",
+        "Log-odds ratio of each class against all others with an informative Dirichlet prior (Monroe et al. 2008), "
+        f"as a z-score; counts are comments containing the n-gram (at least {config.min_ngram_count}).",
+        "",
+        frame_table(ngram_table(ngrams, names, config.top_ngrams)),
+        "",
+    ]
+    if config.group_by:
+        report += _group_section(
+            config, adjusted=oof is not None, with_gold=gold is not None, shares=shares, codes=codes
+        )
+    report += [
+        "## Files",
+        "",
+        "- `shares.csv`: per group (empty = whole corpus) and class: n, naive, adjusted (and PPI, gold-only) shares "
+        "with 95% intervals, acc_* and pacc_* for both adjustments (`shares.png`)",
+        "- `class_shares.csv`: count, share and Wilson interval per class and subset (`class_shares.png`)",
+        "- `confidence_histogram.csv`: rows per confidence bin and predicted class (`confidence_histogram.png`)",
+        "- `characteristic_ngrams.csv`: the n-grams above with their counts and z-scores",
+    ]
+    if config.group_by:
+        report.append("- `group_shares.csv`: rows and predicted-label counts per group (`group_shares.png`)")
+    return "\n".join(report) + "\n"
+
+
+def _class_shares_section(
+    config: AnalyzeConfig,
+    *,
+    oof: dict | None,
+    no_adjustment: str,
+    gold: pd.DataFrame | None,
+    shares: pd.DataFrame,
+    class_shares: pd.DataFrame,
+) -> list[str]:
+    """What each kind of share assumes, the shares of the whole corpus, and the predicted-label shares."""
+    adjusted_by = {"pacc": "PACC, on calibrated probabilities", "acc": "ACC, on predicted labels"}[config.adjustment]
+    lines = [
+        "## Class shares",
+        "",
+        "Labels are model predictions, not gold. The naive share counts predicted labels; it is biased by the "
+        "classifier's errors, which are not symmetric.",
+    ]
+    if oof is not None:
+        lines += [
+            f"The adjusted share ({adjusted_by}) corrects for them with the confusion rates measured on the labeled "
+            f"data's out-of-fold predictions (run `{config.run}`); **it assumes those rates hold on this corpus** "
+            "(the class mix may differ, the way each class is written may not). Its 95% interval is a percentile "
+            f"bootstrap ({config.bootstrap_replicates} replicates) over both the corpus rows and the out-of-fold rows.",
+        ]
+    else:
+        lines += [f"**No adjusted shares: {no_adjustment}.**"]
+    if gold is not None:
+        lines += [
+            f"PPI: prediction-powered shares (PPI++) from the {len(gold)} gold-labeled rows of `{config.gold_sample}`, "
+            "drawn uniformly from this corpus, and the model's probabilities for every row; valid without the "
+            "assumption above. Gold sample only: the same gold rows alone, Wilson interval."
+        ]
+    return [
+        *lines,
+        "",
+        frame_table(headline_shares_table(shares)),
+        "",
+        "![class shares by method](shares.png)",
+        "",
+        "### Predicted labels among all and among confident rows",
+        "",
+        "95% Wilson intervals for a proportion: sampling noise only, not classification error.",
+        "",
+        frame_table(headline_table(class_shares, confident_subset(config.min_confidence))),
+        "",
+    ]
+
+
+def _confidence_section(config: AnalyzeConfig, confidence: np.ndarray) -> list[str]:
+    confident = confidence >= config.min_confidence
+    return [
+        f"{int(confident.sum())} of {len(confidence)} rows ({np.mean(confident):.1%}) have confidence >= "
+        f"{config.min_confidence}; median confidence {np.median(confidence):.3f}.",
+        "",
+        "![class shares](class_shares.png)",
+        "",
+        "![confidence histogram](confidence_histogram.png)",
+        "",
+    ]
+
+
+def _group_section(
+    config: AnalyzeConfig, *, adjusted: bool, with_gold: bool, shares: pd.DataFrame, codes: dict[str, str]
+) -> list[str]:
+    by = f"{config.group_by} (by month)" if config.group_by_month else config.group_by
+    return [
+        f"## Class shares by {by}",
+        "",
+        "Each cell: "
+        + ("adjusted share [95% CI] (naive share)" if adjusted else "naive share")
+        + (", then the PPI share where the gold sample has enough rows of the group" if with_gold else "")
+        + f". Groups with fewer than {config.min_group_rows} labeled rows get no share. `code` is the group's "
+        "label in the plot.",
+        "",
+        frame_table(group_shares_report_table(shares, codes)),
+        "",
+        "![shares by group](group_shares.png)",
+        "",
+    ]

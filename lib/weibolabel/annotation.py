@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from weibolabel.data import clean_text, group_key, load_labeled, parse_label, read_table, require_column
 from weibolabel.errors import UserError
+from weibolabel.files import atomic_path
+from weibolabel.labeled import clean_text, group_key, load_labeled, parse_label
 from weibolabel.labeling import is_blank
 from weibolabel.labels import LabelSchema
 from weibolabel.parquet_io import read_metadata
+from weibolabel.tables import read_table, require_column
 
 ANNOTATION_SHEET, LABELS_SHEET = "Sheet1", "labels"
 REFERENCE_COLUMNS = ["predicted_label", "predicted_name", "confidence", "row_id"]
@@ -184,8 +186,7 @@ def write_annotation_sheet(
         sheet = sheet.drop(columns=["predicted_label", "predicted_name", "confidence"])
     labels = pd.DataFrame(schema.to_list(), columns=["id", "name", "description"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
+    with atomic_path(path) as tmp, pd.ExcelWriter(tmp, engine="openpyxl") as writer:
         sheet.to_excel(writer, sheet_name=ANNOTATION_SHEET, index=False)
         labels.to_excel(writer, sheet_name=LABELS_SHEET, index=False)
         worksheet = writer.sheets[ANNOTATION_SHEET]
@@ -203,7 +204,6 @@ def write_annotation_sheet(
         if len(sheet):
             choices.add(f"B2:B{len(sheet) + 1}")
         writer.sheets[LABELS_SHEET].column_dimensions["C"].width = 80
-    tmp.replace(path)
 
 
 # ------------------------------------------------------------------------------------------------- merging
@@ -266,6 +266,7 @@ def merge_annotations(
     existing_labels: list[int],
     new_rows: pd.DataFrame,
     schema: LabelSchema,
+    *,
     text_column: str,
     label_column: str,
     prefer: str = "existing",
@@ -296,14 +297,7 @@ def merge_annotations(
         else:
             copies = normalised.index[normalised == text]
             conflicts.append(
-                {
-                    "text": text,
-                    "existing_rows": ", ".join(f"row {i + 2}" for i in copies),
-                    "existing_label": ", ".join(schema.names[i] for i in sorted(known[text])),
-                    "annotation_row": row,
-                    "new_label": schema.names[label],
-                    "resolution": "new label kept, existing rows relabeled" if prefer == "new" else "left out",
-                }
+                _conflict(text, copies=copies, known=known[text], row=row, label=label, schema=schema, prefer=prefer)
             )
             if prefer == "new":
                 combined[label_column] = combined[label_column].astype(object)  # an int column may take a name
@@ -314,17 +308,34 @@ def merge_annotations(
     new_columns = sorted({c for row in added for c in row} - set(existing.columns))
     counts["columns_added"] = new_columns
     if added:
-        # Integer columns stay integers where the new rows leave them empty (a CSV must not turn 12 into 12.0).
-        integers = {c: "Int64" for c in combined.columns if pd.api.types.is_integer_dtype(combined[c].dtype)}
-        additions = pd.DataFrame(added, columns=[*existing.columns, *new_columns])
-        for column in existing.columns:  # empty cells of a typed column take its type, not object
-            if additions[column].isna().all():
-                additions[column] = pd.Series(
-                    [None] * len(additions), dtype=integers.get(column, combined[column].dtype)
-                )
-        combined = pd.concat([combined.astype(integers), additions], ignore_index=True)
+        combined = _append_rows(combined, added, new_columns)
     columns = ["text", "existing_rows", "existing_label", "annotation_row", "new_label", "resolution"]
     return combined, pd.DataFrame(conflicts, columns=columns), counts
+
+
+def _conflict(
+    text: str, *, copies: pd.Index, known: set[int], row: str, label: int, schema: LabelSchema, prefer: str
+) -> dict:
+    """One line of the conflicts table: an annotated text the existing file holds under another label."""
+    return {
+        "text": text,
+        "existing_rows": ", ".join(f"row {i + 2}" for i in copies),
+        "existing_label": ", ".join(schema.names[i] for i in sorted(known)),
+        "annotation_row": row,
+        "new_label": schema.names[label],
+        "resolution": "new label kept, existing rows relabeled" if prefer == "new" else "left out",
+    }
+
+
+def _append_rows(combined: pd.DataFrame, added: list[dict], new_columns: list[str]) -> pd.DataFrame:
+    """`combined` with the `added` rows at the end, and after its columns those only the added rows have."""
+    # Integer columns stay integers where the new rows leave them empty (a CSV must not turn 12 into 12.0).
+    integers = {c: "Int64" for c in combined.columns if pd.api.types.is_integer_dtype(combined[c].dtype)}
+    additions = pd.DataFrame(added, columns=[*combined.columns, *new_columns])
+    for column in combined.columns:  # empty cells of a typed column take its type, not object
+        if additions[column].isna().all():
+            additions[column] = pd.Series([None] * len(additions), dtype=integers.get(column, combined[column].dtype))
+    return pd.concat([combined.astype(integers), additions], ignore_index=True)
 
 
 def _label_cell_writer(column: pd.Series, schema: LabelSchema):

@@ -15,7 +15,7 @@ import pandas as pd
 
 from weibolabel.errors import UserError
 from weibolabel.plots import plot_reliability
-from weibolabel.runs import write_json
+from weibolabel.runs import RunLayout, write_json
 
 NUM_BINS = 15
 FITTED_ON = "out-of-fold predictions"
@@ -117,12 +117,13 @@ def calibrate_run(probs: np.ndarray, labels: np.ndarray, out: Path) -> dict:
     """A training run's calibration: `<out>/calibration.json` (read by the labeling job, which divides every fold
     model's logits by T) and `<out>/plots/reliability.png`; returns the summary for metrics.json."""
     summary, calibrated = calibrate(probs, labels)
-    write_json(out / "calibration.json", summary)
-    (out / "plots").mkdir(exist_ok=True)
+    run = RunLayout(out)
+    write_json(run.calibration, summary)
+    run.plots.mkdir(exist_ok=True)
     plot_reliability(
         reliability_table(probs, labels),
         reliability_table(calibrated, labels),
         summary,
-        out / "plots" / "reliability.png",
+        run.plots / "reliability.png",
     )
     return summary

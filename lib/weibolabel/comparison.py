@@ -19,6 +19,7 @@ from scipy import stats
 from weibolabel.errors import UserError
 from weibolabel.markdown import markdown_table
 from weibolabel.metrics import HEADLINE
+from weibolabel.runs import RunLayout
 
 
 def corrected_ttest(differences: list[float], test_fraction: float, alpha: float = 0.05) -> dict:
@@ -87,17 +88,17 @@ def test_fraction_of(folds: list[dict]) -> float:
 # ------------------------------------------------------------------------------------------------- runs
 def read_run(run: str | Path) -> dict:
     """What the comparison needs of a finished training run: metrics.json, folds.csv, the out-of-fold rows."""
-    run = Path(run)
-    for name in ("metrics.json", "folds.csv", "oof_predictions.parquet"):
-        if not (run / name).is_file():
-            raise UserError(f"{run / name} not found: is {run} a finished run of jobs/train.py?")
-    oof = pd.read_parquet(run / "oof_predictions.parquet")
+    run, layout = Path(run), RunLayout(run)
+    for path in (layout.metrics, layout.folds_csv, layout.oof_predictions):
+        if not path.is_file():
+            raise UserError(f"{path} not found: is {run} a finished run of jobs/train.py?")
+    oof = pd.read_parquet(layout.oof_predictions)
     # The row column was "row" ("row 2") and is now the 0-based int "row_id": either orders the rows.
     key = "row_id" if "row_id" in oof.columns else "row"
     return {
         "path": run,
-        "metrics": json.loads((run / "metrics.json").read_text()),
-        "folds": pd.read_csv(run / "folds.csv"),
+        "metrics": json.loads(layout.metrics.read_text()),
+        "folds": pd.read_csv(layout.folds_csv),
         "oof": oof.sort_values(key, key=_row_order).reset_index(drop=True),
     }
 

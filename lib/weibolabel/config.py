@@ -1,4 +1,7 @@
-"""One frozen dataclass per job; a YAML file overlays the defaults and command-line flags overlay that."""
+"""One frozen dataclass per job; a YAML file overlays the defaults and command-line flags overlay that.
+
+Imported before anything heavy (torch, transformers, pandas): `--help` and a bad option answer in well under a
+second."""
 
 from __future__ import annotations
 
@@ -6,12 +9,12 @@ import argparse
 import dataclasses
 import difflib
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import yaml
-from transformers import HfArgumentParser
 
 from weibolabel.errors import UserError
 
@@ -142,6 +145,15 @@ class LabelConfig:
         default=True,
         metadata={
             "help": "Apply the run's fitted temperature (calibration.json); --no_calibration for raw probabilities."
+        },
+    )
+    quantize: str | None = field(
+        default=None,
+        metadata={
+            "help": "CPU only, off by default: int8 dynamically quantizes the models' linear layers (faster; labels "
+            "and probabilities move a little, and depend slightly on the batch: bench/README.md gives its agreement "
+            "with fp32 on the demo run).",
+            "choices": ["int8"],
         },
     )
     low_confidence: float = field(
@@ -323,7 +335,7 @@ def check_positive(value: float | None, option: str) -> None:
         raise UserError(f"{option} must be positive, got {value}.")
 
 
-ConfigT = TypeVar("ConfigT")
+ConfigT = typing.TypeVar("ConfigT")
 
 
 def parse_config(config_class: type[ConfigT], argv: list[str] | None = None, description: str = "") -> ConfigT:
@@ -333,16 +345,13 @@ def parse_config(config_class: type[ConfigT], argv: list[str] | None = None, des
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
 
-    parser = HfArgumentParser(
-        config_class, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    parser.add_argument("--config", default=None, help="YAML file of options; flags given here override it.")
+    options = {}
     if known.config:
         try:
-            parser.set_defaults(**_read_yaml_options(Path(known.config), config_class))
+            options = _read_yaml_options(Path(known.config), config_class)
         except UserError as error:  # parsing happens before a job's own error handling: same message, same status
-            parser.exit(2, f"error: {error}\n")
-    _describe_negations(parser)
+            config_parser(config_class, description).exit(2, f"error: {error}\n")
+    parser = config_parser(config_class, description, options)
     namespace = parser.parse_args(argv)
     values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(config_class)}
     try:
@@ -358,13 +367,83 @@ NEGATION_HELP = {
 }
 
 
-def _describe_negations(parser: argparse.ArgumentParser) -> None:
-    """HfArgumentParser gives `--no_X` the help of `--X`, which says the opposite of what it does; and its
-    "(default: False)" reads as if X were off by default. Say what it does, without a default."""
-    for action in parser._actions:
-        if action.const is False and any(option.startswith("--no_") for option in action.option_strings):
-            action.help = NEGATION_HELP.get(action.dest, f"Turn --{action.dest} off.")
-            action.default = argparse.SUPPRESS  # the value comes from --X's action, which is added first
+class _ConfigParser(argparse.ArgumentParser):
+    def parse_args(self, args=None, namespace=None):
+        """argparse's, plus the nearest option for a mistyped one (`--learning_rte`: did you mean
+        `--learning_rate`?)."""
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            options = [option for action in self._actions for option in action.option_strings]
+            guesses = [
+                f"{extra.split('=', 1)[0]} -> {close[0]}"
+                for extra in extras
+                if extra.startswith("--") and (close := difflib.get_close_matches(extra.split("=", 1)[0], options, n=1))
+            ]
+            hint = f" (did you mean: {', '.join(guesses)}?)" if guesses else ""
+            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return namespace
+
+
+def config_parser(config_class: type, description: str = "", defaults: dict | None = None) -> argparse.ArgumentParser:
+    """One option per field of `config_class`, as transformers.HfArgumentParser spells them (which the jobs used
+    before; argparse alone keeps `--help` and a bad option's message free of transformers' import time):
+    `--name` and `--name-with-dashes`; a bool is `--X [true|false]` (bare `--X` is true) and, when on by default,
+    `--no_X` turns it off; a list takes one or more values; help and choices from the field, defaults from
+    `defaults` (a --config file's) or else the field."""
+    parser = _ConfigParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(config_class)
+    for option in dataclasses.fields(config_class):
+        kind, optional = _unwrap_optional(hints[option.name])
+        names = [f"--{option.name}"] + ([f"--{option.name.replace('_', '-')}"] if "_" in option.name else [])
+        kwargs = {key: option.metadata[key] for key in ("help", "choices") if key in option.metadata}
+        if defaults and option.name in defaults:
+            kwargs["default"] = defaults[option.name]
+        elif option.default is not dataclasses.MISSING:
+            kwargs["default"] = option.default
+        elif option.default_factory is not dataclasses.MISSING:
+            kwargs["default"] = option.default_factory()
+        else:
+            kwargs["required"] = True
+        if kind is bool:
+            kwargs.update(type=_string_to_bool, nargs="?", const=True)
+        elif typing.get_origin(kind) is list:
+            kwargs.update(type=typing.get_args(kind)[0], nargs="+")
+        elif kind in (str, int, float):
+            kwargs["type"] = kind
+        else:
+            raise TypeError(f"{config_class.__name__}.{option.name}: no command-line form for {hints[option.name]}")
+        parser.add_argument(*names, **kwargs)
+        if kind is bool and option.default is True and not optional:
+            parser.add_argument(
+                f"--no_{option.name}",
+                f"--no-{option.name.replace('_', '-')}",
+                action="store_false",
+                dest=option.name,
+                help=NEGATION_HELP.get(option.name, f"Turn --{option.name} off."),
+                default=argparse.SUPPRESS,  # the value comes from --X's action; no "(default: ...)" in the help
+            )
+    parser.add_argument("--config", default=None, help="YAML file of options; flags given here override it.")
+    return parser
+
+
+def _unwrap_optional(hint) -> tuple[object, bool]:
+    """(X, True) for `X | None`, (hint, False) otherwise."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [arg for arg in args if arg is not type(None)]
+        if len(rest) == 1:
+            return rest[0], True
+    return hint, False
+
+
+def _string_to_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if value.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false (also yes/no, 1/0), got {value!r}")
 
 
 def _read_yaml_options(path: Path, config_class: type) -> dict:

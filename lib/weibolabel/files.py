@@ -11,11 +11,13 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_path(path: str | Path, fsync: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | Path, fsync: bool = False, tmp_name: str | None = None) -> Iterator[Path]:
     """Yield a temporary name beside `path` (same suffix, so writers pick the right format); rename it over `path`
-    when the block succeeds, remove it when the block fails (a full disk must not leave half-written files)."""
+    when the block succeeds, remove it when the block fails (a full disk must not leave half-written files).
+    `fsync` flushes it to the disk before the rename (a crash of the machine, not only of the process, then leaves
+    the old file or the new one); `tmp_name` names the temporary file where a resume or a clean-up looks for it."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(tmp_name or f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield tmp
         if fsync:

@@ -17,12 +17,13 @@ import pandas as pd
 import torch
 import yaml
 
-from weibolabel.data import clean_text
 from weibolabel.errors import UserError
 from weibolabel.forward import classify
+from weibolabel.labeled import clean_text
 from weibolabel.labels import LabelSchema
-from weibolabel.modeling import load_checkpoint, load_tokenizer
+from weibolabel.modeling import check_quantize, load_checkpoint, load_tokenizer, quantize_int8
 from weibolabel.precision import is_out_of_memory, precision_dtype
+from weibolabel.runs import RunLayout, find_checkpoints
 
 STATUS_OK, STATUS_EMPTY, STATUS_UNK_ONLY = "ok", "empty", "unknown_tokens_only"
 
@@ -55,14 +56,22 @@ def encode(tokenizer, texts: list[str], max_length: int) -> Encoded:
     return Encoded(input_ids, truncated, unk_only)
 
 
+# On CPU a batch holds at least this many padded tokens (within --batch_size and --max_tokens), however much padding
+# that takes: each linear layer's call costs a fixed part (reading and packing its weights) whatever the batch, and
+# on CPU `classify` packs the real tokens, so the linear layers never see the padding (bench/README.md).
+CPU_MIN_TOKENS = 8192
+
+
 def length_batches(
-    lengths: np.ndarray, batch_size: int, max_tokens: int, max_padding: float = MAX_PADDING
+    lengths: np.ndarray, batch_size: int, max_tokens: int, max_padding: float = MAX_PADDING, min_tokens: int = 0
 ) -> list[np.ndarray]:
     """Indices sorted by length (longest first, so memory trouble shows at once) cut into batches of at most
     `batch_size` rows and `max_tokens` padded tokens, whose rows are all within `max_padding` (a share) of the
-    batch's longest, so padding is at most that share of any batch. Without that bound a small input is cut into
-    a few wide batches that are a quarter padding; with it the matmuls see real tokens, at the price of a few more
-    (equally fast per token) batches."""
+    batch's longest, so padding is at most that share of any batch, unless that leaves a batch under `min_tokens`
+    padded tokens: it then takes the next rows up to that size. Without the bound a small input is cut into a few
+    wide batches that are a quarter padding; with it the matmuls see real tokens, at the price of a few more
+    batches. On CPU, where the linear layers see only the real tokens anyway, tiny batches cost more than padding
+    (CPU_MIN_TOKENS)."""
     order = np.argsort(-lengths, kind="stable")
     descending = lengths[order]
     batches, start = [], 0
@@ -70,7 +79,7 @@ def length_batches(
         longest = int(descending[start])
         size = max(1, min(batch_size, max_tokens // max(longest, 1)))
         within = int(np.searchsorted(-descending, -(1 - max_padding) * longest, side="right")) - start
-        size = max(1, min(size, within))
+        size = max(1, min(size, max(within, -(-min_tokens // max(longest, 1)))))
         batches.append(order[start : start + size])
         start += size
     return batches
@@ -107,12 +116,15 @@ def predict_probs(
     models: list[torch.nn.Module],
     input_ids: list[list[int]],
     pad_id: int,
+    *,
     batch_size: int = 256,
     max_tokens: int = 16384,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     temperature: float = 1.0,
+    on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """Class probabilities, averaged over `models` (a fold ensemble), in input order; float32 [n, classes]."""
+    """Class probabilities, averaged over `models` (a fold ensemble), in input order; float32 [n, classes].
+    `on_batch(rows)` is called after each batch is scored (the labeling job times its first one)."""
     if not input_ids:
         return np.zeros((0, models[0].config.num_labels), dtype=np.float32)
     device = next(models[0].parameters()).device
@@ -120,7 +132,8 @@ def predict_probs(
     probs = torch.zeros((len(input_ids), models[0].config.num_labels), dtype=torch.float32, device=device)
     lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
     try:
-        for batch in length_batches(lengths, batch_size, max_tokens):
+        min_tokens = CPU_MIN_TOKENS if device.type == "cpu" else 0  # GPUs: not measured, so as before
+        for batch in length_batches(lengths, batch_size, max_tokens, min_tokens=min_tokens):
             ids, mask = pad_batch([input_ids[i] for i in batch], pad_id, multiple_of)
             ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
             total = 0
@@ -129,6 +142,8 @@ def predict_probs(
                     logits = classify(model, ids, mask).float()
                     total = total + torch.softmax(logits / temperature, dim=-1)
             probs[torch.from_numpy(batch).to(device)] = total / len(models)
+            if on_batch is not None:
+                on_batch(len(batch))
     except RuntimeError as error:
         # cuBLAS/cuDNN report an exhausted GPU as a plain RuntimeError: one type for every caller to catch.
         if is_out_of_memory(error) and not isinstance(error, torch.OutOfMemoryError):
@@ -178,38 +193,23 @@ class Ensemble:
     temperature: float = 1.0
 
 
-def find_checkpoints(path: Path) -> list[Path]:
-    """The fold checkpoints of a finished training run, or [path] for a single checkpoint directory."""
-    if not path.is_dir():
-        raise UserError(f"Model not found: {path} (pass a training run directory or a checkpoint directory).")
-    if (path / "config.json").is_file():
-        return [path]
-    run_config = path / "config.yaml"
-    if not run_config.is_file():
-        raise UserError(
-            f"{path} is neither a training run directory (no config.yaml) nor a checkpoint (no config.json)."
-        )
-    num_folds = int(yaml.safe_load(run_config.read_text())["num_folds"])
-    finished = [path / f"fold_{k}" for k in range(num_folds) if (path / f"fold_{k}" / "fold_result.json").is_file()]
-    if len(finished) < num_folds:
-        raise UserError(
-            f"{path}: only {len(finished)} of {num_folds} folds have finished training. Re-run jobs/train.py with "
-            "the same --output_dir to finish them, or pass one finished fold directory (e.g. {path}/fold_0)."
-        )
-    return finished
-
-
 def load_ensemble(
-    path: str | Path, device: torch.device, dtype: torch.dtype | None = None, calibrated: bool = True
+    path: str | Path,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    calibrated: bool = True,
+    quantize: str | None = None,
 ) -> Ensemble:
-    """Fold checkpoints (or one checkpoint), with the run's temperature unless `calibrated` is False."""
+    """Fold checkpoints (or one checkpoint), with the run's temperature unless `calibrated` is False; with
+    `quantize="int8"` (CPU, fp32 weights only) their linear layers dynamically quantized to int8."""
     path = Path(path)
     checkpoints = find_checkpoints(path)
+    check_quantize(quantize, torch.device(device).type, dtype)
     models, schemas = [], []
     try:
         for checkpoint in checkpoints:
             model, schema = load_checkpoint(checkpoint, dtype=dtype)
-            models.append(model.to(device))
+            models.append(quantize_int8(model) if quantize == "int8" else model.to(device))
             schemas.append(schema)
     except RuntimeError as error:
         if not is_out_of_memory(error):
@@ -222,10 +222,10 @@ def load_ensemble(
         ) from None
     if any(schema.names != schemas[0].names for schema in schemas):
         raise UserError(f"{path}: the fold checkpoints disagree on the label schema: {[s.names for s in schemas]}.")
-    run_config = path / "config.yaml"
-    max_length = int(yaml.safe_load(run_config.read_text())["max_length"]) if run_config.is_file() else 512
+    run = RunLayout(path)
+    max_length = int(yaml.safe_load(run.config.read_text())["max_length"]) if run.config.is_file() else 512
     max_length = min(max_length, models[0].config.max_position_embeddings)
-    calibration = path / "calibration.json"
+    calibration = run.calibration
     temperature = (
         float(json.loads(calibration.read_text())["temperature"]) if calibrated and calibration.is_file() else 1.0
     )
@@ -244,6 +244,7 @@ def label_texts(
     ensemble: Ensemble,
     raw_texts: list,
     max_length: int,
+    *,
     batch_size: int = 256,
     max_tokens: int = 16384,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
@@ -251,7 +252,12 @@ def label_texts(
     """Label, name, confidence, probabilities, status and truncation flag of each text, in input order."""
     texts = [clean_text(t) for t in raw_texts]
     return label_encoded(
-        ensemble, texts, encode(ensemble.tokenizer, texts, max_length), batch_size, max_tokens, autocast
+        ensemble,
+        texts,
+        encode(ensemble.tokenizer, texts, max_length),
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        autocast=autocast,
     )
 
 
@@ -259,9 +265,11 @@ def label_encoded(
     ensemble: Ensemble,
     texts: list[str],
     encoded: Encoded,
+    *,
     batch_size: int = 256,
     max_tokens: int = 16384,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    on_batch: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
     empty = np.array([t == "" for t in texts], dtype=bool)
     scored = ~empty & ~encoded.unk_only
@@ -270,10 +278,11 @@ def label_encoded(
         ensemble.models,
         [encoded.input_ids[i] for i in index],
         ensemble.tokenizer.pad_token_id,
-        batch_size,
-        max_tokens,
-        autocast,
-        ensemble.temperature,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        autocast=autocast,
+        temperature=ensemble.temperature,
+        on_batch=on_batch,
     )
     num_rows, names = len(texts), np.array(ensemble.schema.names, dtype=object)
     label = pd.array([pd.NA] * num_rows, dtype="Int64")

@@ -16,10 +16,12 @@ import pandas as pd
 import yaml
 
 from weibolabel.annotation import ANNOTATION_SHEET, LABELS_SHEET
-from weibolabel.data import MAX_LISTED, clean_text, parse_label, row_name
 from weibolabel.errors import UserError
 from weibolabel.files import atomic_path
+from weibolabel.labeled import MAX_LISTED, clean_text, parse_label
 from weibolabel.labels import Label, LabelSchema, load_label_schema
+from weibolabel.runs import RunLayout
+from weibolabel.tables import row_name
 
 ISSUE_COLUMNS = ["row_id", "text", "given_label", "suggested_label", "suggested_probability", "rank"]
 DECISION_COLUMN = "Decision"
@@ -31,7 +33,8 @@ def read_run_predictions(run: str | Path) -> tuple[pd.DataFrame, np.ndarray, Lab
     """A training run's out-of-fold rows (row_id, text, gold, fold), their probabilities [n, classes], the label
     schema and the run's resolved config."""
     run = Path(run)
-    oof_path, config_path = run / "oof_predictions.parquet", run / "config.yaml"
+    layout = RunLayout(run)
+    oof_path, config_path = layout.oof_predictions, layout.config
     for path in (oof_path, config_path):
         if not path.is_file():
             raise UserError(f"{run} is not a finished training run of jobs/train.py (no {path.name}).")
@@ -68,7 +71,7 @@ def read_run_predictions(run: str | Path) -> tuple[pd.DataFrame, np.ndarray, Lab
 def row_ids_from_row_names(rows: pd.Series, header_row: int = 1) -> np.ndarray:
     """OLD RUN FORMAT ONLY: runs written before oof_predictions.parquet had an int64 `row_id` name each row as the
     user sees it ("row 7" in a spreadsheet, "row index 5" in Parquet, "line 3" in text); this turns those names
-    back into 0-based positions in the training file (the inverse of `weibolabel.data.row_name`)."""
+    back into 0-based positions in the training file (the inverse of `weibolabel.tables.row_name`)."""
     ids = []
     for value in rows.astype(str):
         match = re.fullmatch(r"(row index|row|line) (\d+)", value)
@@ -190,7 +193,7 @@ def parse_decision(value, suggested, schema: LabelSchema) -> tuple[str | None, i
 def read_decisions(path: Path, schema: LabelSchema, sheet: str | None = None) -> pd.DataFrame:
     """The reviewed rows of a review sheet: sheet_row, row_id, text, given_label, action, new_label. Every bad
     cell is one error naming the sheet's row and column; blank decisions are left out (not reviewed)."""
-    from weibolabel.data import read_table, require_column
+    from weibolabel.tables import read_table, require_column
 
     frame = read_table(path, sheet=sheet)
     for column in ("row_id", "Sentence", "given_label", DECISION_COLUMN):
@@ -249,6 +252,7 @@ def apply_decisions(
     frame: pd.DataFrame,
     decisions: pd.DataFrame,
     schema: LabelSchema,
+    *,
     text_column: str,
     label_column: str,
     source: Path,
@@ -259,69 +263,121 @@ def apply_decisions(
 
     Training keeps one of several exact copies (same text after normalisation) and drops copies whose labels
     disagree, so a decision changes every copy: relabeling one alone would turn them into a conflict."""
-    problems = []
-    seen: dict[int, tuple[str, int | None, str]] = {}
     texts = [clean_text(t) for t in frame[text_column]]
-    for record in decisions.itertuples(index=False):
-        where = f"  review sheet {record.sheet_row}, row_id {record.row_id}"
-        if not 0 <= record.row_id < len(frame):
-            problems.append(f"{where}: not a row of {source} (it has rows 0..{len(frame) - 1})")
-            continue
-        if texts[record.row_id] != record.text:
-            problems.append(
-                f"{where}: the text differs from {source}, {row_name(source, record.row_id, header_row)} "
-                f"({texts[record.row_id][:30]!r} vs {record.text[:30]!r}); was the file changed since the review?"
-            )
-            continue
-        current = parse_label(frame[label_column].iloc[record.row_id], schema)[0]
-        if record.given_label is not None and current != record.given_label:
-            problems.append(
-                f"{where}: {source}, {row_name(source, record.row_id, header_row)} now has label "
-                f"{schema.names[current] if current is not None else 'none'}, not the reviewed "
-                f"{schema.names[int(record.given_label)]}; was the file changed since the review?"
-            )
-            continue
-        decision = (record.action, record.new_label, record.sheet_row)
-        if record.row_id in seen and seen[record.row_id][:2] != decision[:2]:
-            problems.append(f"{where}: contradicts the decision in review sheet {seen[record.row_id][2]}")
-            continue
-        seen[record.row_id] = decision
-    _raise_listed(problems, f"decision(s) that cannot be applied to {source}", "Nothing was written.")
-
+    checked = _checked_decisions(
+        decisions, texts=texts, labels=frame[label_column], schema=schema, source=source, header_row=header_row
+    )
     copies: dict[str, list[int]] = {}
     for position, text in enumerate(texts):
         copies.setdefault(text, []).append(position)
     result, log, dropped = frame.copy(), [], set()
     # A label column of names stays names, ids stay ids: the file keeps its own convention.
     as_names = any(isinstance(v, str) and v in schema.names for v in frame[label_column])
-    for row_id, (action, new_label, sheet_row) in sorted(seen.items()):
+    for row_id, (action, new_label, sheet_row) in sorted(checked.items()):
         for position in copies[texts[row_id]]:
             old = parse_label(frame[label_column].iloc[position], schema)[0]
-            note = "" if position == row_id else f"exact copy of row_id {row_id}"
-            entry = {
-                "row_id": position,
-                "row": row_name(source, position, header_row),
-                "text": texts[position],
-                "old_label": schema.names[old] if old is not None else None,
-                "new_label": None,
-                "decision": action,
-                "change": "none",
-                "review_sheet_row": sheet_row,
-                "note": note,
-            }
-            if action == "keep":
-                entry["new_label"] = entry["old_label"]
-            elif action == "drop":
+            entry = _log_entry(
+                action,
+                schema=schema,
+                old=old,
+                new_label=new_label,
+                row_id=row_id,
+                position=position,
+                text=texts[position],
+                row=row_name(source, position, header_row),
+                sheet_row=sheet_row,
+            )
+            if entry["change"] == "row removed":
                 dropped.add(position)
-                entry["change"] = "row removed"
-            elif old != new_label:
+            elif entry["change"] == "relabeled":
                 result.iloc[position, result.columns.get_loc(label_column)] = (
                     schema.names[new_label] if as_names else new_label
                 )
-                entry["new_label"], entry["change"] = schema.names[new_label], "relabeled"
-            else:
-                entry["new_label"] = schema.names[new_label]
             log.append(entry)
     result = result.drop(index=result.index[sorted(dropped)]).reset_index(drop=True)
     columns = ["row_id", "row", "text", "old_label", "new_label", "decision", "change", "review_sheet_row", "note"]
     return result, pd.DataFrame(log, columns=columns)
+
+
+def _checked_decisions(
+    decisions: pd.DataFrame,
+    *,
+    texts: list[str],
+    labels: pd.Series,
+    schema: LabelSchema,
+    source: Path,
+    header_row: int,
+) -> dict[int, tuple[str, int | None, str]]:
+    """Each reviewed row_id's (action, new label, review sheet row), once every decision is checked against the
+    file: one error lists every decision that does not fit it, and nothing is applied."""
+    problems = []
+    seen: dict[int, tuple[str, int | None, str]] = {}
+    for record in decisions.itertuples(index=False):
+        where = f"  review sheet {record.sheet_row}, row_id {record.row_id}"
+        problem = _mismatch(record, texts=texts, labels=labels, schema=schema, source=source, header_row=header_row)
+        decision = (record.action, record.new_label, record.sheet_row)
+        if problem is None and record.row_id in seen and seen[record.row_id][:2] != decision[:2]:
+            problem = f"contradicts the decision in review sheet {seen[record.row_id][2]}"
+        if problem is not None:
+            problems.append(f"{where}: {problem}")
+            continue
+        seen[record.row_id] = decision
+    _raise_listed(problems, f"decision(s) that cannot be applied to {source}", "Nothing was written.")
+    return seen
+
+
+def _mismatch(
+    record, *, texts: list[str], labels: pd.Series, schema: LabelSchema, source: Path, header_row: int
+) -> str | None:
+    """Why a decision no longer fits the file (its row is gone, or its text or given label changed), else None."""
+    if not 0 <= record.row_id < len(texts):
+        return f"not a row of {source} (it has rows 0..{len(texts) - 1})"
+    if texts[record.row_id] != record.text:
+        return (
+            f"the text differs from {source}, {row_name(source, record.row_id, header_row)} "
+            f"({texts[record.row_id][:30]!r} vs {record.text[:30]!r}); was the file changed since the review?"
+        )
+    current = parse_label(labels.iloc[record.row_id], schema)[0]
+    if record.given_label is not None and current != record.given_label:
+        return (
+            f"{source}, {row_name(source, record.row_id, header_row)} now has label "
+            f"{schema.names[current] if current is not None else 'none'}, not the reviewed "
+            f"{schema.names[int(record.given_label)]}; was the file changed since the review?"
+        )
+    return None
+
+
+def _log_entry(
+    action: str,
+    *,
+    schema: LabelSchema,
+    old: int | None,
+    new_label: int | None,
+    row_id: int,
+    position: int,
+    text: str,
+    row: str,
+    sheet_row: str,
+) -> dict:
+    """The log line of one decision on one copy of its row (`position` is the copy, `row_id` the reviewed row);
+    its `change` says what applying it does: none, relabeled or row removed."""
+    entry = {
+        "row_id": position,
+        "row": row,
+        "text": text,
+        "old_label": schema.names[old] if old is not None else None,
+        "new_label": None,
+        "decision": action,
+        "change": "none",
+        "review_sheet_row": sheet_row,
+        "note": "" if position == row_id else f"exact copy of row_id {row_id}",
+    }
+    if action == "keep":
+        entry["new_label"] = entry["old_label"]
+    elif action == "drop":
+        entry["change"] = "row removed"
+    elif old != new_label:
+        entry["new_label"], entry["change"] = schema.names[new_label], "relabeled"
+    else:
+        entry["new_label"] = schema.names[new_label]
+    return entry

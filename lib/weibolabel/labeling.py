@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from weibolabel.data import parse_label
+from weibolabel.labeled import parse_label
 from weibolabel.labels import LabelSchema
 
 GOLD_CELLS_LISTED = 5  # invalid gold cells named in the summary and the metadata; the rest are counted

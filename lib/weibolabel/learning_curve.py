@@ -6,19 +6,39 @@ Each cell is `weibolabel.training.fit_and_score_fold`, the step jobs/train.py ru
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from accelerate import Accelerator
 
+from weibolabel.config import TrainConfig
 from weibolabel.errors import UserError
+from weibolabel.labels import Label, LabelSchema
 from weibolabel.markdown import markdown_table
 from weibolabel.metrics import classification_metrics
 from weibolabel.preemption import StopSignal
+from weibolabel.runs import RunLayout
 from weibolabel.training import Recipe, fit_and_score_fold
+
+
+def read_run(run: Path) -> tuple[TrainConfig, LabelSchema, pd.DataFrame]:
+    """A finished training run's settings (its config.yaml, as the TrainConfig it ran with), its label schema and
+    its folds.csv: the rows and folds exactly as it used them."""
+    layout = RunLayout(run)
+    for path in (layout.config, layout.folds_csv, layout.identity):
+        if not path.is_file():
+            raise UserError(f"{run} is not a training run directory of jobs/train.py (no {path.name}).")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    train_config = TrainConfig(**{k: v for k, v in yaml.safe_load(layout.config.read_text()).items() if k in known})
+    names = json.loads(layout.identity.read_text())["labels"]
+    schema = LabelSchema(tuple(Label(i, name) for i, name in enumerate(names)))
+    return train_config, schema, pd.read_csv(layout.folds_csv, keep_default_na=False)
 
 
 def subsample(train_index: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -70,7 +90,13 @@ def encoder_cell(
     del model
     accelerator.free_memory()
     return cell_record(
-        "encoder", fold, fraction, len(train_index), score.metrics, "trained", score.training.best_epoch + 1
+        "encoder",
+        fold=fold,
+        fraction=fraction,
+        num_train=len(train_index),
+        metrics=score.metrics,
+        source="trained",
+        best_epoch=score.training.best_epoch + 1,
     )
 
 
@@ -89,10 +115,35 @@ def baseline_cell(
         recipe.class_weighted_loss,
     )
     metrics = classification_metrics(labels[test_index], probs.argmax(axis=1), names)
-    return cell_record("baseline", fold, fraction, len(train_index), metrics, "trained", None)
+    return cell_record(
+        "baseline",
+        fold=fold,
+        fraction=fraction,
+        num_train=len(train_index),
+        metrics=metrics,
+        source="trained",
+        best_epoch=None,
+    )
 
 
-def cell_record(model: str, fold: int, fraction: float, num_train: int, metrics: dict, source: str, best_epoch):
+def run_cell(fold: int, fold_result: Path) -> dict:
+    """The encoder's cell at 100%, read from the run's own fold result: its training rows, validation split and seed
+    are exactly the cell's, so retraining would repeat it."""
+    record = json.loads(fold_result.read_text())
+    return cell_record(
+        "encoder",
+        fold=fold,
+        fraction=1.0,
+        num_train=record["num_train"] + record["num_validation"],
+        metrics=record["test"],
+        source="run",
+        best_epoch=record["best_epoch"],
+    )
+
+
+def cell_record(
+    model: str, *, fold: int, fraction: float, num_train: int, metrics: dict, source: str, best_epoch
+) -> dict:
     return {
         "model": model,
         "fraction": fraction,

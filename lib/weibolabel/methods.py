@@ -111,6 +111,9 @@ def _count(number: int, noun: str) -> str:
     return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
+SOFTWARE = "Models were trained with PyTorch (Paszke et al., 2019) and Hugging Face Transformers (Wolf et al., 2020)."
+
+
 def methods_section(
     setup: dict,
     data: dict,
@@ -121,11 +124,53 @@ def methods_section(
     (the report's data summary), metrics.json's `calibration` and `baseline` entries when the run has them, and the
     references it cites."""
     encoder, cited = describe_encoder(setup["model_name_or_path"], bool(setup.get("demo_model")))
+    parts = [
+        (_data_sentences(setup, data, encoder), []),
+        (_training_sentences(setup, data), ["kohavi1995", "loshchilov2019", "bengio2004"]),
+        _baseline_sentences(setup, baseline),
+        _calibration_sentences(calibration),
+        ([SOFTWARE], ["paszke2019", "wolf2020"]),
+    ]
+    sentences = [sentence for part, _ in parts for sentence in part]
+    cited += [key for _, keys in parts for key in keys]
+    references = sorted(dict.fromkeys(cited), key=lambda key: REFERENCES[key])
+    return "\n".join(
+        [
+            "## Methods",
+            "",
+            "Written from this run's settings and data summary; paste it, then adapt the wording.",
+            "",
+            " ".join(sentences),
+            "",
+            "### References",
+            "",
+            *(f"- {REFERENCES[key]}" for key in references),
+            "",
+        ]
+    )
+
+
+def _data_sentences(setup: dict, data: dict, encoder: str) -> list[str]:
+    """The model and its task, and which rows of the labeled file were used, dropped and merged."""
     verb = "trained" if setup.get("demo_model") else "fine-tuned"  # a demo model starts from random weights
-    num_folds = setup["num_folds"]
     class_counts = data["class_counts"]
     dropped = data["empty_text_dropped"] + data["conflicting_duplicates_dropped"]
     classes = ", ".join(f"{name} {count:,}" for name, count in class_counts.items())
+    return [
+        f"We {verb} {encoder} with a classification head on the [CLS] token (BERT's pooler and a linear "
+        f"layer) to assign each comment one of {len(class_counts)} classes.",
+        f"Of the {_count(data['rows_read'], 'row')} in the labeled file, {data['rows_used']:,} were used "
+        f"(per class: {classes}); {_count(dropped, 'row')} {'was' if dropped == 1 else 'were'} dropped "
+        f"({data['empty_text_dropped']:,} with empty text and {data['conflicting_duplicates_dropped']:,} exact "
+        "duplicates with conflicting labels), and "
+        f"{_count(data['duplicates_merged'], 'exact duplicate')} (after whitespace normalisation) "
+        f"{'was' if data['duplicates_merged'] == 1 else 'were'} merged into the copy kept.",
+    ]
+
+
+def _training_sentences(setup: dict, data: dict) -> list[str]:
+    """The cross-validation, the training within each fold, the choice of epoch, and what is reported."""
+    num_folds = setup["num_folds"]
     loss = (
         "cross-entropy weighted by inverse class frequency"
         if setup["class_weighted_loss"]
@@ -138,15 +183,7 @@ def methods_section(
         else ""
     )
     truncated = data.get("truncated", 0)
-    sentences = [
-        f"We {verb} {encoder} with a classification head on the [CLS] token (BERT's pooler and a linear "
-        f"layer) to assign each comment one of {len(class_counts)} classes.",
-        f"Of the {_count(data['rows_read'], 'row')} in the labeled file, {data['rows_used']:,} were used "
-        f"(per class: {classes}); {_count(dropped, 'row')} {'was' if dropped == 1 else 'were'} dropped "
-        f"({data['empty_text_dropped']:,} with empty text and {data['conflicting_duplicates_dropped']:,} exact "
-        "duplicates with conflicting labels), and "
-        f"{_count(data['duplicates_merged'], 'exact duplicate')} (after whitespace normalisation) "
-        f"{'was' if data['duplicates_merged'] == 1 else 'were'} merged into the copy kept.",
+    return [
         f"Performance was estimated by {num_folds}-fold stratified cross-validation (Kohavi, 1995) with shuffling "
         f"(seed {setup['seed']}); duplicates and near-duplicates (texts identical up to case, character width, "
         "whitespace and punctuation) were kept in the same fold, so that no test comment had a copy in training.",
@@ -166,44 +203,31 @@ def methods_section(
         "standard deviation describes the spread between folds and is not a confidence interval, because the folds "
         "share training data (Bengio & Grandvalet, 2004).",
     ]
-    cited += ["kohavi1995", "loshchilov2019", "bengio2004"]
-    if setup.get("baseline") and baseline:
-        sentences.append(
-            f"As a baseline, {baseline['description']} (scikit-learn; Pedregosa et al., 2011) was trained and "
-            "tested on the same folds."
-        )
-        cited.append("pedregosa2011")
-        if baseline.get("paired_test"):
-            sentences.append(_paired_test_sentence(baseline["paired_test"]))
-            cited += ["nadeau2003", "mcnemar1947", "dietterich1998"]
-    else:
-        sentences.append("No classical baseline was scored.")
-    if calibration:
-        sentences.append(
-            "Predicted probabilities were calibrated by temperature scaling (Guo et al., 2017): one temperature, "
-            f"T = {calibration['temperature']:.3f}, was fitted on the out-of-fold predictions of all "
-            f"{calibration['num_rows']:,} rows; the expected calibration error over {calibration['num_bins']} "
-            f"equal-width confidence bins was {calibration['ece_before']:.3f} before and "
-            f"{calibration['ece_after']:.3f} after."
-        )
-        cited.append("guo2017")
-    sentences.append(
-        "Models were trained with PyTorch (Paszke et al., 2019) and Hugging Face Transformers (Wolf et al., 2020)."
-    )
-    cited += ["paszke2019", "wolf2020"]
 
-    references = sorted(dict.fromkeys(cited), key=lambda key: REFERENCES[key])
-    return "\n".join(
-        [
-            "## Methods",
-            "",
-            "Written from this run's settings and data summary; paste it, then adapt the wording.",
-            "",
-            " ".join(sentences),
-            "",
-            "### References",
-            "",
-            *(f"- {REFERENCES[key]}" for key in references),
-            "",
-        ]
-    )
+
+def _baseline_sentences(setup: dict, baseline: dict | None) -> tuple[list[str], list[str]]:
+    """The classical baseline and the paired test against it, when the run has them; the references they cite."""
+    if not (setup.get("baseline") and baseline):
+        return ["No classical baseline was scored."], []
+    sentences = [
+        f"As a baseline, {baseline['description']} (scikit-learn; Pedregosa et al., 2011) was trained and "
+        "tested on the same folds."
+    ]
+    cited = ["pedregosa2011"]
+    if baseline.get("paired_test"):
+        sentences.append(_paired_test_sentence(baseline["paired_test"]))
+        cited += ["nadeau2003", "mcnemar1947", "dietterich1998"]
+    return sentences, cited
+
+
+def _calibration_sentences(calibration: dict | None) -> tuple[list[str], list[str]]:
+    """Temperature scaling, when the run was calibrated; the reference it cites."""
+    if not calibration:
+        return [], []
+    return [
+        "Predicted probabilities were calibrated by temperature scaling (Guo et al., 2017): one temperature, "
+        f"T = {calibration['temperature']:.3f}, was fitted on the out-of-fold predictions of all "
+        f"{calibration['num_rows']:,} rows; the expected calibration error over {calibration['num_bins']} "
+        f"equal-width confidence bins was {calibration['ece_before']:.3f} before and "
+        f"{calibration['ece_after']:.3f} after."
+    ], ["guo2017"]

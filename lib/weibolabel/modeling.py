@@ -201,6 +201,41 @@ def load_checkpoint(directory: Path, dtype: torch.dtype | None = None) -> tuple[
     return model.eval(), schema
 
 
+QUANTIZE_CHOICES = ("int8",)
+
+
+def check_quantize(quantize: str | None, device_type: str, dtype: torch.dtype | None) -> None:
+    """Refuse, with what to do, a --quantize the labeling path cannot serve: int8 runs on CPUs, on fp32 weights."""
+    if quantize is None:
+        return
+    if quantize not in QUANTIZE_CHOICES:
+        raise UserError(f"--quantize {quantize}: the choices are {', '.join(QUANTIZE_CHOICES)} (or leave it out).")
+    if device_type != "cpu":
+        raise UserError(
+            f"--quantize {quantize} is for CPUs only (dynamic int8 linear layers run on CPU kernels); this process "
+            f"labels on {device_type}. Leave --quantize out on GPUs: bf16 is their fast path."
+        )
+    if dtype not in (None, torch.float32):
+        raise UserError(
+            f"--quantize {quantize} quantizes fp32 weights; drop --mixed_precision "
+            f"{ {torch.bfloat16: 'bf16', torch.float16: 'fp16'}.get(dtype, dtype) } (int8 replaces it on CPU)."
+        )
+
+
+def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
+    """Dynamic int8 quantization of every linear layer, in place (CPU): weights int8 per output channel, each
+    batch's activations quantized on the fly. Embeddings, LayerNorm, softmax and the attention products stay fp32.
+    `weibolabel.forward.classify` runs the quantized layers as it runs fp32 ones. bench/label_throughput.py
+    measures its speed and its label agreement with fp32 on the demo's trained folds (bench/README.md)."""
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated (torchao replaces it) but still here
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model.eval(), {torch.nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
+
+
 def weights_digest(model) -> str:
     """A fingerprint of a model's weights: every fold must start from the same one."""
     digest = hashlib.sha256()

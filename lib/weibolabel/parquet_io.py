@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from weibolabel.errors import UserError
+from weibolabel.files import atomic_path
 
 METADATA_KEY = b"weibolabel"
 # How long the merge waits for parts that other nodes finished to show up (NFS caches attributes up to 60 s).
@@ -60,14 +61,14 @@ def inputs_directory(output: Path) -> Path:
     return output.with_name(output.name + ".inputs")
 
 
-def check_output_free(output: Path, overwrite: bool, settings: dict | None = None) -> None:
+def check_output_free(output: Path, overwrite: bool, settings: dict) -> None:
     """Before any model work: an existing output is replaced only with --overwrite, unless it was written with
     these `settings` (those known before the model is loaded): then it may be complete (`is_complete`), and a re-run
     is a no-op. A run that merged but was stopped before removing its parts is recognised by PartStore.prepare."""
     if not output.exists() or overwrite or parts_directory(output).exists():
         return
     recorded = recorded_job(output)
-    if recorded is None or settings is None:  # not a labeling job's output, or written before settings were kept
+    if recorded is None:  # not a labeling job's output, or one written before settings were kept
         raise UserError(f"{output} already exists; pass --overwrite to replace it.")
     changed = sorted(key for key in settings if recorded.get(key) != settings[key])
     if changed:
@@ -132,9 +133,8 @@ class PartStore:
             shutil.rmtree(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         if not record.is_file():
-            tmp = record.with_suffix(".tmp")
-            tmp.write_text(json.dumps(job, indent=2, ensure_ascii=False))
-            tmp.replace(record)
+            with atomic_path(record) as tmp:
+                tmp.write_text(json.dumps(job, indent=2, ensure_ascii=False))
         return True
 
     def is_done(self, chunk: int) -> bool:
@@ -146,18 +146,16 @@ class PartStore:
     def write(self, chunk: int, frame: pd.DataFrame, record: dict) -> None:
         """Temp name, fsync, rename; then the completion record. A kill at any point leaves no part that counts."""
         table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
-        part = self._part(chunk)
-        tmp = part.with_name(f".{part.name}.{os.getpid()}.tmp")
+        part, done = self._part(chunk), self._done(chunk)
+        # Flushed by _fsync rather than atomic_path(fsync=True): the fault tests stop a job at this very call.
         try:
-            pq.write_table(table, tmp)
-            _fsync(tmp)
-            tmp.replace(part)
-            done_tmp = self._done(chunk).with_suffix(f".{os.getpid()}.tmp")
-            done_tmp.write_text(json.dumps({"chunk": chunk, "rows": len(frame), **record}))
-            _fsync(done_tmp)
-            done_tmp.replace(self._done(chunk))
+            with atomic_path(part, tmp_name=_tmp_name(part)) as tmp:
+                pq.write_table(table, tmp)
+                _fsync(tmp)
+            with atomic_path(done, tmp_name=f"{done.stem}.{os.getpid()}.tmp") as tmp:
+                tmp.write_text(json.dumps({"chunk": chunk, "rows": len(frame), **record}))
+                _fsync(tmp)
         except OSError as error:
-            tmp.unlink(missing_ok=True)
             raise UserError(
                 f"Could not write {part}: {error.strerror or error}. Free space and re-run to resume."
             ) from None
@@ -176,41 +174,45 @@ class PartStore:
         missing = self._wait_for_parts(num_chunks, finished_on or {}, wait_seconds)
         if missing:
             raise UserError(f"Cannot merge: chunks {missing[:10]} of {num_chunks} are not finished; re-run to finish.")
-        # The settings, so that a re-run with the same arguments recognises the finished file (is_complete).
+        schema = self._merged_schema(num_chunks, metadata)
+        with atomic_path(self.output, tmp_name=_tmp_name(self.output)) as tmp:
+            merged = self._concatenate(num_chunks, schema, tmp)
+            if merged != num_rows:
+                raise UserError(f"The merged output has {merged} rows but the input has {num_rows}.")
+            written = pq.ParquetFile(tmp).metadata.num_rows
+            if written != num_rows:
+                raise UserError(f"Verification failed: {tmp} holds {written} rows, expected {num_rows}.")
+            _fsync(tmp)
+        shutil.rmtree(self.directory)
+
+    def _merged_schema(self, num_chunks: int, metadata: dict) -> pa.Schema:
+        """The parts' schema with the output's metadata: the run's provenance, the settings (so that a re-run with
+        the same arguments recognises the finished file, is_complete), and the `datasets` features."""
         metadata = {**metadata, "job": json.loads((self.directory / "job.json").read_text())}
         # Keep the parts' pandas metadata, or nullable int columns (label, gold_label) read back as float64.
         part_metadata = (pq.read_schema(self._part(0)).metadata or {}) if num_chunks else {}
         pandas_metadata = {key: value for key, value in part_metadata.items() if key == b"pandas"}
         names = [label["name"] for label in metadata.get("labels", [])]
-        schema = self.schema.with_metadata(
+        return self.schema.with_metadata(
             {
                 **pandas_metadata,
                 **huggingface_metadata(self.schema, names),
                 METADATA_KEY: json.dumps(metadata, ensure_ascii=False).encode(),
             }
         )
-        tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
+
+    def _concatenate(self, num_chunks: int, schema: pa.Schema, tmp: Path) -> int:
+        """The parts, in chunk order, into `tmp`, each checked to continue the row ids; returns the rows written."""
         expected_id = 0
-        try:
-            with pq.ParquetWriter(tmp, schema) as writer:
-                for chunk in range(num_chunks):
-                    table = pq.read_table(self._part(chunk), schema=self.schema)
-                    row_ids = table.column("row_id").to_numpy()
-                    if len(row_ids) and (row_ids[0] != expected_id or (row_ids[1:] - row_ids[:-1] != 1).any()):
-                        raise UserError(f"{self._part(chunk)}: row ids are not contiguous from {expected_id}.")
-                    expected_id += len(row_ids)
-                    writer.write_table(table.replace_schema_metadata(schema.metadata))
-            if expected_id != num_rows:
-                raise UserError(f"The merged output has {expected_id} rows but the input has {num_rows}.")
-            written = pq.ParquetFile(tmp).metadata.num_rows
-            if written != num_rows:
-                raise UserError(f"Verification failed: {tmp} holds {written} rows, expected {num_rows}.")
-            _fsync(tmp)
-            tmp.replace(self.output)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        shutil.rmtree(self.directory)
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for chunk in range(num_chunks):
+                table = pq.read_table(self._part(chunk), schema=self.schema)
+                row_ids = table.column("row_id").to_numpy()
+                if len(row_ids) and (row_ids[0] != expected_id or (row_ids[1:] - row_ids[:-1] != 1).any()):
+                    raise UserError(f"{self._part(chunk)}: row ids are not contiguous from {expected_id}.")
+                expected_id += len(row_ids)
+                writer.write_table(table.replace_schema_metadata(schema.metadata))
+        return expected_id
 
     def _wait_for_parts(self, num_chunks: int, finished_on: dict[int, str], wait_seconds: float) -> list[int]:
         """The chunks that are not finished here; those reported finished elsewhere are waited for, and a part that
@@ -231,6 +233,11 @@ class PartStore:
                 "is not shared by the nodes. Put --output on a filesystem every node mounts and re-run."
             )
         return missing
+
+
+def _tmp_name(path: Path) -> str:
+    """A part's or the merged output's temporary name: what PartStore.prepare removes after a killed merge."""
+    return f".{path.name}.{os.getpid()}.tmp"
 
 
 def _fsync(path: Path) -> None:

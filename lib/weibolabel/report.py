@@ -15,8 +15,27 @@ def _pm(stat: dict) -> str:
 
 
 def render_report(metrics: dict) -> str:
-    setup, data, names = metrics["setup"], metrics["data"], metrics["label_names"]
-    folds, summary, baseline = metrics["folds"], metrics["summary"], metrics.get("baseline")
+    """report.md: the run's setup, headline scores (and the paired test against the baseline), the checks, per-fold,
+    per-class and confusion tables, calibration, data, provenance and the Methods section."""
+    setup, data, baseline = metrics["setup"], metrics["data"], metrics.get("baseline")
+    calibration = metrics.get("calibration")
+    out = [
+        *_setup_lines(setup),
+        *_headline_lines(metrics["summary"], baseline),
+        *checks_section(metrics),
+        *_per_fold_lines(metrics["folds"], metrics["summary"], baseline),
+        *_per_class_lines(metrics["folds"], metrics["summary"], metrics["label_names"], baseline),
+        *_confusion_lines(metrics["summary"], metrics["label_names"]),
+        *_calibration_lines(calibration),
+        *_data_lines(data, setup),
+        *_provenance_lines(metrics),
+        methods_section(setup, data, calibration, baseline),
+    ]
+    return "\n".join(out)
+
+
+def _setup_lines(setup: dict) -> list[str]:
+    """The title, a warning for a demo model, and how the cross-validation was run."""
     out = [f"# Cross-validated classification report: {setup['data']}", ""]
     if setup.get("demo_model"):
         out += [
@@ -25,7 +44,8 @@ def render_report(metrics: dict) -> str:
             "BERT achieves. Pass `--model_name_or_path` a real checkpoint for a result worth reporting.",
             "",
         ]
-    out += [
+    return [
+        *out,
         f"{setup['num_folds']}-fold stratified cross-validation (grouped so duplicate comments never straddle a "
         f"split), seed {setup['seed']}. Model `{setup['model_name_or_path']}`, {setup['num_epochs']} epochs per fold, "
         f"learning rate {setup['learning_rate']}, batch {setup['per_device_batch_size']} x "
@@ -34,19 +54,22 @@ def render_report(metrics: dict) -> str:
         f"{setup['validation_fraction']:.0%} of the training part is held out to pick the best epoch by macro-F1; the "
         "test fold is scored once, with that epoch's model. ± is the sample standard deviation over folds.",
         "",
-        "## Headline",
-        "",
     ]
+
+
+def _headline_lines(summary: dict, baseline: dict | None) -> list[str]:
+    """Mean ± std of the headline metrics, the baseline's beside them, and the paired test when there is one."""
     header = ["Model", *(TITLES[k] for k in HEADLINE)]
     rows = [["Fine-tuned encoder", *(_pm(summary[k]) for k in HEADLINE)]]
     if baseline:
         rows.append([f"Baseline: {baseline['description']}", *(_pm(baseline["summary"][k]) for k in HEADLINE)])
-    out += [markdown_table(header, rows), ""]
+    out = ["## Headline", "", markdown_table(header, rows), ""]
     if baseline and baseline.get("paired_test"):
         out += paired_test_lines(baseline["paired_test"])
-    out += checks_section(metrics)
+    return out
 
-    out += ["## Per fold", ""]
+
+def _per_fold_lines(folds: list[dict], summary: dict, baseline: dict | None) -> list[str]:
     header = ["Fold", "Test rows", "Best epoch", *(TITLES[k] for k in HEADLINE)]
     if baseline:
         header += ["Baseline accuracy", "Baseline macro-F1"]
@@ -59,9 +82,10 @@ def render_report(metrics: dict) -> str:
     mean_row = ["mean ± std", sum(f["num_test"] for f in folds), "", *(_pm(summary[m]) for m in HEADLINE)]
     if baseline:
         mean_row += [_pm(baseline["summary"][m]) for m in ("accuracy", "macro_f1")]
-    out += [markdown_table(header, [*rows, mean_row]), ""]
+    return ["## Per fold", "", markdown_table(header, [*rows, mean_row]), ""]
 
-    out += ["## Per class (mean ± std over folds)", ""]
+
+def _per_class_lines(folds: list[dict], summary: dict, names: list[str], baseline: dict | None) -> list[str]:
     header = ["Class", "Precision (mean)", "Recall (mean)", "F1", "Support"] + (["Baseline F1"] if baseline else [])
     rows = []
     for name in names:
@@ -72,41 +96,57 @@ def render_report(metrics: dict) -> str:
         if baseline:
             row.append(_pm(baseline["summary"]["per_class_f1"][name]))
         rows.append(row)
-    out += [markdown_table(header, rows), ""]
+    return ["## Per class (mean ± std over folds)", "", markdown_table(header, rows), ""]
 
-    out += ["## Confusion matrix (summed over test folds; rows gold, columns predicted)", ""]
+
+def _confusion_lines(summary: dict, names: list[str]) -> list[str]:
     matrix = summary["confusion_matrix"]
-    out += [markdown_table(["gold \\ predicted", *names], [[names[i], *matrix[i]] for i in range(len(names))]), ""]
-    out += ["![confusion matrix](plots/confusion_matrix.png)", "", "![learning curves](plots/learning_curves.png)", ""]
+    return [
+        "## Confusion matrix (summed over test folds; rows gold, columns predicted)",
+        "",
+        markdown_table(["gold \\ predicted", *names], [[names[i], *matrix[i]] for i in range(len(names))]),
+        "",
+        "![confusion matrix](plots/confusion_matrix.png)",
+        "",
+        "![learning curves](plots/learning_curves.png)",
+        "",
+    ]
 
-    calibration = metrics.get("calibration")
-    if calibration:
-        out += ["## Calibration", ""]
-        out += [
-            f"Temperature scaling fitted on the {calibration['fitted_on']} ({calibration.get('num_rows', '')} rows; "
-            "each row scored by the fold model that did not train on it, so no test fold is reused). The labeling "
-            "job divides every fold model's logits by T before the softmax. ECE: expected calibration error over "
-            f"{calibration.get('num_bins', 15)} equal-width confidence bins; NLL: mean negative log-likelihood.",
-            "",
-            markdown_table(
-                ["", "T", "ECE", "NLL"],
+
+def _calibration_lines(calibration: dict | None) -> list[str]:
+    """Temperature scaling's before and after (nothing for runs made before calibration existed)."""
+    if not calibration:
+        return []
+    return [
+        "## Calibration",
+        "",
+        f"Temperature scaling fitted on the {calibration['fitted_on']} ({calibration.get('num_rows', '')} rows; "
+        "each row scored by the fold model that did not train on it, so no test fold is reused). The labeling "
+        "job divides every fold model's logits by T before the softmax. ECE: expected calibration error over "
+        f"{calibration.get('num_bins', 15)} equal-width confidence bins; NLL: mean negative log-likelihood.",
+        "",
+        markdown_table(
+            ["", "T", "ECE", "NLL"],
+            [
+                ["Before", "1", f"{calibration['ece_before']:.4f}", f"{calibration['nll_before']:.4f}"],
                 [
-                    ["Before", "1", f"{calibration['ece_before']:.4f}", f"{calibration['nll_before']:.4f}"],
-                    [
-                        "After",
-                        f"{calibration['temperature']:.3f}",
-                        f"{calibration['ece_after']:.4f}",
-                        f"{calibration['nll_after']:.4f}",
-                    ],
+                    "After",
+                    f"{calibration['temperature']:.3f}",
+                    f"{calibration['ece_after']:.4f}",
+                    f"{calibration['nll_after']:.4f}",
                 ],
-            ),
-            "",
-            "![reliability diagram](plots/reliability.png)",
-            "",
-        ]
+            ],
+        ),
+        "",
+        "![reliability diagram](plots/reliability.png)",
+        "",
+    ]
 
-    out += ["## Data", ""]
-    out += [
+
+def _data_lines(data: dict, setup: dict) -> list[str]:
+    return [
+        "## Data",
+        "",
         f"- rows read: {data['rows_read']}; used: {data['rows_used']}",
         f"- empty texts dropped: {data['empty_text_dropped']}",
         f"- exact duplicates merged (one copy kept): {data['duplicates_merged']}",
@@ -117,16 +157,20 @@ def render_report(metrics: dict) -> str:
         "Every dropped or merged row is listed in `data_issues.csv`; the fold of every row in `folds.csv`; "
         "out-of-fold predictions in `oof_predictions.parquet`.",
         "",
+    ]
+
+
+def _provenance_lines(metrics: dict) -> list[str]:
+    env = metrics["env"]
+    return [
         "## Provenance",
         "",
-        f"- code revision `{metrics['env']['git_revision']}`, {metrics['env']['hardware']['num_processes']} "
-        f"process(es), mixed precision `{metrics['env']['hardware']['mixed_precision']}`",
-        "- versions: " + ", ".join(f"{k} {v}" for k, v in metrics["env"]["versions"].items()),
+        f"- code revision `{env['git_revision']}`, {env['hardware']['num_processes']} "
+        f"process(es), mixed precision `{env['hardware']['mixed_precision']}`",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
         f"- finished {metrics['finished']}",
         "",
     ]
-    out += [methods_section(setup, data, calibration, baseline)]
-    return "\n".join(out)
 
 
 def paired_test_lines(test: dict) -> list[str]:

@@ -1,4 +1,6 @@
-"""The run directory: provenance (env.json), atomic writes, and the guard against mixing two runs in one place."""
+"""The run directory: its layout (RunLayout), provenance (env.json), JSON written atomically, and the guard against
+mixing two runs in one place. torch, transformers and accelerate are imported where they are used, so that modules
+that only read a finished run (comparison, analysis, label_issues) stay light."""
 
 from __future__ import annotations
 
@@ -18,20 +20,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import TypeVar
-
-import torch
-import transformers
-from accelerate import Accelerator, InitProcessGroupKwargs
-from accelerate.logging import get_logger
-from accelerate.utils import broadcast_object_list, gather_object
+from typing import TYPE_CHECKING, TypeVar
 
 from weibolabel.errors import UserError
+from weibolabel.files import atomic_path
 from weibolabel.precision import PRECISIONS, choose_precision, device_capability
 from weibolabel.preemption import EXIT_PREEMPTED, Preempted
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 T = TypeVar("T")
 
@@ -43,9 +44,15 @@ def setup_logging() -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     for noisy in ("httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    # transformers' load reports ("not sharded", weight-loading bars) are noise for a job's log
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    # transformers' load reports ("not sharded", weight-loading bars) are noise for a job's log. The jobs import it
+    # only after checking their inputs (weibolabel.startup): its variables quiet it then; if loaded, it is told now.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.set_verbosity_error()
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 # Folds and chunks finish at different times, so a process may wait at a barrier for another one's fold (a rank
@@ -69,6 +76,10 @@ def make_accelerator(collective_timeout_minutes: float | None = None) -> Acceler
     Mixed precision: the launch's `--mixed_precision` is kept (fp16 on a CPU becomes fp32, said so); without one
     (a plain `python jobs/...`) weibolabel.precision chooses: bf16 on GPUs of compute capability 8.0 or newer, fp16
     on older GPUs, fp32 on CPUs. accelerate's own check lets bf16 through on V100/T4, where it is emulated."""
+    import torch
+    from accelerate import Accelerator, InitProcessGroupKwargs
+    from accelerate.logging import get_logger
+
     on_gpu = torch.cuda.is_available()
     timeout = collective_timeout(collective_timeout_minutes, on_gpu=on_gpu)
     # accelerate launch always sets it (from --mixed_precision, the config file, or its default "no"); a value
@@ -124,6 +135,8 @@ def versions() -> dict[str, str]:
 
 
 def environment(num_processes: int, mixed_precision: str) -> dict:
+    import torch
+
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {
         "time": now_utc(),
@@ -141,15 +154,108 @@ def environment(num_processes: int, mixed_precision: str) -> dict:
     }
 
 
+# ------------------------------------------------------------------------------------------- the run directory
+@dataclass(frozen=True)
+class RunLayout:
+    """Where a training run of jobs/train.py keeps each file: the one place their names are spelled (the README's
+    "The run directory" table describes them). What reads a finished run goes through it as well."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # Written when the run starts: what it is, and what the folds are.
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def env(self) -> Path:
+        return self.root / "env.json"
+
+    @property
+    def identity(self) -> Path:
+        return self.root / "run_identity.json"
+
+    @property
+    def data_issues(self) -> Path:
+        return self.root / "data_issues.csv"
+
+    @property
+    def folds_csv(self) -> Path:
+        return self.root / "folds.csv"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    # One directory per fold: its checkpoint, its test predictions, its record, and while it trains its resume state.
+    def fold_dir(self, fold: int) -> Path:
+        return self.root / f"fold_{fold}"
+
+    def fold_result(self, fold: int) -> Path:
+        return self.fold_dir(fold) / "fold_result.json"
+
+    def test_predictions(self, fold: int) -> Path:
+        return self.fold_dir(fold) / "test_predictions.parquet"
+
+    def resume_dir(self, fold: int) -> Path:
+        return self.fold_dir(fold) / "resume"
+
+    def resume_state(self, fold: int) -> Path:
+        return self.resume_dir(fold) / "state.pt"
+
+    # Gathered from the folds at the end; the report is written last, so a run with one has finished.
+    @property
+    def oof_predictions(self) -> Path:
+        return self.root / "oof_predictions.parquet"
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "calibration.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+
+def find_checkpoints(path: Path) -> list[Path]:
+    """The fold checkpoints of a finished training run, or [path] for a single checkpoint directory. (Here, not in
+    weibolabel.inference: the labeling job checks its --model before it imports torch.)"""
+    import yaml
+
+    if not path.is_dir():
+        raise UserError(f"Model not found: {path} (pass a training run directory or a checkpoint directory).")
+    if (path / "config.json").is_file():
+        return [path]
+    run = RunLayout(path)
+    if not run.config.is_file():
+        raise UserError(
+            f"{path} is neither a training run directory (no config.yaml) nor a checkpoint (no config.json)."
+        )
+    num_folds = int(yaml.safe_load(run.config.read_text())["num_folds"])
+    finished = [run.fold_dir(k) for k in range(num_folds) if run.fold_result(k).is_file()]
+    if len(finished) < num_folds:
+        raise UserError(
+            f"{path}: only {len(finished)} of {num_folds} folds have finished training. Re-run jobs/train.py with "
+            f"the same --output_dir to finish them, or pass one finished fold directory (e.g. {path}/fold_0)."
+        )
+    return finished
+
+
 def write_json(path: Path, payload) -> None:
-    """Write under a temporary name, then rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    """Written under a temporary name, then renamed, so a reader never sees half a file."""
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=_jsonable))
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not leave half-written files lying about
-        raise
 
 
 def _jsonable(value):
@@ -169,7 +275,7 @@ def file_sha256(path: Path) -> str:
 def check_run_directory(directory: Path, identity: dict, what: str) -> bool:
     """Whether `directory` already holds a run with these settings (False: a new run); a run with other settings
     or other data is refused, naming what changed. Writes nothing."""
-    record = directory / "run_identity.json"
+    record = RunLayout(directory).identity
     if not record.is_file():
         return False
     previous = json.loads(record.read_text())
@@ -189,7 +295,7 @@ def claim_run_directory(directory: Path, identity: dict, what: str) -> bool:
     if check_run_directory(directory, identity, what):
         return True
     directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / "run_identity.json", identity)
+    write_json(RunLayout(directory).identity, identity)
     return False
 
 
@@ -200,7 +306,7 @@ TAKEOVER_STALE_S = 60.0  # a takeover marker this old was left by a process kill
 
 
 def training_lock_path(run_directory: Path) -> Path:
-    return run_directory / ".lock"
+    return RunLayout(run_directory).lock
 
 
 def output_lock_path(output: Path) -> Path:
@@ -475,6 +581,8 @@ def check_shared_directory(
     read it after a barrier, and all stop with one message naming the nodes that do not see it."""
     if accelerator.num_processes == 1:
         return
+    from accelerate.utils import broadcast_object_list, gather_object
+
     host = socket.gethostname()
     message: list = [None, None]  # the token's name, or the main process's write error
     created = False
@@ -559,6 +667,8 @@ def on_main_process(accelerator: Accelerator, work: Callable[[], T]) -> T:
     instead of the others waiting at a barrier for a process that has gone and dying in gloo with a traceback."""
     if accelerator.num_processes == 1:
         return work()
+    from accelerate.utils import broadcast_object_list
+
     outcome: list = [None, None]
     if accelerator.is_main_process:
         try:

@@ -20,6 +20,7 @@ from accelerate.utils import set_seed
 from transformers import get_linear_schedule_with_warmup
 
 from weibolabel.errors import UserError
+from weibolabel.files import atomic_path
 from weibolabel.folds import split_validation
 from weibolabel.forward import classify
 from weibolabel.inference import length_grouped_batches, pad_batch, predict_probs
@@ -121,72 +122,46 @@ def train_fold(
     pad_id: int,
     state_file: Path,
     stop: StopSignal,
+    forward: str | None = None,
 ) -> FoldTraining:
+    """Train `model` on `train` for `recipe.num_epochs` epochs, validating on `validation` after each; the best
+    epoch's weights are returned. `forward` picks the training forward pass (`weibolabel.forward.classify`'s
+    `path`): "custom" (the hand-written BERT pass, packed tokens on CPU), "model" (the model's own forward), or
+    None for `forward_path`'s choice for the device (bench/train_throughput.py times the two)."""
     device = accelerator.device
     model.to(device)
-    optimizer = accelerator.prepare_optimizer(
-        build_optimizer(model, recipe.learning_rate, recipe.weight_decay), device_placement=True
-    )
-    batches_per_epoch = math.ceil(len(train.input_ids) / recipe.per_device_batch_size)
-    updates_per_epoch = math.ceil(batches_per_epoch / recipe.gradient_accumulation_steps)
-    total_updates = updates_per_epoch * recipe.num_epochs
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer.optimizer, round(recipe.warmup_ratio * total_updates), total_updates
-    )
+    optimizer, scheduler = _optimizer_and_scheduler(model, recipe, accelerator, num_train=len(train.input_ids))
     weight = class_weights(train.labels, model.config.num_labels).to(device) if recipe.class_weighted_loss else None
-    labels = torch.from_numpy(train.labels)
 
     result = FoldTraining(best_state={}, best_epoch=-1)
     best_f1, first_epoch = -1.0, 0
     if accelerator.scaler is not None:
         reset_loss_scaler(accelerator.scaler)  # fp16: the fold before this one on this process must not leak in
     if state_file.is_file():
-        state = _load_state(state_file)
-        model.load_state_dict(state["model"])
-        optimizer.optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if accelerator.scaler is not None and state.get("scaler") is not None:
-            accelerator.scaler.load_state_dict(state["scaler"])
-        _restore_rng(state, device)
-        result = FoldTraining(state["best_state"], state["best_epoch"], state["history"])
-        best_f1, first_epoch = state["best_f1"], state["epoch"] + 1
-        logger.info(
-            f"fold {fold}: resuming after epoch {state['epoch'] + 1} (best so far epoch {result.best_epoch + 1})"
+        result, best_f1, first_epoch = _resume(
+            state_file, model=model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator, fold=fold
         )
 
     for epoch in range(first_epoch, recipe.num_epochs):
-        started, model_losses = time.perf_counter(), []
-        model.train()
-        batches = length_grouped_batches(
-            train.lengths, recipe.per_device_batch_size, seed=_epoch_seed(recipe, fold, epoch)
+        started = time.perf_counter()
+        train_loss = _train_epoch(
+            model,
+            train,
+            recipe=recipe,
+            accelerator=accelerator,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            weight=weight,
+            fold=fold,
+            epoch=epoch,
+            pad_id=pad_id,
+            stop=stop,
+            forward=forward,
         )
-        for step, batch in enumerate(batches):
-            ids, mask = pad_batch([train.input_ids[i] for i in batch], pad_id, 8 if device.type == "cuda" else 1)
-            try:
-                with accelerator.autocast():
-                    logits = classify(model, ids.to(device), mask.to(device))
-                loss = F.cross_entropy(logits.float(), labels[batch].to(device), weight=weight)
-                if not torch.isfinite(loss):
-                    where = f"fold {fold}, epoch {epoch + 1}, step {step + 1}"
-                    raise NonFiniteLoss(non_finite_loss_message(loss.item(), where, accelerator.mixed_precision))
-                accelerator.backward(loss / recipe.gradient_accumulation_steps)
-                if (step + 1) % recipe.gradient_accumulation_steps == 0 or step + 1 == len(batches):
-                    accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-            except RuntimeError as error:  # torch.OutOfMemoryError, or cuBLAS/cuDNN out of memory
-                if not is_out_of_memory(error):
-                    raise
-                where = f"fold {fold}, epoch {epoch + 1}, step {step + 1}"
-                raise UserError(_out_of_memory_message(recipe, where, ids)) from None
-            model_losses.append(loss.detach())
-            stop.check(f"in fold {fold}, epoch {epoch + 1}, step {step + 1}")
-
         _, val = evaluate(model, validation, pad_id, accelerator, recipe.eval_batch_size)
         record = {
             "epoch": epoch + 1,
-            "train_loss": float(torch.stack(model_losses).mean()),
+            "train_loss": train_loss,
             "val_accuracy": val["accuracy"],
             "val_macro_f1": val["macro_f1"],
             "learning_rate": scheduler.get_last_lr()[0],
@@ -204,6 +179,85 @@ def train_fold(
         )
         _save_state(state_file, model, optimizer, scheduler, accelerator, epoch, best_f1, result)
     return result
+
+
+def _optimizer_and_scheduler(model: torch.nn.Module, recipe: Recipe, accelerator: Accelerator, num_train: int):
+    """AdamW, prepared by accelerate, and its linear warmup-then-decay schedule over all of the fold's updates."""
+    optimizer = accelerator.prepare_optimizer(
+        build_optimizer(model, recipe.learning_rate, recipe.weight_decay), device_placement=True
+    )
+    batches_per_epoch = math.ceil(num_train / recipe.per_device_batch_size)
+    updates_per_epoch = math.ceil(batches_per_epoch / recipe.gradient_accumulation_steps)
+    total_updates = updates_per_epoch * recipe.num_epochs
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer.optimizer, round(recipe.warmup_ratio * total_updates), total_updates
+    )
+    return optimizer, scheduler
+
+
+def _resume(
+    state_file: Path, *, model, optimizer, scheduler, accelerator: Accelerator, fold: int
+) -> tuple[FoldTraining, float, int]:
+    """Load a killed fold's end-of-epoch state into the model, optimizer, schedule, loss scaler and random
+    generators; returns the training so far, its best validation macro-F1 and the epoch to continue with."""
+    state = _load_state(state_file)
+    model.load_state_dict(state["model"])
+    optimizer.optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if accelerator.scaler is not None and state.get("scaler") is not None:
+        accelerator.scaler.load_state_dict(state["scaler"])
+    _restore_rng(state, accelerator.device)
+    result = FoldTraining(state["best_state"], state["best_epoch"], state["history"])
+    logger.info(f"fold {fold}: resuming after epoch {state['epoch'] + 1} (best so far epoch {result.best_epoch + 1})")
+    return result, state["best_f1"], state["epoch"] + 1
+
+
+def _train_epoch(
+    model: torch.nn.Module,
+    train: Split,
+    *,
+    recipe: Recipe,
+    accelerator: Accelerator,
+    optimizer,
+    scheduler,
+    weight: torch.Tensor | None,
+    fold: int,
+    epoch: int,
+    pad_id: int,
+    stop: StopSignal,
+    forward: str | None,
+) -> float:
+    """One pass over `train` in length-grouped batches (seeded by fold and epoch), an optimizer step every
+    `gradient_accumulation_steps` batches and after the last; returns the mean training loss. A non-finite loss or
+    running out of GPU memory stops with the fold, epoch and step named; `stop` is checked after every step."""
+    device = accelerator.device
+    labels = torch.from_numpy(train.labels)
+    model_losses = []
+    model.train()
+    batches = length_grouped_batches(train.lengths, recipe.per_device_batch_size, seed=_epoch_seed(recipe, fold, epoch))
+    for step, batch in enumerate(batches):
+        ids, mask = pad_batch([train.input_ids[i] for i in batch], pad_id, 8 if device.type == "cuda" else 1)
+        try:
+            with accelerator.autocast():
+                logits = classify(model, ids.to(device), mask.to(device), path=forward)
+            loss = F.cross_entropy(logits.float(), labels[batch].to(device), weight=weight)
+            if not torch.isfinite(loss):
+                where = f"fold {fold}, epoch {epoch + 1}, step {step + 1}"
+                raise NonFiniteLoss(non_finite_loss_message(loss.item(), where, accelerator.mixed_precision))
+            accelerator.backward(loss / recipe.gradient_accumulation_steps)
+            if (step + 1) % recipe.gradient_accumulation_steps == 0 or step + 1 == len(batches):
+                accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+        except RuntimeError as error:  # torch.OutOfMemoryError, or cuBLAS/cuDNN out of memory
+            if not is_out_of_memory(error):
+                raise
+            where = f"fold {fold}, epoch {epoch + 1}, step {step + 1}"
+            raise UserError(_out_of_memory_message(recipe, where, ids)) from None
+        model_losses.append(loss.detach())
+        stop.check(f"in fold {fold}, epoch {epoch + 1}, step {step + 1}")
+    return float(torch.stack(model_losses).mean())
 
 
 def reset_loss_scaler(scaler: torch.amp.GradScaler) -> None:
@@ -341,20 +395,18 @@ def _save_state(
         "rng": {name: value for name, value in rng.items() if not isinstance(value, torch.Tensor)},
     }
     encoded = torch.frombuffer(bytearray(json.dumps(record).encode("utf-8")), dtype=torch.uint8)
-    tmp = path.with_suffix(".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"tensors": tensors, "json": encoded}, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save({"tensors": tensors, "json": encoded}, tmp)
     except OSError as error:
-        tmp.unlink(missing_ok=True)
         message = storage_error_message(error, "the fold resumes from its last saved epoch", path)
         if message is None:
             raise
         raise UserError(message) from None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FoldScore:
     """A fold's test-set scoring with the best epoch's model, and how it got there."""
 
@@ -409,4 +461,12 @@ def fit_and_score_fold(
     )
     model.load_state_dict(training.best_state)
     probs, metrics = evaluate(model, split(test_index), pad_id, accelerator, recipe.eval_batch_size)
-    return FoldScore(probs, metrics, training, len(fit_index), len(val_index), initial), model
+    score = FoldScore(
+        probs=probs,
+        metrics=metrics,
+        training=training,
+        num_fit=len(fit_index),
+        num_validation=len(val_index),
+        initial_weights_sha256=initial,
+    )
+    return score, model

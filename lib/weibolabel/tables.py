@@ -1,0 +1,385 @@
+"""One table of any supported format (xlsx, csv, parquet, txt; json/jsonl and Hugging Face datasets through
+datasets_io), each format read by one function here: whole (read_table) or a block of rows at a time (the corpus).
+
+Every problem is reported with the file, the row as a spreadsheet shows it (header = row 1) and the column.
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import math
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from weibolabel.errors import UserError
+from weibolabel.files import atomic_path
+
+TABLE_SUFFIXES = (".xlsx", ".xlsm", ".csv", ".parquet", ".txt", ".json", ".jsonl")
+SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm")
+JSON_SUFFIXES = (".json", ".jsonl")
+ALL_ROWS = ((0, math.inf),)  # `ranges` that ask for every row
+
+
+# ---------------------------------------------------------------------------------------------------------- files
+def row_name(path: Path, index: int, header_row: int = 1) -> str:
+    """How a user finds row `index` (0-based, after the header) in their file."""
+    if path.suffix.lower() in JSON_SUFFIXES:
+        return f"record {index + 1}"  # the Nth JSON object: blank lines of a JSON Lines file are not counted
+    if path.suffix.lower() == ".parquet" or path.suffix.lower() not in TABLE_SUFFIXES:  # also datasets' Arrow rows
+        return f"row index {index}"
+    if path.suffix.lower() == ".txt":
+        return f"line {index + 1}"
+    return f"row {index + header_row + 1}"
+
+
+def check_header_row(header_row: int) -> None:
+    if not isinstance(header_row, int) or header_row < 1:
+        raise UserError(f"--header_row must be a row number, 1 or more (got {header_row!r}).")
+
+
+def detect_encoding(path: Path, encoding: str | None) -> str:
+    """UTF-8 (with or without BOM) first, then GB18030 (a superset of GBK and GB2312, common for Chinese files)."""
+    if encoding:
+        return encoding
+    for candidate in ("utf-8-sig", "gb18030"):
+        try:
+            with open(path, encoding=candidate) as handle:
+                while handle.read(1 << 20):
+                    pass
+            return candidate
+        except UnicodeDecodeError:
+            continue
+    raise UserError(f"{path}: the file is neither UTF-8 nor GB18030/GBK text; pass --encoding (e.g. big5).")
+
+
+# ---------------------------------------------------------------------------------------------------------- reading
+def read_table(
+    path: str | Path,
+    sheet: str | None = None,
+    encoding: str | None = None,
+    header_row: int = 1,
+    split: str | None = None,
+) -> pd.DataFrame:
+    """The whole table, cells as read (no type coercion of text), with a clear error for unreadable files.
+    `header_row` is the spreadsheet row of the column names (.xlsx and .csv); the rows above it are skipped.
+    JSON files, dataset directories and hub ids are read through `datasets` (`split` of those that have splits)."""
+    # datasets_io builds on this module's suffixes and encodings: imported here, where a dataset is read.
+    from weibolabel.datasets_io import is_dataset_input, read_dataset
+
+    path = Path(path)
+    if is_dataset_input(path):
+        frame = read_dataset(path, split, encoding)
+    else:
+        if not path.exists():
+            raise UserError(f"File not found: {path}")
+        if path.is_dir():
+            raise UserError(
+                f"{path} is a directory; expected a {', '.join(TABLE_SUFFIXES)} file, or a dataset directory "
+                "(written by Dataset.save_to_disk, or data files with a dataset card)."
+            )
+        check_header_row(header_row)
+        with read_errors(path, encoding, header_row):
+            frame = _read_file(path, sheet, encoding, header_row)
+    check_column_names(frame, path)
+    return frame
+
+
+def _read_file(path: Path, sheet: str | None, encoding: str | None, header_row: int) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix in SPREADSHEET_SUFFIXES:
+        return _read_excel(path, sheet, header_row)
+    if suffix == ".csv":
+        return read_csv(path, detect_encoding(path, encoding), header_row).replace("", np.nan)
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix == ".txt":
+        blocks = text_line_blocks(path, detect_encoding(path, encoding))
+        return pd.DataFrame({"text": [line for lines in blocks for line in lines]})
+    raise UserError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(TABLE_SUFFIXES)}.")
+
+
+@contextmanager
+def read_errors(path: Path, encoding: str | None = None, header_row: int = 1) -> Iterator[None]:
+    """A file that cannot be read stops the job with what is wrong and what to do, named by `path`."""
+    try:
+        yield
+    except UserError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise UserError(_empty_file_message(path, header_row)) from None
+    except Exception as error:  # a corrupt or mislabelled file: say which and why, not where in pandas
+        raise UserError(unreadable_message(path, error, encoding)) from None
+
+
+def _empty_file_message(path: Path, header_row: int) -> str:
+    where = f" at or below row {header_row} (--header_row)" if header_row > 1 else ""
+    return f"{path}: the file is empty (no header row{where}). Check that it is the right file."
+
+
+def unreadable_message(path: Path, error: Exception, encoding: str | None = None) -> str:
+    """What went wrong reading a file, in the user's terms, with what to do about it."""
+    suffix = path.suffix.lower()
+    if isinstance(error, UnicodeDecodeError):
+        return (
+            f"{path} is not valid {encoding or error.encoding} text (byte {error.start}: {error.reason}). "
+            "Pass the file's encoding with --encoding (e.g. utf-8, gb18030, big5), or leave it out to detect it."
+        )
+    if suffix in SPREADSHEET_SUFFIXES:
+        return (
+            f"{path} is not a readable Excel workbook ({type(error).__name__}: {error}). It may be damaged, or another "
+            "format renamed to .xlsx (an old .xls, a .csv): open it in Excel and save it as 'Excel Workbook (.xlsx)'."
+        )
+    if suffix == ".parquet":
+        return (
+            f"{path} is not a readable Parquet file ({type(error).__name__}: {error}). It may be damaged or cut short "
+            "(an interrupted copy or write): copy or export it again."
+        )
+    if isinstance(error, pd.errors.ParserError):
+        return (
+            f"{path}: {str(error).strip()}. A row has more cells than the header: put texts that contain commas "
+            "in double quotes, or export the file again from a spreadsheet program."
+        )
+    return f"Could not read {path}: {type(error).__name__}: {error}"
+
+
+def _read_excel(path: Path, sheet: str | None, header_row: int = 1) -> pd.DataFrame:
+    import openpyxl
+
+    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    sheets = workbook.sheetnames
+    workbook.close()
+    if sheet is not None and sheet not in sheets:
+        raise UserError(f"{path}: no sheet named '{sheet}'; the sheets are {sheets}. Pass one of them with --sheet.")
+    name = sheet if sheet is not None else sheets[0]
+    # data_only above and pandas both read a formula's cached value, which is what the user saw in Excel.
+    try:
+        # keep_default_na=False: a comment reading "NA", "null" or "None" is text; only empty cells are missing.
+        frame = pd.read_excel(
+            path, sheet_name=name, header=header_row - 1, dtype=object, engine="openpyxl", keep_default_na=False
+        )
+    except ValueError as error:
+        if "header" not in str(error):
+            raise
+        message = f"{path}: sheet '{name}' has fewer than {header_row} rows (--header_row {header_row})."
+        raise UserError(message) from None
+    if len(frame.columns) == 0:
+        others = f" The workbook's sheets are {sheets}: pick one with --sheet." if len(sheets) > 1 else ""
+        raise UserError(f"{path}: sheet '{name}' is empty (nothing at or below row {header_row}).{others}")
+    return frame.replace("", np.nan)
+
+
+def read_csv(path: Path, encoding: str, header_row: int, **options):
+    """pandas' reader with the options every CSV is read with, whole or in chunks (`options` adds nrows,
+    chunksize, or a skiprows that leaves out other rows too)."""
+    return pd.read_csv(
+        path,
+        **{
+            "dtype": object,
+            "encoding": encoding,
+            "keep_default_na": False,  # "NA", "null" and "None" are comments too, not missing values
+            "skiprows": header_row - 1,
+            "skip_blank_lines": False,  # a blank line is a row in a spreadsheet program: keep row numbers true
+            **options,
+        },
+    )
+
+
+def csv_blocks(
+    path: Path, encoding: str, header_row: int, ranges: Sequence[tuple[int, float]], block_rows: int
+) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(first row, rows) blocks holding exactly the rows in `ranges` (sorted, disjoint [start, end) row numbers,
+    0-based below the header), in order: the other rows are split into fields, nothing more."""
+    starts = [start for start, _ in ranges]
+
+    def skip(record: int) -> bool:  # record 0 is the first line; the header is at header_row - 1
+        row = record - header_row
+        if row < 0:
+            return record != header_row - 1
+        at = bisect.bisect_right(starts, row) - 1
+        return at < 0 or row >= ranges[at][1]
+
+    # Reading every row (the row count) needs no call per row.
+    options = {} if tuple(ranges) == ALL_ROWS else {"skiprows": skip}
+    yield from place_in_ranges(read_csv(path, encoding, header_row, chunksize=block_rows, **options), ranges)
+
+
+def text_line_blocks(
+    path: Path, encoding: str, ranges: Sequence[tuple[int, float]] = ALL_ROWS, block_rows: float = math.inf
+) -> Iterator[list[str]]:
+    """The lines of a text file in `ranges` (as csv_blocks), in lists of up to `block_rows`; the other lines are
+    read past, not kept."""
+    last = ranges[-1][1]
+    with open(path, encoding=encoding) as handle:
+        lines, at = [], 0
+        for number, line in enumerate(handle):
+            if number >= last:
+                break
+            while number >= ranges[at][1]:
+                at += 1
+            if number >= ranges[at][0]:
+                lines.append(line.rstrip("\r\n"))
+                if len(lines) == block_rows:
+                    yield lines
+                    lines = []
+        if lines:
+            yield lines
+
+
+def parquet_blocks(
+    path: Path, ranges: Sequence[tuple[int, float]], block_rows: int, columns: list[str]
+) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(first row, rows) blocks holding exactly the rows in `ranges` (as csv_blocks), reading only the row groups
+    they touch."""
+    # Streamed through a 4 MiB buffer: pyarrow's default pre-buffers whole column chunks, and pandas writes up to 1M
+    # rows into one row group (130 MiB held at once for 1M comments).
+    source = pq.ParquetFile(path, pre_buffer=False, buffer_size=4 << 20)
+    group_start = 0
+    for group in range(source.metadata.num_row_groups):
+        group_end = group_start + source.metadata.row_group(group).num_rows
+        if any(start < group_end and end > group_start for start, end in ranges):
+            position = group_start
+            for batch in source.iter_batches(batch_size=block_rows, row_groups=[group], columns=columns):
+                for start, end in ranges:
+                    first, last = max(start, position), min(end, position + batch.num_rows)
+                    if first < last:
+                        yield first, batch.slice(first - position, last - first).to_pandas()
+                position += batch.num_rows
+        group_start = group_end
+
+
+def place_in_ranges(
+    frames: Iterator[pd.DataFrame], ranges: Sequence[tuple[int, float]]
+) -> Iterator[tuple[int, pd.DataFrame]]:
+    """(first row, rows) for frames that hold the rows of `ranges` one after another, with no gaps."""
+    spans = iter(ranges)
+    position, end = next(spans)
+    for frame in frames:
+        while len(frame):
+            if position >= end:
+                position, end = next(spans, (None, None))
+                if position is None:
+                    return  # more rows than counted: the file grew after it was counted; they were never asked for
+            take = int(min(len(frame), end - position))
+            yield position, frame.iloc[:take]
+            frame, position = frame.iloc[take:], position + take
+
+
+# ---------------------------------------------------------------------------------------------------------- columns
+def check_column_names(frame: pd.DataFrame, path: Path) -> None:
+    names = [str(c) for c in frame.columns]
+    # pandas renames a repeated header "Sentence" to "Sentence.1"; a silent pick of one of them would lose data.
+    repeated = sorted({n.rsplit(".", 1)[0] for n in names if re.search(r"\.\d+$", n) and n.rsplit(".", 1)[0] in names})
+    if repeated:
+        raise UserError(f"{path}: the header has duplicate column names {repeated}; rename them so each is unique.")
+
+
+def require_column(
+    frame: pd.DataFrame, column: str, path: Path, option: str, header_row: int = 1, sheet: str | None = None
+) -> None:
+    """Stop with the closest fix: another sheet that has the column, a similar name, or the row the header is on."""
+    if column in frame.columns:
+        return
+    path = Path(path)
+    names = [str(c) for c in frame.columns]
+    hint = difflib.get_close_matches(column, names, n=1, cutoff=0.5)
+    other_sheet = _other_sheet_with(path, sheet, header_row, column)
+    found_below = _find_header_below(frame, column, header_row)
+    where = f"sheet '{sheet}' of {path}" if sheet else str(path)
+    message = f"{where}: no column '{column}' in the header (row {header_row}). The columns are {names}."
+    if other_sheet is not None:
+        message += f" Sheet '{other_sheet}' has it: pass --sheet {other_sheet}."
+    elif hint:
+        message += f" Did you mean '{hint[0]}'? Pass {option} {hint[0]}."
+    elif found_below is not None:
+        message += f" '{column}' appears in row {found_below}: pass --header_row {found_below}."
+    else:
+        message += f" Pass {option} with the right name."
+    raise UserError(message)
+
+
+def _find_header_below(frame: pd.DataFrame, column: str, header_row: int = 1) -> int | None:
+    for position, row in enumerate(frame.head(20).itertuples(index=False)):
+        if any(str(value).strip() == column for value in row):
+            return position + header_row + 1
+    return None
+
+
+def _other_sheet_with(path: Path, sheet: str | None, header_row: int, column: str) -> str | None:
+    """The first other sheet of a workbook whose header has `column` (users often label on a second sheet)."""
+    if path.suffix.lower() not in SPREADSHEET_SUFFIXES or not path.is_file():
+        return None
+    import openpyxl
+
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True)
+        sheets = workbook.sheetnames
+        workbook.close()
+        current = sheet if sheet is not None else sheets[0]
+        for name in sheets:
+            if name == current:
+                continue
+            header = pd.read_excel(path, sheet_name=name, header=header_row - 1, nrows=0, engine="openpyxl")
+            if column in [str(c) for c in header.columns]:
+                return name
+    except Exception:  # only a hint: an unreadable sheet must not hide the real message
+        return None
+    return None
+
+
+def blank_cell_reasons(path: Path, sheet: str | None, column_number: int, excel_rows: list[int]) -> dict[int, str]:
+    """Why cells that read as empty are empty, when the workbook says: a formula that Excel never computed and
+    saved, or a merged range (only its top cell holds the value)."""
+    if path.suffix.lower() not in SPREADSHEET_SUFFIXES or not excel_rows:
+        return {}
+    import openpyxl
+
+    try:  # not read-only: merged ranges are only known to a fully loaded sheet (this runs on errors only)
+        workbook = openpyxl.load_workbook(path, data_only=False)
+    except Exception:
+        return {}
+    worksheet = workbook[sheet] if sheet is not None else workbook.worksheets[0]
+    reasons = {}
+    for row in excel_rows:
+        value = worksheet.cell(row=row, column=column_number).value
+        if isinstance(value, str) and value.startswith("="):
+            reasons[row] = (
+                f"the formula {value} has no saved value (the file was written by a program, not saved by Excel): "
+                "open the file in Excel and save it, or replace the formula by its value"
+            )
+    wanted = set(excel_rows)
+    for merged in worksheet.merged_cells.ranges:
+        if merged.min_col <= column_number <= merged.max_col:
+            for row in range(merged.min_row + 1, merged.max_row + 1):
+                if row in wanted:
+                    reasons[row] = (
+                        f"the cell is inside the merged cells {merged.coord}, whose value belongs to its first row "
+                        "only: unmerge them and fill in every row"
+                    )
+    workbook.close()
+    return reasons
+
+
+# ---------------------------------------------------------------------------------------------------------- writing
+def write_table(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write `frame` atomically in the format its suffix names (.xlsx, .csv as UTF-8 with a BOM so Excel reads the
+    Chinese text, .parquet), keeping every column and the row order."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".xlsx", ".csv", ".parquet"):
+        what = suffix or "a file without suffix"
+        raise UserError(f"{path}: cannot write a table as {what}; use .xlsx, .csv or .parquet.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        if suffix == ".xlsx":
+            frame.to_excel(tmp, index=False)
+        elif suffix == ".csv":
+            frame.to_csv(tmp, index=False, encoding="utf-8-sig")
+        else:
+            frame.to_parquet(tmp, index=False)

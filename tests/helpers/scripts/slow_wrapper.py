@@ -1,0 +1,29 @@
+"""Run a job with a pause of WEIBOLABEL_TEST_PAUSE seconds at every safe point (after each training step, after
+each labeled chunk), so that a test can act while it runs; nothing else changes. `python slow_wrapper.py
+jobs/<job>.py ARGS...` runs the job as `python jobs/<job>.py ARGS...` would."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import sys
+import time
+from pathlib import Path
+
+from weibolabel import preemption
+
+pause = float(os.environ["WEIBOLABEL_TEST_PAUSE"])
+original_check = preemption.StopSignal.check
+
+
+def check(self, where):
+    time.sleep(pause)
+    original_check(self, where)
+
+
+preemption.StopSignal.check = check
+
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+sys.path[0] = str(Path(script).resolve().parent)  # as `python jobs/<job>.py` sets it, not this file's folder
+runpy.run_path(script, run_name="__main__")

