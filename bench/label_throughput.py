@@ -44,6 +44,7 @@ expected calibration error over the out-of-fold rows with gold labels, raw and a
     python bench/label_throughput.py                      # 1,000 comments on CPU, 3 rounds; appends to bench/results/
     python bench/label_throughput.py --rounds 5 --num_texts 2000
     python bench/label_throughput.py --quick              # tiny model, 64 texts, 2 rounds: smoke test, no file
+    python bench/label_throughput.py --agreement_only     # the agreement part alone (prints)
 """
 
 from __future__ import annotations

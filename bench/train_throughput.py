@@ -553,7 +553,7 @@ def job_part(args, device: torch.device) -> str:
             rounds_table(orders, ratios),
             "",
             f"Data: {SAMPLE.relative_to(common.REPO_ROOT)}, the {rows_used} rows the job keeps (duplicates merged), "
-            f"on the job's {folds} folds. Model: {model_name}, {model_dir.name}. Both: {epochs} epochs, batch "
+            f"on the job's {folds} folds. Model: {model_name}, {model_dir.name}. Both: {epochs} epoch(s), batch "
             f"{batch_size}, learning rate {learning_rate} with linear warmup {WARMUP_RATIO} and clipping "
             f"{MAX_GRAD_NORM}, texts cut at {PROTOTYPE_LENGTH} tokens, {device}. The job (one process, as `python "
             "jobs/train.py`) trains on each fold's training part less a validation part, validates every epoch, keeps "
