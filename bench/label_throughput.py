@@ -75,6 +75,7 @@ from weibolabel.calibration import expected_calibration_error, log_probs, softma
 from weibolabel.inference import cpu_has_native_bf16, encode, label_encoded, load_ensemble
 from weibolabel.labeled import clean_text
 from weibolabel.markdown import markdown_table
+from weibolabel.runs import RunLayout
 
 PROTOTYPE_LENGTH, PROTOTYPE_BATCH = 100, 256
 PEERS_DIR = common.BENCH_DIR / "peers"
@@ -723,7 +724,7 @@ class Fold:
 def ensure_demo_run(run: Path) -> None:
     """Train the demo run (configs/demo.yaml: 5 folds of a small from-scratch BERT on the shipped sample), as
     scripts/demo.sh does, when it is not there."""
-    if (run / "oof_predictions.parquet").is_file():
+    if RunLayout(run).oof_predictions.is_file():
         return
     if run.resolve() != DEFAULT_AGREEMENT_RUN.resolve():
         raise SystemExit(f"--agreement_run {run}: no finished training run there (no oof_predictions.parquet).")
@@ -748,7 +749,6 @@ def trained_folds(run: Path) -> tuple[list[Fold], float, int]:
     import pandas as pd
     import yaml
 
-    from weibolabel.runs import RunLayout
 
     layout = RunLayout(run)
     oof = pd.read_parquet(layout.oof_predictions)

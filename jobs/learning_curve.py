@@ -127,8 +127,12 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
         cells = cells if accelerator.is_main_process else []
         tokenizer = load_tokenizer(train_config.model_name_or_path)
         input_ids = encode(tokenizer, texts, train_config.max_length).input_ids
+
+        def cell_file(fold: int, fraction: float) -> Path:  # one finished encoder cell (a re-run skips it)
+            return work / f"encoder_fold_{fold}_fraction_{fraction:g}.json"
+
         for c, (fold, fraction) in enumerate(todo):
-            done = work / f"encoder_fold_{fold}_fraction_{fraction:g}.json"
+            done = cell_file(fold, fraction)
             if c % accelerator.num_processes != accelerator.process_index or done.is_file():
                 continue
             logger.info(f"encoder: fold {fold}, {fraction:.0%} of the training part", main_process_only=False)
@@ -149,7 +153,7 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
             write_json(done, record)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            cells += [json.loads((work / f"encoder_fold_{f}_fraction_{x:g}.json").read_text()) for f, x in todo]
+            cells += [json.loads(cell_file(f, x).read_text()) for f, x in todo]
 
     # 4. The per-fold table, its summary, the plot and the Markdown page.
     if accelerator.is_main_process:
