@@ -749,7 +749,6 @@ def trained_folds(run: Path) -> tuple[list[Fold], float, int]:
     import pandas as pd
     import yaml
 
-
     layout = RunLayout(run)
     oof = pd.read_parquet(layout.oof_predictions)
     prob_columns = [c for c in oof.columns if c.startswith("prob_")]
