@@ -85,7 +85,7 @@ def apply_review(config: ApplyReviewConfig) -> None:
     frame = read_table(data, sheet=config.sheet)
     require_column(frame, config.text_column, data, "--text_column", sheet=config.sheet)
     require_column(frame, config.label_column, data, "--label_column", sheet=config.sheet)
-    load_labeled(data, schema, config.text_column, config.label_column, config.sheet)
+    load_labeled(data, schema, text_column=config.text_column, label_column=config.label_column, sheet=config.sheet)
     others = other_sheets(data, config.sheet)
     if others and replaces_data:
         raise UserError(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from weibolabel.config import CompareConfig, parse_config
 from weibolabel.errors import UserError, exit_status
-from weibolabel.runs import write_json
+from weibolabel.runs import RunLayout, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,9 @@ def compare(config: CompareConfig) -> None:
         raise UserError("Give at least two run directories: compare_runs.py runs/a runs/b --output_dir DIR.")
     if not config.output_dir:
         raise UserError("--output_dir is required (see --help).")
-    # scipy takes seconds to import: only once the options are known good (--help and their errors come at once).
+    for run in config.runs:
+        RunLayout(run).require_finished()
+    # scipy takes seconds to import: only once the options and runs are known good (their errors come at once).
     from weibolabel.comparison import compare_runs, comparison_markdown, read_run
 
     runs = [read_run(run) for run in config.runs]

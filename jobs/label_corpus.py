@@ -17,6 +17,7 @@ import shutil
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +56,8 @@ from weibolabel.tables import row_name
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
+    from weibolabel.inference import Ensemble
+
 # torch, transformers and accelerate take seconds to import: make_accelerator() and label_corpus() import them, after
 # main() has checked the inputs, so --help and a bad input's message come in a second or two (bench/startup.py).
 logger = JobLogger("label_corpus")
@@ -80,7 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     with RunLock() as lock:  # released on every way out; taken once the inputs are checked
 
         def work() -> None:
-            label_corpus(config, accelerator, StopSignal(), lock, output, files, row_counts)
+            label_corpus(
+                config=config,
+                accelerator=accelerator,
+                stop=StopSignal(),
+                lock=lock,
+                output=output,
+                files=files,
+                row_counts=row_counts,
+            )
 
         return run_guarded(work, accelerator, logger, "finished chunks")
 
@@ -95,7 +106,28 @@ def preflight(argv: list[str]) -> None:
     open_corpus(config, files)
 
 
+@dataclass
+class Model:
+    """The loaded ensemble and what it was loaded as: recorded in the output and its summary."""
+
+    ensemble: Ensemble
+    precision: str  # "float32", "bfloat16", "float16" or "int8-dynamic"
+    max_length: int
+
+
+@dataclass
+class Tally:
+    """What this run labeled, over all processes (chunks skipped on resume are not counted)."""
+
+    rows: int
+    tokens: int
+    started: float  # time.perf_counter() when labeling started, on this process
+    first_batch: float | None  # seconds from the process's start to the job's first scored batch
+    finished_on: dict[int, str]  # chunk -> the node that wrote it: the merge waits for late network files
+
+
 def label_corpus(
+    *,
     config: LabelConfig,
     accelerator: Accelerator,
     stop: StopSignal,
@@ -106,25 +138,58 @@ def label_corpus(
 ) -> None:
     """Steps 2 and 3 of the job; `output` and `files` as check_inputs found them, `row_counts` of the inputs on the
     main process (None elsewhere)."""
-    import torch
-    from accelerate.utils import gather_object
-    from tqdm.auto import tqdm
-
-    from weibolabel.inference import (
-        cpu_has_native_bf16,
-        encode,
-        inference_dtype,
-        label_encoded,
-        load_ensemble,
-        prefetched,
-    )
-    from weibolabel.modeling import fit_max_length
-
     # 1. Everything that can be checked was checked before any labeling (main(): inputs, output location, model).
     # Every node writes parts there and the main process merges them: all must see the same directory.
     check_shared_directory(accelerator, output.parent, "--output")
     # One run at a time on an output: a second submission is refused, naming the first.
     lock.take(accelerator, output_lock_path(output), "labeling run")
+    model = load_model(config, accelerator)
+    job = {
+        **known_settings(config, files),
+        "max_length": model.max_length,
+        "members": model.ensemble.members,
+        "temperature": model.ensemble.temperature,
+        "precision": model.precision,
+    }
+    # A re-submitted finished job (an afterok chain run again, a copied sbatch line) has nothing to do.
+    if on_main_process(accelerator, lambda: is_complete(output, job)):
+        logger.info(
+            f"{output} is complete and matches these arguments (an earlier run wrote and verified it): nothing to "
+            "do. Pass --overwrite to label it again."
+        )
+        return
+    corpus = read_corpus(config, files, accelerator, inputs_directory(output), row_counts)
+    schema = output_schema(
+        len(model.ensemble.schema), len(corpus.files) > 1, corpus.carry_columns, corpus.gold_column is not None
+    )
+    store = PartStore(output, schema)
+    if not on_main_process(accelerator, lambda: store.prepare(job, config.overwrite)):
+        on_main_process(accelerator, lambda: shutil.rmtree(inputs_directory(output), ignore_errors=True))
+        logger.info(f"{output} was already written and verified by an earlier run; removed its leftover parts")
+        return
+    logger.info(
+        f"{corpus.num_rows} rows in {len(corpus.files)} file(s); model {config.model} "
+        f"({len(model.ensemble.models)} checkpoint(s), {model.precision}); {accelerator.num_processes} process(es) "
+        f"on {accelerator.device.type}"
+    )
+    # 2. Each process labels its own chunks; the next chunk is tokenised while the current one runs.
+    tally = label_chunks(config=config, accelerator=accelerator, stop=stop, model=model, corpus=corpus, store=store)
+    # 3. The main process merges the parts in input order, verifies the result, and summarises it.
+    on_main_process(
+        accelerator,
+        lambda: merge_and_summarise(
+            config=config, accelerator=accelerator, model=model, corpus=corpus, store=store, tally=tally
+        ),
+    )
+
+
+def load_model(config: LabelConfig, accelerator: Accelerator) -> Model:
+    """The run's checkpoints, ensembled, on this process's device in the job's precision."""
+    import torch
+
+    from weibolabel.inference import cpu_has_native_bf16, inference_dtype, load_ensemble
+    from weibolabel.modeling import fit_max_length
+
     device = accelerator.device
     dtype = inference_dtype(device, accelerator.mixed_precision)
     if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
@@ -135,41 +200,26 @@ def label_corpus(
     max_length, lowered = fit_max_length(config.max_length or ensemble.max_length, max_positions)
     if lowered:
         logger.warning(lowered)  # positions past the model's table would crash on GPU with a device-side assert
-    job = {
-        **known_settings(config, files),
-        "max_length": max_length,
-        "members": ensemble.members,
-        "temperature": ensemble.temperature,
-        "precision": precision,
-    }
-    # A re-submitted finished job (an afterok chain run again, a copied sbatch line) has nothing to do.
-    if on_main_process(accelerator, lambda: is_complete(output, job)):
-        logger.info(
-            f"{output} is complete and matches these arguments (an earlier run wrote and verified it): nothing to "
-            "do. Pass --overwrite to label it again."
-        )
-        return
-    corpus = read_corpus(config, files, accelerator, inputs_directory(output), row_counts)
-    multi_file = len(corpus.files) > 1
-    store = PartStore(
-        output, output_schema(len(ensemble.schema), multi_file, corpus.carry_columns, corpus.gold_column is not None)
-    )
-    if not on_main_process(accelerator, lambda: store.prepare(job, config.overwrite)):
-        on_main_process(accelerator, lambda: shutil.rmtree(inputs_directory(output), ignore_errors=True))
-        logger.info(f"{output} was already written and verified by an earlier run; removed its leftover parts")
-        return
-    logger.info(
-        f"{corpus.num_rows} rows in {len(corpus.files)} file(s); model {config.model} "
-        f"({len(ensemble.models)} checkpoint(s), {precision}); {accelerator.num_processes} process(es) on {device.type}"
-    )
+    return Model(ensemble=ensemble, precision=precision, max_length=max_length)
 
-    # 2. Each process labels its own chunks; the next chunk is tokenised while the current one runs.
+
+def label_chunks(
+    *, config: LabelConfig, accelerator: Accelerator, stop: StopSignal, model: Model, corpus: Corpus, store: PartStore
+) -> Tally:
+    """This process's unfinished chunks (c mod N == rank), each written as a part; the tally of every process."""
+    import torch
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    from weibolabel.inference import encode, prefetched
+
+    ensemble, device = model.ensemble, accelerator.device
     num_chunks = math.ceil(corpus.num_rows / config.chunk_size)
     rank, world = accelerator.process_index, accelerator.num_processes
 
     def prepare(chunk):
         texts = [clean_text(t) for t in chunk.rows["text"]]
-        return chunk, texts, encode(ensemble.tokenizer, texts, max_length)
+        return chunk, texts, encode(ensemble.tokenizer, texts, model.max_length)
 
     # Each process reads only its own unfinished chunks (Parquet row groups; CSV and text rows of other chunks are
     # skipped unparsed), not the whole corpus.
@@ -187,29 +237,17 @@ def label_corpus(
     progress = tqdm(total=corpus.num_rows, unit="rows", disable=not accelerator.is_main_process, desc="labeling")
     progress.update(sum(r["rows"] for r in store.done_records()))
     for chunk, texts, encoded in prefetched(todo, prepare):
-        chunk_started = time.perf_counter()
-        try:
-            labels = label_encoded(
-                ensemble,
-                texts,
-                encoded,
-                batch_size=config.batch_size,
-                max_tokens=config.max_tokens,
-                on_batch=time_first_batch,
-            )
-        except torch.OutOfMemoryError:
-            raise UserError(
-                f"Out of GPU memory labeling chunk {chunk.index} with --batch_size {config.batch_size} and "
-                f"--max_tokens {config.max_tokens}: lower --max_tokens (e.g. to {config.max_tokens // 2}; it caps "
-                "long batches) or --batch_size and re-run: finished chunks are kept."
-            ) from None
-        rows = assemble_rows(chunk.rows, labels, corpus, ensemble.schema, multi_file)
-        tokens = int(encoded.lengths.sum())
-        # Each chunk's record counts its gold cells (valid, empty, invalid), so the merge can say how many are left.
-        gold = check_gold(chunk.rows, corpus, ensemble.schema, config.header_row) if corpus.gold_column else {}
-        record = {"rank": rank, "tokens": tokens, "seconds": time.perf_counter() - chunk_started, **gold}
-        store.write(chunk.index, rows, record)
-        labeled_rows, labeled_tokens = labeled_rows + len(rows), labeled_tokens + tokens
+        rows, record = score_chunk(
+            config=config,
+            model=model,
+            corpus=corpus,
+            chunk=chunk,
+            texts=texts,
+            encoded=encoded,
+            on_batch=time_first_batch,
+        )
+        store.write(chunk.index, rows, {"rank": rank} | record)
+        labeled_rows, labeled_tokens = labeled_rows + len(rows), labeled_tokens + record["tokens"]
         progress.update(min(len(rows) * world, progress.total - progress.n))
         stop.check(f"after chunk {chunk.index}")
     progress.close()
@@ -217,76 +255,113 @@ def label_corpus(
     # which chunks are finished on its node: the merge waits for those parts if a network filesystem shows them late.
     finished = [chunk for chunk in range(rank, num_chunks, world) if store.is_done(chunk)]
     reports = gather_object([(labeled_rows, labeled_tokens, socket.gethostname(), finished, first_batch)])
-    labeled_rows, labeled_tokens = (sum(report[i] for report in reports) for i in (0, 1))
-    finished_on = {chunk: host for _, _, host, chunks, _ in reports for chunk in chunks}
     first_batches = [report[4] for report in reports if report[4] is not None]
-    first_batch = min(first_batches) if first_batches else None  # the job's first, whichever process scored it
+    return Tally(
+        rows=sum(report[0] for report in reports),
+        tokens=sum(report[1] for report in reports),
+        started=labeling_started,
+        first_batch=min(first_batches) if first_batches else None,  # the job's first, whichever process scored it
+        finished_on={chunk: host for _, _, host, chunks, _ in reports for chunk in chunks},
+    )
 
-    # 3. The main process merges the parts in input order, verifies the result, and summarises it.
-    def merge_and_summarise() -> None:
-        metadata = {
-            "labels": ensemble.schema.to_list(),
+
+def score_chunk(*, config: LabelConfig, model: Model, corpus: Corpus, chunk, texts, encoded, on_batch) -> tuple:
+    """One chunk's output rows, and its record: tokens, seconds and its gold cells (valid, empty, invalid; the merge
+    then says how many are left)."""
+    import torch
+
+    from weibolabel.inference import label_encoded
+
+    started = time.perf_counter()
+    try:
+        labels = label_encoded(
+            model.ensemble,
+            texts,
+            encoded,
+            batch_size=config.batch_size,
+            max_tokens=config.max_tokens,
+            on_batch=on_batch,
+        )
+    except torch.OutOfMemoryError:
+        raise UserError(
+            f"Out of GPU memory labeling chunk {chunk.index} with --batch_size {config.batch_size} and "
+            f"--max_tokens {config.max_tokens}: lower --max_tokens (e.g. to {config.max_tokens // 2}; it caps "
+            "long batches) or --batch_size and re-run: finished chunks are kept."
+        ) from None
+    schema = model.ensemble.schema
+    rows = assemble_rows(chunk.rows, labels, corpus, schema, multi_file=len(corpus.files) > 1)
+    gold = check_gold(chunk.rows, corpus, schema, config.header_row) if corpus.gold_column else {}
+    return rows, {"tokens": int(encoded.lengths.sum()), "seconds": time.perf_counter() - started, **gold}
+
+
+def merge_and_summarise(
+    *, config: LabelConfig, accelerator: Accelerator, model: Model, corpus: Corpus, store: PartStore, tally: Tally
+) -> None:
+    """On the main process: the parts merged in input order into --output (verified), the parts removed, the summary
+    logged and written beside the output for programs."""
+    ensemble, output = model.ensemble, store.output
+    metadata = {
+        "labels": ensemble.schema.to_list(),
+        "model": ensemble.source,
+        "members": ensemble.members,
+        "temperature": ensemble.temperature,
+        "precision": model.precision,
+        "max_length": model.max_length,
+        "inputs": [str(p) for p in corpus.files],
+        "text_column": config.text_column,
+        "code_revision": git_revision(),
+        "versions": versions(),
+        "time": now_utc(),
+    }
+    # Gold cells that are not labels count as missing in the agreement: the summary and the file say how many.
+    gold = gold_check(store.done_records(), corpus.gold_column) if corpus.gold_column else None
+    if gold:
+        metadata["gold_labels"] = gold
+    num_chunks = math.ceil(corpus.num_rows / config.chunk_size)
+    store.merge(num_chunks, corpus.num_rows, metadata, tally.finished_on)
+    shutil.rmtree(inputs_directory(output), ignore_errors=True)
+    summary = corpus_summary(output, ensemble.schema.names, config.low_confidence) | {"gold_labels": gold}
+    logger.info(f"wrote {output}: {format_summary(summary, config.low_confidence)}")
+    seconds = time.perf_counter() - tally.started  # labeling and merging
+    to_first = f"{tally.first_batch:.1f}s" if tally.first_batch is not None else "-"
+    logger.info(
+        f"this run labeled {tally.rows} rows ({tally.tokens} tokens) in {seconds:.1f}s: "
+        f"{tally.rows / seconds:.0f} rows/s, {tally.tokens / seconds:.0f} tokens/s, "
+        f"{accelerator.num_processes} process(es); {to_first} from start to the first labeled batch"
+    )
+    # The same figures for programs (bench/, tests/): read this file, not the log line.
+    write_json(
+        summary_path(output),
+        {
+            "output": str(output),
+            **{key: summary[key] for key in ("rows", "labeled", "label_counts", "status_counts", "truncated")},
+            "low_confidence": summary["low_confidence"],
+            "low_confidence_threshold": config.low_confidence,
+            "gold_agreement": summary.get("gold_agreement"),
+            "gold_labels": gold,
+            "rows_labeled": tally.rows,
+            "tokens_labeled": tally.tokens,
+            "seconds_labeling": seconds,
+            "rows_per_second": tally.rows / seconds,
+            "tokens_per_second": tally.tokens / seconds,
+            "seconds_to_first_batch": tally.first_batch,
+            "seconds_total": time.time() - process_start(),
+            "processes": accelerator.num_processes,
+            "device": accelerator.device.type,
+            "precision": model.precision,
             "model": ensemble.source,
             "members": ensemble.members,
+            "max_length": model.max_length,
             "temperature": ensemble.temperature,
-            "precision": precision,
-            "max_length": max_length,
+            "batch_size": config.batch_size,
+            "max_tokens": config.max_tokens,
+            "chunk_size": config.chunk_size,
+            "chunks": num_chunks,
             "inputs": [str(p) for p in corpus.files],
-            "text_column": config.text_column,
-            "code_revision": git_revision(),
-            "versions": versions(),
-            "time": now_utc(),
-        }
-        # Gold cells that are not labels count as missing in the agreement: the summary and the file say how many.
-        gold = gold_check(store.done_records(), corpus.gold_column) if corpus.gold_column else None
-        if gold:
-            metadata["gold_labels"] = gold
-        store.merge(num_chunks, corpus.num_rows, metadata, finished_on)
-        shutil.rmtree(inputs_directory(output), ignore_errors=True)
-        seconds = time.perf_counter() - labeling_started
-        summary = corpus_summary(output, ensemble.schema.names, config.low_confidence) | {"gold_labels": gold}
-        logger.info(f"wrote {output}: {format_summary(summary, config.low_confidence)}")
-        to_first = f"{first_batch:.1f}s" if first_batch is not None else "-"
-        logger.info(
-            f"this run labeled {labeled_rows} rows ({labeled_tokens} tokens) in {seconds:.1f}s: "
-            f"{labeled_rows / seconds:.0f} rows/s, {labeled_tokens / seconds:.0f} tokens/s, "
-            f"{accelerator.num_processes} process(es); {to_first} from start to the first labeled batch"
-        )
-        # The same figures for programs (bench/, tests/): read this file, not the log line.
-        write_json(
-            summary_path(output),
-            {
-                "output": str(output),
-                **{key: summary[key] for key in ("rows", "labeled", "label_counts", "status_counts", "truncated")},
-                "low_confidence": summary["low_confidence"],
-                "low_confidence_threshold": config.low_confidence,
-                "gold_agreement": summary.get("gold_agreement"),
-                "gold_labels": gold,
-                "rows_labeled": labeled_rows,
-                "tokens_labeled": labeled_tokens,
-                "seconds_labeling": seconds,
-                "rows_per_second": labeled_rows / seconds,
-                "tokens_per_second": labeled_tokens / seconds,
-                "seconds_to_first_batch": first_batch,
-                "seconds_total": time.time() - started,
-                "processes": accelerator.num_processes,
-                "device": device.type,
-                "precision": precision,
-                "model": ensemble.source,
-                "members": ensemble.members,
-                "max_length": max_length,
-                "temperature": ensemble.temperature,
-                "batch_size": config.batch_size,
-                "max_tokens": config.max_tokens,
-                "chunk_size": config.chunk_size,
-                "chunks": num_chunks,
-                "inputs": [str(p) for p in corpus.files],
-                "code_revision": metadata["code_revision"],
-                "time": metadata["time"],
-            },
-        )
-
-    on_main_process(accelerator, merge_and_summarise)
+            "code_revision": metadata["code_revision"],
+            "time": metadata["time"],
+        },
+    )
 
 
 def check_inputs(config: LabelConfig) -> tuple[Path, list[Path]]:

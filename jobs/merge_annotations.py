@@ -98,7 +98,7 @@ def merge(config: MergeConfig) -> None:
     schema = load_label_schema(config.labels) if config.labels else schema_from_sheet(annotations)
     schema = schema or load_label_schema(None)
     new_rows, issues = read_annotations(annotations, schema)
-    load_labeled(existing, schema, config.text_column, config.label_column)
+    load_labeled(existing, schema, text_column=config.text_column, label_column=config.label_column)
     existing_frame = read_table(existing)
     other_sheets = workbook_sheets(existing)[1:]  # read_table reads the first sheet; say what is not carried over
 
@@ -120,7 +120,7 @@ def merge(config: MergeConfig) -> None:
     with atomic_path(output) as tmp:
         write_table(combined, tmp)
         try:
-            check = load_labeled(tmp, schema, config.text_column, config.label_column)
+            check = load_labeled(tmp, schema, text_column=config.text_column, label_column=config.label_column)
         except UserError as error:
             raise UserError(f"The merged file would not load for training: {error}") from None
         if replaces_original:

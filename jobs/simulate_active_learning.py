@@ -55,7 +55,7 @@ def load_rows(config: SimulateActiveLearningConfig) -> tuple[list[str], np.ndarr
     if not config.data:
         raise UserError("Pass --data (a labeled file) or --run (a training run directory); see --help.")
     schema = load_label_schema(config.labels)
-    data = load_labeled(config.data, schema, config.text_column, config.label_column)
+    data = load_labeled(config.data, schema, text_column=config.text_column, label_column=config.label_column)
     from weibolabel.folds import make_folds  # scikit-learn (see simulate()): not on --help's path
 
     labels = data.rows["label"].to_numpy(dtype=np.int64)
@@ -65,7 +65,7 @@ def load_rows(config: SimulateActiveLearningConfig) -> tuple[list[str], np.ndarr
 
 def simulate(config: SimulateActiveLearningConfig) -> None:
     # 1. The labeled rows and their folds; the options checked before any fitting. scikit-learn and matplotlib
-    # take seconds to import: after --help, and matplotlib after the data's errors.
+    # take seconds to import: after the options' and the data's errors.
     from weibolabel import active_learning as al
 
     unknown = sorted(set(config.strategies) - set(al.STRATEGIES))

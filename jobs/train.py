@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     with RunLock() as lock:  # released on every way out; taken once the inputs are checked
 
         def work() -> None:
-            cross_validate(config, schema, data, accelerator, StopSignal(), lock)
+            cross_validate(
+                config=config, schema=schema, data=data, accelerator=accelerator, stop=StopSignal(), lock=lock
+            )
 
         return run_guarded(work, accelerator, logger, kept)
 
@@ -87,6 +89,7 @@ def preflight(argv: list[str]) -> None:
 
 
 def cross_validate(
+    *,
     config: TrainConfig,
     schema: LabelSchema,
     data: LabeledData,
@@ -209,11 +212,11 @@ def check_data(config: TrainConfig) -> tuple[LabelSchema, LabeledData]:
     data = load_labeled(
         config.data,
         schema,
-        config.text_column,
-        config.label_column,
-        config.sheet,
-        config.encoding,
-        config.on_conflict,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        sheet=config.sheet,
+        encoding=config.encoding,
+        on_conflict=config.on_conflict,
         header_row=config.header_row,
         split=config.split,
     )

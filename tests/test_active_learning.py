@@ -40,7 +40,20 @@ def test_simulated_fold_reveals_the_whole_pool_in_batches():
     frame = make_labeled_rows(60, seed=2)
     texts, labels = frame["Sentence"].tolist(), frame["Label"].to_numpy()
     train, test = np.arange(0, 60, 2)[:-5], np.arange(1, 60, 2)
-    records = al.simulate_fold("disagreement", texts, labels, train, test, NAMES, 8, 6, None, 0.5, 3, seed=1)
+    records = al.simulate_fold(
+        strategy="disagreement",
+        texts=texts,
+        labels=labels,
+        train_index=train,
+        test_index=test,
+        names=NAMES,
+        seed_size=8,
+        batch_size=6,
+        max_labels=None,
+        class_quota=0.5,
+        committee_size=3,
+        seed=1,
+    )
     assert [r["num_labels"] for r in records] == [8, 14, 20, 25]  # the last batch is what is left of the pool
     assert all(0 <= r["macro_f1"] <= 1 for r in records)
 

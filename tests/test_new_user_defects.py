@@ -73,7 +73,7 @@ def test_merge_keeps_every_column_of_the_existing_file_in_place(tmp_path, group_
     new = merged.iloc[3]
     assert (new["评论"], new["Label"], new["annotator"]) == ("兵马俑好震撼", "heritage", "zhao")
     assert pd.isna(new["show"]) and pd.isna(new["date"]) and len(merged) == 4
-    assert load_labeled(output, SCHEMA, "评论", "Label").counts["rows_used"] == 4
+    assert load_labeled(output, SCHEMA, text_column="评论", label_column="Label").counts["rows_used"] == 4
 
 
 def test_merge_into_the_original_only_when_asked_and_through_a_backup(tmp_path, group_files, capsys):
@@ -280,7 +280,16 @@ def _tiny_training_state(tmp_path):
     result = FoldTraining(best_state={k: v.clone() for k, v in model.state_dict().items()}, best_epoch=0)
     result.history.append({"epoch": 1, "train_loss": 0.5, "val_macro_f1": 0.25})
     path = tmp_path / "resume" / "state.pt"
-    _save_state(path, model, SimpleNamespace(optimizer=optimizer), scheduler, accelerator, 0, 0.25, result)
+    _save_state(
+        path,
+        model=model,
+        optimizer=SimpleNamespace(optimizer=optimizer),
+        scheduler=scheduler,
+        accelerator=accelerator,
+        epoch=0,
+        best_f1=0.25,
+        result=result,
+    )
     return path, model
 
 

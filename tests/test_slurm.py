@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -431,6 +432,49 @@ PREEMPT_ROWS = 16000
 PREEMPT_CHUNK = 64
 
 
+def submit_and_interrupt(
+    sbatch_args: list[str],
+    *,
+    env: dict,
+    cwd: Path,
+    log_of: Callable[[str], Path],
+    ready: Callable[[], bool],
+    waiting_for: str,
+    interrupt: list[str],
+    timeout: int,
+) -> tuple[str, int, str]:
+    """`sbatch --wait` a job, run `interrupt + [job id]` once `ready()` (within 180 s), and wait for the job to end.
+    Returns the job id, sbatch's status and the job's log; a failure on the way cancels the job."""
+    submit = subprocess.Popen(
+        ["sbatch", "--wait", "--parsable", *sbatch_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
+    job_id = ""
+    try:
+        job_id = submit.stdout.readline().strip().split(";")[0]
+        assert job_id.isdigit(), submit.stderr.read() if submit.poll() is not None else job_id
+        log_path = log_of(job_id)
+        deadline = time.monotonic() + 180
+        while not ready():
+            assert submit.poll() is None, f"job ended before {waiting_for}\n{read_log(log_path)}"
+            assert time.monotonic() < deadline, f"waiting for {waiting_for}: none after 180 s\n{read_log(log_path)}"
+            time.sleep(0.05)
+        interrupted = subprocess.run([*interrupt, job_id], capture_output=True, text=True, env=env)
+        assert interrupted.returncode == 0, interrupted.stderr
+        rc = submit.wait(timeout=timeout)
+    except BaseException:
+        if job_id.isdigit():
+            subprocess.run(["scancel", job_id], env=env, capture_output=True)
+        submit.kill()
+        raise
+    return job_id, rc, read_log(log_path)
+
+
 @pytest.fixture(scope="module")
 def big_corpus(tmp_path_factory, tiny_run_dir) -> tuple[Path, Path]:
     """Enough rows that labeling takes several seconds on 2 CPU processes, and its uninterrupted labeling."""
@@ -459,46 +503,26 @@ def test_preempted_job_is_requeued_and_resumes(how, cluster, tiny_run_dir, big_c
     parts = output.with_name(output.name + ".parts")
     # Submitted from elsewhere, with REPO_DIR: the script's own `--output=logs/%x-%j.out` lands in ./logs.
     (tmp_path / "logs").mkdir()
-    submit = subprocess.Popen(
+
+    def a_few_chunks_written() -> bool:  # pre-empt it once a few chunks are on disk
+        assert not output.exists(), "the job finished before it could be pre-empted; give it more rows"
+        return len(list(parts.glob("part-*.done"))) >= 3
+
+    job_id, rc, log = submit_and_interrupt(
         [
-            "sbatch",
-            "--wait",
-            "--parsable",
             *CPU_TEST_RESOURCES,
             str(SLURM_DIR / "label_corpus.sh"),
             *["--input", str(source), "--model", str(tiny_run_dir), "--output", str(output)],
             *["--chunk_size", str(PREEMPT_CHUNK)],
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
         env={**cluster, "REPO_DIR": str(REPO)},
         cwd=tmp_path,
+        log_of=lambda job_id: tmp_path / "logs" / f"weibolabel-label-{job_id}.out",
+        ready=a_few_chunks_written,
+        waiting_for="a chunk",
+        interrupt=how,
+        timeout=240,
     )
-    job_id = ""
-    try:
-        job_id = submit.stdout.readline().strip().split(";")[0]
-        assert job_id.isdigit(), submit.stderr.read() if submit.poll() is not None else job_id
-        log_path = tmp_path / "logs" / f"weibolabel-label-{job_id}.out"
-
-        # Pre-empt it once a few chunks are on disk.
-        deadline = time.monotonic() + 180
-        while len(list(parts.glob("part-*.done"))) < 3:
-            assert submit.poll() is None, f"job ended before any chunk was written\n{read_log(log_path)}"
-            assert not output.exists(), "the job finished before it could be pre-empted; give it more rows"
-            assert time.monotonic() < deadline, f"no chunk after 180 s\n{read_log(log_path)}"
-            time.sleep(0.05)
-        signalled = subprocess.run([*how, job_id], capture_output=True, text=True, env=cluster)
-        assert signalled.returncode == 0, signalled.stderr
-
-        rc = submit.wait(timeout=240)
-    except BaseException:
-        if job_id.isdigit():
-            subprocess.run(["scancel", job_id], env=cluster, capture_output=True)
-        submit.kill()
-        raise
-    log = read_log(log_path)
     assert rc == 0, f"sbatch --wait returned {rc}\n{log}\n{job_state(cluster, job_id)}"
 
     # The first run stopped early and cleanly, a second run finished the rest.
@@ -563,11 +587,16 @@ def test_sbatch_train_requeued_mid_fold_resumes(cluster, tiny_base_model_dir, tm
     data = tmp_path / "labeled.csv"
     make_labeled_rows(TRAIN_ROWS, seed=3).to_csv(data, index=False)
     out = tmp_path / "cv"
-    submit = subprocess.Popen(
+    state = out / "fold_0" / "resume" / "state.pt"  # written after each finished epoch of fold 0
+
+    def fold_0_saved_an_epoch() -> bool:
+        if not state.exists():
+            return False
+        assert not (out / "fold_0" / "fold_result.json").exists(), "fold 0 finished before the requeue"
+        return True
+
+    job_id, rc, log = submit_and_interrupt(
         [
-            "sbatch",
-            "--wait",
-            "--parsable",
             *CPU_TEST_RESOURCES,
             f"--output={tmp_path / 'train-%j.out'}",
             str(SLURM_DIR / "train.sh"),
@@ -575,34 +604,14 @@ def test_sbatch_train_requeued_mid_fold_resumes(cluster, tiny_base_model_dir, tm
             *["--num_folds", "2", "--num_epochs", str(TRAIN_EPOCHS), "--learning_rate", "1e-3"],
             *["--per_device_batch_size", "16", "--max_length", "32", "--seed", "7"],
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
         env=cluster,
         cwd=REPO,
+        log_of=lambda job_id: tmp_path / f"train-{job_id}.out",
+        ready=fold_0_saved_an_epoch,
+        waiting_for="fold 0 to save an epoch",
+        interrupt=["scontrol", "requeue"],
+        timeout=300,
     )
-    job_id = ""
-    try:
-        job_id = submit.stdout.readline().strip().split(";")[0]
-        assert job_id.isdigit(), submit.stderr.read() if submit.poll() is not None else job_id
-        log_path = tmp_path / f"train-{job_id}.out"
-        state = out / "fold_0" / "resume" / "state.pt"  # written after each finished epoch of fold 0
-        deadline = time.monotonic() + 180
-        while not state.exists():
-            assert submit.poll() is None, f"job ended before fold 0 saved an epoch\n{read_log(log_path)}"
-            assert time.monotonic() < deadline, f"no epoch after 180 s\n{read_log(log_path)}"
-            time.sleep(0.05)
-        assert not (out / "fold_0" / "fold_result.json").exists(), "fold 0 finished before the requeue"
-        requeued = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, env=cluster)
-        assert requeued.returncode == 0, requeued.stderr
-        rc = submit.wait(timeout=300)
-    except BaseException:
-        if job_id.isdigit():
-            subprocess.run(["scancel", job_id], env=cluster, capture_output=True)
-        submit.kill()
-        raise
-    log = read_log(log_path)
     assert rc == 0, f"sbatch --wait returned {rc}\n{log}\n{job_state(cluster, job_id)}"
     assert "SLURM_RESTART_COUNT=0" in log and "SLURM_RESTART_COUNT=1" in log, log
     assert "ACCELERATE_USE_CPU=true accelerate launch" in log and "--num_processes 2" in log

@@ -7,25 +7,27 @@ it on the test part, and reveals a batch chosen by a strategy. The selection is 
 near-duplicate rule), so the simulation measures what jobs/select_for_annotation.py does. The learner is the
 TF-IDF + logistic-regression baseline (`weibolabel.baseline`): the encoder is far too slow to retrain every round
 on CPU.
+
+scikit-learn is imported inside the functions that fit: the job checks its options against STRATEGIES and reads
+its data before it pays for that import (seconds).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import KFold, train_test_split
 
 from weibolabel.annotation import fold_disagreement, select_for_annotation, uncertainty
-from weibolabel.baseline import tfidf_logreg_probs
 from weibolabel.errors import UserError
 from weibolabel.labeled import clean_text, group_key
-from weibolabel.metrics import classification_metrics
 
 STRATEGIES = ("random", "margin", "entropy", "disagreement")
 
 
 def seed_set(train_index: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """`size` rows of `train_index`, stratified by label, seeded."""
+    from sklearn.model_selection import train_test_split
+
     if size >= len(train_index):
         return np.sort(train_index)
     classes = len(np.unique(labels[train_index]))
@@ -50,6 +52,10 @@ def committee_probs(
 ) -> np.ndarray:
     """[size, pool, classes]: the learner trained on each k-fold training part of the labeled rows, as a run's fold
     models are, so `fold_disagreement` measures the same thing as in the annotation loop."""
+    from sklearn.model_selection import KFold
+
+    from weibolabel.baseline import tfidf_logreg_probs
+
     splitter = KFold(n_splits=min(size, len(labeled)), shuffle=True, random_state=seed)
     members = []
     for part, _ in splitter.split(labeled):
@@ -106,6 +112,7 @@ def choose_batch(
 
 
 def simulate_fold(
+    *,
     strategy: str,
     texts: list[str],
     labels: np.ndarray,
@@ -120,6 +127,9 @@ def simulate_fold(
     seed: int,
 ) -> list[dict]:
     """One strategy on one fold from one seed set: a record per round (labels so far, test accuracy, macro-F1)."""
+    from weibolabel.baseline import tfidf_logreg_probs
+    from weibolabel.metrics import classification_metrics
+
     if strategy not in STRATEGIES:
         raise UserError(f"Unknown strategy '{strategy}'; use some of {list(STRATEGIES)}.")
     rng = np.random.default_rng(seed)
@@ -168,6 +178,9 @@ def simulate_fold(
 
 def full_data_score(texts: list[str], labels: np.ndarray, fold_of_row: np.ndarray, names: list[str]) -> float:
     """Mean test macro-F1 over folds of the learner trained on each fold's whole training part."""
+    from weibolabel.baseline import tfidf_logreg_probs
+    from weibolabel.metrics import classification_metrics
+
     scores = []
     for fold in np.unique(fold_of_row):
         train, test = np.flatnonzero(fold_of_row != fold), np.flatnonzero(fold_of_row == fold)

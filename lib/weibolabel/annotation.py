@@ -169,9 +169,6 @@ def write_annotation_sheet(
     """Sheet 1: `Sentence`, an empty `Label` and the model's guess for reference; sheet 2: the label schema.
     Without `show_predictions` the guess is left out (only `row_id` stays): a gold sample must not be anchored on
     the model's answer, or its errors would look smaller than they are."""
-    from openpyxl.utils import get_column_letter
-    from openpyxl.worksheet.datavalidation import DataValidation
-
     sheet = pd.DataFrame(
         {
             "Sentence": picked["text"].to_numpy(dtype=object),
@@ -184,6 +181,32 @@ def write_annotation_sheet(
     )
     if not show_predictions:
         sheet = sheet.drop(columns=["predicted_label", "predicted_name", "confidence"])
+    # A drop-down of the valid ids; typing a name is still accepted by the merge (parse_label reads both).
+    write_workbook(
+        path=path,
+        sheet=sheet,
+        schema=schema,
+        widths={"Sentence": 60, "Label": 8, "predicted_label": 15, "predicted_name": 15, "confidence": 11},
+        choices=[str(i) for i in range(len(schema))],
+        choice_column="Label",
+    )
+
+
+def write_workbook(
+    *,
+    path: Path,
+    sheet: pd.DataFrame,
+    schema: LabelSchema,
+    widths: dict[str, int],
+    choices: list[str],
+    choice_column: str,
+) -> None:
+    """The annotators' workbook, written atomically: `sheet` as the first sheet (header row frozen, columns as wide
+    as `widths` says, 9 otherwise) with a drop-down of `choices` on its empty `choice_column` (other values are
+    still accepted: the merge reads them), and the label schema as the second."""
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.datavalidation import DataValidation
+
     labels = pd.DataFrame(schema.to_list(), columns=["id", "name", "description"])
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, pd.ExcelWriter(tmp, engine="openpyxl") as writer:
@@ -191,18 +214,13 @@ def write_annotation_sheet(
         labels.to_excel(writer, sheet_name=LABELS_SHEET, index=False)
         worksheet = writer.sheets[ANNOTATION_SHEET]
         worksheet.freeze_panes = "A2"
-        widths = dict(
-            zip(["Sentence", "Label", "predicted_label", "predicted_name", "confidence"], (60, 8, 15, 15, 11))
-        )
         for column, name in enumerate(sheet.columns, start=1):
-            width = widths.get(name, 9)
-            worksheet.column_dimensions[get_column_letter(column)].width = width
-        # A drop-down of the valid ids; typing a name is still accepted by the merge (parse_label reads both).
-        choices = DataValidation(type="list", formula1='"' + ",".join(map(str, range(len(schema)))) + '"')
-        choices.error, choices.showErrorMessage = f"Use a label id 0..{len(schema) - 1} (see sheet 'labels').", False
-        worksheet.add_data_validation(choices)
+            worksheet.column_dimensions[get_column_letter(column)].width = widths.get(name, 9)
+        drop_down = DataValidation(type="list", formula1='"' + ",".join(choices) + '"', showErrorMessage=False)
+        worksheet.add_data_validation(drop_down)
         if len(sheet):
-            choices.add(f"B2:B{len(sheet) + 1}")
+            letter = get_column_letter(list(sheet.columns).index(choice_column) + 1)
+            drop_down.add(f"{letter}2:{letter}{len(sheet) + 1}")
         writer.sheets[LABELS_SHEET].column_dimensions["C"].width = 80
 
 
@@ -246,7 +264,7 @@ def read_annotations(path: Path, schema: LabelSchema, sheet: str | None = None) 
         copy = Path(directory) / path.name
         to_check.to_excel(copy, index=False)
         try:
-            data = load_labeled(copy, schema, "Sentence", "Label")
+            data = load_labeled(copy, schema, text_column="Sentence", label_column="Label")
         except UserError as error:
             raise UserError(str(error).replace(str(copy), str(path))) from None
     blank_rows = {f"row {i + 2}" for i in np.flatnonzero(blank)}

@@ -89,9 +89,7 @@ def test_fraction_of(folds: list[dict]) -> float:
 def read_run(run: str | Path) -> dict:
     """What the comparison needs of a finished training run: metrics.json, folds.csv, the out-of-fold rows."""
     run, layout = Path(run), RunLayout(run)
-    for path in (layout.metrics, layout.folds_csv, layout.oof_predictions):
-        if not path.is_file():
-            raise UserError(f"{path} not found: is {run} a finished run of jobs/train.py?")
+    layout.require_finished()
     oof = pd.read_parquet(layout.oof_predictions)
     # The row column was "row" ("row 2") and is now the 0-based int "row_id": either orders the rows.
     key = "row_id" if "row_id" in oof.columns else "row"

@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from weibolabel.annotation import ANNOTATION_SHEET, LABELS_SHEET
+from weibolabel.annotation import write_workbook
 from weibolabel.errors import UserError
-from weibolabel.files import atomic_path
 from weibolabel.labeled import MAX_LISTED, clean_text, parse_label
 from weibolabel.labels import Label, LabelSchema, load_label_schema
 from weibolabel.runs import RunLayout
@@ -142,29 +141,19 @@ def estimate_noise(rows: pd.DataFrame, probs: np.ndarray, schema: LabelSchema, i
 def write_review_sheet(issues: pd.DataFrame, schema: LabelSchema, path: Path) -> None:
     """The annotators' format: sheet 1 the flagged rows with the given and suggested label and an empty
     `Decision` column (a drop-down), sheet 2 the label schema."""
-    from openpyxl.utils import get_column_letter
-    from openpyxl.worksheet.datavalidation import DataValidation
-
     sheet = issues[["rank", "row_id", "text", "given_label", "suggested_label", "suggested_probability"]].rename(
         columns={"text": "Sentence"}
     )
     sheet[DECISION_COLUMN] = None
-    labels = pd.DataFrame(schema.to_list(), columns=["id", "name", "description"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, pd.ExcelWriter(tmp, engine="openpyxl") as writer:
-        sheet.to_excel(writer, sheet_name=ANNOTATION_SHEET, index=False)
-        labels.to_excel(writer, sheet_name=LABELS_SHEET, index=False)
-        worksheet = writer.sheets[ANNOTATION_SHEET]
-        worksheet.freeze_panes = "A2"
-        for column, width in zip(range(1, 8), (6, 8, 60, 13, 15, 11, 12)):
-            worksheet.column_dimensions[get_column_letter(column)].width = width
-        # The drop-down offers the keywords and the label names; a typed id is accepted too (see parse_decision).
-        choices = DataValidation(type="list", formula1='"' + ",".join([KEEP, SUGGESTED, DROP, *schema.names]) + '"')
-        choices.showErrorMessage = False
-        worksheet.add_data_validation(choices)
-        if len(sheet):
-            choices.add(f"G2:G{len(sheet) + 1}")
-        writer.sheets[LABELS_SHEET].column_dimensions["C"].width = 80
+    # The drop-down offers the keywords and the label names; a typed id is accepted too (see parse_decision).
+    write_workbook(
+        path=path,
+        sheet=sheet,
+        schema=schema,
+        widths=dict(zip(sheet.columns, (6, 8, 60, 13, 15, 11, 12))),
+        choices=[KEEP, SUGGESTED, DROP, *schema.names],
+        choice_column=DECISION_COLUMN,
+    )
 
 
 # ------------------------------------------------------------------------------------------------- decisions

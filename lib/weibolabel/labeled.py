@@ -92,6 +92,7 @@ class LabeledData:
 def load_labeled(
     path: str | Path,
     schema: LabelSchema,
+    *,
     text_column: str = "Sentence",
     label_column: str = "Label",
     sheet: str | None = None,

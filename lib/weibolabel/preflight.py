@@ -25,8 +25,10 @@ logger = logging.getLogger("preflight")
 
 def load_script(script: Path):
     """The job's module, imported from its file without running it (its `if __name__ == "__main__"` stays off)."""
-    spec = importlib.util.spec_from_file_location(f"preflight_{script.stem}", script)
+    name = f"preflight_{script.stem}"
+    spec = importlib.util.spec_from_file_location(name, script)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as an import does: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

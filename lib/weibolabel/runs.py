@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from weibolabel.errors import UserError
+from weibolabel.errors import UserError, on_every_process, raised_on_every_process
 from weibolabel.files import atomic_path
 from weibolabel.precision import PRECISIONS, choose_precision, device_capability
 from weibolabel.preemption import EXIT_PREEMPTED, Preempted
@@ -226,6 +226,12 @@ class RunLayout:
     @property
     def report(self) -> Path:
         return self.root / "report.md"
+
+    def require_finished(self) -> None:
+        """A UserError naming the first missing file of those that a finished run has and its readers need."""
+        for path in (self.metrics, self.folds_csv, self.oof_predictions):
+            if not path.is_file():
+                raise UserError(f"{path} not found: is {self.root} a finished run of jobs/train.py?")
 
 
 def find_checkpoints(path: Path) -> list[Path]:
@@ -597,7 +603,7 @@ def check_shared_directory(
             message = [None, f"Cannot write to {directory}: {error.strerror or error}"]
     broadcast_object_list(message, from_process=0)  # also the barrier: the token exists once this returns
     if message[1] is not None:
-        raise UserError(f"{message[1]}. Pass a {option} in a directory you can write to.")
+        raise on_every_process(UserError(f"{message[1]}. Pass a {option} in a directory you can write to."))
     token = directory / message[0]
     seen = accelerator.is_main_process or _appears(token, wait_seconds)
     seen_by = gather_object([(accelerator.process_index, host, seen)])
@@ -610,12 +616,14 @@ def check_shared_directory(
         nodes = sorted({node for _, node in blind})
         ranks = ", ".join(str(rank) for rank, _ in blind)
         main_host = next(node for rank, node, _ in seen_by if rank == 0)
-        raise UserError(
-            f"{directory} is not shared by all nodes: a file that the main process wrote there on node {main_host} "
-            f"is not visible on node(s) {', '.join(nodes)} (process(es) {ranks}) after {wait_seconds:.0f} s. A run "
-            f"over several nodes writes its outputs on every node and reads them all on the main one, so {option} "
-            "must be on a filesystem that every node mounts (a home, project or shared scratch directory), not on "
-            "node-local storage such as /tmp or $TMPDIR."
+        raise on_every_process(
+            UserError(
+                f"{directory} is not shared by all nodes: a file that the main process wrote there on node {main_host} "
+                f"is not visible on node(s) {', '.join(nodes)} (process(es) {ranks}) after {wait_seconds:.0f} s. A run "
+                f"over several nodes writes its outputs on every node and reads them all on the main one, so {option} "
+                "must be on a filesystem that every node mounts (a home, project or shared scratch directory), not on "
+                "node-local storage such as /tmp or $TMPDIR."
+            )
         )
 
 
@@ -677,30 +685,33 @@ def on_main_process(accelerator: Accelerator, work: Callable[[], T]) -> T:
             outcome = [None, error]
     broadcast_object_list(outcome, from_process=0)
     if outcome[1] is not None:
-        raise outcome[1]
+        raise on_every_process(outcome[1])
     return outcome[0]
 
 
 def run_guarded(work: Callable[[], None], accelerator: Accelerator, logger, kept: str) -> int:
     """A job's exit status: 0 done, 2 a problem the user can fix (one message, no traceback), 143 stopped on a
     signal with progress saved. `kept` says what a re-run will not redo ("finished chunks")."""
+    together = True  # whether every process reached this exit at the same point, so can wait for the others
     try:
         work()
-        # Leave together: a rank that exits while the main process still merges or writes the report can abort.
-        accelerator.wait_for_everyone()
         code = 0
     except UserError as error:
         logger.error(str(error))
-        code = 2
+        code, together = 2, raised_on_every_process(error)
     except Preempted as error:
         logger.warning(f"{error}; {kept} are saved. Re-run the same command to resume.")
-        code = EXIT_PREEMPTED
+        code, together = EXIT_PREEMPTED, False
     except OSError as error:  # a disk that fills up or goes away mid-run: say so, not where in torch it happened
         message = storage_error_message(error, f"{kept} are kept")
         if message is None:
             raise
         logger.error(message)
-        code = 2
+        code, together = 2, raised_on_every_process(error)
+    # Leave together where all can (a finished run; an error every process raised after the same collective): a
+    # process that closes its gloo connections while another still works, merges or writes can abort either one.
+    if together:
+        accelerator.wait_for_everyone()
     # Close the process group on every way out: a process that exits with its gloo group open can abort in the
     # group's teardown ("terminate called without an active exception", SIGABRT) and turn status 2 into 134.
     accelerator.end_training()

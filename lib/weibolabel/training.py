@@ -177,7 +177,16 @@ def train_fold(
             + ("  *best*" if result.best_epoch == epoch else ""),
             main_process_only=False,
         )
-        _save_state(state_file, model, optimizer, scheduler, accelerator, epoch, best_f1, result)
+        _save_state(
+            state_file,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            accelerator=accelerator,
+            epoch=epoch,
+            best_f1=best_f1,
+            result=result,
+        )
     return result
 
 
@@ -372,7 +381,15 @@ def _epoch_seed(recipe: Recipe, fold: int, epoch: int) -> int:
 
 
 def _save_state(
-    path: Path, model, optimizer, scheduler, accelerator: Accelerator, epoch: int, best_f1: float, result: FoldTraining
+    path: Path,
+    *,
+    model,
+    optimizer,
+    scheduler,
+    accelerator: Accelerator,
+    epoch: int,
+    best_f1: float,
+    result: FoldTraining,
 ) -> None:
     """Everything needed to continue after `epoch`, in one file written under a temporary name and renamed
     (atomic). Tensors are stored as tensors; counters, history and the numpy/Python RNG states as one JSON record
