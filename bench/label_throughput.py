@@ -486,19 +486,21 @@ class Project(Contender):
 
 def make_contenders(args, device: torch.device, worker: OrtWorker | None) -> list[Contender]:
     peers = tuple(args.peer_batch_sizes)
+    tuned = {"batch_candidates": peers}
 
     def project(mode: str, name: str) -> Project:
-        contender = Project(f"project-{mode}", name, "project", args, device)
+        contender = Project(key=f"project-{mode}", name=name, group="project", args=args, device=device)
         contender.mode = mode
         return contender
 
+    common = {"args": args, "device": device}
     contenders = [
-        Prototype("prototype", "prototype: pad to 100, no mask, batch 256", "prototype", args, device),
-        Pipeline("pipeline-b1", "transformers pipeline, batch 1", "peer", args, device),
-        Pipeline("pipeline-sorted", "transformers pipeline, sorted, batched", "peer", args, device, peers),
-        TorchInt8("torch-int8", "PyTorch dynamic int8 (quantize_dynamic)", "peer", args, device, peers),
-        Ort("ort-fp32", "ONNX Runtime (optimum), fp32", "peer", args, device, peers),
-        OrtInt8("ort-int8", "ONNX Runtime (optimum), dynamic int8", "peer", args, device, peers),
+        Prototype("prototype", "prototype: pad to 100, no mask, batch 256", group="prototype", **common),
+        Pipeline("pipeline-b1", "transformers pipeline, batch 1", group="peer", **common),
+        Pipeline("pipeline-sorted", "transformers pipeline, sorted, batched", group="peer", **common, **tuned),
+        TorchInt8("torch-int8", "PyTorch dynamic int8 (quantize_dynamic)", group="peer", **common, **tuned),
+        Ort("ort-fp32", "ONNX Runtime (optimum), fp32", group="peer", **common, **tuned),
+        OrtInt8("ort-int8", "ONNX Runtime (optimum), dynamic int8", group="peer", **common, **tuned),
         project("fp32", "weibolabel fp32"),
         project("own-forward", "weibolabel fp32, model's own forward"),
     ]
@@ -794,7 +796,13 @@ def agreement(contenders: list[Contender], folds: list[Fold], max_length: int) -
 
 
 def agreement_report(
-    contenders: list[Contender], probs: dict[str, np.ndarray], folds: list[Fold], temperature: float, source: str, args
+    contenders: list[Contender],
+    probs: dict[str, np.ndarray],
+    folds: list[Fold],
+    *,
+    temperature: float,
+    source: str,
+    args,
 ) -> str:
     reference = probs["project-fp32"]
     gold = np.concatenate([f.gold for f in folds]) if folds[0].gold is not None else None
@@ -962,7 +970,9 @@ def main() -> None:
             print("agreement on the trained folds ...", flush=True)
             contenders = make_contenders(args, device, worker)
             probs = agreement(contenders, folds, max_length)
-            agreement_text = agreement_report(contenders, probs, folds, temperature, source, args)
+            agreement_text = agreement_report(
+                contenders, probs, folds, temperature=temperature, source=source, args=args
+            )
             print("\n" + agreement_text + "\n", flush=True)
 
         if args.agreement_only:

@@ -168,7 +168,15 @@ def measured(device: torch.device, body) -> EpochRun:
     with common.PeakRSS() as rss, common.Timer(device) as timer:
         steps_seconds, fold_seconds, loss = body()
     peak_gpu = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return EpochRun(steps_seconds, fold_seconds, timer.cpu_seconds, timer.load, rss.peak, peak_gpu, loss)
+    return EpochRun(
+        steps_seconds=steps_seconds,
+        fold_seconds=fold_seconds,
+        cpu_seconds=timer.cpu_seconds,
+        load=timer.load,
+        peak_rss=rss.peak,
+        peak_gpu=peak_gpu,
+        loss=loss,
+    )
 
 
 def library_epoch(*, initial, train, validation, recipe, device, precision, forward, pad_id, seed, work_dir):
@@ -315,12 +323,12 @@ def epoch_part(args, device: torch.device) -> tuple[str, str]:
 
             contenders.append(
                 Contender(
-                    f"{forward}-{label}",
-                    f"train_fold, forward={forward!r} ({what}), {label}{opt_in}",
-                    run,
-                    num_texts,
-                    real,
-                    padded,
+                    key=f"{forward}-{label}",
+                    name=f"train_fold, forward={forward!r} ({what}), {label}{opt_in}",
+                    run=run,
+                    examples=num_texts,
+                    real_tokens=real,
+                    padded_tokens=padded,
                 )
             )
 
@@ -331,12 +339,12 @@ def epoch_part(args, device: torch.device) -> tuple[str, str]:
 
     contenders.append(
         Contender(
-            "prototype",
-            "prototype: pad to 100, no mask, fp32, torch's default AdamW",
-            run_prototype,
-            num_texts,
-            proto_real,
-            num_texts * PROTOTYPE_LENGTH,
+            key="prototype",
+            name="prototype: pad to 100, no mask, fp32, torch's default AdamW",
+            run=run_prototype,
+            examples=num_texts,
+            real_tokens=proto_real,
+            padded_tokens=num_texts * PROTOTYPE_LENGTH,
         )
     )
 
