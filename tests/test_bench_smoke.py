@@ -34,6 +34,7 @@ SCRIPTS = {
     "memory.py": (True, ["| input | rows | input size | job wall s | rows/s | peak RSS (job + children) |"]),
     "label_throughput.py": (True, ["| contender |"]),
     "startup.py": (False, ["| job | command | median s |"]),
+    "batch_floor.py": (True, ["| precision | floor (padded tokens) | batches | padding | median s |"]),
 }
 
 

@@ -285,6 +285,13 @@ def test_batched_scoring_equals_one_at_a_time(tiny_run_dir):
     np.testing.assert_allclose(
         predict_probs([model, model], input_ids, tokenizer.pad_token_id, batch_size=2), batched, atol=1e-5
     )
+    # The CPU floor (CPU_MIN_TOKENS) puts these five short texts in one batch; min_tokens=0 leaves the 10% padding
+    # bound alone, which cuts four batches here. Same probabilities either way.
+    sizes = {None: [], 0: []}
+    for floor, seen in sizes.items():
+        probs = predict_probs([model], input_ids, tokenizer.pad_token_id, min_tokens=floor, on_batch=seen.append)
+        np.testing.assert_allclose(probs, batched, atol=1e-5)
+    assert sizes == {None: [len(texts)], 0: [1, 2, 1, 1]}
 
 
 def test_quantize_int8_labels_close_to_fp32_and_is_refused_where_it_cannot_serve(tiny_run_dir):

@@ -58,8 +58,10 @@ def encode(tokenizer, texts: list[str], max_length: int) -> Encoded:
 
 # On CPU a batch holds at least this many padded tokens (within --batch_size and --max_tokens), however much padding
 # that takes: each linear layer's call costs a fixed part (reading and packing its weights) whatever the batch, and
-# on CPU `classify` packs the real tokens, so the linear layers never see the padding (bench/README.md).
-CPU_MIN_TOKENS = 8192
+# on CPU `classify` packs the real tokens, so the linear layers never see the padding. A higher floor pads more for
+# attention: bench/batch_floor.py measured 1,024 the fastest or within the noise of it for fp32, bf16 and int8, on
+# 300 and 1,000 comments, and 8,192 up to 1.3x slower (bench/README.md).
+CPU_MIN_TOKENS = 1024
 
 
 def length_batches(
@@ -122,9 +124,11 @@ def predict_probs(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     temperature: float = 1.0,
     on_batch: Callable[[int], None] | None = None,
+    min_tokens: int | None = None,
 ) -> np.ndarray:
     """Class probabilities, averaged over `models` (a fold ensemble), in input order; float32 [n, classes].
-    `on_batch(rows)` is called after each batch is scored (the labeling job times its first one)."""
+    `on_batch(rows)` is called after each batch is scored (the labeling job times its first one). `min_tokens`:
+    the batches' floor in padded tokens (`length_batches`); None: CPU_MIN_TOKENS on CPU, none elsewhere."""
     if not input_ids:
         return np.zeros((0, models[0].config.num_labels), dtype=np.float32)
     device = next(models[0].parameters()).device
@@ -132,7 +136,8 @@ def predict_probs(
     probs = torch.zeros((len(input_ids), models[0].config.num_labels), dtype=torch.float32, device=device)
     lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
     try:
-        min_tokens = CPU_MIN_TOKENS if device.type == "cpu" else 0  # GPUs: not measured, so as before
+        if min_tokens is None:
+            min_tokens = CPU_MIN_TOKENS if device.type == "cpu" else 0  # GPUs: not measured, so as before
         for batch in length_batches(lengths, batch_size, max_tokens, min_tokens=min_tokens):
             ids, mask = pad_batch([input_ids[i] for i in batch], pad_id, multiple_of)
             ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
@@ -270,6 +275,7 @@ def label_encoded(
     max_tokens: int = 16384,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     on_batch: Callable[[int], None] | None = None,
+    min_tokens: int | None = None,
 ) -> pd.DataFrame:
     empty = np.array([t == "" for t in texts], dtype=bool)
     scored = ~empty & ~encoded.unk_only
@@ -283,6 +289,7 @@ def label_encoded(
         autocast=autocast,
         temperature=ensemble.temperature,
         on_batch=on_batch,
+        min_tokens=min_tokens,
     )
     num_rows, names = len(texts), np.array(ensemble.schema.names, dtype=object)
     label = pd.array([pd.NA] * num_rows, dtype="Int64")
