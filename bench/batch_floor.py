@@ -14,8 +14,8 @@ round each floor's time over the current default's (>1: the floor is faster). La
 with the precision's first floor (int8 scales each batch's activations per call, so its labels can depend on the
 batch; fp32 and bf16 should agree to rounding).
 
-    python bench/batch_floor.py                              # 1,000 comments, floors 0 2048 8192, 3 rounds
-    python bench/batch_floor.py --floors 0 1024 4096 8192 16384 --precisions int8
+    python bench/batch_floor.py                              # 1,000 comments, floors 0 1024 4096 8192, 3 rounds
+    python bench/batch_floor.py --num_texts 300 --floors 0 1024 2048 8192 --precisions int8
     python bench/batch_floor.py --quick                      # tiny model, 64 texts, 2 rounds: smoke test, no file
 """
 
@@ -72,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_texts", type=int, default=None, help="Default: 1000 (64 with --quick).")
     parser.add_argument("--rounds", type=int, default=None, help="Interleaved rounds (default 3; 2 with --quick).")
-    parser.add_argument("--floors", type=int, nargs="+", default=[0, 2048, 8192], help="min_tokens values tried.")
+    parser.add_argument("--floors", type=int, nargs="+", default=[0, 1024, 4096, 8192], help="min_tokens values tried.")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "int8"], choices=list(DTYPES))
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="Intra-op threads.")
     parser.add_argument("--batch_size", type=int, default=256, help="Rows per batch at most (job default).")
@@ -128,11 +128,10 @@ def main() -> None:
             run(cell)
             print(f"  {cell.key}: {cell.seconds[-1]:.2f} s (CPU {cell.cpu_seconds[-1]:.0f} s)", flush=True)
 
-    default = CPU_MIN_TOKENS
     rows = []
     for precision in precisions:
         group = [c for c in cells if c.precision == precision]
-        reference = next((c for c in group if c.floor == default), None)
+        reference = next((c for c in group if c.floor == CPU_MIN_TOKENS), None)
         for cell in group:
             batches, padding = batch_shape(lengths, cell.floor, args)
             same = np.mean(np.nan_to_num(cell.labels, nan=-1) == np.nan_to_num(group[0].labels, nan=-1))
@@ -140,7 +139,7 @@ def main() -> None:
             rows.append(
                 [
                     precision,
-                    f"{cell.floor:,}" + (" (default)" if cell.floor == default else ""),
+                    f"{cell.floor:,}" + (" (default)" if cell.floor == CPU_MIN_TOKENS else ""),
                     batches,
                     f"{100 * padding:.1f}%",
                     f"{statistics.median(cell.seconds):.2f}",
