@@ -25,6 +25,9 @@ none):
                      "model"): whether the hand-written forward still pays
   weibolabel bf16    the opt-in `--mixed_precision bf16` (where the CPU has native bf16, and on GPUs)
   weibolabel int8    the opt-in `--quantize int8` (dynamic int8 linear layers, per-channel weights; CPU)
+  weibolabel onnx-int8
+                     the opt-in `--quantize onnx-int8`: each checkpoint exported to ONNX Runtime and its linear layers
+                     quantized there (weibolabel.onnx_int8; the `onnx` extra), the project's batching
 
 The ORT contenders run in a separate virtualenv (optimum pins transformers 4.x): `bash bench/peers/setup_optimum.sh`
 makes bench/.venv-optimum, and bench/peers/ort_worker.py, started once, exports, quantizes and labels there; it
@@ -52,6 +55,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import statistics
@@ -455,13 +459,15 @@ class OrtInt8(Ort):
 class Project(Contender):
     """This project's labeling path, as jobs/label_corpus.py runs it, in one of its modes."""
 
-    mode: str = "fp32"  # fp32, own-forward, bf16, int8
+    mode: str = "fp32"  # fp32, own-forward, bf16, int8, onnx-int8
 
     def load(self, checkpoint: Path, max_length: int) -> None:
         dtype = torch.bfloat16 if self.mode == "bf16" else None
-        quantize = "int8" if self.mode == "int8" else None
+        quantize = self.mode if self.mode in ("int8", "onnx-int8") else None
         if quantize and self.device.type != "cpu":
-            raise Skip("--quantize int8 is for CPUs")
+            raise Skip(f"--quantize {quantize} is for CPUs")
+        if quantize == "onnx-int8" and importlib.util.find_spec("onnxruntime") is None:
+            raise Skip("onnxruntime is not installed: pip install -e '.[onnx]'")
         self.ensemble = load_ensemble(checkpoint, self.device, dtype, calibrated=False, quantize=quantize)
         self.max_length = min(max_length, self.ensemble.max_length)
         self.note = {
@@ -469,6 +475,7 @@ class Project(Contender):
             "own-forward": "fp32, the model's own forward",
             "bf16": "--mixed_precision bf16 (bf16 weights)",
             "int8": "--quantize int8 (dynamic, per-channel weights), custom forward",
+            "onnx-int8": "--quantize onnx-int8 (ONNX Runtime, dynamic, per-channel weights)",
         }[self.mode] + f"; batch {self.args.batch_size}, max_tokens {self.args.max_tokens}"
 
     def label(self, texts: list[str]) -> np.ndarray:
@@ -507,6 +514,7 @@ def make_contenders(args, device: torch.device, worker: OrtWorker | None) -> lis
     if device.type == "cuda" or cpu_has_native_bf16():
         contenders.append(project("bf16", "weibolabel bf16 (--mixed_precision bf16)"))
     contenders.append(project("int8", "weibolabel int8 (--quantize int8)"))
+    contenders.append(project("onnx-int8", "weibolabel onnx-int8 (--quantize onnx-int8)"))
     for contender in contenders:
         if isinstance(contender, Ort):
             contender.worker = worker
@@ -832,10 +840,10 @@ def agreement_report(
                 f"{scaled:.4f} ({scaled - ece_fp32:+.4f})" if gold is not None else "-",
             ]
         )
-        if key in ("project-int8", "project-bf16"):
+        if key in ("project-int8", "project-onnx-int8", "project-bf16"):
             args.eligible[key] = bool(same >= AGREEMENT_FLOOR and abs(scaled - ece_fp32) <= ECE_TOLERANCE)
-        if key == "project-int8":
-            args.int8_agreement = (same, differ, diff, ece_fp32, scaled)
+        if key in ("project-int8", "project-onnx-int8"):
+            args.int8_agreement[key] = (same, differ, diff, ece_fp32, scaled)
     header = ["contender", "rows", "labels = fp32", "differ", "largest |Δprob|", "ECE raw", "ECE after T (vs fp32)"]
     lines = [source, "", markdown_table(header, rows), ""]
     recorded = np.concatenate([f.recorded for f in folds]) if folds[0].recorded is not None else None
@@ -846,11 +854,11 @@ def agreement_report(
             f"difference {float(np.abs(reference[ok] - recorded[ok]).max()):.1e} (a check that the folds are read "
             "right)"
         )
-    if getattr(args, "int8_agreement", None):
-        same, differ, diff, before, after = args.int8_agreement
-        eligible = args.eligible["project-int8"]
+    for key, (same, differ, diff, before, after) in args.int8_agreement.items():
+        eligible = args.eligible[key]
         lines.append(
-            f"- --quantize int8: labels agree with fp32 on {100 * same:.2f}% ({differ} differ; floor "
+            f"- --quantize {key.removeprefix('project-')}: labels agree with fp32 on {100 * same:.2f}% ({differ} "
+            f"differ; floor "
             f"{100 * AGREEMENT_FLOOR:.1f}%), largest probability difference {diff:.1e}, ECE after T {before:.4f} -> "
             f"{after:.4f} (tolerance ±{ECE_TOLERANCE}): "
             + ("within both bounds: it may serve by default on CPU" if eligible else "outside a bound: opt-in only")
@@ -930,7 +938,7 @@ def main() -> None:
     common.quiet_transformers()
     torch.set_num_threads(args.threads)
     args.rounds = args.rounds or (2 if args.quick else 3)
-    args.eligible, args.ort_versions = {}, None
+    args.eligible, args.int8_agreement, args.ort_versions = {}, {}, None
     device = torch.device(args.device)
     num_texts = args.num_texts or (64 if args.quick else 1000)
     if args.model:

@@ -111,7 +111,7 @@ class Model:
     """The loaded ensemble and what it was loaded as: recorded in the output and its summary."""
 
     ensemble: Ensemble
-    precision: str  # "float32", "bfloat16", "float16" or "int8-dynamic"
+    precision: str  # "float32", "bfloat16", "float16", "int8-dynamic" or "int8-dynamic-onnxruntime"
     max_length: int
 
 
@@ -194,7 +194,9 @@ def load_model(config: LabelConfig, accelerator: Accelerator) -> Model:
     dtype = inference_dtype(device, accelerator.mixed_precision)
     if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
         logger.warning("--mixed_precision bf16: this CPU has no native bf16 (AVX512-BF16/AMX), expect it to be slow")
-    precision = "int8-dynamic" if config.quantize else str(dtype or torch.float32).removeprefix("torch.")
+    precision = {"int8": "int8-dynamic", "onnx-int8": "int8-dynamic-onnxruntime"}.get(
+        config.quantize, str(dtype or torch.float32).removeprefix("torch.")
+    )
     ensemble = load_ensemble(config.model, device, dtype, calibrated=config.calibration, quantize=config.quantize)
     max_positions = ensemble.models[0].config.max_position_embeddings
     max_length, lowered = fit_max_length(config.max_length or ensemble.max_length, max_positions)
@@ -377,6 +379,10 @@ def check_inputs(config: LabelConfig) -> tuple[Path, list[Path]]:
     ensure_writable(output.parent, "--output", create=False)  # a refused run leaves no new directory behind
     check_output_free(output, config.overwrite, known_settings(config, files))
     find_checkpoints(Path(config.model))
+    if config.quantize == "onnx-int8":
+        from weibolabel.onnx_int8 import check_onnxruntime  # imports nothing heavy
+
+        check_onnxruntime()
     return output, files
 
 

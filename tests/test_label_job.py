@@ -135,11 +135,16 @@ def test_bf16_on_cpu_is_opt_in_and_recorded(reference, tiny_run_dir, unlabeled_x
     assert (bf16["label"][ok] == reference["label"][ok]).mean() >= 0.9
 
 
-def test_quantize_int8_on_cpu_is_opt_in_and_recorded(reference, tiny_run_dir, unlabeled_xlsx, tmp_path):
+@pytest.mark.parametrize(
+    ("quantize", "precision"), [("int8", "int8-dynamic"), ("onnx-int8", "int8-dynamic-onnxruntime")]
+)
+def test_quantize_int8_on_cpu_is_opt_in_and_recorded(
+    quantize, precision, reference, tiny_run_dir, unlabeled_xlsx, tmp_path
+):
     output = tmp_path / "int8.parquet"
-    launch_job("label_corpus.py", label_args(unlabeled_xlsx, tiny_run_dir, output, "--quantize", "int8"))
+    launch_job("label_corpus.py", label_args(unlabeled_xlsx, tiny_run_dir, output, "--quantize", quantize))
     metadata = read_metadata(output)
-    assert metadata["precision"] == "int8-dynamic" and metadata["job"]["quantize"] == "int8"
+    assert metadata["precision"] == precision and metadata["job"]["quantize"] == quantize
     int8 = pd.read_parquet(output)
     assert int8["status"].tolist() == reference["status"].tolist()
     ok = reference["status"] == "ok"

@@ -309,5 +309,38 @@ def test_quantize_int8_labels_close_to_fp32_and_is_refused_where_it_cannot_serve
     ]:
         with pytest.raises(UserError, match=message):
             load_ensemble(tiny_run_dir, torch.device(device), dtype, quantize="int8")
-    with pytest.raises(UserError, match="the choices are int8"):
+    with pytest.raises(UserError, match="the choices are int8, onnx-int8"):
         load_ensemble(tiny_run_dir, torch.device("cpu"), quantize="int4")
+
+
+def test_quantize_onnx_int8_labels_close_to_fp32_and_refuses_a_wrong_export_or_a_missing_package(
+    tiny_run_dir, monkeypatch
+):
+    import importlib.util
+
+    import weibolabel.onnx_int8 as onnx_int8
+    from weibolabel.inference import label_texts, load_ensemble
+
+    texts = ["好", "故宫的文物真好看", "中华文化博大精深，传统文化需要传承" * 3, "转发微博", "兵马俑好震撼！！！", ""]
+    fp32 = label_texts(load_ensemble(tiny_run_dir, torch.device("cpu")), texts, 64)
+    quantized = load_ensemble(tiny_run_dir, torch.device("cpu"), quantize="onnx-int8")
+    assert all(isinstance(m, onnx_int8.OnnxClassifier) for m in quantized.models) and len(quantized.models) == 3
+    int8 = label_texts(quantized, texts, 64)
+    assert int8["status"].tolist() == fp32["status"].tolist()
+    ok = fp32["status"] == "ok"
+    difference = np.abs(np.stack(int8["probs"][ok]) - np.stack(fp32["probs"][ok])).max()
+    assert 0 < difference < 0.05  # int8 rounding, not another model (an unmasked or unexported input moves more)
+    # A batch of one and a batch with padding give the same probabilities (the mask reaches the graph).
+    one = label_texts(quantized, texts[2:3], 64)
+    np.testing.assert_allclose(np.stack(one["probs"]), np.stack(int8["probs"][2:3]), atol=2e-3)
+    # An export that computes something else stops the job instead of labeling with it.
+    monkeypatch.setattr(onnx_int8, "PROBE_TOLERANCE", -1.0)
+    with pytest.raises(UserError, match=r"fold_0: the ONNX export computes other logits than the PyTorch model"):
+        load_ensemble(tiny_run_dir, torch.device("cpu"), quantize="onnx-int8")
+    # Without the onnx extra: refused before any model loads, with the install command.
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real_find_spec(name, *a)
+    )
+    with pytest.raises(UserError, match=r"needs onnxruntime: pip install -e '\.\[onnx\]'"):
+        load_ensemble(tiny_run_dir, torch.device("cpu"), quantize="onnx-int8")

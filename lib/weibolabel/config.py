@@ -150,10 +150,11 @@ class LabelConfig:
     quantize: str | None = field(
         default=None,
         metadata={
-            "help": "CPU only, off by default: int8 dynamically quantizes the models' linear layers (faster; labels "
-            "and probabilities move a little, and depend slightly on the batch: bench/README.md gives its agreement "
-            "with fp32 on the demo run).",
-            "choices": ["int8"],
+            "help": "CPU only, off by default: int8 dynamically quantizes the models' linear layers with PyTorch, "
+            "onnx-int8 exports them to ONNX Runtime and quantizes them there (the faster, measured; needs "
+            "pip install -e '.[onnx]'). Labels and probabilities move a little, and depend slightly on the batch: "
+            "bench/README.md gives both's speed and agreement with fp32 on the demo run.",
+            "choices": ["int8", "onnx-int8"],
         },
     )
     low_confidence: float = field(

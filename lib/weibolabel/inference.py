@@ -131,7 +131,7 @@ def predict_probs(
     the batches' floor in padded tokens (`length_batches`); None: CPU_MIN_TOKENS on CPU, none elsewhere."""
     if not input_ids:
         return np.zeros((0, models[0].config.num_labels), dtype=np.float32)
-    device = next(models[0].parameters()).device
+    device = models[0].device  # a transformers model's, or weibolabel.onnx_int8's (the CPU)
     multiple_of = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
     probs = torch.zeros((len(input_ids), models[0].config.num_labels), dtype=torch.float32, device=device)
     lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
@@ -206,7 +206,8 @@ def load_ensemble(
     quantize: str | None = None,
 ) -> Ensemble:
     """Fold checkpoints (or one checkpoint), with the run's temperature unless `calibrated` is False; with
-    `quantize="int8"` (CPU, fp32 weights only) their linear layers dynamically quantized to int8."""
+    `quantize` (CPU, fp32 weights only) their linear layers dynamically quantized to int8: "int8" by PyTorch,
+    "onnx-int8" exported to ONNX Runtime (weibolabel.onnx_int8)."""
     path = Path(path)
     checkpoints = find_checkpoints(path)
     check_quantize(quantize, torch.device(device).type, dtype)
@@ -214,7 +215,15 @@ def load_ensemble(
     try:
         for checkpoint in checkpoints:
             model, schema = load_checkpoint(checkpoint, dtype=dtype)
-            models.append(quantize_int8(model) if quantize == "int8" else model.to(device))
+            if quantize == "int8":
+                model = quantize_int8(model)
+            elif quantize == "onnx-int8":
+                from weibolabel.onnx_int8 import quantize_onnx_int8
+
+                model = quantize_onnx_int8(model, str(checkpoint))
+            else:
+                model = model.to(device)
+            models.append(model)
             schemas.append(schema)
     except RuntimeError as error:
         if not is_out_of_memory(error):

@@ -201,11 +201,12 @@ def load_checkpoint(directory: Path, dtype: torch.dtype | None = None) -> tuple[
     return model.eval(), schema
 
 
-QUANTIZE_CHOICES = ("int8",)
+QUANTIZE_CHOICES = ("int8", "onnx-int8")  # PyTorch's dynamic int8; ONNX Runtime's (weibolabel.onnx_int8)
 
 
 def check_quantize(quantize: str | None, device_type: str, dtype: torch.dtype | None) -> None:
-    """Refuse, with what to do, a --quantize the labeling path cannot serve: int8 runs on CPUs, on fp32 weights."""
+    """Refuse, with what to do, a --quantize the labeling path cannot serve: int8 runs on CPUs, on fp32 weights;
+    onnx-int8 also needs the `onnx` extra."""
     if quantize is None:
         return
     if quantize not in QUANTIZE_CHOICES:
@@ -220,6 +221,10 @@ def check_quantize(quantize: str | None, device_type: str, dtype: torch.dtype | 
             f"--quantize {quantize} quantizes fp32 weights; drop --mixed_precision "
             f"{ {torch.bfloat16: 'bf16', torch.float16: 'fp16'}.get(dtype, dtype) } (int8 replaces it on CPU)."
         )
+    if quantize == "onnx-int8":
+        from weibolabel.onnx_int8 import check_onnxruntime
+
+        check_onnxruntime()
 
 
 def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:

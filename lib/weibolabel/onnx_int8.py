@@ -1,0 +1,109 @@
+"""`--quantize onnx-int8`: a checkpoint's classifier run by ONNX Runtime, its linear layers dynamically quantized to
+int8. Needs the `onnx` extra (`pip install -e '.[onnx]'`: onnxruntime and onnx).
+
+How, per checkpoint, when the ensemble loads (about 15 s for a bert-base fold on 2 cores, nothing kept on disk):
+1. torch.onnx's TorchScript exporter traces the model with eager attention. That graph is the one ONNX Runtime's
+   BERT fusions recognise (attention, LayerNorm and GELU fused when the session loads it); the dynamo exporter's
+   SDPA graph leaves attention unfused and ran 1.1-1.2x slower here. optimum exports the same way.
+2. The exported fp32 graph is checked against the PyTorch model on a probe batch with padding (a transformers or
+   torch release that exports another function stops the job instead of labeling with it).
+3. `onnxruntime.quantization.quantize_dynamic`: int8 weights per output channel, each batch's activations quantized
+   to uint8 on the fly; embeddings, LayerNorm and softmax stay fp32.
+4. An InferenceSession on the CPU provider, all graph optimisations, this process's torch thread count.
+
+The session takes the batches `weibolabel.inference.predict_probs` makes (length-sorted, under the token budget), as
+a transformers model would. bench/label_throughput.py measures its speed against PyTorch's int8 (`--quantize int8`)
+and optimum's ONNX Runtime int8, and its label agreement with fp32 on the demo's trained folds (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from weibolabel.errors import UserError
+
+if TYPE_CHECKING:  # imported where used: the labeling job checks its options with this module before heavy imports
+    import torch
+    from transformers import PreTrainedModel
+
+INSTALL_HINT = "pip install -e '.[onnx]' (onnxruntime and onnx)"
+OPSET = 17
+PROBE_TOLERANCE = 1e-3  # largest logit difference between the exported fp32 graph and PyTorch on the probe batch
+
+
+def check_onnxruntime() -> None:
+    """Refuse `--quantize onnx-int8` at once, before any model loads, where onnxruntime or onnx is missing."""
+    missing = [name for name in ("onnxruntime", "onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"--quantize onnx-int8 needs {' and '.join(missing)}: {INSTALL_HINT}.")
+
+
+class OnnxClassifier:
+    """A dynamically quantized ONNX classifier that `predict_probs` calls as it calls a transformers model: CPU
+    tensors of ids and attention mask in, an output with `.logits` (float32, on the CPU) out."""
+
+    def __init__(self, path: Path, config, threads: int):
+        import onnxruntime as ort
+        import torch
+
+        self.device = torch.device("cpu")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: the fused-graph notices are not the user's business
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        self.config = config
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        import torch
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        feed = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}
+        return SequenceClassifierOutput(logits=torch.from_numpy(self.session.run(["logits"], feed)[0]))
+
+
+def quantize_onnx_int8(model: PreTrainedModel, name: str, threads: int | None = None) -> OnnxClassifier:
+    """`model` (fp32, on the CPU) exported, checked, quantized and loaded as above; `name` (its checkpoint) names it
+    in errors. The PyTorch model is not used afterwards: the caller drops it."""
+    check_onnxruntime()
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = model.float().eval()
+    model.set_attn_implementation("eager")
+    ids = torch.tensor([[101, 2769, 4263, 872, 102, 0, 0], [101, 3300, 1690, 1071, 7231, 749, 102]])
+    mask = (ids != 0).long()
+    with tempfile.TemporaryDirectory(prefix="weibolabel-onnx-") as tmp:
+        fp32, int8 = Path(tmp) / "model.onnx", Path(tmp) / "model-int8.onnx"
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
+            reference = model(input_ids=ids, attention_mask=mask).logits.numpy()
+            torch.onnx.export(
+                model,
+                (ids, mask),
+                str(fp32),
+                dynamo=False,
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}},
+                opset_version=OPSET,
+            )
+        exported = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+        logits = exported.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+        difference = float(np.abs(logits - reference).max())
+        if not difference <= PROBE_TOLERANCE:
+            raise UserError(
+                f"{name}: the ONNX export computes other logits than the PyTorch model (largest difference "
+                f"{difference:.2g} on a probe batch; torch {torch.__version__}, onnxruntime {ort.__version__}). "
+                "Label without --quantize onnx-int8, or with --quantize int8."
+            )
+        del exported
+        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True)
+        return OnnxClassifier(int8, model.config, threads or torch.get_num_threads())
