@@ -68,6 +68,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import beta
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
@@ -843,7 +844,7 @@ def agreement_report(
         if key in ("project-int8", "project-onnx-int8", "project-bf16"):
             args.eligible[key] = bool(same >= AGREEMENT_FLOOR and abs(scaled - ece_fp32) <= ECE_TOLERANCE)
         if key in ("project-int8", "project-onnx-int8"):
-            args.int8_agreement[key] = (same, differ, diff, ece_fp32, scaled)
+            args.int8_agreement[key] = (same, compared, differ, diff, ece_fp32, scaled)
     header = ["contender", "rows", "labels = fp32", "differ", "largest |Δprob|", "ECE raw", "ECE after T (vs fp32)"]
     lines = [source, "", markdown_table(header, rows), ""]
     recorded = np.concatenate([f.recorded for f in folds]) if folds[0].recorded is not None else None
@@ -854,14 +855,15 @@ def agreement_report(
             f"difference {float(np.abs(reference[ok] - recorded[ok]).max()):.1e} (a check that the folds are read "
             "right)"
         )
-    for key, (same, differ, diff, before, after) in args.int8_agreement.items():
-        eligible = args.eligible[key]
+    for key, (same, compared, differ, diff, before, after) in args.int8_agreement.items():
+        # The exact (Clopper-Pearson) one-sided 95% lower bound of the agreement these rows can vouch for.
+        lower = float(beta.ppf(0.05, compared - differ, differ + 1)) if compared > differ else 0.0
+        verdict = "within both bounds" if args.eligible[key] else "outside a bound"
         lines.append(
-            f"- --quantize {key.removeprefix('project-')}: labels agree with fp32 on {100 * same:.2f}% ({differ} "
-            f"differ; floor "
-            f"{100 * AGREEMENT_FLOOR:.1f}%), largest probability difference {diff:.1e}, ECE after T {before:.4f} -> "
-            f"{after:.4f} (tolerance ±{ECE_TOLERANCE}): "
-            + ("within both bounds: it may serve by default on CPU" if eligible else "outside a bound: opt-in only")
+            f"- --quantize {key.removeprefix('project-')}: labels agree with fp32 on {100 * same:.2f}% ({differ} of "
+            f"{compared} differ; floor {100 * AGREEMENT_FLOOR:.1f}%; one-sided 95% lower bound {100 * lower:.2f}%), "
+            f"largest probability difference {diff:.1e}, ECE after T {before:.4f} -> {after:.4f} (tolerance "
+            f"±{ECE_TOLERANCE}): {verdict} at the point estimates"
         )
     lines += [
         "",
