@@ -337,6 +337,14 @@ def test_quantize_onnx_int8_labels_close_to_fp32_and_refuses_a_wrong_export_or_a
     monkeypatch.setattr(onnx_int8, "PROBE_TOLERANCE", -1.0)
     with pytest.raises(UserError, match=r"fold_0: the ONNX export computes other logits than the PyTorch model"):
         load_ensemble(tiny_run_dir, torch.device("cpu"), quantize="onnx-int8")
+    # A model the exporter cannot trace: a clear error naming the checkpoint and what to use instead.
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("unsupported op")))
+    with pytest.raises(
+        UserError,
+        match=r"fold_0: torch .* could not export this BertForSequenceClassification to "
+        r"ONNX \(RuntimeError: unsupported op\)\. Label with --quantize int8 instead\.",
+    ):
+        load_ensemble(tiny_run_dir, torch.device("cpu"), quantize="onnx-int8")
     # Without the onnx extra: refused before any model loads, with the install command.
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(

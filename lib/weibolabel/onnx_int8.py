@@ -85,16 +85,23 @@ def quantize_onnx_int8(model: PreTrainedModel, name: str, threads: int | None = 
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
             reference = model(input_ids=ids, attention_mask=mask).logits.numpy()
-            torch.onnx.export(
-                model,
-                (ids, mask),
-                str(fp32),
-                dynamo=False,
-                input_names=["input_ids", "attention_mask"],
-                output_names=["logits"],
-                dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}},
-                opset_version=OPSET,
-            )
+            try:
+                torch.onnx.export(
+                    model,
+                    (ids, mask),
+                    str(fp32),
+                    dynamo=False,
+                    input_names=["input_ids", "attention_mask"],
+                    output_names=["logits"],
+                    dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}},
+                    opset_version=OPSET,
+                )
+            except Exception as error:  # an architecture or a torch release the exporter cannot serve
+                raise UserError(
+                    f"{name}: torch {torch.__version__} could not export this {type(model).__name__} to ONNX "
+                    f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Label with "
+                    "--quantize int8 instead."
+                ) from None
         exported = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
         logits = exported.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
         difference = float(np.abs(logits - reference).max())
