@@ -1,10 +1,12 @@
 """`--quantize onnx-int8`: a checkpoint's classifier run by ONNX Runtime, its linear layers dynamically quantized to
 int8. Needs the `onnx` extra (`pip install -e '.[onnx]'`: onnxruntime and onnx).
 
-How, per checkpoint, when the ensemble loads (about 15 s for a bert-base fold on 2 cores, nothing kept on disk):
+How, per checkpoint, when the ensemble loads (about 14 s for a bert-base fold on 2 cores, bench/README.md; nothing
+is kept on disk):
 1. torch.onnx's TorchScript exporter traces the model with eager attention. That graph is the one ONNX Runtime's
-   BERT fusions recognise (attention, LayerNorm and GELU fused when the session loads it); the dynamo exporter's
-   SDPA graph leaves attention unfused and ran 1.1-1.2x slower here. optimum exports the same way.
+   BERT fusions recognise (attention, LayerNorm and GELU fused when the session loads it). In the dynamo
+   exporter's SDPA graph onnxruntime's BERT optimizer found no attention to fuse, and it ran 1.1-1.2x slower in a
+   two-round trial (not in bench/).
 2. The exported fp32 graph is checked against the PyTorch model on a probe batch with padding (a transformers or
    torch release that exports another function stops the job instead of labeling with it).
 3. `onnxruntime.quantization.quantize_dynamic`: int8 weights per output channel, each batch's activations quantized
