@@ -28,5 +28,14 @@ if [[ $gpus -gt 0 ]]; then
     exec accelerate launch --config_file "$repo/accelerate_config.yaml" --num_processes "$gpus" \
         --mixed_precision "${MIXED_PRECISION:-$(python -m weibolabel.precision)}" "$@"
 fi
+procs=${NUM_PROCESSES:-2}
+if ! [[ $procs =~ ^[1-9][0-9]*$ ]]; then
+    echo "error: NUM_PROCESSES=$procs: give the number of CPU processes, a whole number of 1 or more." >&2
+    exit 2
+fi
+if ((procs == 1)); then  # torchrun-style launching (--multi_gpu) refuses a single process: accelerate's own --cpu
+    exec accelerate launch --mixed_precision "${MIXED_PRECISION:-no}" --dynamo_backend no --cpu \
+        --num_processes 1 --num_machines 1 "$@"
+fi
 gloo_cpu_command
-exec "${CMD[@]}" --num_processes "${NUM_PROCESSES:-2}" --num_machines 1 "$@"
+exec "${CMD[@]}" --num_processes "$procs" --num_machines 1 "$@"

@@ -142,7 +142,10 @@ def test_quantize_int8_on_cpu_is_opt_in_and_recorded(
     quantize, precision, reference, tiny_run_dir, unlabeled_xlsx, tmp_path
 ):
     output = tmp_path / "int8.parquet"
-    launch_job("label_corpus.py", label_args(unlabeled_xlsx, tiny_run_dir, output, "--quantize", quantize))
+    result = launch_job("label_corpus.py", label_args(unlabeled_xlsx, tiny_run_dir, output, "--quantize", quantize))
+    # The quantizer's own logging (a line per tensor it leaves in fp32) stays out of the job's log.
+    assert "Quantization parameters" not in result.stderr + result.stdout
+    assert "pre-processing before quantization" not in result.stderr + result.stdout
     metadata = read_metadata(output)
     assert metadata["precision"] == precision and metadata["job"]["quantize"] == quantize
     int8 = pd.read_parquet(output)

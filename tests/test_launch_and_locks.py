@@ -79,13 +79,13 @@ def corpus_csv(tmp_path_factory) -> Path:
     return path
 
 
-def launch_script(job: str, args: list[str]) -> subprocess.CompletedProcess:
+def launch_script(job: str, args: list[str], processes: str = "2") -> subprocess.CompletedProcess:
     """The documented launch, `bash scripts/launch.sh jobs/<job> ARGS...`, with two CPU processes."""
     return subprocess.run(
         ["bash", str(REPO / "scripts" / "launch.sh"), f"jobs/{job}", *args],
         capture_output=True,
         text=True,
-        env=job_env(NUM_PROCESSES="2"),
+        env=job_env(NUM_PROCESSES=processes),
         cwd=REPO,
         timeout=300,
     )
@@ -108,6 +108,24 @@ def test_launch_script_ends_with_the_jobs_message_and_starts_nothing(job, tmp_pa
     assert expected in last_line(result.stderr), log
     assert log.count(expected) == 1 and "Traceback" not in log and "ChildFailedError" not in log, log
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written: no run directory, parts, lock
+
+
+def test_launch_script_runs_one_cpu_process_and_refuses_a_process_count_that_is_not_one(
+    tmp_path, tiny_run_dir, corpus_csv
+):
+    # NUM_PROCESSES=1: accelerate's --multi_gpu launching refuses a single process, so the script uses --cpu.
+    output = tmp_path / "one.parquet"
+    result = launch_script("label_corpus.py", label_args(corpus_csv, tiny_run_dir, output), processes="1")
+    assert result.returncode == 0, log_of(result)
+    assert len(pd.read_parquet(output)) == 48
+    assert json.loads(output.with_suffix(".summary.json").read_text())["processes"] == 1
+    for bad in ("0", "two", "-1"):
+        result = launch_script("label_corpus.py", label_args(corpus_csv, tiny_run_dir, tmp_path / "x.parquet"), bad)
+        assert result.returncode == 2, log_of(result)
+        assert last_line(result.stderr) == (
+            f"error: NUM_PROCESSES={bad}: give the number of CPU processes, a whole number of 1 or more."
+        )
+        assert "Traceback" not in log_of(result)
 
 
 def test_plain_single_process_accelerate_launch_with_quiet_ends_with_the_message(tmp_path):

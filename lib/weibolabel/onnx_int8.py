@@ -21,6 +21,7 @@ and optimum's ONNX Runtime int8, and its label agreement with fp32 on the demo's
 from __future__ import annotations
 
 import importlib.util
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -114,5 +115,13 @@ def quantize_onnx_int8(model: PreTrainedModel, name: str, threads: int | None = 
                 "Label without --quantize onnx-int8, or with --quantize int8."
             )
         del exported
-        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True)
+        # onnxruntime.quantization logs on the root logger: a line per tensor it leaves fp32 and advice to
+        # pre-process the graph, 14 lines a layer. The job's own loggers are named, and unaffected.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
         return OnnxClassifier(int8, model.config, threads or torch.get_num_threads())
