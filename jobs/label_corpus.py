@@ -197,12 +197,40 @@ def load_model(config: LabelConfig, accelerator: Accelerator) -> Model:
     precision = {"int8": "int8-dynamic", "onnx-int8": "int8-dynamic-onnxruntime"}.get(
         config.quantize, str(dtype or torch.float32).removeprefix("torch.")
     )
-    ensemble = load_ensemble(config.model, device, dtype, calibrated=config.calibration, quantize=config.quantize)
+
+    def load() -> Ensemble:
+        return load_ensemble(config.model, device, dtype, calibrated=config.calibration, quantize=config.quantize)
+
+    if config.quantize == "onnx-int8" and accelerator.num_processes > 1:
+        # The main process exports the folds into the graph cache first; the others then read them from there.
+        first: list[Ensemble] = []
+        on_main_process(accelerator, lambda: first.append(load()))
+        ensemble = first[0] if first else load()
+    else:
+        ensemble = load()
+    if config.quantize == "onnx-int8":
+        log_onnx_origins(ensemble, accelerator)
     max_positions = ensemble.models[0].config.max_position_embeddings
     max_length, lowered = fit_max_length(config.max_length or ensemble.max_length, max_positions)
     if lowered:
         logger.warning(lowered)  # positions past the model's table would crash on GPU with a device-side assert
     return Model(ensemble=ensemble, precision=precision, max_length=max_length)
+
+
+def log_onnx_origins(ensemble: Ensemble, accelerator: Accelerator) -> None:
+    """Per process: how many ONNX graphs it read from the cache and how many it exported, and why one was not kept."""
+    from weibolabel.onnx_int8 import CACHE_ENV, cache_directory
+
+    origins = [model.origin for model in ensemble.models]
+    read = origins.count("cache")
+    logger.info(
+        f"--quantize onnx-int8, process {accelerator.process_index}: {read} graph(s) read from the cache "
+        f"{cache_directory()}, {len(origins) - read} exported",
+        main_process_only=False,
+    )
+    for member, origin in zip(ensemble.members, origins):
+        if origin.startswith("exported, not cached"):
+            logger.warning(f"{member}: {origin} (set {CACHE_ENV} to a writable folder to keep it)")
 
 
 def label_chunks(

@@ -20,6 +20,14 @@ from helpers.jobs import launch_job, train_args
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
+@pytest.fixture(scope="session", autouse=True)
+def graph_cache(tmp_path_factory) -> Path:
+    """`--quantize onnx-int8`'s graph cache, for this session and the jobs it launches: not the user's."""
+    cache = tmp_path_factory.mktemp("weibolabel-cache")
+    os.environ["WEIBOLABEL_CACHE"] = str(cache)
+    return cache / "onnx-int8"
+
+
 @pytest.fixture(scope="session")
 def tiny_base_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT initialised from scratch, saved with the real bert-base-chinese tokenizer."""

@@ -160,6 +160,26 @@ def test_quantize_int8_on_cpu_is_opt_in_and_recorded(
     assert (int8["label"][ok].to_numpy()[clear] == reference["label"][ok].to_numpy()[clear]).all()
 
 
+def test_onnx_int8_graphs_are_exported_once_per_run_and_reused_by_the_next(tiny_run_dir, unlabeled_xlsx, tmp_path):
+    env = {"WEIBOLABEL_CACHE": str(tmp_path / "cache")}
+
+    def label(name: str) -> tuple[str, pd.DataFrame]:
+        output = tmp_path / name
+        args = label_args(unlabeled_xlsx, tiny_run_dir, output, "--quantize", "onnx-int8")
+        result = launch_job("label_corpus.py", args, num_processes=2, env=env)
+        return result.stdout + result.stderr, pd.read_parquet(output)
+
+    # Two processes: the main one exports the three folds, the other reads them from the cache.
+    log, first = label("first.parquet")
+    assert "process 0: 0 graph(s) read from the cache" in log and "3 exported" in log
+    assert "process 1: 3 graph(s) read from the cache" in log
+    assert len(list((tmp_path / "cache" / "onnx-int8").glob("*.onnx"))) == 3
+    # The next run with the same model exports nothing, and labels as the first did.
+    log, second = label("second.parquet")
+    assert "process 0: 3 graph(s) read from the cache" in log and "process 1: 3 graph(s) read" in log
+    pd.testing.assert_frame_equal(second, first)
+
+
 def test_single_checkpoint_directory_as_model(tiny_run_dir, unlabeled_xlsx, reference, tmp_path):
     output = tmp_path / "fold0.parquet"
     launch_job("label_corpus.py", label_args(unlabeled_xlsx, tiny_run_dir / "fold_0", output))

@@ -314,13 +314,14 @@ def test_quantize_int8_labels_close_to_fp32_and_is_refused_where_it_cannot_serve
 
 
 def test_quantize_onnx_int8_labels_close_to_fp32_and_refuses_a_wrong_export_or_a_missing_package(
-    tiny_run_dir, monkeypatch
+    tiny_run_dir, monkeypatch, tmp_path
 ):
     import importlib.util
 
     import weibolabel.onnx_int8 as onnx_int8
     from weibolabel.inference import label_texts, load_ensemble
 
+    monkeypatch.setenv("WEIBOLABEL_CACHE", str(tmp_path / "empty"))  # every load below exports
     texts = ["好", "故宫的文物真好看", "中华文化博大精深，传统文化需要传承" * 3, "转发微博", "兵马俑好震撼！！！", ""]
     fp32 = label_texts(load_ensemble(tiny_run_dir, torch.device("cpu")), texts, 64)
     quantized = load_ensemble(tiny_run_dir, torch.device("cpu"), quantize="onnx-int8")
@@ -334,6 +335,7 @@ def test_quantize_onnx_int8_labels_close_to_fp32_and_refuses_a_wrong_export_or_a
     one = label_texts(quantized, texts[2:3], 64)
     np.testing.assert_allclose(np.stack(one["probs"]), np.stack(int8["probs"][2:3]), atol=2e-3)
     # An export that computes something else stops the job instead of labeling with it.
+    monkeypatch.setenv("WEIBOLABEL_CACHE", str(tmp_path / "another"))
     monkeypatch.setattr(onnx_int8, "PROBE_TOLERANCE", -1.0)
     with pytest.raises(UserError, match=r"fold_0: the ONNX export computes other logits than the PyTorch model"):
         load_ensemble(tiny_run_dir, torch.device("cpu"), quantize="onnx-int8")
@@ -352,3 +354,57 @@ def test_quantize_onnx_int8_labels_close_to_fp32_and_refuses_a_wrong_export_or_a
     )
     with pytest.raises(UserError, match=r"needs onnxruntime: pip install -e '\.\[onnx\]'"):
         load_ensemble(tiny_run_dir, torch.device("cpu"), quantize="onnx-int8")
+
+
+def test_onnx_int8_graphs_are_cached_by_weights_and_releases_and_a_bad_cache_costs_only_time(
+    tiny_run_dir, monkeypatch, tmp_path
+):
+    import weibolabel.onnx_int8 as onnx_int8
+    from weibolabel.inference import label_texts, load_ensemble
+    from weibolabel.modeling import load_checkpoint
+
+    monkeypatch.setenv("WEIBOLABEL_CACHE", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / "onnx-int8"
+    assert onnx_int8.cache_directory() == cache
+    texts = ["好", "故宫的文物真好看", "中华文化博大精深，传统文化需要传承" * 3, "转发微博", "兵马俑好震撼！！！"]
+
+    def load():
+        ensemble = load_ensemble(tiny_run_dir, torch.device("cpu"), quantize="onnx-int8")
+        return [m.origin for m in ensemble.models], np.stack(label_texts(ensemble, texts, 64)["probs"])
+
+    origins, first = load()
+    assert origins == ["exported"] * 3
+    graphs = sorted(cache.iterdir())
+    assert len(graphs) == 3 and all(g.suffix == ".onnx" and g.stat().st_size > 0 for g in graphs)  # nothing partial
+    # The second load reads the three graphs back, exports nothing, and labels exactly as the first.
+    real_export = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: (_ for _ in ()).throw(AssertionError("exported")))
+    origins, second = load()
+    assert origins == ["cache"] * 3
+    np.testing.assert_array_equal(second, first)
+    # A damaged graph is made again and replaced; the others are still read.
+    monkeypatch.setattr(torch.onnx, "export", real_export)
+    graphs[0].write_bytes(b"not an onnx graph")
+    origins, third = load()
+    assert sorted(origins) == ["cache", "cache", "exported"]
+    np.testing.assert_array_equal(third, first)
+    assert sorted(cache.iterdir()) == graphs and graphs[0].stat().st_size > 1000
+    # The key follows the weights and the releases: a retrained model or another onnxruntime is exported anew.
+    model, _ = load_checkpoint(tiny_run_dir / "fold_0")
+    key = onnx_int8.graph_key(model)
+    assert onnx_int8.graph_key(load_checkpoint(tiny_run_dir / "fold_0")[0]) == key
+    with torch.no_grad():
+        model.classifier.bias[0] += 1e-3
+    assert onnx_int8.graph_key(model) != key
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "__version__", "0.0.1")
+    assert onnx_int8.graph_key(load_checkpoint(tiny_run_dir / "fold_0")[0]) != key
+    monkeypatch.undo()
+    # A cache that cannot be written (here a file where its folder should be): the export is used all the same.
+    blocker = tmp_path / "blocked"
+    blocker.write_text("")
+    monkeypatch.setenv("WEIBOLABEL_CACHE", str(blocker))
+    origins, fourth = load()
+    assert all(o.startswith("exported, not cached: ") for o in origins)
+    np.testing.assert_array_equal(fourth, first)

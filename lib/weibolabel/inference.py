@@ -207,7 +207,7 @@ def load_ensemble(
 ) -> Ensemble:
     """Fold checkpoints (or one checkpoint), with the run's temperature unless `calibrated` is False; with
     `quantize` (CPU, fp32 weights only) their linear layers dynamically quantized to int8: "int8" by PyTorch,
-    "onnx-int8" exported to ONNX Runtime (weibolabel.onnx_int8)."""
+    "onnx-int8" exported to ONNX Runtime (weibolabel.onnx_int8), through its graph cache."""
     path = Path(path)
     checkpoints = find_checkpoints(path)
     check_quantize(quantize, torch.device(device).type, dtype)
@@ -218,9 +218,9 @@ def load_ensemble(
             if quantize == "int8":
                 model = quantize_int8(model)
             elif quantize == "onnx-int8":
-                from weibolabel.onnx_int8 import quantize_onnx_int8
+                from weibolabel.onnx_int8 import cache_directory, quantize_onnx_int8
 
-                model = quantize_onnx_int8(model, str(checkpoint))
+                model = quantize_onnx_int8(model, str(checkpoint), cache=cache_directory())
             else:
                 model = model.to(device)
             models.append(model)
