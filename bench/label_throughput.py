@@ -65,6 +65,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -488,21 +489,16 @@ class Project(Contender):
     def load_onnx(self, checkpoint: Path) -> None:
         """Twice, through an empty graph cache of its own: a first run's load (the export, `load_seconds`) and a
         later run's (the graph read back, `cached_load`). It labels with the second."""
-        with tempfile.TemporaryDirectory(prefix="bench-onnx-cache-") as cache:
-            environment = os.environ.get(CACHE_ENV)
-            os.environ[CACHE_ENV] = cache
-            try:
-                loads = []
-                for origin in ("exported", "cache"):
-                    started = time.perf_counter()
-                    self.ensemble = load_ensemble(checkpoint, self.device, calibrated=False, quantize="onnx-int8")
-                    loads.append(time.perf_counter() - started)
-                    assert [m.origin for m in self.ensemble.models] == [origin] * len(self.ensemble.models)
-            finally:
-                if environment is None:
-                    del os.environ[CACHE_ENV]
-                else:
-                    os.environ[CACHE_ENV] = environment
+        loads = []
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-onnx-cache-") as cache,
+            mock.patch.dict(os.environ, {CACHE_ENV: cache}),
+        ):
+            for origin in ("exported", "cache"):
+                started = time.perf_counter()
+                self.ensemble = load_ensemble(checkpoint, self.device, calibrated=False, quantize="onnx-int8")
+                loads.append(time.perf_counter() - started)
+                assert [m.origin for m in self.ensemble.models] == [origin] * len(self.ensemble.models)
         self.load_seconds, self.cached_load = loads
 
     def label(self, texts: list[str]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """`--quantize onnx-int8`: a checkpoint's classifier run by ONNX Runtime, its linear layers dynamically quantized to
 int8. Needs the `onnx` extra (`pip install -e '.[onnx]'`: onnxruntime and onnx).
 
-How, per checkpoint, when the ensemble loads (about 14 s for a bert-base fold on 2 cores, bench/README.md), unless
+How, per checkpoint, when the ensemble loads (about 16 s for a bert-base fold on 2 cores, bench/README.md), unless
 the graph cache below holds it already:
 1. torch.onnx's TorchScript exporter traces the model with eager attention. That graph is the one ONNX Runtime's
    BERT fusions recognise (attention, LayerNorm and GELU fused when the session loads it). In the dynamo
