@@ -69,7 +69,7 @@ from unittest import mock
 
 import numpy as np
 import torch
-from scipy.stats import beta
+from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
@@ -635,6 +635,12 @@ def spread(values: list[float], digits: int = 2) -> str:
     return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+def agreement_lower_bound(agree: int, rows: int, confidence: float = 0.95) -> float:
+    """The exact (Clopper-Pearson) one-sided lower confidence bound of the agreement share that `agree` equal labels
+    out of `rows` can vouch for (tests/test_bench_smoke.py checks its coverage)."""
+    return float(binomtest(agree, rows, alternative="greater").proportion_ci(confidence_level=confidence).low)
+
+
 def label_agreement(reference: np.ndarray, other: np.ndarray) -> tuple[float, int, int, float]:
     """(share of equal labels, rows compared, rows differing, largest probability difference) over rows both
     scored."""
@@ -878,8 +884,7 @@ def agreement_report(
             "right)"
         )
     for key, (same, compared, differ, diff, before, after) in args.int8_agreement.items():
-        # The exact (Clopper-Pearson) one-sided 95% lower bound of the agreement these rows can vouch for.
-        lower = float(beta.ppf(0.05, compared - differ, differ + 1)) if compared > differ else 0.0
+        lower = agreement_lower_bound(compared - differ, compared)
         verdict = "within both bounds" if args.eligible[key] else "outside a bound"
         lines.append(
             f"- --quantize {key.removeprefix('project-')}: labels agree with fp32 on {100 * same:.2f}% ({differ} of "

@@ -72,3 +72,39 @@ def test_bench_script_quick(script, tmp_path):
     missing = [line for line in expected if line not in result.stdout]
     assert not missing, f"bench/{script} --quick printed none of {missing}:\n{result.stdout[-6000:]}"
     assert "appended to" not in result.stdout, f"bench/{script} --quick wrote to bench/results/"
+
+
+def test_the_agreement_lower_bound_covers_what_it_says():
+    """The one-sided 95% lower bound label_throughput.py prints beside each int8 path's agreement holds the true
+    agreement at least 95% of the time: exactly, over every outcome of the binomial, for the row counts and
+    agreements the benchmark meets, and in a seeded simulation; a normal-approximation bound fails the same check."""
+    import numpy as np
+    from scipy.stats import binom
+
+    if "bench_label_throughput" not in sys.modules:  # its dataclasses look their module up there
+        spec = importlib.util.spec_from_file_location("bench_label_throughput", REPO / "bench" / "label_throughput.py")
+        sys.modules["bench_label_throughput"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["bench_label_throughput"])
+    bound = sys.modules["bench_label_throughput"].agreement_lower_bound
+    assert bound(459, 459) == pytest.approx(0.05 ** (1 / 459))  # no row differs: the closed form
+    assert bound(0, 20) == 0.0
+
+    def coverage(rows: int, share: float, lower) -> float:
+        outcomes = np.arange(rows + 1)
+        covered = np.array([lower(int(k), rows) <= share for k in outcomes])
+        return float(binom.pmf(outcomes, rows, share)[covered].sum())
+
+    for rows in (100, 459):
+        for share in (0.95, 0.98, 0.99, 0.995, 0.999):
+            assert coverage(rows, share, bound) >= 0.95, (rows, share)
+
+    def wald(agree: int, rows: int) -> float:
+        p = agree / rows
+        return p - 1.645 * np.sqrt(p * (1 - p) / rows)
+
+    assert coverage(459, 0.995, wald) < 0.95  # the check can fail: a bound that under-covers is caught
+
+    rng = np.random.default_rng(0)
+    draws = rng.binomial(459, 0.995, size=4000)
+    bounds = {int(k): bound(int(k), 459) for k in np.unique(draws)}
+    assert np.mean([bounds[int(k)] <= 0.995 for k in draws]) >= 0.94  # 0.95 less the simulation's own noise
