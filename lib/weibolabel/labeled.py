@@ -104,6 +104,30 @@ def load_labeled(
     """Read and validate a labeled table; bad labels are errors, empty texts and duplicates are reported."""
     path = Path(path)
     frame = read_table(path, sheet=sheet, encoding=encoding, header_row=header_row, split=split)
+    return validate_labeled(
+        frame,
+        path,
+        schema,
+        text_column=text_column,
+        label_column=label_column,
+        sheet=sheet,
+        on_conflict=on_conflict,
+        header_row=header_row,
+    )
+
+
+def validate_labeled(
+    frame: pd.DataFrame,
+    path: Path,
+    schema: LabelSchema,
+    *,
+    text_column: str,
+    label_column: str,
+    sheet: str | None = None,
+    on_conflict: str = "drop",
+    header_row: int = 1,
+) -> LabeledData:
+    """`load_labeled` of a table already read from `path` (the file every message names)."""
     require_column(frame, text_column, path, "--text_column", header_row=header_row, sheet=sheet)
     require_column(frame, label_column, path, "--label_column", header_row=header_row, sheet=sheet)
     if frame.empty:

