@@ -28,6 +28,7 @@ from weibolabel.annotation import read_labeled_parquet
 from weibolabel.config import AnalyzeConfig, parse_config
 from weibolabel.errors import UserError, exit_status
 from weibolabel.parquet_io import read_metadata
+from weibolabel.runs import check_outputs, claim_output_directory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +45,9 @@ def analyze(config: AnalyzeConfig) -> None:
     if config.bootstrap_replicates < 100:
         raise UserError("--bootstrap_replicates must be at least 100 for a 95% percentile interval.")
     source = Path(config.input)
+    out = Path(config.output_dir) if config.output_dir else source.with_name(f"{source.stem}_analysis")
+    reads = {"--input": source, "--run": config.run, "--gold_sample": config.gold_sample}
+    check_outputs("analyze_labels", reads=reads, output_dir=out)
     frame, probs, schema = read_labeled_parquet(source)
     # scipy, scikit-learn and matplotlib take seconds to import: only once the input has been read.
     from weibolabel import analysis, plots
@@ -54,8 +58,7 @@ def analyze(config: AnalyzeConfig) -> None:
         raise UserError(f"{source}: no column '{config.group_by}' to group by; the columns are {list(frame.columns)}.")
     if config.group_by_month and not config.group_by:
         raise UserError("--group_by_month needs --group_by DATE_COLUMN.")
-    out = Path(config.output_dir) if config.output_dir else source.with_name(f"{source.stem}_analysis")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_directory(out, "analyze_labels")
     names, labels = schema.names, frame["label"].astype(int).to_numpy()
     confidence = frame["confidence"].astype(float).to_numpy()
     statuses = pd.read_parquet(source, columns=["status"])["status"].value_counts()

@@ -31,7 +31,7 @@ from weibolabel.files import backup_copy
 from weibolabel.label_issues import apply_decisions, read_decisions
 from weibolabel.labeled import load_labeled
 from weibolabel.labels import load_label_schema
-from weibolabel.runs import now_utc
+from weibolabel.runs import check_outputs, now_utc
 from weibolabel.tables import read_table, require_column, write_table
 
 
@@ -44,6 +44,14 @@ def destination(config: ApplyReviewConfig, data: Path) -> tuple[Path, bool]:
     """The file to write (a new one by default) and whether it is --data itself, which needs --overwrite and gets
     a backup first (the same rule as jobs/merge_annotations.py)."""
     output = Path(config.output) if config.output else data.with_name(f"{data.stem}_reviewed{data.suffix}")
+    stem = output.with_suffix("")
+    side_files = [Path(f"{stem}_review_{name}") for name in ("log.csv", "dropped.csv", "summary.json")]
+    check_outputs(
+        "apply_label_review",
+        reads={"--review": config.review, "--data": data, "--labels": config.labels},
+        writes={"--output": output, "--output (beside it)": side_files},
+        replaceable="--data",  # with --overwrite, after a backup copy
+    )
     replaces_data = output.resolve() == data.resolve()
     if output.exists() and not config.overwrite:
         raise UserError(

@@ -23,7 +23,7 @@ from weibolabel import label_issues
 from weibolabel.config import LabelIssuesConfig, parse_config, write_config
 from weibolabel.errors import UserError, exit_status
 from weibolabel.markdown import frame_table
-from weibolabel.runs import RunLayout
+from weibolabel.runs import RunLayout, check_outputs, claim_output_directory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +36,10 @@ def find(config: LabelIssuesConfig) -> None:
     if not config.run:
         raise UserError("--run is required: a finished training run directory of jobs/train.py.")
     run = Path(config.run)
-    rows, probs, schema, train_config = label_issues.read_run_predictions(run)
     out = Path(config.output_dir) if config.output_dir else run / "review"
-    out.mkdir(parents=True, exist_ok=True)
+    check_outputs("find_label_issues", reads={"--run": run}, output_dir=out)
+    rows, probs, schema, train_config = label_issues.read_run_predictions(run)
+    claim_output_directory(out, "find_label_issues")
 
     # 2. Confident learning flags and ranks the suspicious rows; its confident joint estimates the noise per class.
     issues = label_issues.find_issues(rows, probs, schema, config.filter_by)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from weibolabel.config import LabelConfig, config_to_dict, parse_config
-from weibolabel.corpus import Corpus, copy_spreadsheets, resolve_inputs
+from weibolabel.corpus import Corpus, copy_spreadsheets, is_among_inputs, resolve_inputs
 from weibolabel.datasets_io import input_identity
 from weibolabel.errors import UserError
 from weibolabel.labeled import clean_text
@@ -35,6 +35,7 @@ from weibolabel.preemption import StopSignal
 from weibolabel.runs import (
     RunLock,
     check_lock_free,
+    check_outputs,
     check_shared_directory,
     ensure_writable,
     exit_with_launcher,
@@ -404,6 +405,13 @@ def check_inputs(config: LabelConfig) -> tuple[Path, list[Path]]:
     if output.suffix != ".parquet":
         raise UserError(f"--output must end in .parquet, got {output}.")
     files = resolve_inputs(config.input)
+    writes = {"--output": [output, summary_path(output)]}
+    check_outputs("label_corpus", reads={"--input": files, "--model": config.model}, writes=writes)
+    if is_among_inputs(config.input, output):
+        raise UserError(
+            f"--output {output} is where --input {config.input} finds the files to label: a later run would label the "
+            "output too. Put --output outside it."
+        )
     ensure_writable(output.parent, "--output", create=False)  # a refused run leaves no new directory behind
     check_output_free(output, config.overwrite, known_settings(config, files))
     find_checkpoints(Path(config.model))

@@ -27,6 +27,8 @@ from weibolabel.errors import UserError
 from weibolabel.preemption import StopSignal
 from weibolabel.runs import (
     RunLayout,
+    check_outputs,
+    claim_output_directory,
     ensure_writable,
     make_accelerator,
     on_main_process,
@@ -72,6 +74,12 @@ def check_run(config: LearningCurveConfig) -> None:
     for path in (layout.config, layout.folds_csv, layout.identity):
         if not path.is_file():
             raise UserError(f"{config.run} is not a training run directory of jobs/train.py (no {path.name}).")
+    check_outputs("learning_curve", reads={"--run": config.run}, output_dir=output_directory(config))
+
+
+def output_directory(config: LearningCurveConfig) -> Path:
+    """--output_dir, or the run directory itself (the learning curve's files join the run's)."""
+    return Path(config.output_dir) if config.output_dir else Path(config.run)
 
 
 def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -> None:
@@ -89,9 +97,9 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
     texts, labels = folds["text"].astype(str).tolist(), folds["label"].to_numpy(dtype=np.int64)
     groups, fold_of_row = folds["group"].astype(str).tolist(), folds["fold"].to_numpy(dtype=np.int64)
     fractions = sorted(set(config.fractions))
-    out = Path(config.output_dir) if config.output_dir else run
+    out = output_directory(config)
     work = out / "learning_curve_parts"
-    on_main_process(accelerator, lambda: ensure_writable(work))
+    on_main_process(accelerator, lambda: (claim_output_directory(out, "learning_curve"), ensure_writable(work)))
 
     # 2. The baseline on every fold and share (seconds).
     cells = []

@@ -32,6 +32,7 @@ from weibolabel.errors import UserError, exit_status
 from weibolabel.files import atomic_path, backup_copy
 from weibolabel.labeled import load_labeled
 from weibolabel.labels import load_label_schema
+from weibolabel.runs import check_outputs
 from weibolabel.tables import read_table, write_table
 
 WRITABLE = (".xlsx", ".csv", ".parquet")
@@ -81,9 +82,15 @@ def merge(config: MergeConfig) -> None:
     output = Path(config.output) if config.output else existing.with_name(f"{existing.stem}_merged{same_format}")
     if output.suffix.lower() not in WRITABLE:
         raise UserError(f"--output must end in {', '.join(WRITABLE)}, got {output}.")
+    stem = output.with_suffix("")
+    side_files = [Path(f"{stem}_conflicts.csv"), Path(f"{stem}_merge_issues.csv"), Path(f"{stem}_merge_summary.json")]
+    check_outputs(
+        "merge_annotations",
+        reads={"--annotations": annotations, "--existing": existing, "--labels": config.labels},
+        writes={"--output": output, "--output (beside it)": side_files},
+        replaceable="--existing",  # with --overwrite, after a backup copy
+    )
     replaces_original = output.resolve() == existing.resolve()
-    if output.resolve() == annotations.resolve():
-        raise UserError(f"--output {output} is the annotation sheet itself; name a new file (or the --existing one).")
     if output.exists() and not config.overwrite:
         raise UserError(
             f"{output} is the --existing file; pass --overwrite as well to replace it (a backup copy is written "
@@ -125,7 +132,6 @@ def merge(config: MergeConfig) -> None:
             raise UserError(f"The merged file would not load for training: {error}") from None
         if replaces_original:
             backup = backup_copy(existing)
-    stem = output.with_suffix("")
     conflicts.to_csv(f"{stem}_conflicts.csv", index=False)
     issues.to_csv(f"{stem}_merge_issues.csv", index=False)
     summary = {

@@ -34,7 +34,7 @@ from weibolabel.errors import UserError, exit_status
 from weibolabel.labeled import load_labeled
 from weibolabel.labels import Label, LabelSchema, load_label_schema
 from weibolabel.markdown import frame_table
-from weibolabel.runs import RunLayout
+from weibolabel.runs import RunLayout, check_outputs, claim_output_directory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,13 +76,15 @@ def simulate(config: SimulateActiveLearningConfig) -> None:
             raise UserError(f"--{option} is too small ({getattr(config, option)}).")
     if not config.seeds:
         raise UserError("--seeds needs at least one seed.")
+    out = Path(config.output_dir)
+    reads = {"--data": config.data, "--run": config.run, "--labels": config.labels}
+    check_outputs("simulate_active_learning", reads=reads, output_dir=out)
     texts, labels, fold_of_row, names, source = load_rows(config)
     from weibolabel import plots
     from weibolabel.baseline import DESCRIPTION as LEARNER
 
     LabelSchema(tuple(Label(i, name) for i, name in enumerate(names)))  # names valid and unique
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_directory(out, "simulate_active_learning")
     write_config(config, out / "config.yaml")
 
     # 2. The target: the learner on every fold's whole training part.

@@ -31,8 +31,10 @@ from weibolabel.runs import (
     RunLayout,
     RunLock,
     check_lock_free,
+    check_outputs,
     check_run_directory,
     check_shared_directory,
+    claim_output_directory,
     claim_run_directory,
     ensure_writable,
     environment,
@@ -123,6 +125,7 @@ def cross_validate(
     lock.take(accelerator, training_lock_path(out), "training run")
 
     def claim_and_describe_run() -> bool:
+        claim_output_directory(out, "train")
         if claim_run_directory(out, run_identity(config, schema), "training run") and layout.report.is_file():
             return True  # finished (the report is written last): nothing is rewritten, env.json stays the run's
         write_config(config, layout.config)
@@ -208,6 +211,9 @@ def check_data(config: TrainConfig) -> tuple[LabelSchema, LabeledData]:
     # Every process: one that went on alone would wait for the others forever. Nothing is created yet: a run
     # refused by the checks below leaves no empty run directory (claim_run_directory makes it).
     ensure_writable(Path(config.output_dir), create=False)
+    model = config.model_name_or_path if Path(config.model_name_or_path).exists() else None  # else a hub name
+    reads = {"--data": config.data, "--labels": config.labels, "--model_name_or_path": model}
+    check_outputs("train", reads=reads, output_dir=Path(config.output_dir))
     schema = load_label_schema(config.labels)
     data = load_labeled(
         config.data,

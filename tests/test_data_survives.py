@@ -5,6 +5,7 @@ message; every piece of advice names an option the job has."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import zipfile
 from pathlib import Path
@@ -12,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import openpyxl
 import pandas as pd
+import pytest
 import yaml
 
+from weibolabel.runs import JOB_FILES, directory_owner
 from weibolabel.tables import CELL_LIMIT, read_table, write_table
 
 from helpers.data import NAMES, make_labeled_rows
@@ -186,3 +189,94 @@ def test_review_sheet_and_reviewed_file_keep_hostile_texts_as_text(tmp_path, cap
     assert status == 0, err
     assert cell_types(output) <= {"s", "n"}
     assert read_table(output)["Sentence"].tolist() == texts
+
+
+# =================================================================== 3. no job writes over its own inputs
+def test_label_corpus_refuses_to_write_over_its_input_even_with_overwrite(tmp_path, tiny_run_dir, caplog, monkeypatch):
+    from helpers.jobs import load_job
+
+    monkeypatch.chdir(tmp_path)  # the output named relatively too
+    (tmp_path / "d").mkdir()
+    corpus = tmp_path / "c.parquet"
+    pd.DataFrame({"Sentence": ["国家宝藏真好看", "转发微博"], "show": ["国家宝藏", "x"]}).to_parquet(corpus)
+    before = corpus.read_bytes()
+    link = tmp_path / "link.parquet"
+    link.symlink_to(corpus)
+    label = load_job("label_corpus")
+    for output in (corpus, link, Path("d/../c.parquet")):
+        caplog.clear()
+        args = ["--input", str(corpus), "--model", str(tiny_run_dir), "--output", str(output), "--overwrite"]
+        assert label.main(args) == 2
+        assert f"is the --input {corpus} itself" in caplog.text and "--overwrite" not in caplog.text
+    assert corpus.read_bytes() == before
+    # A directory of inputs: the output inside it would be labeled by the next run.
+    caplog.clear()
+    assert label.main(["--input", str(tmp_path), "--model", str(tiny_run_dir), "--output", str(tmp_path / "l.parquet")])
+    assert "is where --input" in caplog.text and not (tmp_path / "l.parquet").exists()
+    # The training run these tests share records its owner, and writes no file its layout does not list.
+    assert directory_owner(tiny_run_dir) == "train"
+    names = [p.name for p in tiny_run_dir.iterdir()]
+    assert all(any(fnmatch.fnmatch(n, f) for f in (*JOB_FILES["train"], ".weibolabel-job")) for n in names), names
+
+
+def test_select_and_review_refuse_to_write_over_their_inputs(tmp_path, capsys):
+    labeled = tmp_path / "labeled.xlsx"
+    write_table(make_labeled_rows(20), labeled)
+    before = labeled.read_bytes()
+    corpus = write_labeled_parquet(tmp_path / "labels.parquet", ["评论一", "评论二"], np.eye(4)[[0, 1]] * 0.9 + 0.025)
+    args = ["--input", str(corpus), "--k", "2", "--exclude", str(labeled), "--output", str(labeled), "--overwrite"]
+    status, _, err = run_job("select_for_annotation.py", args, capsys)
+    assert status == 2 and f"--output {labeled} is the --exclude {labeled} itself" in err and "--overwrite" not in err
+    assert labeled.read_bytes() == before
+
+    review = tmp_path / "label_issues.xlsx"
+    decisions = {"row_id": [0], "Sentence": ["x"], "given_label": ["culture"], "Decision": ["keep"]}
+    write_table(pd.DataFrame(decisions), review)
+    reviewed = review.read_bytes()
+    args = ["--review", str(review), "--data", str(labeled), "--output", str(review), "--overwrite"]
+    status, _, err = run_job("apply_label_review.py", args, capsys)
+    assert status == 2 and f"is the --review {review} itself" in err and "--overwrite" not in err
+    assert review.read_bytes() == reviewed
+
+
+# =================================================================== 4. no job writes into another job's directory
+def training_run(path: Path, marker: bool = True) -> Path:
+    """A finished training run's files (metrics, folds, out-of-fold predictions, config, report)."""
+    from helpers.outputs import write_fake_run
+
+    gold = np.arange(40) % 4
+    write_fake_run(path, gold=gold, predicted=gold)
+    (path / "config.yaml").write_text(yaml.safe_dump({"num_folds": 5, "data": "labeled.xlsx", "labels": None}))
+    (path / "report.md").write_text("# the paper's table\n")
+    if marker:
+        (path / ".weibolabel-job").write_text("train\n")
+    return path
+
+
+@pytest.mark.parametrize("marker", [True, False], ids=["recorded", "older run without an owner record"])
+def test_analysis_jobs_refuse_a_training_run_directory_and_train_refuses_theirs(
+    tmp_path, capsys, caplog, marker, labeled_xlsx
+):
+    run = training_run(tmp_path / "cv", marker)
+    files = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    corpus = write_labeled_parquet(tmp_path / "labels.parquet", ["评论一", "评论二"], np.eye(4)[[0, 1]] * 0.9 + 0.025)
+    for job, args in [
+        ("analyze_labels.py", ["--input", str(corpus), "--output_dir", str(run)]),
+        ("find_label_issues.py", ["--run", str(run), "--output_dir", str(run)]),
+        ("simulate_active_learning.py", ["--run", str(run), "--output_dir", str(run)]),
+        ("compare_runs.py", [str(run), str(run), "--output_dir", str(run)]),
+    ]:
+        status, _, err = run_job(job, args, capsys)
+        assert status == 2 and f"--output_dir {run} holds the output of jobs/train.py" in err, (job, err)
+        assert "Pass another --output_dir (e.g. " in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == files
+    # Analysis written where it belongs; training into it is refused in turn, naming the job.
+    analysis = tmp_path / "analysis"
+    status, _, err = run_job("analyze_labels.py", ["--input", str(corpus), "--output_dir", str(analysis)], capsys)
+    assert status == 0, err
+    assert (analysis / ".weibolabel-job").read_text() == "analyze_labels\n"
+    assert {p.name for p in analysis.iterdir()} <= {*JOB_FILES["analyze_labels"], ".weibolabel-job"}  # the one list
+    caplog.clear()
+    status, _, _ = run_job("train.py", ["--data", str(labeled_xlsx), "--output_dir", str(analysis)], capsys)
+    assert status == 2 and f"--output_dir {analysis} holds the output of jobs/analyze_labels.py" in caplog.text
+    assert "its report.md would be replaced" in caplog.text

@@ -92,7 +92,7 @@ def test_merge_into_the_original_only_when_asked_and_through_a_backup(tmp_path, 
     sheet = filled.read_bytes()
     args = ["--annotations", str(filled), "--existing", str(existing), "--output", str(filled), "--overwrite"]
     assert merge.main([*args, "--text_column", "评论"]) == 2 and filled.read_bytes() == sheet
-    assert "is the annotation sheet itself" in capsys.readouterr().err
+    assert f"is the --annotations {filled} itself" in capsys.readouterr().err
 
 
 def test_merge_into_a_csv_keeps_its_format_and_its_numbers(tmp_path, group_files, capsys):

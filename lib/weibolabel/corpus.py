@@ -3,10 +3,12 @@ chunk at a time, so memory stays bounded and each process reads only its own chu
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import itertools
 import json
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +69,16 @@ def resolve_inputs(spec: str) -> list[Path]:
     if not files:
         raise UserError(f"No {', '.join(TABLE_SUFFIXES)} files match {spec}.")
     return files
+
+
+def is_among_inputs(spec: str, path: Path) -> bool:
+    """Whether a file written at `path` would be one of the files `spec` names (a directory's or a glob's table
+    files): a later run would read it as an input."""
+    if path.suffix.lower() not in TABLE_SUFFIXES or path.name.startswith("."):
+        return False
+    if Path(spec).is_dir():
+        return path.parent.resolve() == Path(spec).resolve()
+    return any(ch in spec for ch in "*?[") and fnmatch.fnmatch(os.path.abspath(path), os.path.abspath(spec))
 
 
 @dataclass
