@@ -30,7 +30,14 @@ from weibolabel.datasets_io import input_identity
 from weibolabel.errors import UserError
 from weibolabel.labeled import clean_text
 from weibolabel.labeling import corpus_summary, format_summary, gold_check, gold_record, parse_gold
-from weibolabel.parquet_io import PartStore, check_output_free, inputs_directory, is_complete, output_schema
+from weibolabel.parquet_io import (
+    PartStore,
+    carried_column,
+    check_output_free,
+    inputs_directory,
+    is_complete,
+    output_schema,
+)
 from weibolabel.preemption import StopSignal
 from weibolabel.runs import (
     RunLock,
@@ -161,7 +168,7 @@ def label_corpus(
         return
     corpus = read_corpus(config, files, accelerator, inputs_directory(output), row_counts)
     schema = output_schema(
-        len(model.ensemble.schema), len(corpus.files) > 1, corpus.carry_columns, corpus.gold_column is not None
+        len(model.ensemble.schema), len(corpus.files) > 1, corpus.carry_types, corpus.gold_column is not None
     )
     store = PartStore(output, schema)
     if not on_main_process(accelerator, lambda: store.prepare(job, config.overwrite)):
@@ -477,8 +484,8 @@ def assemble_rows(source: pd.DataFrame, labels: pd.DataFrame, corpus: Corpus, sc
     rows = pd.concat([rows, labels.reset_index(drop=True)], axis=1)
     if multi_file:
         rows["source_file"], rows["source_row"] = source["source_file"].to_numpy(), source["source_row"].to_numpy()
-    for column in corpus.carry_columns:
-        rows[column] = [_as_text(v) for v in source[column]]
+    for column, kind in corpus.carry_types.items():
+        rows[column] = carried_column(source[column].tolist(), kind)
     if corpus.gold_column:
         rows["gold_label"] = pd.array(parse_gold(source["gold"].tolist(), schema)[0], dtype="Int64")
     return rows

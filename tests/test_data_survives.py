@@ -6,6 +6,7 @@ message; every piece of advice names an option the job has."""
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -280,3 +281,65 @@ def test_analysis_jobs_refuse_a_training_run_directory_and_train_refuses_theirs(
     status, _, _ = run_job("train.py", ["--data", str(labeled_xlsx), "--output_dir", str(analysis)], capsys)
     assert status == 2 and f"--output_dir {analysis} holds the output of jobs/analyze_labels.py" in caplog.text
     assert "its report.md would be replaced" in caplog.text
+
+
+# =================================================================== 5. carried columns keep their type and value
+BIG = 7234567890123456789  # above 2**53: a float cannot hold it
+
+
+@pytest.mark.parametrize("kind", ["parquet", "jsonl"])
+def test_carried_integer_columns_keep_type_and_value_in_every_chunk(tmp_path, tiny_run_dir, kind, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    user_ids = [BIG, None, 3, 4, 5, 6, None, 8]  # chunks of 2: nulls in chunks 0 and 3 only
+    likes = [3, 3, None, 7, 7, 7, 3, 3]
+    texts = [f"评论{i} 国家宝藏真好看" for i in range(8)]
+    source = tmp_path / f"corpus.{kind}"
+    if kind == "parquet":  # as pyarrow, polars, duckdb or Spark write it: no pandas metadata
+        table = pa.table({"Sentence": texts, "user_id": pa.array(user_ids, pa.int64()), "likes": likes})
+        pq.write_table(table, source)
+        assert b"pandas" not in (pq.read_schema(source).metadata or {})
+    else:
+        records = [{"Sentence": t, "user_id": u, "likes": n} for t, u, n in zip(texts, user_ids, likes)]
+        source.write_text("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
+    output = tmp_path / "labels.parquet"
+    args = ["--input", str(source), "--model", str(tiny_run_dir), "--output", str(output), "--chunk_size", "2"]
+    status, _, err = run_job("label_corpus.py", [*args, "--carry_columns", "user_id", "likes"], capsys)
+    assert status == 0, err
+    assert pq.read_schema(output).field("user_id").type == pa.int64()
+    labeled = pd.read_parquet(output)
+    assert str(labeled["user_id"].dtype) == "Int64" and str(labeled["likes"].dtype) == "Int64"
+    assert labeled["user_id"].tolist() == [BIG, pd.NA, 3, 4, 5, 6, pd.NA, 8]
+    assert labeled["likes"].tolist() == [3, 3, pd.NA, 7, 7, 7, 3, 3]
+    # Grouping by it: '3' is one group, never '3.0' in one chunk and '3' in the next.
+    if kind == "parquet":
+        out = tmp_path / "analysis"
+        status, _, err = run_job(
+            "analyze_labels.py", ["--input", str(output), "--output_dir", str(out), "--group_by", "likes"], capsys
+        )
+        assert status == 0, err
+        groups = pd.read_csv(out / "shares.csv", dtype=str, keep_default_na=False)["group"]
+        assert set(groups) == {"", "3", "7", "(missing)"}
+        # A column typed in one file and text in another is carried as text, each value exactly as it was.
+        both = tmp_path / "both"
+        both.mkdir()
+        source.rename(both / "a.parquet")
+        pd.DataFrame({"Sentence": ["转发微博"], "user_id": ["0042"], "likes": ["3"]}).to_csv(
+            both / "b.csv", index=False
+        )
+        output = tmp_path / "both.parquet"
+        args = ["--input", str(both), "--model", str(tiny_run_dir), "--output", str(output), "--chunk_size", "2"]
+        status, _, err = run_job("label_corpus.py", [*args, "--carry_columns", "user_id"], capsys)
+        assert status == 0, err
+        assert pq.read_table(output).column("user_id").to_pylist() == [
+            str(BIG),
+            None,
+            "3",
+            "4",
+            "5",
+            "6",
+            None,
+            "8",
+            "0042",
+        ]

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from weibolabel.datasets_io import (
     dataset_blocks,
+    dataset_column_types,
     dataset_columns,
     dataset_num_rows,
     is_dataset_directory,
@@ -29,6 +30,7 @@ from weibolabel.datasets_io import (
 )
 from weibolabel.errors import UserError
 from weibolabel.files import atomic_path
+from weibolabel.parquet_io import carry_type
 from weibolabel.tables import (
     ALL_ROWS,
     SPREADSHEET_SUFFIXES,
@@ -159,6 +161,7 @@ class Corpus:
         self.row_counts: list[int] = []
         self.gold_column = None  # known once every file's header is read; reading rows needs it set
         have_gold = True
+        types: dict[str, list[pa.DataType]] = {column: [] for column in self.carry_columns}
         # Decoding a whole file to find its encoding is done once per file, not by every reader below.
         self.encodings = {
             path: detect_encoding(path, encoding) for path in files if self._suffix(path) in (".csv", ".txt")
@@ -167,14 +170,18 @@ class Corpus:
             head = self._head(path)
             if self._suffix(path) != ".txt":
                 require_column(head, text_column, path, "--text_column", header_row=header_row, sheet=sheet)
+            file_types = self._column_types(path)
             for column in self.carry_columns:
                 require_column(head, column, path, "--carry_columns", header_row=header_row, sheet=sheet)
+                types[column].append(file_types.get(column, pa.string()))
             have_gold &= gold_column in head.columns
             if row_counts is None:
                 self.row_counts.append(self._count_rows(path, head))
         if row_counts is not None:
             self.row_counts = list(row_counts)
         self.gold_column = gold_column if have_gold and gold_column else None
+        # Each carried column's type in the output: the inputs' own where they agree, else text (carry_type).
+        self.carry_types = {column: carry_type(kinds) for column, kinds in types.items()}
         if self.num_rows == 0:
             names = ", ".join(str(p) for p in files)
             verb = "has" if len(files) == 1 else "have"
@@ -212,6 +219,15 @@ class Corpus:
             check_column_names(head, path)
             return head
         return read_table(path, sheet=self.sheet, header_row=self.header_row)
+
+    def _column_types(self, path: Path) -> dict[str, pa.DataType]:
+        """The Arrow type of each column of a typed input (Parquet, JSON, datasets); text formats have none."""
+        if path in self.datasets:
+            return dataset_column_types(self._dataset(path))
+        if self._suffix(path) == ".parquet":
+            with read_errors(path):
+                return {field.name: field.type for field in pq.read_schema(self.copies.get(path, path))}
+        return {}
 
     def _count_rows(self, path: Path, head: pd.DataFrame) -> int:
         if path in self.datasets:

@@ -254,7 +254,9 @@ def parquet_blocks(
                 for start, end in ranges:
                     first, last = max(start, position), min(end, position + batch.num_rows)
                     if first < last:
-                        yield first, batch.slice(first - position, last - first).to_pandas()
+                        # integer_object_nulls: an integer column with a null stays integers, not floats.
+                        rows = batch.slice(first - position, last - first)
+                        yield first, rows.to_pandas(integer_object_nulls=True)
                 position += batch.num_rows
         group_start = group_end
 
