@@ -50,6 +50,11 @@ class MergeConfig:
     )
     text_column: str = field(default="Sentence", metadata={"help": "Text column of the existing file."})
     label_column: str = field(default="Label", metadata={"help": "Label column of the existing file."})
+    sheet: str | None = field(default=None, metadata={"help": "Sheet of an .xlsx existing file (default: the first)."})
+    header_row: int = field(
+        default=1, metadata={"help": "Spreadsheet row (1 = first) of the column names in the existing file."}
+    )
+    encoding: str | None = field(default=None, metadata={"help": "Encoding of .csv inputs (default: detect)."})
     labels: str | None = field(
         default=None,
         metadata={"help": "YAML/JSON label schema (default: the annotation file's 'labels' sheet, else the four)."},
@@ -104,10 +109,13 @@ def merge(config: MergeConfig) -> None:
     # 2. Both files are validated the way training validates them; errors name file, row and column.
     schema = load_label_schema(config.labels) if config.labels else schema_from_sheet(annotations)
     schema = schema or load_label_schema(None)
-    new_rows, issues = read_annotations(annotations, schema)
-    load_labeled(existing, schema, text_column=config.text_column, label_column=config.label_column)
-    existing_frame = read_table(existing)
-    other_sheets = workbook_sheets(existing)[1:]  # read_table reads the first sheet; say what is not carried over
+    new_rows, issues = read_annotations(annotations, schema, encoding=config.encoding)
+    where = {"sheet": config.sheet, "encoding": config.encoding, "header_row": config.header_row}
+    load_labeled(existing, schema, text_column=config.text_column, label_column=config.label_column, **where)
+    existing_frame = read_table(existing, **where)
+    # The output holds the rows read: say what of the existing file is not carried over.
+    sheets = workbook_sheets(existing)
+    other_sheets = [name for name in sheets if name != (config.sheet or sheets[0])] if sheets else []
 
     # 3. New texts are added; known ones skipped; contradictions reported (and resolved only by --prefer new).
     combined, conflicts, counts = merge_annotations(
@@ -125,7 +133,7 @@ def merge(config: MergeConfig) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     backup = None
     with atomic_path(output) as tmp:
-        write_table(combined, tmp)
+        write_table(combined, tmp, name=output)
         try:
             check = load_labeled(tmp, schema, text_column=config.text_column, label_column=config.label_column)
         except UserError as error:
@@ -139,7 +147,7 @@ def merge(config: MergeConfig) -> None:
         "existing": str(existing),
         "output": str(output),
         "backup_of_existing": str(backup) if backup else None,
-        "annotation_rows": len(read_table(annotations)),
+        "annotation_rows": len(read_table(annotations, encoding=config.encoding)),
         "annotated_valid": len(new_rows),
         "not_labeled_skipped": int((issues["issue"] == "no label given").sum()),
         "other_annotation_rows_dropped": int((issues["issue"] != "no label given").sum()),
@@ -161,9 +169,9 @@ def merge(config: MergeConfig) -> None:
     if counts["columns_added"]:
         print(f"columns only the annotation sheet had, added at the end: {counts['columns_added']}")
     if other_sheets:
-        print(
-            f"note: only the first sheet of {existing} was merged; its other sheets {other_sheets} are not in {output}"
-        )
+        print(f"note: only one sheet of {existing} was merged; its other sheets {other_sheets} are not in {output}")
+    if config.header_row > 1:
+        print(f"note: the rows of {existing} above its header (row {config.header_row}) are not in {output}")
     if backup:
         print(f"backup of the original: {backup}")
 

@@ -79,8 +79,15 @@ def select(config: SelectConfig) -> None:
     frame, probs, schema = read_labeled_parquet(config.input)
     num_ok = len(frame)
     if config.exclude:
-        known = read_table(config.exclude)
-        require_column(known, config.exclude_text_column, Path(config.exclude), "--exclude_text_column")
+        known = read_table(config.exclude, sheet=config.sheet, encoding=config.encoding, header_row=config.header_row)
+        require_column(
+            known,
+            config.exclude_text_column,
+            Path(config.exclude),
+            "--exclude_text_column",
+            header_row=config.header_row,
+            sheet=config.sheet,
+        )
         frame, probs = drop_known(frame, probs, known[config.exclude_text_column].tolist())
     confidence_all = frame["confidence"].median()
 

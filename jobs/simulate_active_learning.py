@@ -55,7 +55,15 @@ def load_rows(config: SimulateActiveLearningConfig) -> tuple[list[str], np.ndarr
     if not config.data:
         raise UserError("Pass --data (a labeled file) or --run (a training run directory); see --help.")
     schema = load_label_schema(config.labels)
-    data = load_labeled(config.data, schema, text_column=config.text_column, label_column=config.label_column)
+    data = load_labeled(
+        config.data,
+        schema,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        sheet=config.sheet,
+        encoding=config.encoding,
+        header_row=config.header_row,
+    )
     from weibolabel.folds import make_folds  # scikit-learn (see simulate()): not on --help's path
 
     labels = data.rows["label"].to_numpy(dtype=np.int64)

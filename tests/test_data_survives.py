@@ -343,3 +343,133 @@ def test_carried_integer_columns_keep_type_and_value_in_every_chunk(tmp_path, ti
             "8",
             "0042",
         ]
+
+
+# =================================================================== 6. encodings: detected honestly, never guessed
+def test_big5_csv_is_not_silently_read_as_gb18030_and_the_message_shows_both_readings(tmp_path, capsys):
+    rows = ["Sentence,Label", "《國家寶藏》真好看,0", "越王勾踐劍太鋒利了,1"]
+    big5 = tmp_path / "traditional.csv"
+    big5.write_bytes("\n".join(rows).encode("big5"))
+    assert big5.read_bytes().decode("gb18030")  # every Big5 byte pair is also valid GB18030: the trap
+    corpus = write_labeled_parquet(tmp_path / "labels.parquet", ["评论一", "评论二"], np.eye(4)[[0, 1]] * 0.9 + 0.025)
+    out = str(tmp_path / "s.xlsx")
+    status, _, err = run_job(
+        "select_for_annotation.py",
+        ["--input", str(corpus), "--k", "2", "--output", out, "--exclude", str(big5)],
+        capsys,
+    )
+    assert status == 2 and err.count("\n") == 1
+    assert "line 2 reads as GB18030: " in err and "and as Big5: '《國家寶藏》真好看,0'" in err
+    assert "--encoding gb18030 or --encoding big5" in err
+    status, _, err = run_job(
+        "select_for_annotation.py",
+        ["--input", str(corpus), "--k", "2", "--output", out, "--exclude", str(big5), "--encoding", "big5"],
+        capsys,
+    )
+    assert status == 0, err
+    # Detected where only one reads the file: a GBK file of a realistic length is not valid Big5.
+    gbk = tmp_path / "simplified.csv"
+    gbk.write_bytes(make_labeled_rows(60).to_csv(index=False).encode("gbk", errors="ignore"))
+    assert read_table(gbk)["Sentence"].tolist() == [
+        t.encode("gbk", errors="ignore").decode("gbk") for t in make_labeled_rows(60)["Sentence"]
+    ]
+    assert read_table(big5, encoding="big5")["Sentence"].tolist() == ["《國家寶藏》真好看", "越王勾踐劍太鋒利了"]
+
+
+# =================================================================== 8. label cells: one rule whatever the cell type
+def test_a_number_scale_schema_reads_4_as_the_same_class_in_number_and_text_cells(tmp_path, capsys):
+    labels = tmp_path / "scale.yaml"
+    labels.write_text(yaml.safe_dump([{"id": i, "name": str(i + 1)} for i in range(5)]))  # a 1-5 scale on ids 0-4
+    existing = tmp_path / "train.xlsx"
+    write_table(pd.DataFrame({"Sentence": ["一般般", "很好看"], "Label": [3, 5]}), existing)
+    sheet = tmp_path / "filled.xlsx"
+    write_table(pd.DataFrame({"Sentence": ["节目真好", "嘉宾很棒", "还行吧"], "Label": [4, "4", "4.0"]}), sheet)
+    assert cell_types(sheet) == {"s", "n"}  # 4 in a number cell, "4" and "4.0" in text cells
+    merged = tmp_path / "merged.xlsx"
+    args = ["--annotations", str(sheet), "--existing", str(existing), "--output", str(merged), "--labels", str(labels)]
+    status, _, err = run_job("merge_annotations.py", args, capsys)
+    assert status == 0, err
+    # The three identical annotations are one class, the one named "4" (id 3), written as the file writes labels.
+    assert read_table(merged)["Label"].tolist() == [3, 5, 4, 4, 4]
+    from weibolabel.labeled import load_labeled
+    from weibolabel.labels import load_label_schema
+
+    schema = load_label_schema(labels)
+    assert load_labeled(merged, schema).rows["label"].tolist() == [2, 4, 3, 3, 3]
+    # An id in such a schema is refused with the rule, not read as another class.
+    write_table(pd.DataFrame({"Sentence": ["新评论"], "Label": [0]}), sheet)
+    status, _, err = run_job("merge_annotations.py", [*args, "--overwrite"], capsys)
+    assert status == 2 and "0 is not a label name (this schema's names" in err and "never as an id" in err
+
+
+def test_hidden_characters_in_a_label_are_shown_and_named(tmp_path, capsys):
+    existing = tmp_path / "train.xlsx"
+    write_table(pd.DataFrame({"Sentence": ["主持人讲得真好"], "Label": ["production"]}), existing)
+    sheet = tmp_path / "filled.xlsx"
+    write_table(
+        pd.DataFrame({"Sentence": ["兵马俑好震撼", "文化自信"], "Label": ["heritage\u200b", "\ufeffculture"]}), sheet
+    )
+    args = ["--annotations", str(sheet), "--existing", str(existing), "--output", str(tmp_path / "m.xlsx")]
+    status, _, err = run_job("merge_annotations.py", args, capsys)
+    assert status == 2
+    assert "row 2, column 'Label': 'heritage\\u200b' (with the hidden character(s) U+200B ZERO WIDTH SPACE)" in err
+    assert (
+        "row 3, column 'Label': '\\ufeffculture' (with the hidden character(s) U+FEFF ZERO WIDTH NO-BREAK SPACE)" in err
+    )
+
+
+# =================================================================== 12. advice names options the job has
+def run_advised(job: str, args: list[str], capsys, advice: str) -> str:
+    """Run `job`; it must refuse with `advice` ('pass --x y'); then run it again as advised: it must work."""
+    import shlex
+
+    status, _, err = run_job(job, args, capsys)
+    assert status == 2 and err.count("\n") == 1, err
+    found = re.search(r"[Pp]ass (--\w+ (?:'[^']*'|\S+?))\.?(?: |$)", err.strip())
+    assert found and found.group(1) == advice, err
+    status, _, again = run_job(job, [*args, *shlex.split(found.group(1))], capsys)
+    assert status == 0, again
+    return err
+
+
+def test_merge_reads_a_csv_copy_of_the_sheet_and_its_advice_runs(tmp_path, capsys):
+    existing = tmp_path / "train.xlsx"
+    workbook = openpyxl.Workbook()
+    for row in [["第一轮标注"], [], ["Sentence", "Label"], ["主持人讲得真好", 0]]:
+        workbook.active.append(row)
+    workbook.save(existing)
+    copy = tmp_path / "filled.csv"  # the annotation sheet saved by Excel as "CSV UTF-8": a BOM, comma-separated
+    copy.write_bytes("Sentence,Label,row_id\n兵马俑好震撼,1,3\n".encode("utf-8-sig"))
+    args = ["--annotations", str(copy), "--existing", str(existing), "--output", str(tmp_path / "m.xlsx")]
+    run_advised("merge_annotations.py", args, capsys, "--header_row 3")
+    assert read_table(tmp_path / "m.xlsx")["Sentence"].tolist() == ["主持人讲得真好", "兵马俑好震撼"]
+    other = tmp_path / "train.csv"
+    other.write_text("my text,Label\n主持人讲得真好,0\n", encoding="utf-8")
+    args = ["--annotations", str(copy), "--existing", str(other), "--output", str(tmp_path / "m.csv")]
+    run_advised("merge_annotations.py", [*args, "--text_column", "my_text"], capsys, "--text_column 'my text'")
+
+
+def test_review_and_select_advise_their_own_sheet_options_and_name_a_separator(tmp_path, capsys):
+    data = tmp_path / "labeled.xlsx"
+    workbook = openpyxl.Workbook()
+    workbook.active.title = "说明"
+    workbook.active.append(["第二页是标注"])
+    labeled = workbook.create_sheet("标注")
+    for row in [["Sentence", "Label"], *make_labeled_rows(8).values.tolist()]:
+        labeled.append(row)
+    workbook.save(data)
+    review = tmp_path / "label_issues.xlsx"
+    text = make_labeled_rows(8)["Sentence"][0]
+    write_table(
+        pd.DataFrame({"row_id": [0], "Sentence": [text], "given_label": ["production"], "Decision": ["keep"]}), review
+    )
+    args = ["--review", str(review), "--data", str(data), "--output", str(tmp_path / "r.xlsx")]
+    run_advised("apply_label_review.py", args, capsys, "--sheet 标注")
+
+    corpus = write_labeled_parquet(tmp_path / "labels.parquet", ["评论一", "评论二"], np.eye(4)[[0, 1]] * 0.9 + 0.025)
+    semicolons = tmp_path / "known.csv"
+    semicolons.write_text("Sentence;Label\n评论一;0\n", encoding="utf-8")
+    args = ["--input", str(corpus), "--k", "1", "--output", str(tmp_path / "s.xlsx"), "--exclude", str(semicolons)]
+    status, _, err = run_job("select_for_annotation.py", args, capsys)
+    assert status == 2 and "the file is separated by ';', not by commas" in err
+    assert "Pass --exclude_text_column" not in err  # never 'Sentence;Label', which a shell splits in two

@@ -193,7 +193,8 @@ def test_config_file_missing_unknown_key_or_broken_is_a_message_with_status_2(tm
     result = launch_job("merge_annotations.py", ["--config", str(unknown)], check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "did you mean 'learning_rate'" not in result.stderr  # merge has no such option: it lists its own
-    assert "unknown options 'learning_rte', 'num_folds'; valid options are annotations, existing" in result.stderr
+    valid = "valid options are annotations, encoding, existing"
+    assert f"unknown options 'learning_rte', 'num_folds'; {valid}" in result.stderr
 
 
 def test_label_schema_with_a_gap_names_the_file_and_the_fix(tmp_path):

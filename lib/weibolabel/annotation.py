@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from weibolabel.errors import UserError
-from weibolabel.labeled import clean_text, group_key, parse_label, validate_labeled
+from weibolabel.labeled import clean_text, group_key, label_cell_writer, parse_label, validate_labeled
 from weibolabel.labeling import is_blank
 from weibolabel.labels import LabelSchema
 from weibolabel.parquet_io import read_metadata
@@ -179,13 +179,14 @@ def write_annotation_sheet(
     )
     if not show_predictions:
         sheet = sheet.drop(columns=["predicted_label", "predicted_name", "confidence"])
-    # A drop-down of the valid ids; typing a name is still accepted by the merge (parse_label reads both).
+    # A drop-down of the valid ids (of the names, where names are numbers and a number is read as a name); typing
+    # a name is still accepted by the merge (parse_label reads both).
     write_workbook(
         path=path,
         sheet=sheet,
         schema=schema,
         widths={"Sentence": 60, "Label": 8, "predicted_label": 15, "predicted_name": 15, "confidence": 11},
-        choices=[str(i) for i in range(len(schema))],
+        choices=schema.names if schema.number_names else [str(i) for i in range(len(schema))],
         choice_column="Label",
     )
 
@@ -247,12 +248,14 @@ def workbook_sheets(path: Path) -> list[str]:
     return names
 
 
-def read_annotations(path: Path, schema: LabelSchema, sheet: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_annotations(
+    path: Path, schema: LabelSchema, sheet: str | None = None, encoding: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The labeled rows of a filled-in sheet, validated by `load_labeled`, each with `extra`: its values in the
     sheet's other columns (not the model's reference columns). Rows still without a label are listed in the issues
     and skipped. They are blanked (not removed) before validation so every error names the row as the annotator's
     spreadsheet numbers it."""
-    frame = read_table(path, sheet=sheet)
+    frame = read_table(path, sheet=sheet, encoding=encoding)
     require_column(frame, "Sentence", path, "(the annotation sheet's text column)")
     require_column(frame, "Label", path, "(the annotation sheet's label column)")
     blank = np.array([is_blank(v) for v in frame["Label"]], dtype=bool)
@@ -292,7 +295,7 @@ def merge_annotations(
     if prefer not in ("existing", "new"):
         raise UserError("--prefer must be 'existing' or 'new'.")
     combined = existing.copy()
-    as_cell = _label_cell_writer(existing[label_column], schema)
+    as_cell = label_cell_writer(existing[label_column], schema)
     normalised = pd.Series([clean_text(t) for t in existing[text_column]], index=existing.index)
     known: dict[str, set[int]] = {}
     for text, label in zip(normalised, existing_labels):
@@ -352,12 +355,6 @@ def _append_rows(combined: pd.DataFrame, added: list[dict], new_columns: list[st
         if additions[column].isna().all():
             additions[column] = pd.Series([None] * len(additions), dtype=integers.get(column, combined[column].dtype))
     return pd.concat([combined.astype(integers), additions], ignore_index=True)
-
-
-def _label_cell_writer(column: pd.Series, schema: LabelSchema):
-    """Label id -> the cell to write: the name where the column holds names (as the group's files may), else the id."""
-    holds_names = any(isinstance(v, str) and v.strip() in schema.names for v in column)
-    return (lambda label: schema.names[label]) if holds_names else (lambda label: label)
 
 
 def existing_label_ids(frame: pd.DataFrame, label_column: str, schema: LabelSchema) -> list[int | None]:

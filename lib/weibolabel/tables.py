@@ -7,11 +7,14 @@ Every problem is reported with the file, the row as a spreadsheet shows it (head
 from __future__ import annotations
 
 import bisect
+import codecs
 import datetime
 import difflib
+import itertools
 import logging
 import math
 import re
+import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,18 +50,52 @@ def check_header_row(header_row: int) -> None:
 
 
 def detect_encoding(path: Path, encoding: str | None) -> str:
-    """UTF-8 (with or without BOM) first, then GB18030 (a superset of GBK and GB2312, common for Chinese files)."""
+    """`encoding` if given; else UTF-8 (with or without BOM), else the one of GB18030 (a superset of GBK and GB2312,
+    Simplified Chinese) and Big5 (Traditional Chinese) that decodes the file. Every Big5 byte pair is valid GB18030,
+    so a file both decode is not guessed at: the UserError shows a line read both ways, to choose --encoding."""
     if encoding:
         return encoding
-    for candidate in ("utf-8-sig", "gb18030"):
+    with open(path, "rb") as handle:
+        return choose_encoding(lambda: iter(lambda: handle.read(1 << 20), b""), handle.seek, str(path))
+
+
+def choose_encoding(blocks, rewind, name: str, option: str = "--encoding") -> str:
+    """The rule of `detect_encoding` over the bytes `blocks()` yields (read again after `rewind(0)`); `name` is what
+    messages call the source."""
+
+    def decodes(candidate: str) -> bool:
+        rewind(0)
+        decoder = codecs.getincrementaldecoder(candidate)()
         try:
-            with open(path, encoding=candidate) as handle:
-                while handle.read(1 << 20):
-                    pass
-            return candidate
+            for block in blocks():
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+            return True
         except UnicodeDecodeError:
-            continue
-    raise UserError(f"{path}: the file is neither UTF-8 nor GB18030/GBK text; pass --encoding (e.g. big5).")
+            return False
+
+    if decodes("utf-8-sig"):
+        return "utf-8-sig"
+    readable = [candidate for candidate in ("gb18030", "big5") if decodes(candidate)]
+    if len(readable) == 1:
+        return readable[0]
+    if not readable:
+        raise UserError(
+            f"{name} is neither UTF-8, GB18030 (GBK) nor Big5 text. Pass its encoding with {option} (e.g. utf-16, "
+            "shift_jis), or save it again as UTF-8."
+        )
+    rewind(0)
+    head = b"".join(itertools.islice(blocks(), 4))
+    lines = [(n, line) for n, line in enumerate(head.split(b"\n"), start=1) if not line.isascii()]
+    shown = ""
+    if lines:  # the first line that differs: a file starts with ASCII headers, its text comes later
+        number, line = lines[0]
+        readings = [line.decode(c, errors="replace").rstrip("\r")[:60] for c in readable]
+        shown = f": line {number} reads as GB18030: {readings[0]!r} and as Big5: {readings[1]!r}"
+    raise UserError(
+        f"{name} reads as Simplified Chinese (GB18030/GBK) and as Traditional Chinese (Big5), and the two "
+        f"differ{shown}. Pass the one that reads right: {option} gb18030 or {option} big5."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------- reading
@@ -290,25 +327,62 @@ def check_column_names(frame: pd.DataFrame, path: Path) -> None:
 def require_column(
     frame: pd.DataFrame, column: str, path: Path, option: str, header_row: int = 1, sheet: str | None = None
 ) -> None:
-    """Stop with the closest fix: another sheet that has the column, a similar name, or the row the header is on."""
+    """Stop with the closest fix: another sheet that has the column, a similar name, or the row the header is on.
+    `option` is the job's option that names the column; a file the job reads in a fixed layout (a sheet it wrote:
+    its first sheet, header in row 1) passes a description instead, and the advice then says what to change in
+    the file, since the job has no --sheet or --header_row for it. Names in advice are quoted for a shell."""
     if column in frame.columns:
         return
     path = Path(path)
     names = [str(c) for c in frame.columns]
+    has_options = option.startswith("--")
     hint = difflib.get_close_matches(column, names, n=1, cutoff=0.5)
     other_sheet = _other_sheet_with(path, sheet, header_row, column)
     found_below = _find_header_below(frame, column, header_row)
+    separator = _separator_in(names, column) if path.suffix.lower() == ".csv" else None
     where = f"sheet '{sheet}' of {path}" if sheet else str(path)
-    message = f"{where}: no column '{column}' in the header (row {header_row}). The columns are {names}."
-    if other_sheet is not None:
-        message += f" Sheet '{other_sheet}' has it: pass --sheet {other_sheet}."
+    message = f"{where}: no column {column!r} in the header (row {header_row}). The columns are {names}."
+    if separator is not None:
+        message += (
+            f" The header is one column holding {separator!r}: the file is separated by {separator!r}, not by "
+            "commas. Export it again as CSV (comma-separated) or as .xlsx."
+        )
+    elif other_sheet is not None:
+        message += (
+            f" Sheet {other_sheet!r} has it: pass --sheet {shell_word(other_sheet)}."
+            if has_options
+            else f" Sheet {other_sheet!r} has it: this file is read from its first sheet, so move that sheet first."
+        )
     elif hint:
-        message += f" Did you mean '{hint[0]}'? Pass {option} {hint[0]}."
+        message += (
+            f" Did you mean {hint[0]!r}? Pass {option} {shell_word(hint[0])}."
+            if has_options
+            else f" Did you mean {hint[0]!r}? Rename that header cell to {column!r}."
+        )
     elif found_below is not None:
-        message += f" '{column}' appears in row {found_below}: pass --header_row {found_below}."
+        message += (
+            f" {column!r} appears in row {found_below}: pass --header_row {found_below}."
+            if has_options
+            else f" {column!r} appears in row {found_below}: delete the rows above it, so the header is row 1."
+        )
     else:
-        message += f" Pass {option} with the right name."
+        message += f" Pass {option} with the right name." if has_options else f" Add the column {column!r}."
     raise UserError(message)
+
+
+def shell_word(text: str) -> str:
+    """`text` as one word of a shell command: quoted only where a shell would split or expand it (a Chinese sheet
+    name stays as it is; 'Sentence;Label' is quoted)."""
+    return shlex.quote(text) if not text or re.search(r"[\s;&|<>()$`\\\"'*?\[\]#~!{}]", text) else text
+
+
+def _separator_in(names: list[str], column: str) -> str | None:
+    """The separator of a CSV read as one column because it is not comma-separated ('Sentence;Label')."""
+    if len(names) == 1:
+        for separator in (";", "\t", "|"):
+            if column in [part.strip() for part in names[0].split(separator)]:
+                return separator
+    return None
 
 
 def _find_header_below(frame: pd.DataFrame, column: str, header_row: int = 1) -> int | None:
@@ -375,16 +449,17 @@ def blank_cell_reasons(path: Path, sheet: str | None, column_number: int, excel_
 
 
 # ---------------------------------------------------------------------------------------------------------- writing
-def write_table(frame: pd.DataFrame, path: str | Path) -> None:
+def write_table(frame: pd.DataFrame, path: str | Path, name: str | Path | None = None) -> None:
     """Write `frame` atomically in the format its suffix names (.xlsx by `write_xlsx`, .csv as UTF-8 with a BOM so
-    Excel reads the Chinese text, .parquet), keeping every column and the row order."""
+    Excel reads the Chinese text, .parquet), keeping every column and the row order. `name`: what messages call
+    the file (the file it becomes, when `path` is a temporary name)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".xlsx", ".csv", ".parquet"):
         what = suffix or "a file without suffix"
         raise UserError(f"{path}: cannot write a table as {what}; use .xlsx, .csv or .parquet.")
     if suffix == ".xlsx":
-        write_xlsx(path, {"Sheet1": frame})
+        write_xlsx(path, {"Sheet1": frame}, name=name)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -421,6 +496,7 @@ def write_xlsx(
     sheets: dict[str, pd.DataFrame],
     decorate=None,
     if_cut: str = "write a .csv or .parquet to keep them whole",
+    name: str | Path | None = None,
 ) -> None:
     """The one writer of .xlsx files: each frame as a sheet (its header in row 1), atomically. Every string is a
     text cell whatever its first character (=, +, -, @ never make a formula), with the characters a worksheet cannot
@@ -447,7 +523,7 @@ def write_xlsx(
     if cut:
         listed = "; ".join(cut[:10]) + (f"; and {len(cut) - 10} more" if len(cut) > 10 else "")
         logging.getLogger("weibolabel").warning(
-            f"{path}: {len(cut)} text(s) longer than Excel's {CELL_LIMIT:,}-character cell limit were cut "
+            f"{name or path}: {len(cut)} text(s) longer than Excel's {CELL_LIMIT:,}-character cell limit were cut "
             f"to fit ({listed}); {if_cut}."
         )
 
