@@ -20,7 +20,6 @@ output: `<output>_review_log.csv` (every reviewed row and copy: old and new labe
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from weibolabel.files import backup_copy
 from weibolabel.label_issues import apply_decisions, read_decisions
 from weibolabel.labeled import load_labeled
 from weibolabel.labels import load_label_schema
-from weibolabel.runs import check_outputs, now_utc
+from weibolabel.runs import check_outputs, now_utc, write_json
 from weibolabel.tables import read_table, require_column, write_table
 
 
@@ -108,11 +107,9 @@ def apply_review(config: ApplyReviewConfig) -> None:
     backup = backup_copy(data) if replaces_data else None
     write_table(result, output)
     stem = output.with_suffix("")
-    log.to_csv(f"{stem}_review_log.csv", index=False, encoding="utf-8-sig")
+    write_table(log, f"{stem}_review_log.csv")
     if dropped_ids:
-        frame.iloc[dropped_ids].assign(review_row_id=dropped_ids).to_csv(
-            f"{stem}_review_dropped.csv", index=False, encoding="utf-8-sig"
-        )
+        write_table(frame.iloc[dropped_ids].assign(review_row_id=dropped_ids), f"{stem}_review_dropped.csv")
     changes = log["change"].value_counts()
     summary = {
         "review": str(review),
@@ -127,7 +124,7 @@ def apply_review(config: ApplyReviewConfig) -> None:
         "rows_out": len(result),
         "time": now_utc(),
     }
-    Path(f"{stem}_review_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    write_json(Path(f"{stem}_review_summary.json"), summary)
     backed_up = f" (backup: {backup})" if backup else ""
     if others:
         print(f"note: {output} holds the labeled sheet only, not the other sheets {others} of {data}")

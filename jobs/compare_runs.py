@@ -15,6 +15,7 @@ from pathlib import Path
 
 from weibolabel.config import CompareConfig, parse_config
 from weibolabel.errors import UserError, exit_status
+from weibolabel.files import write_text
 from weibolabel.runs import RunLayout, check_outputs, claim_output_directory, write_json
 
 
@@ -51,7 +52,7 @@ def compare(config: CompareConfig) -> None:
     # 3. comparison.json and comparison.md.
     claim_output_directory(out, "compare_runs")
     write_json(out / "comparison.json", {"runs": [str(r) for r in config.runs], "pairs": pairs})
-    (out / "comparison.md").write_text(comparison_markdown(pairs))
+    write_text(out / "comparison.md", comparison_markdown(pairs))
     print(f"wrote {out / 'comparison.md'} and comparison.json: {len(pairs)} pair(s) of runs")
 
 

@@ -167,6 +167,12 @@ def label_corpus(
         )
         return
     corpus = read_corpus(config, files, accelerator, inputs_directory(output), row_counts)
+    if corpus.files_without_gold:  # their rows have no gold label; the other files' still count
+        names = ", ".join(str(path) for path in corpus.files_without_gold)
+        logger.warning(
+            f"{len(corpus.files_without_gold)} of {len(corpus.files)} input files have no gold column "
+            f"'{corpus.gold_column}' ({names}): their rows have no gold label; the agreement is over the other files"
+        )
     schema = output_schema(
         len(model.ensemble.schema), len(corpus.files) > 1, corpus.carry_types, corpus.gold_column is not None
     )
@@ -353,6 +359,8 @@ def merge_and_summarise(
     }
     # Gold cells that are not labels count as missing in the agreement: the summary and the file say how many.
     gold = gold_check(store.done_records(), corpus.gold_column) if corpus.gold_column else None
+    if gold:
+        gold["files_without_column"] = [str(path) for path in corpus.files_without_gold]
     if gold:
         metadata["gold_labels"] = gold
     num_chunks = math.ceil(corpus.num_rows / config.chunk_size)

@@ -24,6 +24,7 @@ import pandas as pd
 
 from weibolabel.config import parse_config
 from weibolabel.errors import UserError
+from weibolabel.files import write_text
 from weibolabel.preemption import StopSignal
 from weibolabel.runs import (
     RunLayout,
@@ -37,6 +38,7 @@ from weibolabel.runs import (
     write_json,
 )
 from weibolabel.startup import JobLogger, refuse
+from weibolabel.tables import write_table
 
 # torch, transformers and accelerate take seconds to import: learning_curve() imports them (with the modules that
 # need them), after the options are parsed, so --help comes at once (bench/startup.py).
@@ -166,12 +168,12 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
     # 4. The per-fold table, its summary, the plot and the Markdown page.
     if accelerator.is_main_process:
         table = pd.DataFrame(cells).sort_values(["model", "fraction", "fold"], kind="stable")
-        table.to_csv(out / "learning_curve.csv", index=False)
+        write_table(table, out / "learning_curve.csv")
         summary = lc.summarize(table)
         title = f"Learning curve, {train_config.num_folds} folds"
         plots.plot_data_size_curve(summary, out / "learning_curve.png", title)
         page = lc.render_markdown(summary, recipe, train_config.num_folds, run, reused_full)
-        (out / "learning_curve.md").write_text(page)
+        write_text(out / "learning_curve.md", page)
         if not any(work.iterdir()):
             work.rmdir()
         for row in summary.itertuples(index=False):

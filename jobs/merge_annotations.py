@@ -15,7 +15,6 @@ the columns the sheet shares with it. The original training file is replaced onl
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from weibolabel.errors import UserError, exit_status
 from weibolabel.files import atomic_path, backup_copy
 from weibolabel.labeled import load_labeled
 from weibolabel.labels import load_label_schema
-from weibolabel.runs import check_outputs
+from weibolabel.runs import check_outputs, write_json
 from weibolabel.tables import read_table, write_table
 
 WRITABLE = (".xlsx", ".csv", ".parquet")
@@ -140,8 +139,8 @@ def merge(config: MergeConfig) -> None:
             raise UserError(f"The merged file would not load for training: {error}") from None
         if replaces_original:
             backup = backup_copy(existing)
-    conflicts.to_csv(f"{stem}_conflicts.csv", index=False)
-    issues.to_csv(f"{stem}_merge_issues.csv", index=False)
+    write_table(conflicts, f"{stem}_conflicts.csv")
+    write_table(issues, f"{stem}_merge_issues.csv")
     summary = {
         "annotations": str(annotations),
         "existing": str(existing),
@@ -158,7 +157,7 @@ def merge(config: MergeConfig) -> None:
         "output_columns": [str(c) for c in combined.columns],
         "output_class_counts": check.counts["class_counts"],
     }
-    Path(f"{stem}_merge_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    write_json(Path(f"{stem}_merge_summary.json"), summary)
     resolution = "resolved in favour of the new label" if config.prefer == "new" else "left out"
     print(
         f"wrote {output}: {summary['existing_rows']} existing + {counts['added']} new rows "

@@ -31,10 +31,12 @@ import pandas as pd
 
 from weibolabel.config import SimulateActiveLearningConfig, parse_config, write_config
 from weibolabel.errors import UserError, exit_status
+from weibolabel.files import write_text
 from weibolabel.labeled import load_labeled
 from weibolabel.labels import Label, LabelSchema, load_label_schema
 from weibolabel.markdown import frame_table
 from weibolabel.runs import RunLayout, check_outputs, claim_output_directory
+from weibolabel.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,16 +125,16 @@ def simulate(config: SimulateActiveLearningConfig) -> None:
 
     # 4. Tables, the plot and the summary page.
     table = pd.DataFrame(records)
-    table.to_csv(out / "simulation.csv", index=False)
+    write_table(table, out / "simulation.csv")
     summary = al.summarize(table)
-    summary.to_csv(out / "simulation_summary.csv", index=False)
+    write_table(summary, out / "simulation_summary.csv")
     needed = al.labels_needed(summary, target)
     title = f"Simulated annotation loop ({LEARNER.split(' (')[0]} learner)"
     plots.plot_active_learning(summary, full_score, config.tolerance, out / "active_learning.png", title)
     page = render(
         config, source=source, num_rows=len(texts), full_score=full_score, target=target, summary=summary, needed=needed
     )
-    (out / "active_learning.md").write_text(page)
+    write_text(out / "active_learning.md", page)
     for strategy, count in needed.items():
         reached = f"{count:.0f} labels" if count is not None else "not reached"
         print(f"{strategy}: macro-F1 >= {target:.3f} (full data {full_score:.3f} - {config.tolerance:g}): {reached}")

@@ -48,6 +48,7 @@ from weibolabel.runs import (
     write_json,
 )
 from weibolabel.startup import JobLogger, refuse
+from weibolabel.tables import write_table
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -130,7 +131,7 @@ def cross_validate(
             return True  # finished (the report is written last): nothing is rewritten, env.json stays the run's
         write_config(config, layout.config)
         write_json(layout.env, environment(accelerator.num_processes, accelerator.mixed_precision))
-        data.issues.to_csv(layout.data_issues, index=False)
+        write_table(data.issues, layout.data_issues)
         return False
 
     if on_main_process(accelerator, claim_and_describe_run):
@@ -145,7 +146,7 @@ def cross_validate(
     # 3. Folds: stratified, seeded, duplicates grouped; every row's fold is written down.
     fold_of_row = make_folds(labels, rows["group"].tolist(), config.num_folds, config.seed)
     if accelerator.is_main_process:
-        rows.assign(fold=fold_of_row).to_csv(layout.folds_csv, index=False)
+        write_table(rows.assign(fold=fold_of_row), layout.folds_csv)
     encoded = encode(tokenizer, texts, config.max_length)
     if encoded.truncated.any():
         logger.warning(f"{int(encoded.truncated.sum())} texts are longer than {config.max_length} tokens: truncated")

@@ -21,7 +21,7 @@ from weibolabel.runs import JOB_FILES, directory_owner
 from weibolabel.tables import CELL_LIMIT, read_table, write_table
 
 from helpers.data import NAMES, make_labeled_rows
-from helpers.jobs import run_job
+from helpers.jobs import private_mount_possible, run_job
 from helpers.outputs import write_labeled_parquet
 
 # Comments as scrapers deliver them: formulas Excel would run, signs it would read as formulas, characters a
@@ -42,6 +42,14 @@ HOSTILE = [
     "长" * 40000,
 ]
 LONG = HOSTILE[-1]
+
+
+def corpus_rows(num_rows: int) -> tuple[list[str], np.ndarray]:
+    """Texts and probabilities of a labeling job's output: each row confidently its keyword pool's class."""
+    rows = make_labeled_rows(num_rows, seed=3)
+    probs = np.full((num_rows, 4), 0.05)
+    probs[np.arange(num_rows), rows["Label"]] = 0.85
+    return rows["Sentence"].tolist(), probs
 
 
 def expected_text(text: str) -> str:
@@ -473,3 +481,95 @@ def test_review_and_select_advise_their_own_sheet_options_and_name_a_separator(t
     status, _, err = run_job("select_for_annotation.py", args, capsys)
     assert status == 2 and "the file is separated by ';', not by commas" in err
     assert "Pass --exclude_text_column" not in err  # never 'Sentence;Label', which a shell splits in two
+
+
+# =================================================================== 9. one input file without the gold column
+def test_a_file_without_the_gold_column_loses_only_its_own_gold_labels(tmp_path, tiny_run_dir, capsys, caplog):
+    import json
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    pd.DataFrame({"Sentence": ["主持人讲得真好", "越王勾践剑好锋利"], "Label": [0, 1]}).to_csv(
+        inputs / "a.csv", index=False
+    )
+    pd.DataFrame({"Sentence": ["转发微博"]}).to_csv(inputs / "b.csv", index=False)
+    output = tmp_path / "labels.parquet"
+    status, _, err = run_job(
+        "label_corpus.py", ["--input", str(inputs), "--model", str(tiny_run_dir), "--output", str(output)], capsys
+    )
+    assert status == 0, err
+    assert pd.read_parquet(output)["gold_label"].tolist() == [0, 1, pd.NA]
+    assert f"1 of 2 input files have no gold column 'Label' ({inputs / 'b.csv'})" in caplog.text
+    summary = json.loads(output.with_suffix(".summary.json").read_text())
+    assert summary["gold_labels"]["files_without_column"] == [str(inputs / "b.csv")]
+    assert summary["gold_labels"]["valid"] == 2 and summary["gold_agreement"]["rows"] == 2
+
+
+# =================================================================== 10. a full or read-only disk is a message
+STORAGE_JOBS = {  # job -> (its arguments, where it writes, how much room a full disk leaves it)
+    "analyze_labels.py": (["--input", "{labels}", "--output_dir", "{out}/analysis"], "64k"),
+    "select_for_annotation.py": (["--input", "{labels}", "--k", "8", "--output", "{out}/s.xlsx"], "4k"),
+    "find_label_issues.py": (["--run", "{run}", "--output_dir", "{out}/review"], "16k"),
+    "merge_annotations.py": (
+        ["--annotations", "{filled}", "--existing", "{existing}", "--output", "{out}/m.xlsx"],
+        "8k",
+    ),
+    "apply_label_review.py": (["--review", "{review}", "--data", "{existing}", "--output", "{out}/r.xlsx"], "8k"),
+}
+
+
+@pytest.mark.skipif(not private_mount_possible(), reason="needs root and `unshare --mount` for a private tmpfs")
+def test_full_and_read_only_disks_are_a_message_and_leave_no_half_written_file(tmp_path, capsys):
+    import shlex
+    import subprocess
+    import sys
+
+    from helpers import REPO
+    from helpers.jobs import JOBS, job_env
+
+    paths = {"labels": write_labeled_parquet(tmp_path / "labels.parquet", *corpus_rows(200))}
+    plain = make_labeled_rows(48, seed=2)
+    paths["existing"] = tmp_path / "labeled.xlsx"
+    write_table(plain, paths["existing"])
+    probs = np.full((48, 4), 0.02)
+    probs[np.arange(48), plain["Label"]] = 0.94
+    probs[:6] = [0.02, 0.02, 0.02, 0.94]  # six rows the model says are 'irrelevant'
+    paths["run"] = run_directory_with(tmp_path, plain["Sentence"].tolist(), plain["Label"].to_numpy(), probs)
+    status, _, err = run_job(
+        "find_label_issues.py", ["--run", str(paths["run"]), "--output_dir", str(tmp_path / "r")], capsys
+    )
+    assert status == 0, err
+    paths["review"] = tmp_path / "r" / "label_issues.xlsx"
+    fill_column(paths["review"], "Decision", {2: "keep"})
+    paths["filled"] = tmp_path / "filled.xlsx"
+    write_table(pd.DataFrame({"Sentence": ["兵马俑好震撼"], "Label": [1]}), paths["filled"])
+
+    # One mount namespace of its own: a small tmpfs per job (a full disk) and a read-only one; the machine's mounts
+    # are untouched. Each job's log and the files left behind are listed for the checks below.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    script = ["set -u"]
+    for number, (job, (args, size)) in enumerate(STORAGE_JOBS.items()):
+        for mode in ("full", "readonly"):
+            out = tmp_path / f"{mode}{number}"
+            out.mkdir()
+            options = f"size={size}" if mode == "full" else "size=64k,ro"
+            command = [sys.executable, str(JOBS / job), *(a.format(out=out, **paths) for a in args)]
+            script += [
+                f"mount -t tmpfs -o {options} tmpfs {out}",
+                f"{shlex.join(command)} > {logs}/{mode}{number}.log 2>&1; echo $? > {logs}/{mode}{number}.status",
+                f"find {out} -type f -printf '%s %p\\n' > {logs}/{mode}{number}.files",
+            ]
+    run = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)]
+    subprocess.run(run, env=job_env(), cwd=REPO, check=True, timeout=600)
+    for number, job in enumerate(STORAGE_JOBS):
+        for mode, message in (
+            ("full", "No space left on device"),
+            ("readonly", "Read-only file system"),
+        ):
+            log = (logs / f"{mode}{number}.log").read_text()
+            assert (logs / f"{mode}{number}.status").read_text().strip() == "2", (job, mode, log)
+            assert "Traceback" not in log and message in log and "no file was left half-written" in log, (job, log)
+            assert f"({tmp_path / mode}{number}/" in log and ".tmp" not in log, log  # the file or folder it wrote
+            left = [line.split(" ", 1) for line in (logs / f"{mode}{number}.files").read_text().splitlines()]
+            assert all(int(size) > 0 and ".tmp" not in name for size, name in left), (job, mode, left)

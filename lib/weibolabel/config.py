@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from weibolabel.errors import UserError
+from weibolabel.files import write_text
 
 
 @dataclass(frozen=True)
@@ -489,4 +490,4 @@ def config_to_dict(config) -> dict:
 
 
 def write_config(config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True))
+    write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True))

@@ -160,7 +160,7 @@ class Corpus:
         self.datasets = {path: None for path in files if path not in self.copies and is_dataset_input(path)}
         self.row_counts: list[int] = []
         self.gold_column = None  # known once every file's header is read; reading rows needs it set
-        have_gold = True
+        with_gold = []
         types: dict[str, list[pa.DataType]] = {column: [] for column in self.carry_columns}
         # Decoding a whole file to find its encoding is done once per file, not by every reader below.
         self.encodings = {
@@ -174,12 +174,15 @@ class Corpus:
             for column in self.carry_columns:
                 require_column(head, column, path, "--carry_columns", header_row=header_row, sheet=sheet)
                 types[column].append(file_types.get(column, pa.string()))
-            have_gold &= gold_column in head.columns
+            if gold_column in head.columns:
+                with_gold.append(path)
             if row_counts is None:
                 self.row_counts.append(self._count_rows(path, head))
         if row_counts is not None:
             self.row_counts = list(row_counts)
-        self.gold_column = gold_column if have_gold and gold_column else None
+        self.gold_column = gold_column if with_gold and gold_column else None
+        # Files without the gold column, when others have it: their rows have no gold label (the job warns).
+        self.files_without_gold = [path for path in files if path not in with_gold] if self.gold_column else []
         # Each carried column's type in the output: the inputs' own where they agree, else text (carry_type).
         self.carry_types = {column: carry_type(kinds) for column, kinds in types.items()}
         if self.num_rows == 0:
@@ -251,7 +254,8 @@ class Corpus:
         of this file, 0-based below the header), in order, reading as little of the rest as the format allows:
         Parquet only the row groups they touch, CSV and text files parse or keep nothing else."""
         suffix = self._suffix(path)
-        wanted = [self.text_column, *self.carry_columns] + ([self.gold_column] if self.gold_column else [])
+        with_gold = self.gold_column and path not in self.files_without_gold
+        wanted = [self.text_column, *self.carry_columns] + ([self.gold_column] if with_gold else [])
         if path in self.datasets:  # Arrow datasets: only these rows' slices; streams: read past the rest
             yield from dataset_blocks(path, self._dataset(path), ranges, block_rows, columns=wanted)
         elif suffix == ".parquet":
@@ -308,9 +312,15 @@ class Corpus:
                 "source_file": str(path) if len(self.files) > 1 else None,
                 "source_row": rows,
                 **{c: block[c].to_numpy(dtype=object) for c in self.carry_columns},
-                **({"gold": block[self.gold_column].to_numpy(dtype=object)} if self.gold_column else {}),
+                **({"gold": self._gold(path, block)} if self.gold_column else {}),
             }
         )
+
+    def _gold(self, path: Path, block: pd.DataFrame) -> np.ndarray:
+        """The block's gold cells; none for a file without the gold column."""
+        if path in self.files_without_gold:
+            return np.full(len(block), None, dtype=object)
+        return block[self.gold_column].to_numpy(dtype=object)
 
 
 def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from weibolabel.errors import UserError, on_every_process, raised_on_every_process
+from weibolabel.errors import UserError, on_every_process, raised_on_every_process, storage_error_message
 from weibolabel.files import atomic_path
 from weibolabel.precision import PRECISIONS, choose_precision, device_capability
 from weibolabel.preemption import EXIT_PREEMPTED, Preempted
@@ -796,22 +796,6 @@ def limit_tokenizer_threads() -> int:
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this node
     threads = tokenizer_threads(len(os.sched_getaffinity(0)), local_processes)
     return int(os.environ.setdefault("RAYON_NUM_THREADS", str(threads)))
-
-
-# Errors of the storage, not of the code: a full disk or quota, a read-only or failing mount, lost permissions.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
-
-
-def storage_error_message(error: OSError, kept: str, path: Path | None = None) -> str | None:
-    """The user's message for an OSError of the storage, or None if it is something else (a bug: let it show).
-    `kept` says what a re-run will not have to redo; `path` names the file when the error does not."""
-    # Arrow reports some I/O failures without an errno; its message still says what happened.
-    if error.errno not in STORAGE_ERRNOS and "No space left on device" not in str(error):
-        return None
-    where = f" ({error.filename or path})" if (error.filename or path) else ""
-    full = error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
-    fix = "Free space" if full else "Fix the storage or its permissions"
-    return f"{error.strerror or error}{where}. {fix} and re-run the same command; {kept}."
 
 
 def on_main_process(accelerator: Accelerator, work: Callable[[], T]) -> T:

@@ -15,6 +15,7 @@ import logging
 import math
 import re
 import shlex
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -519,13 +520,22 @@ def write_xlsx(
         decorate(workbook)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        workbook.save(tmp)
+        _save(workbook, tmp)
     if cut:
         listed = "; ".join(cut[:10]) + (f"; and {len(cut) - 10} more" if len(cut) > 10 else "")
         logging.getLogger("weibolabel").warning(
             f"{name or path}: {len(cut)} text(s) longer than Excel's {CELL_LIMIT:,}-character cell limit were cut "
             f"to fit ({listed}); {if_cut}."
         )
+
+
+def _save(workbook, path: Path) -> None:
+    """openpyxl's Workbook.save, with the archive closed on every way out: a full disk then raises once, here,
+    instead of again from the garbage collector at exit ("Exception ignored ... No space left on device")."""
+    from openpyxl.writer.excel import ExcelWriter
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        ExcelWriter(workbook, archive).write_data()
 
 
 def _put_cell(cell, value) -> bool:
