@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         output, files = check_inputs(config)
         row_counts = open_corpus(config, files).row_counts if is_main_launch_process() else None
-    except (UserError, OSError) as error:
+    except (UserError, OSError, KeyboardInterrupt) as error:
         return refuse(error, "label_corpus")
     accelerator = make_accelerator(config.collective_timeout_minutes)
     with RunLock() as lock:  # released on every way out; taken once the inputs are checked

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         check_run(config)  # before the heavy imports: a wrong --run is said at once
-    except UserError as error:
+    except (UserError, KeyboardInterrupt) as error:
         return refuse(error, "learning_curve")
     accelerator = make_accelerator()
     return run_guarded(lambda: learning_curve(config, accelerator, StopSignal()), accelerator, logger, "finished cells")

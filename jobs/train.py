@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     # Step 1's data checks come before the heavy imports; every process reads the data, as each one trains on it.
     try:
         schema, data = check_data(config)
-    except (UserError, OSError) as error:
+    except (UserError, OSError, KeyboardInterrupt) as error:
         return refuse(error, "train")
     accelerator = make_accelerator(config.collective_timeout_minutes)
     kept = "finished folds and epochs"  # what a stopped run keeps, for its message

@@ -573,3 +573,66 @@ def test_full_and_read_only_disks_are_a_message_and_leave_no_half_written_file(t
             assert f"({tmp_path / mode}{number}/" in log and ".tmp" not in log, log  # the file or folder it wrote
             left = [line.split(" ", 1) for line in (logs / f"{mode}{number}.files").read_text().splitlines()]
             assert all(int(size) > 0 and ".tmp" not in name for size, name in left), (job, mode, left)
+
+
+# =================================================================== 11. what used to end in a traceback
+def test_gbk_piped_into_predict_is_read_and_an_ambiguous_pipe_is_refused(tiny_run_dir):
+    import subprocess
+    import sys
+
+    from helpers import REPO
+    from helpers.jobs import JOBS, job_env
+
+    def predict(data: bytes, *extra: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(JOBS / "predict.py"), "--model", str(tiny_run_dir / "fold_0"), *extra]
+        return subprocess.run(command, input=data, capture_output=True, env=job_env(), cwd=REPO, timeout=300)
+
+    comments = make_labeled_rows(40)["Sentence"].str.replace(r"[^\u4e00-\u9fff0-9]", "", regex=True).tolist()
+    result = predict("\r\n".join(comments).encode("gbk") + b"\r\n")  # a Chinese Windows console's pipe
+    assert result.returncode == 0, result.stderr.decode()
+    out = result.stdout.decode()
+    assert all(comment[:10] in out for comment in comments) and "Traceback" not in result.stderr.decode()
+    short = "《國家寶藏》".encode("big5")  # short enough that GB18030 reads it too
+    result = predict(short)
+    assert result.returncode == 2 and "--encoding gb18030 or --encoding big5" in result.stderr.decode()
+    result = predict(short, "--encoding", "big5")
+    assert result.returncode == 0 and "《國家寶藏》" in result.stdout.decode()
+
+
+def test_ctrl_c_while_labeling_is_one_line_and_the_rerun_resumes(tmp_path, tiny_run_dir):
+    from helpers.jobs import JOBS, KILL_WRAPPER, label_args, launch_job, log_of, parts_dir
+
+    source = tmp_path / "c.csv"
+    pd.DataFrame({"Sentence": make_labeled_rows(24)["Sentence"]}).to_csv(source, index=False)
+    output = tmp_path / "labels.parquet"
+    args = label_args(source, tiny_run_dir, output)
+    env = {"WEIBOLABEL_TEST_KILL_AT": "after:0", "WEIBOLABEL_TEST_SIGNAL": "SIGINT"}  # Ctrl-C after chunk 0
+    stopped = launch_job(str(KILL_WRAPPER), [str(JOBS / "label_corpus.py"), *args], check=False, env=env)
+    assert stopped.returncode == 130 and "Traceback" not in log_of(stopped), log_of(stopped)
+    assert "stopped (Ctrl-C); finished chunks are saved. Re-run the same command to resume." in log_of(stopped)
+    assert len(list(parts_dir(output).glob("part-*.done"))) == 1
+    launch_job("label_corpus.py", args)
+    assert pd.read_parquet(output)["row_id"].tolist() == list(range(24))
+
+
+def test_an_output_that_is_a_directory_and_repeated_parquet_columns_are_messages(
+    tmp_path, tiny_run_dir, capsys, caplog
+):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    spark = tmp_path / "labels.parquet"  # as Spark and Dask write a "Parquet file"
+    spark.mkdir()
+    (spark / "part-00000.parquet").write_bytes(b"")
+    source = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"Sentence": ["国家宝藏真好看"]}), source)
+    args = ["--input", str(source), "--model", str(tiny_run_dir), "--output", str(spark)]
+    status, _, _ = run_job("label_corpus.py", args, capsys)
+    assert status == 2 and f"--output {spark} is a directory (as Spark and Dask write Parquet)" in caplog.text
+    repeated = tmp_path / "repeated.parquet"  # pyarrow, polars and Spark allow a column name twice; pandas does not
+    pq.write_table(
+        pa.Table.from_arrays([pa.array(["a"]), pa.array([0]), pa.array([1])], ["Sentence", "Label", "Label"]), repeated
+    )
+    status, _, _ = run_job("train.py", ["--data", str(repeated), "--output_dir", str(tmp_path / "run")], capsys)
+    assert status == 2 and f"{repeated}: the header has duplicate column names ['Label']" in caplog.text
+    assert "damaged" not in caplog.text

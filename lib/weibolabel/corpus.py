@@ -213,7 +213,9 @@ class Corpus:
         suffix = self._suffix(path)
         if suffix == ".parquet":
             with read_errors(path):
-                return pd.DataFrame(columns=pq.read_schema(self.copies.get(path, path)).names)
+                head = pd.DataFrame(columns=pq.read_schema(self.copies.get(path, path)).names)
+            check_column_names(head, path)
+            return head
         if suffix == ".txt":
             return pd.DataFrame(columns=["text"])
         if suffix == ".csv":

@@ -26,7 +26,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from weibolabel.errors import UserError, on_every_process, raised_on_every_process, storage_error_message
+from weibolabel.errors import (
+    EXIT_INTERRUPTED,
+    UserError,
+    on_every_process,
+    raised_on_every_process,
+    storage_error_message,
+)
 from weibolabel.files import atomic_path
 from weibolabel.precision import PRECISIONS, choose_precision, device_capability
 from weibolabel.preemption import EXIT_PREEMPTED, Preempted
@@ -395,6 +401,14 @@ def check_outputs(
     backup), and it writes neither into a directory another job owns nor over another job's files. Writes nothing;
     the refusals never suggest --overwrite, which would not help."""
     outputs = [(option, path) for option, value in (writes or {}).items() for path in _paths(value)]
+    for option, path in outputs:
+        if path.is_dir():
+            raise UserError(
+                f"{option} {path} is a directory (as Spark and Dask write Parquet): jobs/{job}.py writes one file. "
+                f"Pass the name of a file (e.g. {path.with_name(path.stem + '_' + job + path.suffix)})."
+            )
+    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise UserError(f"--output_dir {output_dir} is a file; pass a directory (a new one is made).")
     if output_dir is not None:
         _check_directory_owner(job, Path(output_dir))
         outputs.append(("--output_dir", Path(output_dir)))
@@ -831,6 +845,9 @@ def run_guarded(work: Callable[[], None], accelerator: Accelerator, logger, kept
     except Preempted as error:
         logger.warning(f"{error}; {kept} are saved. Re-run the same command to resume.")
         code, together = EXIT_PREEMPTED, False
+    except KeyboardInterrupt:  # Ctrl-C: at once, not at the next safe point; what was finished is on disk
+        logger.warning(f"stopped (Ctrl-C); {kept} are saved. Re-run the same command to resume.")
+        code, together = EXIT_INTERRUPTED, False
     except OSError as error:  # a disk that fills up or goes away mid-run: say so, not where in torch it happened
         message = storage_error_message(error, f"{kept} are kept")
         if message is None:

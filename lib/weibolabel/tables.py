@@ -138,6 +138,7 @@ def _read_file(path: Path, sheet: str | None, encoding: str | None, header_row: 
     if suffix == ".csv":
         return read_csv(path, detect_encoding(path, encoding), header_row).replace("", np.nan)
     if suffix == ".parquet":
+        check_column_names(pd.DataFrame(columns=pq.read_schema(path).names), path)  # pandas calls repeats "damaged"
         return pd.read_parquet(path)
     if suffix == ".txt":
         blocks = text_line_blocks(path, detect_encoding(path, encoding))
@@ -321,6 +322,7 @@ def check_column_names(frame: pd.DataFrame, path: Path) -> None:
     names = [str(c) for c in frame.columns]
     # pandas renames a repeated header "Sentence" to "Sentence.1"; a silent pick of one of them would lose data.
     repeated = sorted({n.rsplit(".", 1)[0] for n in names if re.search(r"\.\d+$", n) and n.rsplit(".", 1)[0] in names})
+    repeated += sorted({n for n in names if names.count(n) > 1})  # Parquet of pyarrow, polars or Spark keeps them
     if repeated:
         raise UserError(f"{path}: the header has duplicate column names {repeated}; rename them so each is unique.")
 
