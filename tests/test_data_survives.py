@@ -21,7 +21,7 @@ from weibolabel.runs import JOB_FILES, directory_owner
 from weibolabel.tables import CELL_LIMIT, read_table, write_table
 
 from helpers.data import NAMES, make_labeled_rows
-from helpers.jobs import private_mount_possible, run_job
+from helpers.jobs import load_job, private_mount_possible, run_job
 from helpers.outputs import write_labeled_parquet
 
 # Comments as scrapers deliver them: formulas Excel would run, signs it would read as formulas, characters a
@@ -202,8 +202,6 @@ def test_review_sheet_and_reviewed_file_keep_hostile_texts_as_text(tmp_path, cap
 
 # =================================================================== 3. no job writes over its own inputs
 def test_label_corpus_refuses_to_write_over_its_input_even_with_overwrite(tmp_path, tiny_run_dir, caplog, monkeypatch):
-    from helpers.jobs import load_job
-
     monkeypatch.chdir(tmp_path)  # the output named relatively too
     (tmp_path / "d").mkdir()
     corpus = tmp_path / "c.parquet"
@@ -257,6 +255,7 @@ def training_run(path: Path, marker: bool = True) -> Path:
     write_fake_run(path, gold=gold, predicted=gold)
     (path / "config.yaml").write_text(yaml.safe_dump({"num_folds": 5, "data": "labeled.xlsx", "labels": None}))
     (path / "report.md").write_text("# the paper's table\n")
+    (path / "run_identity.json").write_text("{}")
     if marker:
         (path / ".weibolabel-job").write_text("train\n")
     return path
@@ -289,6 +288,18 @@ def test_analysis_jobs_refuse_a_training_run_directory_and_train_refuses_theirs(
     status, _, _ = run_job("train.py", ["--data", str(labeled_xlsx), "--output_dir", str(analysis)], capsys)
     assert status == 2 and f"--output_dir {analysis} holds the output of jobs/analyze_labels.py" in caplog.text
     assert "its report.md would be replaced" in caplog.text
+    # A run's own learning curve may join it, but not an analysis directory; training never into its base model.
+    caplog.clear()
+    status, _, _ = run_job("learning_curve.py", ["--run", str(run), "--output_dir", str(analysis)], capsys)
+    assert status == 2 and f"{analysis} holds the output of jobs/analyze_labels.py" in caplog.text
+    check_run = load_job("learning_curve").check_run
+    check_run(load_job("learning_curve").LearningCurveConfig(run=str(run)))  # into the run itself: allowed
+    model = tmp_path / "base-model"
+    model.mkdir()
+    caplog.clear()
+    args = ["--data", str(labeled_xlsx), "--model_name_or_path", str(model), "--output_dir", str(model)]
+    status, _, _ = run_job("train.py", args, capsys)
+    assert status == 2 and f"--output_dir {model} is the --model_name_or_path {model} itself" in caplog.text
 
 
 # =================================================================== 5. carried columns keep their type and value
