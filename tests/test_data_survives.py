@@ -177,8 +177,8 @@ def run_directory_with(tmp_path: Path, texts: list[str], given: np.ndarray, prob
 
 def test_review_sheet_and_reviewed_file_keep_hostile_texts_as_text(tmp_path, capsys):
     plain = make_labeled_rows(48, seed=2)
-    texts = [*plain["Sentence"], *HOSTILE[:-1]]
-    given = np.array([*plain["Label"], *[0] * (len(HOSTILE) - 1)])
+    texts = [*plain["Sentence"], *HOSTILE]
+    given = np.array([*plain["Label"], *[0] * len(HOSTILE)])
     probs = np.full((len(texts), 4), 0.02)
     probs[np.arange(len(plain)), given[: len(plain)]] = 0.94
     probs[len(plain) :, 1] = 0.94  # the model is sure every hostile row is 'heritage', not the given 'production'
@@ -190,14 +190,14 @@ def test_review_sheet_and_reviewed_file_keep_hostile_texts_as_text(tmp_path, cap
     review = tmp_path / "r" / "label_issues.xlsx"
     assert cell_types(review) <= {"s", "n"}
     sheet = read_table(review)
-    assert set(HOSTILE[:-1]) <= set(sheet["Sentence"])
+    assert {expected_text(t) for t in HOSTILE} <= set(sheet["Sentence"])
     fill_column(review, "Decision", {row: "suggested" for row in range(2, len(sheet) + 2)})
     output = tmp_path / "reviewed.xlsx"
     args = ["--review", str(review), "--data", str(data), "--output", str(output)]
     status, _, err = run_job("apply_label_review.py", args, capsys)
     assert status == 0, err
     assert cell_types(output) <= {"s", "n"}
-    assert read_table(output)["Sentence"].tolist() == texts
+    assert read_table(output)["Sentence"].tolist() == [expected_text(t) for t in texts]
 
 
 # =================================================================== 3. no job writes over its own inputs
@@ -220,6 +220,11 @@ def test_label_corpus_refuses_to_write_over_its_input_even_with_overwrite(tmp_pa
     caplog.clear()
     assert label.main(["--input", str(tmp_path), "--model", str(tiny_run_dir), "--output", str(tmp_path / "l.parquet")])
     assert "is where --input" in caplog.text and not (tmp_path / "l.parquet").exists()
+    # Nor over another job's file in its directory (with --overwrite too).
+    caplog.clear()
+    oof = tiny_run_dir / "oof_predictions.parquet"
+    assert label.main(["--input", str(corpus), "--model", str(tiny_run_dir), "--output", str(oof), "--overwrite"]) == 2
+    assert f"--output {oof} is a file of the jobs/train.py output in {tiny_run_dir}" in caplog.text
     # The training run these tests share records its owner, and writes no file its layout does not list.
     assert directory_owner(tiny_run_dir) == "train"
     names = [p.name for p in tiny_run_dir.iterdir()]
