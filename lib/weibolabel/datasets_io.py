@@ -80,10 +80,9 @@ def open_dataset(path: Path, split: str | None = None, encoding: str | None = No
         # Converted once into Arrow in the datasets cache (HF_DATASETS_CACHE) and memory-mapped from there, so each
         # labeling process slices its own chunks; streamed, datasets hands a JSON array's mixed-type columns back
         # as raw JSON text ('"heritage"'), which would change the comments.
+        encoding = detect_encoding(path, encoding)  # its own message, not one about malformed JSON
         try:
-            return datasets.load_dataset(
-                "json", data_files=str(path), split="train", encoding=detect_encoding(path, encoding)
-            )
+            return datasets.load_dataset("json", data_files=str(path), split="train", encoding=encoding)
         except Exception as error:
             raise UserError(_malformed_json_message(path, error)) from None
     try:

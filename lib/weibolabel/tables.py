@@ -512,12 +512,12 @@ def write_xlsx(
     workbook = Workbook()
     workbook.remove(workbook.active)
     cut = []
-    for name, frame in sheets.items():
-        worksheet = workbook.create_sheet(name)
+    for title, frame in sheets.items():
+        worksheet = workbook.create_sheet(title)
         for row_number, values in enumerate([list(frame.columns), *frame.itertuples(index=False)], start=1):
             for column_number, value in enumerate(values, start=1):
                 if _put_cell(worksheet.cell(row=row_number, column=column_number), value):
-                    cut.append(f"sheet '{name}', column '{frame.columns[column_number - 1]}', row {row_number}")
+                    cut.append(f"sheet '{title}', column '{frame.columns[column_number - 1]}', row {row_number}")
     if decorate is not None:
         decorate(workbook)
     path.parent.mkdir(parents=True, exist_ok=True)
