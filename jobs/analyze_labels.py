@@ -27,7 +27,10 @@ import pandas as pd
 from weibolabel.annotation import read_labeled_parquet
 from weibolabel.config import AnalyzeConfig, parse_config
 from weibolabel.errors import UserError, exit_status
+from weibolabel.files import write_text
 from weibolabel.parquet_io import read_metadata
+from weibolabel.runs import check_outputs, claim_output_directory
+from weibolabel.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +47,9 @@ def analyze(config: AnalyzeConfig) -> None:
     if config.bootstrap_replicates < 100:
         raise UserError("--bootstrap_replicates must be at least 100 for a 95% percentile interval.")
     source = Path(config.input)
+    out = Path(config.output_dir) if config.output_dir else source.with_name(f"{source.stem}_analysis")
+    reads = {"--input": source, "--run": config.run, "--gold_sample": config.gold_sample}
+    check_outputs("analyze_labels", reads=reads, output_dir=out)
     frame, probs, schema = read_labeled_parquet(source)
     # scipy, scikit-learn and matplotlib take seconds to import: only once the input has been read.
     from weibolabel import analysis, plots
@@ -54,8 +60,7 @@ def analyze(config: AnalyzeConfig) -> None:
         raise UserError(f"{source}: no column '{config.group_by}' to group by; the columns are {list(frame.columns)}.")
     if config.group_by_month and not config.group_by:
         raise UserError("--group_by_month needs --group_by DATE_COLUMN.")
-    out = Path(config.output_dir) if config.output_dir else source.with_name(f"{source.stem}_analysis")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_directory(out, "analyze_labels")
     names, labels = schema.names, frame["label"].astype(int).to_numpy()
     confidence = frame["confidence"].astype(float).to_numpy()
     statuses = pd.read_parquet(source, columns=["status"])["status"].value_counts()
@@ -89,29 +94,29 @@ def analyze(config: AnalyzeConfig) -> None:
         seed=config.seed,
         min_group_rows=config.min_group_rows,
     )
-    shares.to_csv(out / "shares.csv", index=False)
+    write_table(shares, out / "shares.csv")
     plots.plot_shares(shares, temperature, out / "shares.png")
 
     # 5. Predicted-label shares with Wilson intervals, over all rows and over confident rows only.
     class_shares = analysis.shares_by_confidence(labels, confidence, names, config.min_confidence)
-    class_shares.to_csv(out / "class_shares.csv", index=False)
+    write_table(class_shares, out / "class_shares.csv")
     plots.plot_class_shares(class_shares, out / "class_shares.png")
 
     # 6. Confidence by predicted class.
     histogram = analysis.confidence_histogram(confidence, labels, names)
-    histogram.to_csv(out / "confidence_histogram.csv", index=False)
+    write_table(histogram, out / "confidence_histogram.csv")
     plots.plot_confidence_histogram(histogram, names, config.min_confidence, out / "confidence_histogram.png")
 
     # 7. The character n-grams that set each predicted class apart (tables only: plots have no CJK font).
     ngrams = analysis.characteristic_ngrams(
         frame["text"].tolist(), labels, names, config.top_ngrams, config.min_ngram_count
     )
-    ngrams.to_csv(out / "characteristic_ngrams.csv", index=False)
+    write_table(ngrams, out / "characteristic_ngrams.csv")
 
     # 8. Shares per group: counts in group_shares.csv, estimates in shares.csv, the plot with intervals.
     if config.group_by:
         group_counts = analysis.group_shares(values, labels, names, config.max_groups)
-        group_counts.to_csv(out / "group_shares.csv", index=False)
+        write_table(group_counts, out / "group_shares.csv")
         plots.plot_group_shares(shares, codes, config.group_by, temperature, out / "group_shares.png")
 
     # 9. report.md, from the tables above.
@@ -130,7 +135,7 @@ def analyze(config: AnalyzeConfig) -> None:
         names=names,
         codes=codes,
     )
-    (out / "report.md").write_text(report)
+    write_text(out / "report.md", report)
     print(f"wrote {out / 'report.md'} and {len(list(out.glob('*.csv')))} tables, {len(list(out.glob('*.png')))} plots")
 
 

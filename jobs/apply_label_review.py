@@ -20,18 +20,17 @@ output: `<output>_review_log.csv` (every reviewed row and copy: old and new labe
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from weibolabel.annotation import schema_from_sheet
+from weibolabel.annotation import schema_from_sheet, workbook_sheets
 from weibolabel.config import ApplyReviewConfig, parse_config
 from weibolabel.errors import UserError, exit_status
 from weibolabel.files import backup_copy
 from weibolabel.label_issues import apply_decisions, read_decisions
 from weibolabel.labeled import load_labeled
 from weibolabel.labels import load_label_schema
-from weibolabel.runs import now_utc
+from weibolabel.runs import check_outputs, now_utc, write_json
 from weibolabel.tables import read_table, require_column, write_table
 
 
@@ -44,6 +43,14 @@ def destination(config: ApplyReviewConfig, data: Path) -> tuple[Path, bool]:
     """The file to write (a new one by default) and whether it is --data itself, which needs --overwrite and gets
     a backup first (the same rule as jobs/merge_annotations.py)."""
     output = Path(config.output) if config.output else data.with_name(f"{data.stem}_reviewed{data.suffix}")
+    stem = output.with_suffix("")
+    side_files = [Path(f"{stem}_review_{name}") for name in ("log.csv", "dropped.csv", "summary.json")]
+    check_outputs(
+        "apply_label_review",
+        reads={"--review": config.review, "--data": data, "--labels": config.labels},
+        writes={"--output": output, "--output (beside it)": side_files},
+        replaceable="--data",  # with --overwrite, after a backup copy
+    )
     replaces_data = output.resolve() == data.resolve()
     if output.exists() and not config.overwrite:
         raise UserError(
@@ -53,18 +60,6 @@ def destination(config: ApplyReviewConfig, data: Path) -> tuple[Path, bool]:
             else f"{output} already exists; pass --overwrite to replace it."
         )
     return output, replaces_data
-
-
-def other_sheets(path: Path, sheet: str | None) -> list[str]:
-    """Sheets of a workbook besides the labeled one: write_table writes one sheet, so they are not carried over."""
-    if path.suffix.lower() not in (".xlsx", ".xlsm"):
-        return []
-    import openpyxl
-
-    workbook = openpyxl.load_workbook(path, read_only=True)
-    names = workbook.sheetnames
-    workbook.close()
-    return [name for name in names if name != (sheet if sheet is not None else names[0])]
 
 
 def apply_review(config: ApplyReviewConfig) -> None:
@@ -82,22 +77,29 @@ def apply_review(config: ApplyReviewConfig) -> None:
     # 2. The schema (the review sheet's own, by default) and the labeled file, validated as training validates it.
     schema = load_label_schema(config.labels) if config.labels else schema_from_sheet(review)
     schema = schema or load_label_schema(None)
-    frame = read_table(data, sheet=config.sheet)
-    require_column(frame, config.text_column, data, "--text_column", sheet=config.sheet)
-    require_column(frame, config.label_column, data, "--label_column", sheet=config.sheet)
-    load_labeled(data, schema, text_column=config.text_column, label_column=config.label_column, sheet=config.sheet)
-    others = other_sheets(data, config.sheet)
-    if others and replaces_data:
-        raise UserError(
-            f"{data} has other sheets {others} that a rewritten file would not keep; write a new file with --output."
-        )
+    where = {"sheet": config.sheet, "encoding": config.encoding, "header_row": config.header_row}
+    frame = read_table(data, **where)
+    for column, option in ((config.text_column, "--text_column"), (config.label_column, "--label_column")):
+        require_column(frame, column, data, option, header_row=config.header_row, sheet=config.sheet)
+    load_labeled(data, schema, text_column=config.text_column, label_column=config.label_column, **where)
+    sheets = workbook_sheets(data)
+    others = [name for name in sheets if name != (config.sheet or sheets[0])] if sheets else []
+    if (others or config.header_row > 1) and replaces_data:
+        lost = f"other sheets {others}" if others else f"rows above its header (row {config.header_row})"
+        raise UserError(f"{data} has {lost} that a rewritten file would not keep; write a new file with --output.")
 
     # 3. Every decision is checked against the file before any is applied: all or nothing.
     decisions = read_decisions(review, schema)
     if decisions.empty:
         raise UserError(f"{review}: no row has a Decision yet; fill in the 'Decision' column first.")
     result, log = apply_decisions(
-        frame, decisions, schema, text_column=config.text_column, label_column=config.label_column, source=data
+        frame,
+        decisions,
+        schema,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        source=data,
+        header_row=config.header_row,
     )
     dropped_ids = log.loc[log["change"] == "row removed", "row_id"].tolist()
 
@@ -105,11 +107,9 @@ def apply_review(config: ApplyReviewConfig) -> None:
     backup = backup_copy(data) if replaces_data else None
     write_table(result, output)
     stem = output.with_suffix("")
-    log.to_csv(f"{stem}_review_log.csv", index=False, encoding="utf-8-sig")
+    write_table(log, f"{stem}_review_log.csv")
     if dropped_ids:
-        frame.iloc[dropped_ids].assign(review_row_id=dropped_ids).to_csv(
-            f"{stem}_review_dropped.csv", index=False, encoding="utf-8-sig"
-        )
+        write_table(frame.iloc[dropped_ids].assign(review_row_id=dropped_ids), f"{stem}_review_dropped.csv")
     changes = log["change"].value_counts()
     summary = {
         "review": str(review),
@@ -124,10 +124,12 @@ def apply_review(config: ApplyReviewConfig) -> None:
         "rows_out": len(result),
         "time": now_utc(),
     }
-    Path(f"{stem}_review_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    write_json(Path(f"{stem}_review_summary.json"), summary)
     backed_up = f" (backup: {backup})" if backup else ""
     if others:
         print(f"note: {output} holds the labeled sheet only, not the other sheets {others} of {data}")
+    if config.header_row > 1:
+        print(f"note: the rows of {data} above its header (row {config.header_row}) are not in {output}")
     print(
         f"wrote {output}{backed_up}: {summary['decisions']} decisions, {summary['rows_relabeled']} rows "
         f"relabeled, {summary['rows_removed']} removed, {len(frame)} -> {len(result)} rows; log: {stem}_review_log.csv"

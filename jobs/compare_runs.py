@@ -15,7 +15,8 @@ from pathlib import Path
 
 from weibolabel.config import CompareConfig, parse_config
 from weibolabel.errors import UserError, exit_status
-from weibolabel.runs import RunLayout, write_json
+from weibolabel.files import write_text
+from weibolabel.runs import RunLayout, check_outputs, claim_output_directory, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +37,8 @@ def compare(config: CompareConfig) -> None:
         raise UserError("Give at least two run directories: compare_runs.py runs/a runs/b --output_dir DIR.")
     if not config.output_dir:
         raise UserError("--output_dir is required (see --help).")
+    out = Path(config.output_dir)
+    check_outputs("compare_runs", reads={"--runs": config.runs}, output_dir=out)
     for run in config.runs:
         RunLayout(run).require_finished()
     # scipy takes seconds to import: only once the options and runs are known good (their errors come at once).
@@ -47,10 +50,9 @@ def compare(config: CompareConfig) -> None:
     pairs = compare_runs(runs)
 
     # 3. comparison.json and comparison.md.
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_directory(out, "compare_runs")
     write_json(out / "comparison.json", {"runs": [str(r) for r in config.runs], "pairs": pairs})
-    (out / "comparison.md").write_text(comparison_markdown(pairs))
+    write_text(out / "comparison.md", comparison_markdown(pairs))
     print(f"wrote {out / 'comparison.md'} and comparison.json: {len(pairs)} pair(s) of runs")
 
 

@@ -22,8 +22,10 @@ import pandas as pd
 from weibolabel import label_issues
 from weibolabel.config import LabelIssuesConfig, parse_config, write_config
 from weibolabel.errors import UserError, exit_status
+from weibolabel.files import write_text
 from weibolabel.markdown import frame_table
-from weibolabel.runs import RunLayout
+from weibolabel.runs import RunLayout, check_outputs, claim_output_directory
+from weibolabel.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,18 +38,19 @@ def find(config: LabelIssuesConfig) -> None:
     if not config.run:
         raise UserError("--run is required: a finished training run directory of jobs/train.py.")
     run = Path(config.run)
-    rows, probs, schema, train_config = label_issues.read_run_predictions(run)
     out = Path(config.output_dir) if config.output_dir else run / "review"
-    out.mkdir(parents=True, exist_ok=True)
+    check_outputs("find_label_issues", reads={"--run": run}, output_dir=out)
+    rows, probs, schema, train_config = label_issues.read_run_predictions(run)
+    claim_output_directory(out, "find_label_issues")
 
     # 2. Confident learning flags and ranks the suspicious rows; its confident joint estimates the noise per class.
     issues = label_issues.find_issues(rows, probs, schema, config.filter_by)
     noise = label_issues.estimate_noise(rows, probs, schema, issues)
 
     # 3. The ranked list, the review sheet in the annotators' format, the per-class estimate and a short report.
-    issues.to_csv(out / "label_issues.csv", index=False)
+    write_table(issues, out / "label_issues.csv")
     label_issues.write_review_sheet(issues, schema, out / "label_issues.xlsx")
-    noise.to_csv(out / "noise_estimate.csv", index=False)
+    write_table(noise, out / "noise_estimate.csv")
     write_config(config, out / "config.yaml")
     known = known_conflicts(run)
     page = render(
@@ -59,7 +62,7 @@ def find(config: LabelIssuesConfig) -> None:
         filter_by=config.filter_by,
         num_rows=len(rows),
     )
-    (out / "label_issues.md").write_text(page)
+    write_text(out / "label_issues.md", page)
     total = int(noise["estimated_errors"].sum())
     print(
         f"{len(issues)} of {len(rows)} labeled rows flagged for review -> {out / 'label_issues.xlsx'}; "

@@ -25,16 +25,24 @@ import numpy as np
 import pandas as pd
 
 from weibolabel.config import LabelConfig, config_to_dict, parse_config
-from weibolabel.corpus import Corpus, copy_spreadsheets, resolve_inputs
+from weibolabel.corpus import Corpus, copy_spreadsheets, is_among_inputs, resolve_inputs
 from weibolabel.datasets_io import input_identity
 from weibolabel.errors import UserError
 from weibolabel.labeled import clean_text
 from weibolabel.labeling import corpus_summary, format_summary, gold_check, gold_record, parse_gold
-from weibolabel.parquet_io import PartStore, check_output_free, inputs_directory, is_complete, output_schema
+from weibolabel.parquet_io import (
+    PartStore,
+    carried_column,
+    check_output_free,
+    inputs_directory,
+    is_complete,
+    output_schema,
+)
 from weibolabel.preemption import StopSignal
 from weibolabel.runs import (
     RunLock,
     check_lock_free,
+    check_outputs,
     check_shared_directory,
     ensure_writable,
     exit_with_launcher,
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         output, files = check_inputs(config)
         row_counts = open_corpus(config, files).row_counts if is_main_launch_process() else None
-    except (UserError, OSError) as error:
+    except (UserError, OSError, KeyboardInterrupt) as error:
         return refuse(error, "label_corpus")
     accelerator = make_accelerator(config.collective_timeout_minutes)
     with RunLock() as lock:  # released on every way out; taken once the inputs are checked
@@ -159,8 +167,14 @@ def label_corpus(
         )
         return
     corpus = read_corpus(config, files, accelerator, inputs_directory(output), row_counts)
+    if corpus.files_without_gold:  # their rows have no gold label; the other files' still count
+        names = ", ".join(str(path) for path in corpus.files_without_gold)
+        logger.warning(
+            f"{len(corpus.files_without_gold)} of {len(corpus.files)} input files have no gold column "
+            f"'{corpus.gold_column}' ({names}): their rows have no gold label; the agreement is over the other files"
+        )
     schema = output_schema(
-        len(model.ensemble.schema), len(corpus.files) > 1, corpus.carry_columns, corpus.gold_column is not None
+        len(model.ensemble.schema), len(corpus.files) > 1, corpus.carry_types, corpus.gold_column is not None
     )
     store = PartStore(output, schema)
     if not on_main_process(accelerator, lambda: store.prepare(job, config.overwrite)):
@@ -346,6 +360,8 @@ def merge_and_summarise(
     # Gold cells that are not labels count as missing in the agreement: the summary and the file say how many.
     gold = gold_check(store.done_records(), corpus.gold_column) if corpus.gold_column else None
     if gold:
+        gold["files_without_column"] = [str(path) for path in corpus.files_without_gold]
+    if gold:
         metadata["gold_labels"] = gold
     num_chunks = math.ceil(corpus.num_rows / config.chunk_size)
     store.merge(num_chunks, corpus.num_rows, metadata, tally.finished_on)
@@ -404,6 +420,13 @@ def check_inputs(config: LabelConfig) -> tuple[Path, list[Path]]:
     if output.suffix != ".parquet":
         raise UserError(f"--output must end in .parquet, got {output}.")
     files = resolve_inputs(config.input)
+    writes = {"--output": [output, summary_path(output)]}
+    check_outputs("label_corpus", reads={"--input": files, "--model": config.model}, writes=writes)
+    if is_among_inputs(config.input, output):
+        raise UserError(
+            f"--output {output} is where --input {config.input} finds the files to label: a later run would label the "
+            "output too. Put --output outside it."
+        )
     ensure_writable(output.parent, "--output", create=False)  # a refused run leaves no new directory behind
     check_output_free(output, config.overwrite, known_settings(config, files))
     find_checkpoints(Path(config.model))
@@ -469,8 +492,8 @@ def assemble_rows(source: pd.DataFrame, labels: pd.DataFrame, corpus: Corpus, sc
     rows = pd.concat([rows, labels.reset_index(drop=True)], axis=1)
     if multi_file:
         rows["source_file"], rows["source_row"] = source["source_file"].to_numpy(), source["source_row"].to_numpy()
-    for column in corpus.carry_columns:
-        rows[column] = [_as_text(v) for v in source[column]]
+    for column, kind in corpus.carry_types.items():
+        rows[column] = carried_column(source[column].tolist(), kind)
     if corpus.gold_column:
         rows["gold_label"] = pd.array(parse_gold(source["gold"].tolist(), schema)[0], dtype="Int64")
     return rows

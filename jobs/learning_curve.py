@@ -24,9 +24,12 @@ import pandas as pd
 
 from weibolabel.config import parse_config
 from weibolabel.errors import UserError
+from weibolabel.files import write_text
 from weibolabel.preemption import StopSignal
 from weibolabel.runs import (
     RunLayout,
+    check_outputs,
+    claim_output_directory,
     ensure_writable,
     make_accelerator,
     on_main_process,
@@ -35,6 +38,7 @@ from weibolabel.runs import (
     write_json,
 )
 from weibolabel.startup import JobLogger, refuse
+from weibolabel.tables import write_table
 
 # torch, transformers and accelerate take seconds to import: learning_curve() imports them (with the modules that
 # need them), after the options are parsed, so --help comes at once (bench/startup.py).
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     try:
         check_run(config)  # before the heavy imports: a wrong --run is said at once
-    except UserError as error:
+    except (UserError, KeyboardInterrupt) as error:
         return refuse(error, "learning_curve")
     accelerator = make_accelerator()
     return run_guarded(lambda: learning_curve(config, accelerator, StopSignal()), accelerator, logger, "finished cells")
@@ -72,6 +76,12 @@ def check_run(config: LearningCurveConfig) -> None:
     for path in (layout.config, layout.folds_csv, layout.identity):
         if not path.is_file():
             raise UserError(f"{config.run} is not a training run directory of jobs/train.py (no {path.name}).")
+    check_outputs("learning_curve", reads={"--run": config.run}, output_dir=output_directory(config))
+
+
+def output_directory(config: LearningCurveConfig) -> Path:
+    """--output_dir, or the run directory itself (the learning curve's files join the run's)."""
+    return Path(config.output_dir) if config.output_dir else Path(config.run)
 
 
 def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -> None:
@@ -89,9 +99,9 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
     texts, labels = folds["text"].astype(str).tolist(), folds["label"].to_numpy(dtype=np.int64)
     groups, fold_of_row = folds["group"].astype(str).tolist(), folds["fold"].to_numpy(dtype=np.int64)
     fractions = sorted(set(config.fractions))
-    out = Path(config.output_dir) if config.output_dir else run
+    out = output_directory(config)
     work = out / "learning_curve_parts"
-    on_main_process(accelerator, lambda: ensure_writable(work))
+    on_main_process(accelerator, lambda: (claim_output_directory(out, "learning_curve"), ensure_writable(work)))
 
     # 2. The baseline on every fold and share (seconds).
     cells = []
@@ -158,12 +168,12 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
     # 4. The per-fold table, its summary, the plot and the Markdown page.
     if accelerator.is_main_process:
         table = pd.DataFrame(cells).sort_values(["model", "fraction", "fold"], kind="stable")
-        table.to_csv(out / "learning_curve.csv", index=False)
+        write_table(table, out / "learning_curve.csv")
         summary = lc.summarize(table)
         title = f"Learning curve, {train_config.num_folds} folds"
         plots.plot_data_size_curve(summary, out / "learning_curve.png", title)
         page = lc.render_markdown(summary, recipe, train_config.num_folds, run, reused_full)
-        (out / "learning_curve.md").write_text(page)
+        write_text(out / "learning_curve.md", page)
         if not any(work.iterdir()):
             work.rmdir()
         for row in summary.itertuples(index=False):

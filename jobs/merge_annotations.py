@@ -15,7 +15,6 @@ the columns the sheet shares with it. The original training file is replaced onl
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from weibolabel.errors import UserError, exit_status
 from weibolabel.files import atomic_path, backup_copy
 from weibolabel.labeled import load_labeled
 from weibolabel.labels import load_label_schema
+from weibolabel.runs import check_outputs, write_json
 from weibolabel.tables import read_table, write_table
 
 WRITABLE = (".xlsx", ".csv", ".parquet")
@@ -49,6 +49,11 @@ class MergeConfig:
     )
     text_column: str = field(default="Sentence", metadata={"help": "Text column of the existing file."})
     label_column: str = field(default="Label", metadata={"help": "Label column of the existing file."})
+    sheet: str | None = field(default=None, metadata={"help": "Sheet of an .xlsx existing file (default: the first)."})
+    header_row: int = field(
+        default=1, metadata={"help": "Spreadsheet row (1 = first) of the column names in the existing file."}
+    )
+    encoding: str | None = field(default=None, metadata={"help": "Encoding of .csv inputs (default: detect)."})
     labels: str | None = field(
         default=None,
         metadata={"help": "YAML/JSON label schema (default: the annotation file's 'labels' sheet, else the four)."},
@@ -81,9 +86,15 @@ def merge(config: MergeConfig) -> None:
     output = Path(config.output) if config.output else existing.with_name(f"{existing.stem}_merged{same_format}")
     if output.suffix.lower() not in WRITABLE:
         raise UserError(f"--output must end in {', '.join(WRITABLE)}, got {output}.")
+    stem = output.with_suffix("")
+    side_files = [Path(f"{stem}_conflicts.csv"), Path(f"{stem}_merge_issues.csv"), Path(f"{stem}_merge_summary.json")]
+    check_outputs(
+        "merge_annotations",
+        reads={"--annotations": annotations, "--existing": existing, "--labels": config.labels},
+        writes={"--output": output, "--output (beside it)": side_files},
+        replaceable="--existing",  # with --overwrite, after a backup copy
+    )
     replaces_original = output.resolve() == existing.resolve()
-    if output.resolve() == annotations.resolve():
-        raise UserError(f"--output {output} is the annotation sheet itself; name a new file (or the --existing one).")
     if output.exists() and not config.overwrite:
         raise UserError(
             f"{output} is the --existing file; pass --overwrite as well to replace it (a backup copy is written "
@@ -97,10 +108,13 @@ def merge(config: MergeConfig) -> None:
     # 2. Both files are validated the way training validates them; errors name file, row and column.
     schema = load_label_schema(config.labels) if config.labels else schema_from_sheet(annotations)
     schema = schema or load_label_schema(None)
-    new_rows, issues = read_annotations(annotations, schema)
-    load_labeled(existing, schema, text_column=config.text_column, label_column=config.label_column)
-    existing_frame = read_table(existing)
-    other_sheets = workbook_sheets(existing)[1:]  # read_table reads the first sheet; say what is not carried over
+    new_rows, issues = read_annotations(annotations, schema, encoding=config.encoding)
+    where = {"sheet": config.sheet, "encoding": config.encoding, "header_row": config.header_row}
+    load_labeled(existing, schema, text_column=config.text_column, label_column=config.label_column, **where)
+    existing_frame = read_table(existing, **where)
+    # The output holds the rows read: say what of the existing file is not carried over.
+    sheets = workbook_sheets(existing)
+    other_sheets = [name for name in sheets if name != (config.sheet or sheets[0])] if sheets else []
 
     # 3. New texts are added; known ones skipped; contradictions reported (and resolved only by --prefer new).
     combined, conflicts, counts = merge_annotations(
@@ -118,22 +132,21 @@ def merge(config: MergeConfig) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     backup = None
     with atomic_path(output) as tmp:
-        write_table(combined, tmp)
+        write_table(combined, tmp, name=output)
         try:
             check = load_labeled(tmp, schema, text_column=config.text_column, label_column=config.label_column)
         except UserError as error:
             raise UserError(f"The merged file would not load for training: {error}") from None
         if replaces_original:
             backup = backup_copy(existing)
-    stem = output.with_suffix("")
-    conflicts.to_csv(f"{stem}_conflicts.csv", index=False)
-    issues.to_csv(f"{stem}_merge_issues.csv", index=False)
+    write_table(conflicts, f"{stem}_conflicts.csv")
+    write_table(issues, f"{stem}_merge_issues.csv")
     summary = {
         "annotations": str(annotations),
         "existing": str(existing),
         "output": str(output),
         "backup_of_existing": str(backup) if backup else None,
-        "annotation_rows": len(read_table(annotations)),
+        "annotation_rows": len(read_table(annotations, encoding=config.encoding)),
         "annotated_valid": len(new_rows),
         "not_labeled_skipped": int((issues["issue"] == "no label given").sum()),
         "other_annotation_rows_dropped": int((issues["issue"] != "no label given").sum()),
@@ -144,7 +157,7 @@ def merge(config: MergeConfig) -> None:
         "output_columns": [str(c) for c in combined.columns],
         "output_class_counts": check.counts["class_counts"],
     }
-    Path(f"{stem}_merge_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    write_json(Path(f"{stem}_merge_summary.json"), summary)
     resolution = "resolved in favour of the new label" if config.prefer == "new" else "left out"
     print(
         f"wrote {output}: {summary['existing_rows']} existing + {counts['added']} new rows "
@@ -155,9 +168,9 @@ def merge(config: MergeConfig) -> None:
     if counts["columns_added"]:
         print(f"columns only the annotation sheet had, added at the end: {counts['columns_added']}")
     if other_sheets:
-        print(
-            f"note: only the first sheet of {existing} was merged; its other sheets {other_sheets} are not in {output}"
-        )
+        print(f"note: only one sheet of {existing} was merged; its other sheets {other_sheets} are not in {output}")
+    if config.header_row > 1:
+        print(f"note: the rows of {existing} above its header (row {config.header_row}) are not in {output}")
     if backup:
         print(f"backup of the original: {backup}")
 

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="auto (default): the labeling job's choice for this device; no = fp32.",
     )
+    parser.add_argument(
+        "--encoding", default=None, help="Encoding of the comments on stdin (default: detect, as for .txt files)."
+    )
     parser.add_argument("comments", nargs="*", help="Comments to label; read from stdin (one a line) if none.")
     args = parser.parse_args(argv)
     setup_logging()
@@ -37,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    comments = args.comments or [line.rstrip("\n") for line in sys.stdin]
+    try:
+        comments = args.comments or read_lines(sys.stdin.buffer.read(), args.encoding)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     # torch and transformers take seconds to import: only once the options and the model's path are known good.
     import pandas as pd
     import torch
@@ -83,6 +90,21 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def read_lines(data: bytes, encoding: str | None) -> list[str]:
+    """Comments piped in, one a line, decoded by the rule of .txt inputs (tables.detect_encoding): a GBK pipe from
+    a Chinese Windows console is read, a pipe both GB18030 and Big5 could be is not guessed at."""
+    from weibolabel.tables import choose_encoding  # pandas and pyarrow: not on --help's path
+
+    if encoding is None:
+        encoding = choose_encoding(lambda: iter([data]), lambda _: None, "the comments on standard input")
+    try:
+        text = data.decode(encoding)
+    except (UnicodeDecodeError, LookupError) as error:
+        raise UserError(f"the comments on standard input are not {encoding} text ({error}); fix --encoding.") from None
+    lines = text.split("\n")
+    return [line.rstrip("\r") for line in (lines[:-1] if lines[-1] == "" else lines)]
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from weibolabel.annotation import (
 from weibolabel.config import SelectConfig, parse_config
 from weibolabel.errors import UserError, exit_status
 from weibolabel.labeled import clean_text, group_key
-from weibolabel.runs import setup_logging
+from weibolabel.runs import check_outputs, setup_logging
 from weibolabel.tables import read_table, require_column
 
 
@@ -56,6 +56,8 @@ def select(config: SelectConfig) -> None:
     output = Path(config.output)
     if output.suffix != ".xlsx":
         raise UserError(f"--output must end in .xlsx, got {output}.")
+    reads = {"--input": config.input, "--exclude": config.exclude, "--model": config.model}
+    check_outputs("select_for_annotation", reads=reads, writes={"--output": output})
     if output.exists() and not config.overwrite:
         raise UserError(f"{output} already exists; pass --overwrite to replace it.")
     if config.strategy == "random":
@@ -77,8 +79,15 @@ def select(config: SelectConfig) -> None:
     frame, probs, schema = read_labeled_parquet(config.input)
     num_ok = len(frame)
     if config.exclude:
-        known = read_table(config.exclude)
-        require_column(known, config.exclude_text_column, Path(config.exclude), "--exclude_text_column")
+        known = read_table(config.exclude, sheet=config.sheet, encoding=config.encoding, header_row=config.header_row)
+        require_column(
+            known,
+            config.exclude_text_column,
+            Path(config.exclude),
+            "--exclude_text_column",
+            header_row=config.header_row,
+            sheet=config.sheet,
+        )
         frame, probs = drop_known(frame, probs, known[config.exclude_text_column].tolist())
     confidence_all = frame["confidence"].median()
 

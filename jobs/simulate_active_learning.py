@@ -31,10 +31,12 @@ import pandas as pd
 
 from weibolabel.config import SimulateActiveLearningConfig, parse_config, write_config
 from weibolabel.errors import UserError, exit_status
+from weibolabel.files import write_text
 from weibolabel.labeled import load_labeled
 from weibolabel.labels import Label, LabelSchema, load_label_schema
 from weibolabel.markdown import frame_table
-from weibolabel.runs import RunLayout
+from weibolabel.runs import RunLayout, check_outputs, claim_output_directory
+from weibolabel.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +57,15 @@ def load_rows(config: SimulateActiveLearningConfig) -> tuple[list[str], np.ndarr
     if not config.data:
         raise UserError("Pass --data (a labeled file) or --run (a training run directory); see --help.")
     schema = load_label_schema(config.labels)
-    data = load_labeled(config.data, schema, text_column=config.text_column, label_column=config.label_column)
+    data = load_labeled(
+        config.data,
+        schema,
+        text_column=config.text_column,
+        label_column=config.label_column,
+        sheet=config.sheet,
+        encoding=config.encoding,
+        header_row=config.header_row,
+    )
     from weibolabel.folds import make_folds  # scikit-learn (see simulate()): not on --help's path
 
     labels = data.rows["label"].to_numpy(dtype=np.int64)
@@ -76,13 +86,15 @@ def simulate(config: SimulateActiveLearningConfig) -> None:
             raise UserError(f"--{option} is too small ({getattr(config, option)}).")
     if not config.seeds:
         raise UserError("--seeds needs at least one seed.")
+    out = Path(config.output_dir)
+    reads = {"--data": config.data, "--run": config.run, "--labels": config.labels}
+    check_outputs("simulate_active_learning", reads=reads, output_dir=out)
     texts, labels, fold_of_row, names, source = load_rows(config)
     from weibolabel import plots
     from weibolabel.baseline import DESCRIPTION as LEARNER
 
     LabelSchema(tuple(Label(i, name) for i, name in enumerate(names)))  # names valid and unique
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output_directory(out, "simulate_active_learning")
     write_config(config, out / "config.yaml")
 
     # 2. The target: the learner on every fold's whole training part.
@@ -113,16 +125,16 @@ def simulate(config: SimulateActiveLearningConfig) -> None:
 
     # 4. Tables, the plot and the summary page.
     table = pd.DataFrame(records)
-    table.to_csv(out / "simulation.csv", index=False)
+    write_table(table, out / "simulation.csv")
     summary = al.summarize(table)
-    summary.to_csv(out / "simulation_summary.csv", index=False)
+    write_table(summary, out / "simulation_summary.csv")
     needed = al.labels_needed(summary, target)
     title = f"Simulated annotation loop ({LEARNER.split(' (')[0]} learner)"
     plots.plot_active_learning(summary, full_score, config.tolerance, out / "active_learning.png", title)
     page = render(
         config, source=source, num_rows=len(texts), full_score=full_score, target=target, summary=summary, needed=needed
     )
-    (out / "active_learning.md").write_text(page)
+    write_text(out / "active_learning.md", page)
     for strategy, count in needed.items():
         reached = f"{count:.0f} labels" if count is not None else "not reached"
         print(f"{strategy}: macro-F1 >= {target:.3f} (full data {full_score:.3f} - {config.tolerance:g}): {reached}")

@@ -31,8 +31,10 @@ from weibolabel.runs import (
     RunLayout,
     RunLock,
     check_lock_free,
+    check_outputs,
     check_run_directory,
     check_shared_directory,
+    claim_output_directory,
     claim_run_directory,
     ensure_writable,
     environment,
@@ -46,6 +48,7 @@ from weibolabel.runs import (
     write_json,
 )
 from weibolabel.startup import JobLogger, refuse
+from weibolabel.tables import write_table
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     # Step 1's data checks come before the heavy imports; every process reads the data, as each one trains on it.
     try:
         schema, data = check_data(config)
-    except (UserError, OSError) as error:
+    except (UserError, OSError, KeyboardInterrupt) as error:
         return refuse(error, "train")
     accelerator = make_accelerator(config.collective_timeout_minutes)
     kept = "finished folds and epochs"  # what a stopped run keeps, for its message
@@ -123,11 +126,12 @@ def cross_validate(
     lock.take(accelerator, training_lock_path(out), "training run")
 
     def claim_and_describe_run() -> bool:
+        claim_output_directory(out, "train")
         if claim_run_directory(out, run_identity(config, schema), "training run") and layout.report.is_file():
             return True  # finished (the report is written last): nothing is rewritten, env.json stays the run's
         write_config(config, layout.config)
         write_json(layout.env, environment(accelerator.num_processes, accelerator.mixed_precision))
-        data.issues.to_csv(layout.data_issues, index=False)
+        write_table(data.issues, layout.data_issues)
         return False
 
     if on_main_process(accelerator, claim_and_describe_run):
@@ -142,7 +146,7 @@ def cross_validate(
     # 3. Folds: stratified, seeded, duplicates grouped; every row's fold is written down.
     fold_of_row = make_folds(labels, rows["group"].tolist(), config.num_folds, config.seed)
     if accelerator.is_main_process:
-        rows.assign(fold=fold_of_row).to_csv(layout.folds_csv, index=False)
+        write_table(rows.assign(fold=fold_of_row), layout.folds_csv)
     encoded = encode(tokenizer, texts, config.max_length)
     if encoded.truncated.any():
         logger.warning(f"{int(encoded.truncated.sum())} texts are longer than {config.max_length} tokens: truncated")
@@ -208,6 +212,9 @@ def check_data(config: TrainConfig) -> tuple[LabelSchema, LabeledData]:
     # Every process: one that went on alone would wait for the others forever. Nothing is created yet: a run
     # refused by the checks below leaves no empty run directory (claim_run_directory makes it).
     ensure_writable(Path(config.output_dir), create=False)
+    model = config.model_name_or_path if Path(config.model_name_or_path).exists() else None  # else a hub name
+    reads = {"--data": config.data, "--labels": config.labels, "--model_name_or_path": model}
+    check_outputs("train", reads=reads, output_dir=Path(config.output_dir))
     schema = load_label_schema(config.labels)
     data = load_labeled(
         config.data,

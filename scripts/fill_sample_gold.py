@@ -17,7 +17,8 @@ import random
 import sys
 from pathlib import Path
 
-import pandas as pd
+from weibolabel.annotation import workbook_sheets
+from weibolabel.tables import read_table, write_xlsx
 
 MAKE_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "make_sample.py"
 
@@ -55,16 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="The filled-in .xlsx to write.")
     args = parser.parse_args(argv)
     labels = generator_labels()
-    sheets = pd.read_excel(args.sample, sheet_name=None)
+    # Read and written as the jobs read and write sheets (comments stay text, escapes are kept).
+    sheets = {name: read_table(args.sample, sheet=name) for name in workbook_sheets(Path(args.sample))}
     first = next(iter(sheets))
     sample = sheets[first]
     unknown = [i + 2 for i, t in enumerate(sample["Sentence"]) if t not in labels]
     if unknown:
         raise SystemExit(f"{args.sample}: rows {unknown} are not comments of data/unlabeled_sample.xlsx")
     sample["Label"] = [labels[t] for t in sample["Sentence"]]
-    with pd.ExcelWriter(args.output, engine="openpyxl") as writer:
-        for name, sheet in sheets.items():
-            (sample if name == first else sheet).to_excel(writer, sheet_name=name, index=False)
+    write_xlsx(args.output, {**sheets, first: sample})
     print(f"wrote {args.output}: {len(sample)} rows, classes " + sample["Label"].value_counts().sort_index().to_json())
     return 0
 

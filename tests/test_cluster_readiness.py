@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from weibolabel.parquet_io import PartStore
 from weibolabel.runs import ensure_writable, limit_tokenizer_threads, tokenizer_threads, write_probe_path
 
 from helpers import REPO
-from helpers.jobs import JOBS, free_port, job_env
+from helpers.jobs import JOBS, free_port, job_env, private_mount_possible
 
 LAUNCH = REPO / "slurm" / "launch.sh"
 
@@ -187,16 +186,6 @@ def test_merge_names_the_node_whose_parts_never_appear(tmp_path):
     assert not (tmp_path / "out.parquet").exists()
 
 
-def _private_mount_possible() -> bool:
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    probe = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", "/mnt"],
-        capture_output=True,
-    )
-    return probe.returncode == 0
-
-
 def launch_two_nodes(job: str, args: list[str], scratch: Path, timeout: int = 240) -> list[subprocess.CompletedProcess]:
     """The job as a 2-node run: two real `accelerate launch` (machine ranks 0 and 1, one process each) on this
     machine; "node" 1 gets its own empty tmpfs mounted over `scratch`, as if it were node-local storage."""
@@ -230,7 +219,7 @@ def launch_two_nodes(job: str, args: list[str], scratch: Path, timeout: int = 24
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _private_mount_possible(), reason="needs root and `unshare --mount` for a private tmpfs")
+@pytest.mark.skipif(not private_mount_possible(), reason="needs root and `unshare --mount` for a private tmpfs")
 @pytest.mark.parametrize("job", ["label_corpus.py", "train.py"])
 def test_output_on_node_local_scratch_stops_both_nodes_with_one_message(
     job, tmp_path, tiny_run_dir, tiny_base_model_dir, labeled_xlsx, unlabeled_xlsx

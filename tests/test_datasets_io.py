@@ -95,8 +95,14 @@ def test_blank_lines_with_mixed_types_say_what_to_change(tmp_path):
 
 def test_gbk_json_is_decoded(tmp_path):
     path = tmp_path / "gbk.jsonl"
+    texts = ["国家宝藏真好看", "越王勾践剑好锋利", "主持人讲得真好", "千里江山图太美了"] * 5
+    path.write_bytes("".join(f'{{"Sentence": "{t}", "Label": 0}}\n' for t in texts).encode("gb18030"))
+    assert read_table(path)["Sentence"].tolist() == texts
+    # One line is also valid Big5 (every Big5 byte pair is valid GB18030): not guessed, said how to choose.
     path.write_bytes('{"Sentence": "国家宝藏真好看", "Label": 0}\n'.encode("gb18030"))
-    assert read_table(path)["Sentence"].tolist() == ["国家宝藏真好看"]
+    with pytest.raises(UserError, match="Pass the one that reads right: --encoding gb18030 or --encoding big5"):
+        read_table(path)
+    assert read_table(path, encoding="gb18030")["Sentence"].tolist() == ["国家宝藏真好看"]
 
 
 # ------------------------------------------------------------------------------------------------ datasets
@@ -232,7 +238,7 @@ def test_plain_inputs_do_not_import_datasets(tmp_path):
 # ------------------------------------------------------------------------------------------------ output
 def test_labeled_parquet_loads_with_datasets_class_labels(tmp_path):
     output = tmp_path / "labels.parquet"
-    store = PartStore(output, output_schema(len(SCHEMA), False, [], True))
+    store = PartStore(output, output_schema(len(SCHEMA), False, {}, True))
     store.prepare({"test": True}, overwrite=False)
     part = pd.DataFrame(
         {

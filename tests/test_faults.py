@@ -364,7 +364,8 @@ def test_labeling_disk_full_leaves_no_final_file_and_resumes(tmp_path, monkeypat
     with monkeypatch.context() as patch:
         patch.setattr(pq, "ParquetWriter", FullDiskWriter)
         assert label.main(args) == 2
-    assert "No space left on device. Free space and re-run the same command; finished chunks are kept." in caplog.text
+    expected = f"No space left on device ({output}). Free space and re-run the same command; finished chunks are kept."
+    assert expected in caplog.text  # atomic_path names the file the full disk's error does not
     assert not output.exists() and not list(tmp_path.glob(f".{output.name}.*"))
     assert len(list(parts.glob("part-*.done"))) == 16
 

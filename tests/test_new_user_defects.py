@@ -92,7 +92,7 @@ def test_merge_into_the_original_only_when_asked_and_through_a_backup(tmp_path, 
     sheet = filled.read_bytes()
     args = ["--annotations", str(filled), "--existing", str(existing), "--output", str(filled), "--overwrite"]
     assert merge.main([*args, "--text_column", "评论"]) == 2 and filled.read_bytes() == sheet
-    assert "is the annotation sheet itself" in capsys.readouterr().err
+    assert f"is the --annotations {filled} itself" in capsys.readouterr().err
 
 
 def test_merge_into_a_csv_keeps_its_format_and_its_numbers(tmp_path, group_files, capsys):
@@ -193,7 +193,8 @@ def test_config_file_missing_unknown_key_or_broken_is_a_message_with_status_2(tm
     result = launch_job("merge_annotations.py", ["--config", str(unknown)], check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "did you mean 'learning_rate'" not in result.stderr  # merge has no such option: it lists its own
-    assert "unknown options 'learning_rte', 'num_folds'; valid options are annotations, existing" in result.stderr
+    valid = "valid options are annotations, encoding, existing"
+    assert f"unknown options 'learning_rte', 'num_folds'; {valid}" in result.stderr
 
 
 def test_label_schema_with_a_gap_names_the_file_and_the_fix(tmp_path):

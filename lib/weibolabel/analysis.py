@@ -139,10 +139,16 @@ def characteristic_ngrams(
 
 
 # ------------------------------------------------------------------------------------------------- groups
+def group_names(values: pd.Series) -> pd.Series:
+    """Each row's group as text, '(missing)' where it has none. As objects first: a typed column (Int64, boolean,
+    dates) cannot hold that word, and an integer reads '3', never '3.0'."""
+    return values.astype(object).where(values.notna(), "(missing)").astype(str).reset_index(drop=True)
+
+
 def group_shares(groups: pd.Series, labels: np.ndarray, names: list[str], max_groups: int = 20) -> pd.DataFrame:
     """Class shares within each group (the largest `max_groups`; the rest pooled as 'other'), with a short ASCII
     code per group for the plot."""
-    groups = groups.fillna("(missing)").astype(str).reset_index(drop=True)
+    groups = group_names(groups)
     sizes = groups.value_counts()
     if len(sizes) > max_groups:
         groups = groups.where(groups.isin(sizes.index[: max_groups - 1]), "(other)")
@@ -283,7 +289,7 @@ def read_gold_sample(path: str | Path, frame: pd.DataFrame, schema) -> pd.DataFr
 def group_members(values: pd.Series, max_groups: int) -> tuple[list[str], list[np.ndarray], list[str]]:
     """Group names (largest first; beyond `max_groups`, pooled as '(other)'), each group's row positions, and a
     short ASCII code per group for plots (the name itself when it is short ASCII, else G1, G2 ...)."""
-    values = values.fillna("(missing)").astype(str).reset_index(drop=True)
+    values = group_names(values)
     sizes = values.value_counts()
     if len(sizes) > max_groups:
         values = values.where(values.isin(sizes.index[: max_groups - 1]), "(other)")

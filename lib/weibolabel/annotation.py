@@ -3,19 +3,17 @@ annotators' spreadsheet format, and merge the filled-in sheet back into the trai
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from weibolabel.errors import UserError
-from weibolabel.files import atomic_path
-from weibolabel.labeled import clean_text, group_key, load_labeled, parse_label
+from weibolabel.labeled import clean_text, group_key, label_cell_writer, parse_label, validate_labeled
 from weibolabel.labeling import is_blank
 from weibolabel.labels import LabelSchema
 from weibolabel.parquet_io import read_metadata
-from weibolabel.tables import read_table, require_column
+from weibolabel.tables import read_table, require_column, write_xlsx
 
 ANNOTATION_SHEET, LABELS_SHEET = "Sheet1", "labels"
 REFERENCE_COLUMNS = ["predicted_label", "predicted_name", "confidence", "row_id"]
@@ -181,13 +179,14 @@ def write_annotation_sheet(
     )
     if not show_predictions:
         sheet = sheet.drop(columns=["predicted_label", "predicted_name", "confidence"])
-    # A drop-down of the valid ids; typing a name is still accepted by the merge (parse_label reads both).
+    # A drop-down of the valid ids (of the names, where names are numbers and a number is read as a name); typing
+    # a name is still accepted by the merge (parse_label reads both).
     write_workbook(
         path=path,
         sheet=sheet,
         schema=schema,
         widths={"Sentence": 60, "Label": 8, "predicted_label": 15, "predicted_name": 15, "confidence": 11},
-        choices=[str(i) for i in range(len(schema))],
+        choices=schema.names if schema.number_names else [str(i) for i in range(len(schema))],
         choice_column="Label",
     )
 
@@ -201,18 +200,16 @@ def write_workbook(
     choices: list[str],
     choice_column: str,
 ) -> None:
-    """The annotators' workbook, written atomically: `sheet` as the first sheet (header row frozen, columns as wide
-    as `widths` says, 9 otherwise) with a drop-down of `choices` on its empty `choice_column` (other values are
-    still accepted: the merge reads them), and the label schema as the second."""
+    """The annotators' workbook, written by tables.write_xlsx (texts stay text): `sheet` as the first sheet (header
+    row frozen, columns as wide as `widths` says, 9 otherwise) with a drop-down of `choices` on its empty
+    `choice_column` (other values are still accepted: the merge reads them), and the label schema as the second."""
     from openpyxl.utils import get_column_letter
     from openpyxl.worksheet.datavalidation import DataValidation
 
     labels = pd.DataFrame(schema.to_list(), columns=["id", "name", "description"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, pd.ExcelWriter(tmp, engine="openpyxl") as writer:
-        sheet.to_excel(writer, sheet_name=ANNOTATION_SHEET, index=False)
-        labels.to_excel(writer, sheet_name=LABELS_SHEET, index=False)
-        worksheet = writer.sheets[ANNOTATION_SHEET]
+
+    def decorate(workbook) -> None:
+        worksheet = workbook[ANNOTATION_SHEET]
         worksheet.freeze_panes = "A2"
         for column, name in enumerate(sheet.columns, start=1):
             worksheet.column_dimensions[get_column_letter(column)].width = widths.get(name, 9)
@@ -221,7 +218,11 @@ def write_workbook(
         if len(sheet):
             letter = get_column_letter(list(sheet.columns).index(choice_column) + 1)
             drop_down.add(f"{letter}2:{letter}{len(sheet) + 1}")
-        writer.sheets[LABELS_SHEET].column_dimensions["C"].width = 80
+        workbook[LABELS_SHEET].column_dimensions["C"].width = 80
+
+    # A cut text is what the annotators see and label, and what the merge adds: the model reads far less of it.
+    if_cut = "the annotators see and label the start, which is what merging adds"
+    write_xlsx(path, {ANNOTATION_SHEET: sheet, LABELS_SHEET: labels}, decorate, if_cut)
 
 
 # ------------------------------------------------------------------------------------------------- merging
@@ -247,12 +248,14 @@ def workbook_sheets(path: Path) -> list[str]:
     return names
 
 
-def read_annotations(path: Path, schema: LabelSchema, sheet: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_annotations(
+    path: Path, schema: LabelSchema, sheet: str | None = None, encoding: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The labeled rows of a filled-in sheet, validated by `load_labeled`, each with `extra`: its values in the
     sheet's other columns (not the model's reference columns). Rows still without a label are listed in the issues
     and skipped. They are blanked (not removed) before validation so every error names the row as the annotator's
     spreadsheet numbers it."""
-    frame = read_table(path, sheet=sheet)
+    frame = read_table(path, sheet=sheet, encoding=encoding)
     require_column(frame, "Sentence", path, "(the annotation sheet's text column)")
     require_column(frame, "Label", path, "(the annotation sheet's label column)")
     blank = np.array([is_blank(v) for v in frame["Label"]], dtype=bool)
@@ -260,13 +263,7 @@ def read_annotations(path: Path, schema: LabelSchema, sheet: str | None = None) 
         raise UserError(f"{path}: no row has a label yet; fill in the 'Label' column first.")
     to_check = frame[["Sentence", "Label"]].astype(object).copy()
     to_check.loc[blank, "Sentence"], to_check.loc[blank, "Label"] = "", 0  # dropped as empty text, row kept
-    with tempfile.TemporaryDirectory() as directory:
-        copy = Path(directory) / path.name
-        to_check.to_excel(copy, index=False)
-        try:
-            data = load_labeled(copy, schema, text_column="Sentence", label_column="Label")
-        except UserError as error:
-            raise UserError(str(error).replace(str(copy), str(path))) from None
+    data = validate_labeled(to_check, path, schema, text_column="Sentence", label_column="Label", sheet=sheet)
     blank_rows = {f"row {i + 2}" for i in np.flatnonzero(blank)}
     issues = data.issues.copy()
     unlabeled = issues["row"].isin(blank_rows)
@@ -274,7 +271,8 @@ def read_annotations(path: Path, schema: LabelSchema, sheet: str | None = None) 
     # The annotators' own columns (who labeled, a note) travel with each row; the model's guess does not.
     own = [c for c in frame.columns if c not in ("Sentence", "Label", *REFERENCE_COLUMNS)]
     rows = data.rows.assign(
-        extra=[{c: v for c, v in frame.loc[i, own].items() if not is_blank(v)} for i in data.rows["row_id"]]
+        extra=[{c: v for c, v in frame.loc[i, own].items() if not is_blank(v)} for i in data.rows["row_id"]],
+        sentence=frame["Sentence"].to_numpy(dtype=object)[data.rows["row_id"].to_numpy()],  # the text as written
     )
     return rows, issues
 
@@ -297,19 +295,22 @@ def merge_annotations(
     if prefer not in ("existing", "new"):
         raise UserError("--prefer must be 'existing' or 'new'.")
     combined = existing.copy()
-    as_cell = _label_cell_writer(existing[label_column], schema)
+    as_cell = label_cell_writer(existing[label_column], schema)
     normalised = pd.Series([clean_text(t) for t in existing[text_column]], index=existing.index)
     known: dict[str, set[int]] = {}
     for text, label in zip(normalised, existing_labels):
         if text and label is not None:
             known.setdefault(text, set()).add(int(label))
     extras = new_rows["extra"] if "extra" in new_rows else [{}] * len(new_rows)
+    # The text is added as the sheet has it, as the existing rows are kept (matching above is on normalised texts).
+    written = new_rows["sentence"] if "sentence" in new_rows else new_rows["text"]
     added, conflicts, counts = [], [], {"already_known": 0, "conflicts": 0, "relabeled_existing_rows": 0}
-    for row, text, label, extra in zip(new_rows["row"], new_rows["text"], new_rows["label"], extras):
+    rows = zip(new_rows["row"], new_rows["text"], new_rows["label"], extras, written)
+    for row, text, label, extra, as_written in rows:
         label = int(label)
         if text not in known:
             own = {c: v for c, v in extra.items() if c not in (text_column, label_column)}
-            added.append({**own, text_column: text, label_column: as_cell(label)})
+            added.append({**own, text_column: as_written, label_column: as_cell(label)})
         elif known[text] == {label}:
             counts["already_known"] += 1
         else:
@@ -354,12 +355,6 @@ def _append_rows(combined: pd.DataFrame, added: list[dict], new_columns: list[st
         if additions[column].isna().all():
             additions[column] = pd.Series([None] * len(additions), dtype=integers.get(column, combined[column].dtype))
     return pd.concat([combined.astype(integers), additions], ignore_index=True)
-
-
-def _label_cell_writer(column: pd.Series, schema: LabelSchema):
-    """Label id -> the cell to write: the name where the column holds names (as the group's files may), else the id."""
-    holds_names = any(isinstance(v, str) and v.strip() in schema.names for v in column)
-    return (lambda label: schema.names[label]) if holds_names else (lambda label: label)
 
 
 def existing_label_ids(frame: pd.DataFrame, label_column: str, schema: LabelSchema) -> list[int | None]:

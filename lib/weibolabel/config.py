@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from weibolabel.errors import UserError
+from weibolabel.files import write_text
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,10 @@ class ApplyReviewConfig:
     text_column: str = field(default="Sentence", metadata={"help": "Text column of the labeled file."})
     label_column: str = field(default="Label", metadata={"help": "Label column of the labeled file."})
     sheet: str | None = field(default=None, metadata={"help": "Sheet of an .xlsx labeled file (default: the first)."})
+    header_row: int = field(
+        default=1, metadata={"help": "Spreadsheet row (1 = first) of the column names in an .xlsx/.csv labeled file."}
+    )
+    encoding: str | None = field(default=None, metadata={"help": "Encoding of a .csv labeled file (default: detect)."})
     labels: str | None = field(
         default=None, metadata={"help": "YAML/JSON label schema (default: the review file's 'labels' sheet)."}
     )
@@ -222,6 +227,11 @@ class SimulateActiveLearningConfig:
     output_dir: str = field(default="runs/active_learning", metadata={"help": "Directory to write."})
     text_column: str = field(default="Sentence", metadata={"help": "Text column of --data."})
     label_column: str = field(default="Label", metadata={"help": "Label column of --data."})
+    sheet: str | None = field(default=None, metadata={"help": "Sheet of an .xlsx --data file (default: the first)."})
+    header_row: int = field(
+        default=1, metadata={"help": "Spreadsheet row (1 = first) of the column names in an .xlsx/.csv --data file."}
+    )
+    encoding: str | None = field(default=None, metadata={"help": "Encoding of a .csv --data file (default: detect)."})
     labels: str | None = field(default=None, metadata={"help": "YAML/JSON label schema (default: the four)."})
     num_folds: int = field(default=5, metadata={"help": "Folds for --data (a --run keeps its own)."})
     fold_seed: int = field(default=42, metadata={"help": "Seed of the folds for --data."})
@@ -318,6 +328,11 @@ class SelectConfig:
         default=None, metadata={"help": "A labeled training file; its texts (and near-copies) are not selected."}
     )
     exclude_text_column: str = field(default="Sentence", metadata={"help": "Text column of the --exclude file."})
+    sheet: str | None = field(default=None, metadata={"help": "Sheet of an .xlsx --exclude file (default: the first)."})
+    header_row: int = field(
+        default=1, metadata={"help": "Spreadsheet row (1 = first) of the column names in an .xlsx/.csv --exclude file."}
+    )
+    encoding: str | None = field(default=None, metadata={"help": "Encoding of a .csv --exclude (default: detect)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output."})
 
 
@@ -475,4 +490,4 @@ def config_to_dict(config) -> dict:
 
 
 def write_config(config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True))
+    write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False, allow_unicode=True))

@@ -3,10 +3,12 @@ chunk at a time, so memory stays bounded and each process reads only its own chu
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import itertools
 import json
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import pyarrow.parquet as pq
 
 from weibolabel.datasets_io import (
     dataset_blocks,
+    dataset_column_types,
     dataset_columns,
     dataset_num_rows,
     is_dataset_directory,
@@ -27,6 +30,7 @@ from weibolabel.datasets_io import (
 )
 from weibolabel.errors import UserError
 from weibolabel.files import atomic_path
+from weibolabel.parquet_io import carry_type
 from weibolabel.tables import (
     ALL_ROWS,
     SPREADSHEET_SUFFIXES,
@@ -67,6 +71,16 @@ def resolve_inputs(spec: str) -> list[Path]:
     if not files:
         raise UserError(f"No {', '.join(TABLE_SUFFIXES)} files match {spec}.")
     return files
+
+
+def is_among_inputs(spec: str, path: Path) -> bool:
+    """Whether a file written at `path` would be one of the files `spec` names (a directory's or a glob's table
+    files): a later run would read it as an input."""
+    if path.suffix.lower() not in TABLE_SUFFIXES or path.name.startswith("."):
+        return False
+    if Path(spec).is_dir():
+        return path.parent.resolve() == Path(spec).resolve()
+    return any(ch in spec for ch in "*?[") and fnmatch.fnmatch(os.path.abspath(path), os.path.abspath(spec))
 
 
 @dataclass
@@ -146,7 +160,8 @@ class Corpus:
         self.datasets = {path: None for path in files if path not in self.copies and is_dataset_input(path)}
         self.row_counts: list[int] = []
         self.gold_column = None  # known once every file's header is read; reading rows needs it set
-        have_gold = True
+        with_gold = []
+        types: dict[str, list[pa.DataType]] = {column: [] for column in self.carry_columns}
         # Decoding a whole file to find its encoding is done once per file, not by every reader below.
         self.encodings = {
             path: detect_encoding(path, encoding) for path in files if self._suffix(path) in (".csv", ".txt")
@@ -155,14 +170,21 @@ class Corpus:
             head = self._head(path)
             if self._suffix(path) != ".txt":
                 require_column(head, text_column, path, "--text_column", header_row=header_row, sheet=sheet)
+            file_types = self._column_types(path)
             for column in self.carry_columns:
                 require_column(head, column, path, "--carry_columns", header_row=header_row, sheet=sheet)
-            have_gold &= gold_column in head.columns
+                types[column].append(file_types.get(column, pa.string()))
+            if gold_column in head.columns:
+                with_gold.append(path)
             if row_counts is None:
                 self.row_counts.append(self._count_rows(path, head))
         if row_counts is not None:
             self.row_counts = list(row_counts)
-        self.gold_column = gold_column if have_gold and gold_column else None
+        self.gold_column = gold_column if with_gold and gold_column else None
+        # Files without the gold column, when others have it: their rows have no gold label (the job warns).
+        self.files_without_gold = [path for path in files if path not in with_gold] if self.gold_column else []
+        # Each carried column's type in the output: the inputs' own where they agree, else text (carry_type).
+        self.carry_types = {column: carry_type(kinds) for column, kinds in types.items()}
         if self.num_rows == 0:
             names = ", ".join(str(p) for p in files)
             verb = "has" if len(files) == 1 else "have"
@@ -191,7 +213,9 @@ class Corpus:
         suffix = self._suffix(path)
         if suffix == ".parquet":
             with read_errors(path):
-                return pd.DataFrame(columns=pq.read_schema(self.copies.get(path, path)).names)
+                head = pd.DataFrame(columns=pq.read_schema(self.copies.get(path, path)).names)
+            check_column_names(head, path)
+            return head
         if suffix == ".txt":
             return pd.DataFrame(columns=["text"])
         if suffix == ".csv":
@@ -200,6 +224,15 @@ class Corpus:
             check_column_names(head, path)
             return head
         return read_table(path, sheet=self.sheet, header_row=self.header_row)
+
+    def _column_types(self, path: Path) -> dict[str, pa.DataType]:
+        """The Arrow type of each column of a typed input (Parquet, JSON, datasets); text formats have none."""
+        if path in self.datasets:
+            return dataset_column_types(self._dataset(path))
+        if self._suffix(path) == ".parquet":
+            with read_errors(path):
+                return {field.name: field.type for field in pq.read_schema(self.copies.get(path, path))}
+        return {}
 
     def _count_rows(self, path: Path, head: pd.DataFrame) -> int:
         if path in self.datasets:
@@ -223,7 +256,8 @@ class Corpus:
         of this file, 0-based below the header), in order, reading as little of the rest as the format allows:
         Parquet only the row groups they touch, CSV and text files parse or keep nothing else."""
         suffix = self._suffix(path)
-        wanted = [self.text_column, *self.carry_columns] + ([self.gold_column] if self.gold_column else [])
+        with_gold = self.gold_column and path not in self.files_without_gold
+        wanted = [self.text_column, *self.carry_columns] + ([self.gold_column] if with_gold else [])
         if path in self.datasets:  # Arrow datasets: only these rows' slices; streams: read past the rest
             yield from dataset_blocks(path, self._dataset(path), ranges, block_rows, columns=wanted)
         elif suffix == ".parquet":
@@ -280,9 +314,15 @@ class Corpus:
                 "source_file": str(path) if len(self.files) > 1 else None,
                 "source_row": rows,
                 **{c: block[c].to_numpy(dtype=object) for c in self.carry_columns},
-                **({"gold": block[self.gold_column].to_numpy(dtype=object)} if self.gold_column else {}),
+                **({"gold": self._gold(path, block)} if self.gold_column else {}),
             }
         )
+
+    def _gold(self, path: Path, block: pd.DataFrame) -> np.ndarray:
+        """The block's gold cells; none for a file without the gold column."""
+        if path in self.files_without_gold:
+            return np.full(len(block), None, dtype=object)
+        return block[self.gold_column].to_numpy(dtype=object)
 
 
 def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

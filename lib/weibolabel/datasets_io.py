@@ -80,10 +80,9 @@ def open_dataset(path: Path, split: str | None = None, encoding: str | None = No
         # Converted once into Arrow in the datasets cache (HF_DATASETS_CACHE) and memory-mapped from there, so each
         # labeling process slices its own chunks; streamed, datasets hands a JSON array's mixed-type columns back
         # as raw JSON text ('"heritage"'), which would change the comments.
+        encoding = detect_encoding(path, encoding)  # its own message, not one about malformed JSON
         try:
-            return datasets.load_dataset(
-                "json", data_files=str(path), split="train", encoding=detect_encoding(path, encoding)
-            )
+            return datasets.load_dataset("json", data_files=str(path), split="train", encoding=encoding)
         except Exception as error:
             raise UserError(_malformed_json_message(path, error)) from None
     try:
@@ -146,17 +145,22 @@ def dataset_blocks(
             frame[column] = [labels[int(i)] if not pd.isna(i) and 0 <= i < len(labels) else None for i in ids]
         return frame
 
+    def as_frame(batch: dict) -> pd.DataFrame:
+        # Python values, one object column each: an integer column with a null stays integers (pandas would make
+        # floats of them), and JSON columns of mixed types come decoded.
+        return pd.DataFrame({column: pd.array(values, dtype=object) for column, values in batch.items()})
+
     if isinstance(dataset, datasets.Dataset):
-        table = dataset.with_format("pandas")
+        table = dataset.with_format(None)
         for start, end in ranges:
             end = min(end, len(dataset))
             for first in range(start, end, block_rows):
-                yield first, decoded(table[first : min(end, first + block_rows)])
+                yield first, decoded(as_frame(table[first : min(end, first + block_rows)]))
         return
     position, spans = 0, list(ranges)
     try:
         for batch in dataset.iter(batch_size=block_rows):
-            frame = pd.DataFrame(batch)
+            frame = as_frame(batch)
             for start, end in spans:
                 first, last = max(start, position), min(end, position + len(frame))
                 if first < last:
@@ -175,6 +179,15 @@ def read_dataset(path: Path, split: str | None = None, encoding: str | None = No
     dataset = open_dataset(path, split, encoding)
     blocks = [block for _, block in dataset_blocks(path, dataset, ALL_ROWS, 1 << 16)]
     return pd.concat(blocks, ignore_index=True) if blocks else pd.DataFrame(columns=dataset.column_names or [])
+
+
+def dataset_column_types(dataset) -> dict:
+    """The Arrow type of each plain column whose type the dataset knows (a stream may not); others (a ClassLabel,
+    read as its names, JSON of mixed types, lists) are carried as text."""
+    import datasets
+
+    features = dataset.features or {}
+    return {column: feature.pa_type for column, feature in features.items() if isinstance(feature, datasets.Value)}
 
 
 def dataset_columns(path: Path, dataset) -> list[str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -21,12 +23,41 @@ def raised_on_every_process(error: BaseException) -> bool:
     return getattr(error, "on_every_process", False)
 
 
+# Errors of the storage, not of the code: a full disk or quota, a read-only or failing mount, lost permissions.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+
+
+def storage_error_message(error: OSError, kept: str, path: Path | None = None) -> str | None:
+    """The user's message for an OSError of the storage, or None if it is something else (a bug: let it show).
+    `kept` says what a re-run will not have to redo; `path` names the file when the error does not."""
+    # Arrow reports some I/O failures without an errno; its message still says what happened.
+    if error.errno not in STORAGE_ERRNOS and "No space left on device" not in str(error):
+        return None
+    where = f" ({error.filename or path})" if (error.filename or path) else ""
+    full = error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
+    fix = "Free space" if full else "Fix the storage or its permissions"
+    return f"{error.strerror or error}{where}. {fix} and re-run the same command; {kept}."
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
+
+
 def exit_status(work: Callable[[], object]) -> int:
-    """Run a single-process job: 0 when `work` finishes, 2 with the one-line message on stderr for a UserError.
-    (The distributed jobs use runs.run_guarded, which also brings every process down together.)"""
+    """Run a single-process job: 0 when `work` finishes, 2 with the one-line message on stderr for a UserError or
+    a full, read-only or failing disk (its files are written whole or not at all), 130 on Ctrl-C. (The distributed
+    jobs use runs.run_guarded, which also brings every process down together.)"""
     try:
         work()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        message = storage_error_message(error, "no file was left half-written")
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stopped (Ctrl-C); no file was left half-written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -24,9 +25,18 @@ def atomic_path(path: str | Path, fsync: bool = False, tmp_name: str | None = No
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
         tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as error:
+        with contextlib.suppress(OSError):  # a read-only disk refuses even this: the first error is the one to say
+            tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and str(error.filename) in ("None", str(tmp)):
+            error.filename = str(path)  # a full disk's error names no file, or the temporary one: name the output
         raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """`text` into `path` as UTF-8, atomically: a full disk leaves the old file or none, never half a report."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def backup_copy(path: str | Path) -> Path:
@@ -38,5 +48,6 @@ def backup_copy(path: str | Path) -> Path:
     while backup.exists():
         n += 1
         backup = path.with_name(f"{path.stem}.backup-{stamp}-{n}{path.suffix}")
-    shutil.copy2(path, backup)
+    with atomic_path(backup) as tmp:  # a full disk leaves no half a backup that looks whole
+        shutil.copy2(path, tmp)
     return backup

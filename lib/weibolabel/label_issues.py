@@ -17,7 +17,7 @@ import yaml
 
 from weibolabel.annotation import write_workbook
 from weibolabel.errors import UserError
-from weibolabel.labeled import MAX_LISTED, clean_text, parse_label
+from weibolabel.labeled import MAX_LISTED, clean_text, label_cell_writer, parse_label
 from weibolabel.labels import Label, LabelSchema, load_label_schema
 from weibolabel.runs import RunLayout
 from weibolabel.tables import row_name
@@ -260,8 +260,7 @@ def apply_decisions(
     for position, text in enumerate(texts):
         copies.setdefault(text, []).append(position)
     result, log, dropped = frame.copy(), [], set()
-    # A label column of names stays names, ids stay ids: the file keeps its own convention.
-    as_names = any(isinstance(v, str) and v in schema.names for v in frame[label_column])
+    as_cell = label_cell_writer(frame[label_column], schema)  # names stay names, ids stay ids
     for row_id, (action, new_label, sheet_row) in sorted(checked.items()):
         for position in copies[texts[row_id]]:
             old = parse_label(frame[label_column].iloc[position], schema)[0]
@@ -279,9 +278,7 @@ def apply_decisions(
             if entry["change"] == "row removed":
                 dropped.add(position)
             elif entry["change"] == "relabeled":
-                result.iloc[position, result.columns.get_loc(label_column)] = (
-                    schema.names[new_label] if as_names else new_label
-                )
+                result.iloc[position, result.columns.get_loc(label_column)] = as_cell(new_label)
             log.append(entry)
     result = result.drop(index=result.index[sorted(dropped)]).reset_index(drop=True)
     columns = ["row_id", "row", "text", "old_label", "new_label", "decision", "change", "review_sheet_row", "note"]

@@ -47,11 +47,17 @@ def group_key(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- labels
 def parse_label(value, schema: LabelSchema) -> tuple[int | None, str | None]:
-    """(label id, None) or (None, what is wrong with the cell)."""
+    """(label id, None) or (None, what is wrong with the cell). A cell is a label id or a label name, read by one
+    rule whatever the cell's type (a number 4, a text "4" or "4.0" are the same cell): a name matches first; a
+    whole number is an id, unless some label names are whole numbers (a 1-5 scale on ids 0..4): then a whole
+    number is only ever read as the name of that number, never as an id, so 4 is the class named "4" in a number
+    cell and in a text cell alike."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None, "missing label"
     if isinstance(value, bool | np.bool_):
         return None, f"'{value}' is not a label id"
+    if schema.number_names:
+        return _parse_number_name(value, schema)
     if isinstance(value, int | np.integer):
         number = int(value)
     elif isinstance(value, float | np.floating):
@@ -69,14 +75,70 @@ def parse_label(value, schema: LabelSchema) -> tuple[int | None, str | None]:
                 return None, f"'{text}' is not a whole number"
             number = int(float(text))
         elif text.strip() != text and parse_label(text.strip(), schema)[1] is None:
-            return None, f"'{text}' has spaces around it; type {text.strip()!r} without them"
+            return None, f"{shown(text)} has spaces around it; type {text.strip()!r} without them"
         else:
             guess = schema.closest_name(text)
             hint = f"; did you mean '{guess}'?" if guess else ""
-            return None, f"'{text}' is neither a label id (0..{len(schema) - 1}) nor a label name {schema.names}{hint}"
+            return (
+                None,
+                f"{shown(text)} is neither a label id (0..{len(schema) - 1}) nor a label name {schema.names}{hint}",
+            )
     if not 0 <= number < len(schema):
         return None, f"{number} is outside the label schema (ids 0..{len(schema) - 1})"
     return number, None
+
+
+def _parse_number_name(value, schema: LabelSchema) -> tuple[int | None, str | None]:
+    """parse_label for a schema with names that are whole numbers: a whole number (any cell type) is a name."""
+    number = _whole_number(value)
+    if number is not None and number in schema.number_names:
+        return schema.number_names[number], None
+    text = str(value)
+    if number is None and text in schema.names:
+        return schema.names.index(text), None
+    rule = f"this schema's names {schema.names} include numbers, so a number is read as a name, never as an id"
+    if number is not None:
+        return None, f"{number} is not a label name ({rule})"
+    if _whole_number(text.strip()) in schema.number_names or text.strip() in schema.names:
+        return None, f"{shown(text)} has spaces around it; type {text.strip()!r} without them"
+    return None, f"{shown(text)} is not a label name ({rule})"
+
+
+def _whole_number(value) -> int | None:
+    """The whole number a cell holds: 4, 4.0, "4", "4.0"; None for anything else."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return int(value) if float(value).is_integer() else None
+    text = str(value)
+    if re.fullmatch(r"\d+", text) or (re.fullmatch(r"\d+\.0*", text)):
+        return int(float(text)) if "." in text else int(text)
+    return None
+
+
+def shown(text: str) -> str:
+    """A cell's text for a message: quoted, with escapes for what would print as nothing (a zero-width space, a
+    BOM), which are also named."""
+    hidden = sorted({c for c in text if unicodedata.category(c) in ("Cf", "Cc", "Zs", "Zl", "Zp") and c != " "})
+    named = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, 'CONTROL CHARACTER')}" for c in hidden)
+    return repr(text) + (f" (with the hidden character(s) {named})" if hidden else "")
+
+
+def label_cell_writer(column: pd.Series, schema: LabelSchema):
+    """Label id -> the cell to write into a file's label `column`, in the file's own convention: names if it holds
+    names, ids otherwise. With names that are whole numbers (see parse_label) always the name, as a number in a
+    column of numbers: an id there would be read as another class."""
+    filled = column.dropna()
+    if schema.number_names:
+        numbers = len(filled) > 0 and all(isinstance(v, int | float | np.number) for v in filled)
+
+        def name(label: int):
+            text = schema.names[label]
+            return int(text) if numbers and text.isdigit() else text
+
+        return name
+    holds_names = any(isinstance(v, str) and v.strip() in schema.names for v in filled)
+    return (lambda label: schema.names[label]) if holds_names else (lambda label: label)
 
 
 # ---------------------------------------------------------------------------------------------------------- labeled
@@ -104,6 +166,30 @@ def load_labeled(
     """Read and validate a labeled table; bad labels are errors, empty texts and duplicates are reported."""
     path = Path(path)
     frame = read_table(path, sheet=sheet, encoding=encoding, header_row=header_row, split=split)
+    return validate_labeled(
+        frame,
+        path,
+        schema,
+        text_column=text_column,
+        label_column=label_column,
+        sheet=sheet,
+        on_conflict=on_conflict,
+        header_row=header_row,
+    )
+
+
+def validate_labeled(
+    frame: pd.DataFrame,
+    path: Path,
+    schema: LabelSchema,
+    *,
+    text_column: str,
+    label_column: str,
+    sheet: str | None = None,
+    on_conflict: str = "drop",
+    header_row: int = 1,
+) -> LabeledData:
+    """`load_labeled` of a table already read from `path` (the file every message names)."""
     require_column(frame, text_column, path, "--text_column", header_row=header_row, sheet=sheet)
     require_column(frame, label_column, path, "--label_column", header_row=header_row, sheet=sheet)
     if frame.empty:

@@ -46,12 +46,20 @@ class LabelSchema:
         names = [label.name for label in self.labels]
         if len(set(names)) != len(names) or not all(names):
             raise UserError(f"Label names must be unique and non-empty, got {names}.")
+        numbers = [name for name in names if name.isdigit()]
+        if len({int(name) for name in numbers}) != len(numbers):
+            raise UserError(f"Label names {numbers} name the same number twice (e.g. '1' and '01'); make them differ.")
         if len(ids) < 2:
             raise UserError("A label schema needs at least two classes.")
 
     @property
     def names(self) -> list[str]:
         return [label.name for label in self.labels]
+
+    @property
+    def number_names(self) -> dict[int, int]:
+        """Label id of each name that is a whole number ({5: 4} for names 1..5 on ids 0..4); see parse_label."""
+        return {int(label.name): label.id for label in self.labels if label.name.isdigit()}
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -22,7 +22,8 @@ METADATA_KEY = b"weibolabel"
 MERGE_WAIT_S = 120.0
 
 
-def output_schema(num_labels: int, multi_file: bool, carry_columns: list[str], with_gold: bool) -> pa.Schema:
+def output_schema(num_labels: int, multi_file: bool, carry_types: dict[str, pa.DataType], with_gold: bool) -> pa.Schema:
+    """The labeling output's columns; `carry_types` are the carried columns' types (`carry_type`)."""
     fields = [
         pa.field("row_id", pa.int64(), nullable=False),
         pa.field("text", pa.string()),
@@ -35,10 +36,36 @@ def output_schema(num_labels: int, multi_file: bool, carry_columns: list[str], w
     ]
     if multi_file:
         fields += [pa.field("source_file", pa.string()), pa.field("source_row", pa.int64())]
-    fields += [pa.field(column, pa.string()) for column in carry_columns]
+    fields += [pa.field(column, kind) for column, kind in carry_types.items()]
     if with_gold:
         fields.append(pa.field("gold_label", pa.int64()))
     return pa.schema(fields)
+
+
+def carry_type(types: list[pa.DataType]) -> pa.DataType:
+    """The one type a carried column has in the output, from its type in each input file (text formats give
+    string): the inputs' own type where they agree (integers of any width as int64), else string, so a column has
+    the same type in every part and a value is never rounded through a float."""
+    kinds = {kind.value_type if pa.types.is_dictionary(kind) else kind for kind in types}
+    kinds = {pa.string() if pa.types.is_large_string(kind) else kind for kind in kinds if not pa.types.is_null(kind)}
+    if len(kinds) == 1:
+        return kinds.pop()
+    if kinds and all(pa.types.is_integer(kind) for kind in kinds):
+        return pa.int64()
+    return pa.string()
+
+
+def carried_column(values, kind: pa.DataType):
+    """A chunk's values of a carried column, as its output `kind` holds them: integers as pandas' nullable Int64
+    (a null must not turn them into floats), text exactly (7234567890123456789, never 7.234567890123457e+18)."""
+    missing = [v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v) for v in values]
+    if pa.types.is_integer(kind):
+        return pd.array([None if m else int(v) for v, m in zip(values, missing)], dtype="Int64")
+    if pa.types.is_boolean(kind):
+        return pd.array([None if m else bool(v) for v, m in zip(values, missing)], dtype="boolean")
+    if pa.types.is_string(kind):
+        return [None if m else str(v) for v, m in zip(values, missing)]
+    return [None if m else v for v, m in zip(values, missing)]
 
 
 def huggingface_metadata(schema: pa.Schema, label_names: list[str]) -> dict[bytes, bytes]:
@@ -131,6 +158,12 @@ class PartStore:
                     "arguments to finish that run."
                 )
             shutil.rmtree(self.directory)
+        finished = sorted(self.directory.glob("part-*.parquet")) if self.directory.exists() else []
+        if finished and pq.read_schema(finished[0]).remove_metadata() != self.schema.remove_metadata():
+            raise UserError(
+                f"{self.directory} holds parts written with other column types (by an older version of the job): "
+                "pass --overwrite to label the input again."
+            )
         self.directory.mkdir(parents=True, exist_ok=True)
         if not record.is_file():
             with atomic_path(record) as tmp:

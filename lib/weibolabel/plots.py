@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from weibolabel.analysis import wilson_interval
+from weibolabel.files import atomic_path
 
 
 def plot_learning_curves(histories: dict[int, list[dict]], best_epochs: dict[int, int], path: Path) -> None:
@@ -54,7 +55,8 @@ def plot_confusion_matrix(matrix: list[list[int]], names: list[str], path: Path,
 
 def save(figure, path: Path) -> None:
     figure.tight_layout()
-    figure.savefig(path, dpi=150)
+    with atomic_path(path) as tmp:  # the temporary name keeps the suffix that tells savefig the format
+        figure.savefig(tmp, dpi=150)
     plt.close(figure)
 
 

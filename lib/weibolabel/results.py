@@ -11,10 +11,12 @@ import pandas as pd
 
 from weibolabel import baseline, comparison, plots
 from weibolabel.calibration import calibrate_run
+from weibolabel.files import write_text
 from weibolabel.metrics import classification_metrics, summarize_folds
 from weibolabel.modeling import is_demo_model, load_model_config
 from weibolabel.report import render_report
 from weibolabel.runs import RunLayout, now_utc, write_json
+from weibolabel.tables import write_table
 
 # Files whose rows a spreadsheet program numbers from 1, header included.
 SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".csv")
@@ -49,7 +51,7 @@ def write_results(
     )
     if baseline_pred is not None:
         oof["baseline_predicted"] = baseline_pred
-    oof.to_parquet(run.oof_predictions, index=False)
+    write_table(oof, run.oof_predictions)
     if baseline_result is not None:  # the encoder against the baseline, paired on the same folds and rows
         baseline_result["paired_test"] = comparison.compare_pair(
             folds_a=[fold["test"] for fold in folds],
@@ -73,7 +75,7 @@ def write_results(
     }
     write_json(run.metrics, metrics)
     write_plots(run, metrics, folds)
-    run.report.write_text(render_report(metrics))
+    write_text(run.report, render_report(metrics))  # last, and whole: a run with a report has finished
     return metrics
 
 

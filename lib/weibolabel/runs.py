@@ -26,7 +26,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from weibolabel.errors import UserError, on_every_process, raised_on_every_process
+from weibolabel.errors import (
+    EXIT_INTERRUPTED,
+    UserError,
+    on_every_process,
+    raised_on_every_process,
+    storage_error_message,
+)
 from weibolabel.files import atomic_path
 from weibolabel.precision import PRECISIONS, choose_precision, device_capability
 from weibolabel.preemption import EXIT_PREEMPTED, Preempted
@@ -190,6 +196,11 @@ class RunLayout:
     def lock(self) -> Path:
         return self.root / ".lock"
 
+    @property
+    def owner(self) -> Path:
+        """The name of the job whose directory this is (every job's --output_dir has one: claim_output_directory)."""
+        return self.root / ".weibolabel-job"
+
     # One directory per fold: its checkpoint, its test predictions, its record, and while it trains its resume state.
     def fold_dir(self, fold: int) -> Path:
         return self.root / f"fold_{fold}"
@@ -248,7 +259,13 @@ def find_checkpoints(path: Path) -> list[Path]:
         raise UserError(
             f"{path} is neither a training run directory (no config.yaml) nor a checkpoint (no config.json)."
         )
-    num_folds = int(yaml.safe_load(run.config.read_text())["num_folds"])
+    settings = yaml.safe_load(run.config.read_text()) or {}
+    if not isinstance(settings, dict) or "num_folds" not in settings:
+        raise UserError(
+            f"{run.config} has no num_folds: it is not the settings file of a training run (another job may have "
+            f"written over it). Restore it from a copy of the run, or pass one fold directory (e.g. {path}/fold_0)."
+        )
+    num_folds = int(settings["num_folds"])
     finished = [run.fold_dir(k) for k in range(num_folds) if run.fold_result(k).is_file()]
     if len(finished) < num_folds:
         raise UserError(
@@ -303,6 +320,148 @@ def claim_run_directory(directory: Path, identity: dict, what: str) -> bool:
     directory.mkdir(parents=True, exist_ok=True)
     write_json(RunLayout(directory).identity, identity)
     return False
+
+
+# ------------------------------------------------------------------------------ a job's inputs and outputs
+# The files each job writes into its --output_dir (train's are RunLayout's; a `*` is a pattern): the one list the
+# check below compares, and the files that tell which job made a directory written before it recorded its owner.
+JOB_FILES: dict[str, tuple[str, ...]] = {
+    "train": (
+        "run_identity.json", "metrics.json", "oof_predictions.parquet", "config.yaml", "env.json", "data_issues.csv",
+        "folds.csv", "calibration.json", "report.md", "plots", "fold_*", ".lock",
+    ),
+    "analyze_labels": (
+        "shares.csv", "class_shares.csv", "report.md", "shares.png", "class_shares.png", "confidence_histogram.csv",
+        "confidence_histogram.png", "characteristic_ngrams.csv", "group_shares.csv", "group_shares.png",
+    ),
+    "find_label_issues": (
+        "label_issues.md", "label_issues.xlsx", "label_issues.csv", "noise_estimate.csv", "config.yaml",
+    ),
+    "simulate_active_learning": (
+        "simulation.csv", "active_learning.md", "simulation_summary.csv", "active_learning.png", "config.yaml",
+    ),
+    "compare_runs": ("comparison.json", "comparison.md"),
+    "learning_curve": ("learning_curve.csv", "learning_curve.md", "learning_curve.png", "learning_curve_parts"),
+}  # fmt: skip
+# How many of a job's first files tell it apart in a directory without an owner record (config.yaml or report.md
+# alone could be either of two jobs').
+_TELLING_FILES = {"train": 3, "analyze_labels": 2, "find_label_issues": 2, "simulate_active_learning": 2}
+# A job whose files may go into another job's directory: a training run's own learning curve (names disjoint).
+GUESTS = {"learning_curve": ("train",)}
+# Where a job's output goes inside another job's directory, for the advice (e.g. runs/cv/analysis).
+SUBDIRECTORY = {
+    "analyze_labels": "analysis",
+    "find_label_issues": "review",
+    "simulate_active_learning": "active_learning",
+    "compare_runs": "comparisons",
+    "learning_curve": "learning_curve",
+}
+
+
+def directory_owner(directory: Path) -> str | None:
+    """The job whose output `directory` holds: its owner record, else (a directory written before there was one)
+    the job whose telling files are there; None for a new or unrelated directory."""
+    marker = RunLayout(directory).owner
+    if marker.is_file():
+        return marker.read_text(encoding="utf-8").strip() or None
+    for job, files in JOB_FILES.items():
+        if any(_present(directory, name) for name in files[: _TELLING_FILES.get(job, 1)]):
+            return job
+    return None
+
+
+def _present(directory: Path, name: str) -> list[Path]:
+    return list(directory.glob(name)) if "*" in name else [directory / name] if (directory / name).exists() else []
+
+
+def _same(a: Path, b: Path) -> bool:
+    """One file or directory, however it is named (relative, through a symlink, a hard link)."""
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _paths(value) -> list[Path]:
+    if value is None or value == "":
+        return []
+    return [Path(v) for v in value] if isinstance(value, list | tuple) else [Path(value)]
+
+
+def check_outputs(
+    job: str,
+    *,
+    reads: dict[str, object],
+    writes: dict[str, object] | None = None,
+    output_dir: Path | None = None,
+    replaceable: str | None = None,
+) -> None:
+    """Before a job writes anything: none of the files it `writes` (option -> path(s)) nor its `output_dir` is one of
+    the paths it `reads` (option -> path(s); `replaceable` names the input its --output may replace, with its own
+    backup), and it writes neither into a directory another job owns nor over another job's files. Writes nothing;
+    the refusals never suggest --overwrite, which would not help."""
+    outputs = [(option, path) for option, value in (writes or {}).items() for path in _paths(value)]
+    for option, path in outputs:
+        if path.is_dir():
+            raise UserError(
+                f"{option} {path} is a directory (as Spark and Dask write Parquet): jobs/{job}.py writes one file. "
+                f"Pass the name of a file (e.g. {path.with_name(path.stem + '_' + job + path.suffix)})."
+            )
+    if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise UserError(f"--output_dir {output_dir} is a file; pass a directory (a new one is made).")
+    if output_dir is not None:
+        _check_directory_owner(job, Path(output_dir))
+        outputs.append(("--output_dir", Path(output_dir)))
+    for out_option, output in outputs:
+        for in_option, source in [(option, path) for option, value in reads.items() for path in _paths(value)]:
+            allowed = (out_option == "--output" and in_option == replaceable) or (
+                out_option == "--output_dir" and directory_owner(source) in GUESTS.get(job, ())
+            )
+            if _same(output, source) and not allowed:
+                raise UserError(
+                    f"{out_option} {output} is the {in_option} {source} itself: jobs/{job}.py reads it, and writing "
+                    f"its output there would destroy it. Pass a new {out_option}."
+                )
+        if out_option != "--output_dir":
+            _check_not_anothers_file(job, out_option, output)
+
+
+def _check_directory_owner(job: str, directory: Path) -> None:
+    owner = directory_owner(directory) if directory.is_dir() else None
+    if owner is None or owner == job or owner in GUESTS.get(job, ()):
+        return
+    theirs = [name for name in JOB_FILES.get(owner, ()) if "*" not in name and _present(directory, name)][:3]
+    clash = sorted(set(JOB_FILES.get(job, ())) & {p.name for p in directory.iterdir()})
+    replaced = f"; its {', '.join(clash)} would be replaced" if clash else ""
+    inside = f" (e.g. {directory / SUBDIRECTORY[job]})" if job in SUBDIRECTORY else " (a new directory)"
+    raise UserError(
+        f"--output_dir {directory} holds the output of jobs/{owner}.py ({', '.join(theirs) or 'its files'}): "
+        f"jobs/{job}.py does not write into another job's directory{replaced}. Pass another --output_dir{inside}."
+    )
+
+
+def _check_not_anothers_file(job: str, option: str, output: Path) -> None:
+    owner = directory_owner(output.parent) if output.parent.is_dir() else None
+    if owner is None or owner == job:
+        return
+    theirs = [path.resolve() for name in JOB_FILES.get(owner, ()) for path in _present(output.parent, name)]
+    if output.resolve() in theirs:
+        raise UserError(
+            f"{option} {output} is a file of the jobs/{owner}.py output in {output.parent}: jobs/{job}.py does not "
+            f"write over another job's files. Pass another {option}."
+        )
+
+
+def claim_output_directory(directory: Path, job: str) -> None:
+    """Make the job's --output_dir and record that it is `job`'s (check_outputs has checked it is free); a guest
+    writing into its host's directory records nothing."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if directory_owner(directory) in GUESTS.get(job, ()):
+        return
+    marker = RunLayout(directory).owner
+    if not marker.is_file():
+        with atomic_path(marker) as tmp:
+            tmp.write_text(job + "\n", encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------ one run at a time
@@ -653,22 +812,6 @@ def limit_tokenizer_threads() -> int:
     return int(os.environ.setdefault("RAYON_NUM_THREADS", str(threads)))
 
 
-# Errors of the storage, not of the code: a full disk or quota, a read-only or failing mount, lost permissions.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
-
-
-def storage_error_message(error: OSError, kept: str, path: Path | None = None) -> str | None:
-    """The user's message for an OSError of the storage, or None if it is something else (a bug: let it show).
-    `kept` says what a re-run will not have to redo; `path` names the file when the error does not."""
-    # Arrow reports some I/O failures without an errno; its message still says what happened.
-    if error.errno not in STORAGE_ERRNOS and "No space left on device" not in str(error):
-        return None
-    where = f" ({error.filename or path})" if (error.filename or path) else ""
-    full = error.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(error)
-    fix = "Free space" if full else "Fix the storage or its permissions"
-    return f"{error.strerror or error}{where}. {fix} and re-run the same command; {kept}."
-
-
 def on_main_process(accelerator: Accelerator, work: Callable[[], T]) -> T:
     """`work()` on the main process only, its result handed to every process (a barrier). A problem there that
     the user can fix (UserError, a full disk) is raised on every process, so all of them exit with the one message,
@@ -702,6 +845,9 @@ def run_guarded(work: Callable[[], None], accelerator: Accelerator, logger, kept
     except Preempted as error:
         logger.warning(f"{error}; {kept} are saved. Re-run the same command to resume.")
         code, together = EXIT_PREEMPTED, False
+    except KeyboardInterrupt:  # Ctrl-C: at once, not at the next safe point; what was finished is on disk
+        logger.warning(f"stopped (Ctrl-C); {kept} are saved. Re-run the same command to resume.")
+        code, together = EXIT_INTERRUPTED, False
     except OSError as error:  # a disk that fills up or goes away mid-run: say so, not where in torch it happened
         message = storage_error_message(error, f"{kept} are kept")
         if message is None:

@@ -36,8 +36,13 @@ def refuse(error: Exception, name: str) -> int:
         except (UserError, OSError) as error:
             return refuse(error, "label_corpus")
     """
+    from weibolabel.errors import EXIT_INTERRUPTED
     from weibolabel.runs import storage_error_message
 
+    if isinstance(error, KeyboardInterrupt):
+        if is_main_launch_process():
+            logging.getLogger(name).warning("stopped (Ctrl-C) while checking the inputs; nothing was started.")
+        return EXIT_INTERRUPTED
     message = str(error)
     if isinstance(error, OSError):  # unreadable storage: the message the job gives for it later, not a traceback
         message = storage_error_message(error, "nothing was started")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +27,18 @@ LOCK_CONTENDER = SCRIPTS / "lock_contender.py"
 def job_env(**extra: str) -> dict[str, str]:
     """The environment the jobs run in: this process's (GPUs hidden by conftest.py), offline, one thread each."""
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", **extra}
+
+
+def private_mount_possible() -> bool:
+    """Whether this process may mount a tmpfs in a mount namespace of its own (`unshare --mount`: root on Linux):
+    how the tests give a job node-local, full or read-only storage without touching the machine's mounts."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "mount", "-t", "tmpfs", "tmpfs", "/mnt"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
 
 
 def free_port() -> int:
