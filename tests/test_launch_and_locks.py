@@ -39,19 +39,23 @@ from helpers.jobs import (
 HOST = socket.gethostname()
 
 
-def slow_job(tmp_path: Path, script: str, args: list[str], pause: float, num_processes: int = 1, env=None):
-    """The job started in the background through the pausing wrapper (a pause at every safe point: after each
-    training step, after each labeled chunk), its output in a file."""
+def slow_job(tmp_path: Path, script: str, args: list[str], num_processes: int = 1, env=None):
+    """The job started in the background through the pausing wrapper, its output in a file. Every process of it
+    waits at each safe point (after a training step, after a labeled chunk) while `process.gate` exists: a test
+    acts while the job is held there, and `process.gate.unlink()` lets it go on. Timed pauses instead raced the
+    test's own steps on a loaded machine."""
     log = open(tmp_path / f"slow-{script}-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115 (closed by the test)
+    gate = tmp_path / f"gate-{time.monotonic_ns()}"
+    gate.touch()
     process = start_job(
         str(SLOW_WRAPPER),
         [str(JOBS / script), *args],
         num_processes,
-        env={"WEIBOLABEL_TEST_PAUSE": str(pause), **(env or {})},
+        env={"WEIBOLABEL_TEST_GATE": str(gate), **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    process.log = log
+    process.log, process.gate = log, gate
     return process
 
 
@@ -217,7 +221,7 @@ def test_a_second_training_run_is_refused_and_a_killed_runs_lock_is_taken_over(
 ):
     out = tmp_path / "run"
     args = train_args(labeled_xlsx, tiny_base_model_dir, out)
-    first = slow_job(tmp_path, "train.py", args, pause=0.3, env={"SLURM_JOB_ID": "4242"})
+    first = slow_job(tmp_path, "train.py", args, env={"SLURM_JOB_ID": "4242"})  # held after its first step
     try:
         wait_for(lambda: (out / "run_identity.json").exists(), first, what="the first run's claim")
         second = launch_job("train.py", args, check=False)
@@ -241,12 +245,13 @@ def test_a_second_training_run_is_refused_and_a_killed_runs_lock_is_taken_over(
 def test_a_second_labeling_run_is_refused_while_the_first_finishes(tmp_path, tiny_run_dir, corpus_csv):
     output = tmp_path / "labels.parquet"
     args = label_args(corpus_csv, tiny_run_dir, output)
-    first = slow_job(tmp_path, "label_corpus.py", args, pause=3.0)  # 6 chunks: about 20 s
+    first = slow_job(tmp_path, "label_corpus.py", args)  # held after its first chunk until the gate goes
     try:
         wait_for(lambda: output_lock_path(output).exists(), first, what="the first run's lock")
         second = launch_job("label_corpus.py", args, check=False)
         assert first.poll() is None, "the first run ended before the second started: the test proves nothing"
         assert second.returncode == 2, log_of(second)
+        first.gate.unlink()
         assert f"Another labeling run is writing to {tmp_path} (process {first.pid} on host {HOST}" in (
             last_line(second.stderr)
         )
@@ -369,7 +374,7 @@ def test_workers_stop_when_their_launcher_is_killed(tmp_path, tiny_run_dir, corp
     output = tmp_path / "labels.parquet"
     parts = parts_dir(output)
     args = label_args(corpus_csv, tiny_run_dir, output)
-    launcher = slow_job(tmp_path, "label_corpus.py", args, pause=1.0, num_processes=2)
+    launcher = slow_job(tmp_path, "label_corpus.py", args, num_processes=2)  # each worker held after its first chunk
     try:
         wait_for(lambda: len(list(parts.glob("part-*.done"))) >= 2, launcher, timeout=180, what="two parts")
         workers = children_of(launcher.pid)

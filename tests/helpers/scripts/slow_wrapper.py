@@ -1,6 +1,7 @@
-"""Run a job with a pause of WEIBOLABEL_TEST_PAUSE seconds at every safe point (after each training step, after
-each labeled chunk), so that a test can act while it runs; nothing else changes. `python slow_wrapper.py
-jobs/<job>.py ARGS...` runs the job as `python jobs/<job>.py ARGS...` would."""
+"""Run a job that waits at every safe point (after each training step, after each labeled chunk) while the file
+WEIBOLABEL_TEST_GATE names exists, so that a test can act while it runs, whatever the machine's load; nothing else
+changes. `python slow_wrapper.py jobs/<job>.py ARGS...` runs the
+job as `python jobs/<job>.py ARGS...` would."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ from pathlib import Path
 
 from weibolabel import preemption
 
-pause = float(os.environ["WEIBOLABEL_TEST_PAUSE"])
+gate = Path(os.environ["WEIBOLABEL_TEST_GATE"])
 original_check = preemption.StopSignal.check
 
 
 def check(self, where):
-    time.sleep(pause)
+    while gate.exists() and not self.requested:  # a stop signal ends the wait, as a job's would
+        time.sleep(0.05)
     original_check(self, where)
 
 
