@@ -11,6 +11,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -21,6 +22,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 WORK_DIR = BENCH_DIR / "corpora"  # git-ignored: corpora, random-weight checkpoints, job outputs
+WORK_DIR.mkdir(exist_ok=True)
 
 # bert-base-chinese's architecture (random weights: speed does not depend on them), and a tiny one for --quick.
 BERT_BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
@@ -132,9 +134,8 @@ def run_job(
         env["CUDA_VISIBLE_DEVICES"] = ""
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    WORK_DIR.mkdir(parents=True, exist_ok=True)
     load, started = os.getloadavg()[0], time.perf_counter()
-    with open(WORK_DIR / f"{script.stem}.log", "w+b") as log:  # a file, not a pipe: a full pipe would stall the job
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a full pipe would stall the job
         process = subprocess.Popen(
             [sys.executable, str(script), *map(str, args)], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT
         )

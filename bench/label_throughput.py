@@ -1,27 +1,16 @@
 """Labeling throughput: the project's labeling job against the prototype's way and its peers at their best, on the
-same texts, weights, threads and machine, in interleaved rounds; then each one's label agreement with fp32 on the
-demo run's trained folds.
+same texts, weights, threads and machine, in interleaved rounds (the order rotated); then each one's label agreement
+with fp32 on the demo run's trained folds. bench/README.md says how each contender runs and what is reported.
 
-Peers, one function each in bench/peers/labeling.py (tokenisation timed, model load not): the prototype's way (each
-text padded to 100 tokens, no mask, batches of 256, fp32), transformers.pipeline at batch 1 and over length-sorted
-texts, PyTorch dynamic int8, ONNX Runtime fp32 and int8 through optimum (bench/.venv-optimum, made by
-bench/peers/setup_optimum.sh; run by bench/peers/ort_worker.py). The tuned peers' batch size is chosen
-first, by one timed pass each over --calibration_texts other comments.
-
-The project's paths (fp32; bf16 where the CPU has native bf16, as `accelerate launch --mixed_precision bf16` starts
-it; `--quantize int8`; `--quantize onnx-int8`) are the real job, `python jobs/label_corpus.py` on a Parquet copy of
-the texts with the same threads, timed by its own `<output>.summary.json`: `seconds_labeling` (read, tokenise,
-label, write, merge; model load excluded, as for the peers), and the whole job's wall time beside it.
-
-Each round runs every contender once, the order rotated. Agreement: fold k of --agreement_run (default runs/demo,
-trained with configs/demo.yaml when missing) labels its held-out rows with every contender (the project: the job with
---model <fold k> --no_calibration); against fp32: equal labels (exact one-sided 95% lower bound), the largest
-probability difference, ECE raw and after the run's temperature. bf16 and int8 count as label-keeping paths only
-within the bounds.
+Peers: bench/peers/labeling.py, one function each (the prototype's way, transformers.pipeline at batch 1 and sorted,
+PyTorch dynamic int8, ONNX Runtime fp32 and int8 through optimum in bench/.venv-optimum); a tuned peer's batch size
+is chosen first on --calibration_texts other comments. The project: `python jobs/label_corpus.py` (fp32; bf16 where
+the CPU has native bf16; --quantize int8; --quantize onnx-int8) on a Parquet copy of the texts, timed by its
+summary.json's `seconds_labeling` (model load excluded, as for the peers), its whole run's wall time beside it.
 
     python bench/label_throughput.py                   # 1,000 comments, 3 rounds; appends to bench/results/
     python bench/label_throughput.py --num_texts 200 --rounds 2 --no_results
-    python bench/label_throughput.py --quick           # tiny model, 64 comments, 2 rounds; writes nothing
+    python bench/label_throughput.py --quick           # tiny model, 64 comments, 1 round; writes nothing
 """
 
 from __future__ import annotations
@@ -29,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -320,7 +310,7 @@ def agreement_report(contenders: list, folds: list[Fold], temperature: float, ma
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--num_texts", type=int, default=None, help="Default 1000 (64 with --quick).")
-    parser.add_argument("--rounds", type=int, default=None, help="Interleaved rounds (default 3; 2 with --quick).")
+    parser.add_argument("--rounds", type=int, default=None, help="Interleaved rounds (default 3; 1 with --quick).")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="int8 and ONNX Runtime: CPU only.")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="Threads of every contender.")
     parser.add_argument("--max_length", type=int, default=128, help="Truncation of all but the prototype (100).")
@@ -332,10 +322,11 @@ def main() -> None:
     parser.add_argument("--contenders", nargs="+", default=None, help="Only these keys (project-fp32 always).")
     parser.add_argument("--optimum_python", type=Path, default=common.BENCH_DIR / ".venv-optimum" / "bin" / "python")
     parser.add_argument("--seed", type=int, default=0, help="Corpus seed.")
-    parser.add_argument("--quick", action="store_true", help="Tiny model, 64 texts, 2 rounds; writes no results.")
+    parser.add_argument("--quick", action="store_true", help="Tiny model, 64 texts, 1 round; writes no results.")
     parser.add_argument("--no_results", action="store_true", help="Print only; do not append to bench/results/.")
     args = parser.parse_args()
-    args.rounds = args.rounds or (2 if args.quick else 3)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: the running job goes too, scratch folders go
+    args.rounds = args.rounds or (1 if args.quick else 3)
     args.num_texts = args.num_texts or (64 if args.quick else 1000)
     torch.set_num_threads(args.threads)
     shape = "tiny" if args.quick else "bert-base"

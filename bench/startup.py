@@ -93,7 +93,7 @@ def main() -> None:
     if args.quick:
         args.jobs, args.repeats, args.rows = ["label_corpus", "train"], 1, 200
     roots = [common.REPO_ROOT] + ([args.compare.resolve()] if args.compare else [])
-    with tempfile.TemporaryDirectory(dir=common.WORK_DIR if common.WORK_DIR.is_dir() else None) as tmp:
+    with tempfile.TemporaryDirectory(dir=common.WORK_DIR) as tmp:
         work = Path(tmp)
         (work / "out").mkdir()
         model = common.build_benchmark_model(work / "tiny-model", common.TINY)

@@ -1,16 +1,11 @@
-"""Training throughput: the whole job, `python jobs/train.py`, against the prototype's training loop
-(bench/peers/prototype_train.py), each timed from process start to exit, in interleaved rounds (the order rotated);
-the per-epoch figures come from each run's own records: the job's `train_seconds` and `num_train` per fold
-(metrics.json), the prototype's records.json.
+"""Training throughput: the whole job, `python jobs/train.py` (fp32; bf16 where the CPU has native bf16), against
+the prototype's loop (bench/peers/prototype_train.py) on the job's rows, folds and settings, each timed from process
+start to exit, in interleaved rounds (the order rotated); the per-epoch rates from each run's own records (the
+job's metrics.json: `num_train` and every epoch's `train_seconds`; the prototype's records.json).
 
-Setups (--setups):
-  demo       configs/demo.yaml on the shipped sample: the from-scratch demo BERT, 5 folds x 10 epochs, batch 16,
-             max_length 100 for both (start-up, validation every epoch, checkpoints, baseline and report included)
-  bert-base  bert-base-chinese's shape with random weights (`python -m weibolabel.demo_model`) on --rows corpus
-             comments with random labels, 2 folds x 1 epoch, batch 32; the job cuts at 128 tokens, the prototype at 100
-Contenders: the job in fp32, the job in bf16 where the CPU has native bf16 (as `accelerate launch --mixed_precision
-bf16` starts it), and the prototype (fp32, every text padded to 100, no mask) on the job's rows, folds and settings
-(its folds.csv and config.yaml, from round 1's first run, the job's).
+Setups: `demo` (configs/demo.yaml on the shipped sample: the demo BERT, 5 folds x 10 epochs, max_length 100 for
+both) and `bert-base` (bert-base-chinese's shape, random weights, --rows corpus comments with random labels, 2 folds
+x 1 epoch, batch 32; the job cuts at 128 tokens, the prototype at 100).
 
     python bench/train_throughput.py                      # both setups, 3 rounds; appends to bench/results/
     python bench/train_throughput.py --setups demo --rounds 5 --no_results
@@ -22,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -135,6 +131,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Tiny models, 2 folds x 1 epoch, 1 round; writes nothing.")
     parser.add_argument("--no_results", action="store_true", help="Print only; do not append to bench/results/.")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: the running job goes too, scratch folders go
     args.rounds = args.rounds or (1 if args.quick else 3)
     for name in args.setups:
         text = measure(name, args)
