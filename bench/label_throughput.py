@@ -222,10 +222,8 @@ def throughput_report(ready: list[Contender], texts: list[str], eligible: dict, 
         if others := [c for c in ready if c.group == group]:
             other = min(others, key=median)
             found = per_round(best, other)
-            lines.append(
-                f"- best project path ({best.name}) / best {group} ({other.name}): **{common.spread(found)}x**"
-            )
-            lines[-1] += f" (target >= {target}x: {common.verdict(found, target)})"
+            lines.append(f"- best project path ({best.name}) / {other.name}: **{common.spread(found)}x** ")
+            lines[-1] += f"(target >= {target}x: {common.verdict(found, target)})"
     return "\n".join(lines)
 
 

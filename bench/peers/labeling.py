@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 PROTOTYPE_LENGTH, PROTOTYPE_BATCH = 100, 256
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no "Loading weights" bar per model in the output
 
 
 class Skip(Exception):
@@ -34,7 +33,9 @@ def _timed(label):
 
 def _load(checkpoint: Path, device: str):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()  # no "Loading weights" bar for every model in the output
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint, dtype=torch.float32, local_files_only=True)
     return AutoTokenizer.from_pretrained(checkpoint), model.to(device).eval()
 
