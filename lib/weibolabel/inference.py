@@ -59,8 +59,8 @@ def encode(tokenizer, texts: list[str], max_length: int) -> Encoded:
 # On CPU a batch holds at least this many padded tokens (within --batch_size and --max_tokens), however much padding
 # that takes: each linear layer's call costs a fixed part (reading and packing its weights) whatever the batch, and
 # on CPU `classify` packs the real tokens, so the linear layers never see the padding. A higher floor pads more for
-# attention: bench/batch_floor.py measured 1,024 the fastest or within the noise of it for fp32, bf16 and int8, on
-# 300 and 1,000 comments, and 8,192 up to 1.3x slower (bench/README.md).
+# attention: a one-off benchmark (2026-12-02) measured 1,024 the fastest or within the noise of it for fp32, bf16 and
+# int8, on 300 and 1,000 comments, and 8,192 up to 1.3x slower (bench/README.md keeps the figures).
 CPU_MIN_TOKENS = 1024
 
 

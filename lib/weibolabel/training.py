@@ -122,12 +122,9 @@ def train_fold(
     pad_id: int,
     state_file: Path,
     stop: StopSignal,
-    forward: str | None = None,
 ) -> FoldTraining:
     """Train `model` on `train` for `recipe.num_epochs` epochs, validating on `validation` after each; the best
-    epoch's weights are returned. `forward` picks the training forward pass (`weibolabel.forward.classify`'s
-    `path`): "custom" (the hand-written BERT pass, packed tokens on CPU), "model" (the model's own forward), or
-    None for `forward_path`'s choice for the device (bench/train_throughput.py times the two)."""
+    epoch's weights are returned."""
     device = accelerator.device
     model.to(device)
     optimizer, scheduler = _optimizer_and_scheduler(model, recipe, accelerator, num_train=len(train.input_ids))
@@ -156,8 +153,8 @@ def train_fold(
             epoch=epoch,
             pad_id=pad_id,
             stop=stop,
-            forward=forward,
         )
+        train_seconds = time.perf_counter() - started
         _, val = evaluate(model, validation, pad_id, accelerator, recipe.eval_batch_size)
         record = {
             "epoch": epoch + 1,
@@ -166,6 +163,7 @@ def train_fold(
             "val_macro_f1": val["macro_f1"],
             "learning_rate": scheduler.get_last_lr()[0],
             "seconds": time.perf_counter() - started,
+            "train_seconds": train_seconds,  # the steps alone: bench/train_throughput.py compares epochs by them
         }
         result.history.append(record)
         if val["macro_f1"] > best_f1:
@@ -234,7 +232,6 @@ def _train_epoch(
     epoch: int,
     pad_id: int,
     stop: StopSignal,
-    forward: str | None,
 ) -> float:
     """One pass over `train` in length-grouped batches (seeded by fold and epoch), an optimizer step every
     `gradient_accumulation_steps` batches and after the last; returns the mean training loss. A non-finite loss or
@@ -248,7 +245,7 @@ def _train_epoch(
         ids, mask = pad_batch([train.input_ids[i] for i in batch], pad_id, 8 if device.type == "cuda" else 1)
         try:
             with accelerator.autocast():
-                logits = classify(model, ids.to(device), mask.to(device), path=forward)
+                logits = classify(model, ids.to(device), mask.to(device))
             loss = F.cross_entropy(logits.float(), labels[batch].to(device), weight=weight)
             if not torch.isfinite(loss):
                 where = f"fold {fold}, epoch {epoch + 1}, step {step + 1}"

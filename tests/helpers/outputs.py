@@ -93,6 +93,7 @@ def comparable_metrics(run: Path) -> dict:
     for fold in metrics["folds"]:
         for epoch in fold["history"]:
             epoch.pop("seconds")
+            epoch.pop("train_seconds")
     return metrics
 
 
