@@ -70,7 +70,7 @@ def machine_lines(device: str) -> list[str]:
 
 def append_section(device: str, title: str, body: str) -> Path:
     """Append a section (command, code revision, date, machine, then `body`) to bench/results/<machine>-<date>.md."""
-    from weibolabel.runs import git_revision
+    from weibolabel.run.runs import git_revision
 
     now = dt.datetime.now().astimezone()
     path = RESULTS_DIR / f"{machine_tag(device)}-{now.date().isoformat()}.md"
@@ -168,8 +168,8 @@ def build_benchmark_model(directory: Path, shape: dict, seed: int = 0) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    from weibolabel.labels import LabelSchema
-    from weibolabel.modeling import bundled_vocab_path, save_checkpoint
+    from weibolabel.data.labels import LabelSchema
+    from weibolabel.model.loading import bundled_vocab_path, save_checkpoint
 
     schema = LabelSchema()
     tokenizer = BertTokenizerFast(vocab=str(bundled_vocab_path()), do_lower_case=True, tokenize_chinese_chars=True)

@@ -67,7 +67,7 @@ def length_report(texts: list[str]) -> str:
     """One line: percentiles of the length in characters and in bert-base-chinese tokens ([CLS] and [SEP] in)."""
     from transformers import BertTokenizerFast
 
-    from weibolabel.modeling import bundled_vocab_path
+    from weibolabel.model.loading import bundled_vocab_path
 
     tokenizer = BertTokenizerFast(vocab=str(bundled_vocab_path()), do_lower_case=True, tokenize_chinese_chars=True)
     tokens = np.array([len(ids) for ids in tokenizer(texts, return_attention_mask=False)["input_ids"]])

@@ -10,8 +10,8 @@ corpus drawn with a shifted mix. For each simulated corpus the true share of eac
 the script counts how often each method's 95% interval contains it, and the mean interval width:
 
 - naive: predicted-label share with a Wilson interval (what analyze_labels reported before),
-- acc / pacc: misclassification-adjusted shares with the bootstrap interval (weibolabel.shares.adjusted_shares),
-- ppi: prediction-powered shares from a uniform gold sample of the corpus (weibolabel.shares.ppi_shares),
+- acc / pacc: misclassification-adjusted shares with the bootstrap interval (weibolabel.stats.shares.adjusted_shares),
+- ppi: prediction-powered shares from a uniform gold sample of the corpus (weibolabel.stats.shares.ppi_shares),
 - gold: the gold sample alone, Wilson interval.
 """
 
@@ -24,9 +24,9 @@ import sys
 import numpy as np
 import pandas as pd
 
-from weibolabel.analysis import wilson_interval
-from weibolabel.calibration import softmax
-from weibolabel.shares import adjusted_shares, ppi_shares
+from weibolabel.review.analysis import wilson_interval
+from weibolabel.stats.calibration import softmax
+from weibolabel.stats.shares import adjusted_shares, ppi_shares
 
 TRAIN_MIX = (0.30, 0.25, 0.25, 0.20)  # the shipped sample's labeled class mix
 CORPUS_MIX = (0.15, 0.45, 0.10, 0.30)  # heritage-heavy, culture-poor: a different show's comments

@@ -37,10 +37,10 @@ import common
 import corpus
 from peers import labeling as peers
 
-from weibolabel.calibration import expected_calibration_error, log_probs, softmax
-from weibolabel.labeled import clean_text
-from weibolabel.markdown import markdown_table
-from weibolabel.runs import RunLayout
+from weibolabel.data.labeled import clean_text
+from weibolabel.run.runs import RunLayout
+from weibolabel.stats.calibration import expected_calibration_error, log_probs, softmax
+from weibolabel.util.markdown import markdown_table
 
 DEMO_RUN = common.REPO_ROOT / "runs" / "demo"
 # bf16 or int8 may become a default only where its labels agree with fp32 on at least this share of the demo's
@@ -122,7 +122,7 @@ def make_contenders(args, worker) -> list[Contender]:
         Contender("ort-fp32", "ONNX Runtime fp32 (optimum)", "peer", partial(peers.ort, worker, int8=False), tuned),
         Contender("ort-int8", "ONNX Runtime int8 (optimum)", "peer", partial(peers.ort, worker, int8=True), tuned),
     ]
-    from weibolabel.inference import cpu_has_native_bf16
+    from weibolabel.model.inference import cpu_has_native_bf16
 
     for key, (name, _, _) in PROJECT.items():
         if key != "project-bf16" or args.device == "cuda" or cpu_has_native_bf16():
@@ -247,7 +247,7 @@ def trained_folds(run: Path) -> tuple[list[Fold], float, int]:
         print(f"training the demo run into {run} (configs/demo.yaml) ...", flush=True)
         model = common.REPO_ROOT / "models" / "demo-bert"
         if not (model / "config.json").is_file():
-            subprocess.run([sys.executable, "-m", "weibolabel.demo_model", model], check=True, cwd=common.REPO_ROOT)
+            subprocess.run([sys.executable, "-m", "weibolabel.model.demo", model], check=True, cwd=common.REPO_ROOT)
         common.run_job("train", ["--config", "configs/demo.yaml", "--output_dir", run])
     oof = pd.read_parquet(layout.oof_predictions)
     probs = [c for c in oof.columns if c.startswith("prob_")]

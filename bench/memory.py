@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import corpus
 
-from weibolabel.markdown import markdown_table
+from weibolabel.util.markdown import markdown_table
 
 MEMORY_MODEL = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 

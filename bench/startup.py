@@ -29,7 +29,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
-from weibolabel.markdown import markdown_table
+from weibolabel.util.markdown import markdown_table
 
 JOBS = ["label_corpus", "train", "predict", "analyze_labels", "apply_label_review", "compare_runs", "find_label_issues"]
 JOBS += ["learning_curve", "merge_annotations", "select_for_annotation", "simulate_active_learning"]

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import corpus
 
-from weibolabel.markdown import markdown_table
-from weibolabel.runs import RunLayout
+from weibolabel.run.runs import RunLayout
+from weibolabel.util.markdown import markdown_table
 
 PROTOTYPE = common.BENCH_DIR / "peers" / "prototype_train.py"
 BERT_BASE = ["--hidden_size", "768", "--num_layers", "12", "--num_heads", "12", "--intermediate_size", "3072"]
@@ -46,7 +46,7 @@ def setup(name: str, args) -> list:
     encoder = Path("bench/corpora") / f"encoder-{'tiny' if args.quick else name}"
     if not (common.REPO_ROOT / encoder / "config.json").is_file():
         sizes = TINY if args.quick else [] if name == "demo" else BERT_BASE
-        command = [sys.executable, "-m", "weibolabel.demo_model", encoder, *sizes]
+        command = [sys.executable, "-m", "weibolabel.model.demo", encoder, *sizes]
         subprocess.run(command, check=True, capture_output=True, cwd=common.REPO_ROOT)
     folds, epochs = (2, 1) if args.quick else (5, 10) if name == "demo" else (2, 1)
     options = ["--model_name_or_path", encoder, "--num_folds", folds, "--num_epochs", epochs]
@@ -81,7 +81,7 @@ def run_prototype(reference: Path, out: Path, args) -> dict:
 
 
 def measure(name: str, args) -> str:
-    from weibolabel.inference import cpu_has_native_bf16
+    from weibolabel.model.inference import cpu_has_native_bf16
 
     with tempfile.TemporaryDirectory(dir=common.WORK_DIR) as tmp:
         work = Path(tmp)

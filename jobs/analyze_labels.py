@@ -24,13 +24,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from weibolabel.annotation import read_labeled_parquet
-from weibolabel.config import AnalyzeConfig, parse_config
-from weibolabel.errors import UserError, exit_status
-from weibolabel.files import write_text
-from weibolabel.parquet_io import read_metadata
-from weibolabel.runs import check_outputs, claim_output_directory
-from weibolabel.tables import write_table
+from weibolabel.data.tables import write_table
+from weibolabel.labeling.parts import read_metadata
+from weibolabel.review.annotation import read_labeled_parquet
+from weibolabel.run.config import AnalyzeConfig, parse_config
+from weibolabel.run.runs import check_outputs, claim_output_directory
+from weibolabel.util.errors import UserError, exit_status
+from weibolabel.util.files import write_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +52,8 @@ def analyze(config: AnalyzeConfig) -> None:
     check_outputs("analyze_labels", reads=reads, output_dir=out)
     frame, probs, schema = read_labeled_parquet(source)
     # scipy, scikit-learn and matplotlib take seconds to import: only once the input has been read.
-    from weibolabel import analysis, plots
+    from weibolabel.review import analysis
+    from weibolabel.util import plots
 
     if frame.empty:
         raise UserError(f"{source}: no row has status 'ok', so there is nothing to analyse.")

@@ -23,15 +23,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from weibolabel.annotation import schema_from_sheet, workbook_sheets
-from weibolabel.config import ApplyReviewConfig, parse_config
-from weibolabel.errors import UserError, exit_status
-from weibolabel.files import backup_copy
-from weibolabel.label_issues import apply_decisions, read_decisions
-from weibolabel.labeled import load_labeled
-from weibolabel.labels import load_label_schema
-from weibolabel.runs import check_outputs, now_utc, write_json
-from weibolabel.tables import read_table, require_column, write_table
+from weibolabel.data.labeled import load_labeled
+from weibolabel.data.labels import load_label_schema
+from weibolabel.data.tables import read_table, require_column, write_table
+from weibolabel.review.annotation import schema_from_sheet, workbook_sheets
+from weibolabel.review.label_issues import apply_decisions, read_decisions
+from weibolabel.run.config import ApplyReviewConfig, parse_config
+from weibolabel.run.runs import check_outputs, now_utc, write_json
+from weibolabel.util.errors import UserError, exit_status
+from weibolabel.util.files import backup_copy
 
 
 def main(argv: list[str] | None = None) -> int:

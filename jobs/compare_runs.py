@@ -13,10 +13,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from weibolabel.config import CompareConfig, parse_config
-from weibolabel.errors import UserError, exit_status
-from weibolabel.files import write_text
-from weibolabel.runs import RunLayout, check_outputs, claim_output_directory, write_json
+from weibolabel.run.config import CompareConfig, parse_config
+from weibolabel.run.runs import RunLayout, check_outputs, claim_output_directory, write_json
+from weibolabel.util.errors import UserError, exit_status
+from weibolabel.util.files import write_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +42,7 @@ def compare(config: CompareConfig) -> None:
     for run in config.runs:
         RunLayout(run).require_finished()
     # scipy takes seconds to import: only once the options and runs are known good (their errors come at once).
-    from weibolabel.comparison import compare_runs, comparison_markdown, read_run
+    from weibolabel.stats.comparison import compare_runs, comparison_markdown, read_run
 
     runs = [read_run(run) for run in config.runs]
 

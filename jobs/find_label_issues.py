@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from weibolabel import label_issues
-from weibolabel.config import LabelIssuesConfig, parse_config, write_config
-from weibolabel.errors import UserError, exit_status
-from weibolabel.files import write_text
-from weibolabel.markdown import frame_table
-from weibolabel.runs import RunLayout, check_outputs, claim_output_directory
-from weibolabel.tables import write_table
+from weibolabel.data.tables import write_table
+from weibolabel.review import label_issues
+from weibolabel.run.config import LabelIssuesConfig, parse_config, write_config
+from weibolabel.run.runs import RunLayout, check_outputs, claim_output_directory
+from weibolabel.util.errors import UserError, exit_status
+from weibolabel.util.files import write_text
+from weibolabel.util.markdown import frame_table
 
 
 def main(argv: list[str] | None = None) -> int:

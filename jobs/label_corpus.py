@@ -24,13 +24,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from weibolabel.config import LabelConfig, config_to_dict, parse_config
-from weibolabel.corpus import Corpus, copy_spreadsheets, is_among_inputs, resolve_inputs
-from weibolabel.datasets_io import input_identity
-from weibolabel.errors import UserError
-from weibolabel.labeled import clean_text
-from weibolabel.labeling import corpus_summary, format_summary, gold_check, gold_record, parse_gold
-from weibolabel.parquet_io import (
+from weibolabel.data.datasets import input_identity
+from weibolabel.data.labeled import clean_text
+from weibolabel.data.tables import row_name
+from weibolabel.labeling.corpus import Corpus, copy_spreadsheets, is_among_inputs, resolve_inputs
+from weibolabel.labeling.parts import (
     PartStore,
     carried_column,
     check_output_free,
@@ -38,8 +36,10 @@ from weibolabel.parquet_io import (
     is_complete,
     output_schema,
 )
-from weibolabel.preemption import StopSignal
-from weibolabel.runs import (
+from weibolabel.labeling.summary import corpus_summary, format_summary, gold_check, gold_record, parse_gold
+from weibolabel.run.config import LabelConfig, config_to_dict, parse_config
+from weibolabel.run.preemption import StopSignal
+from weibolabel.run.runs import (
     RunLock,
     check_lock_free,
     check_outputs,
@@ -58,13 +58,13 @@ from weibolabel.runs import (
     versions,
     write_json,
 )
-from weibolabel.startup import JobLogger, is_main_launch_process, process_start, refuse
-from weibolabel.tables import row_name
+from weibolabel.run.startup import JobLogger, is_main_launch_process, process_start, refuse
+from weibolabel.util.errors import UserError
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-    from weibolabel.inference import Ensemble
+    from weibolabel.model.inference import Ensemble
 
 # torch, transformers and accelerate take seconds to import: make_accelerator() and label_corpus() import them, after
 # main() has checked the inputs, so --help and a bad input's message come in a second or two (bench/startup.py).
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def preflight(argv: list[str]) -> None:
-    """`python -m weibolabel.preflight jobs/label_corpus.py ARGS` (the launch scripts, before starting any
+    """`python -m weibolabel.run.preflight jobs/label_corpus.py ARGS` (the launch scripts, before starting any
     process): the job's own checks of step 1, in one process without accelerate or model weights, and every input
     file's columns; nothing is written."""
     config = parse_config(LabelConfig, argv, description=__doc__)
@@ -202,8 +202,8 @@ def load_model(config: LabelConfig, accelerator: Accelerator) -> Model:
     """The run's checkpoints, ensembled, on this process's device in the job's precision."""
     import torch
 
-    from weibolabel.inference import cpu_has_native_bf16, inference_dtype, load_ensemble
-    from weibolabel.modeling import fit_max_length
+    from weibolabel.model.inference import cpu_has_native_bf16, inference_dtype, load_ensemble
+    from weibolabel.model.loading import fit_max_length
 
     started = time.perf_counter()
     device = accelerator.device
@@ -236,7 +236,7 @@ def load_model(config: LabelConfig, accelerator: Accelerator) -> Model:
 
 def log_onnx_origins(ensemble: Ensemble, accelerator: Accelerator) -> None:
     """Per process: how many ONNX graphs it read from the cache and how many it exported, and why one was not kept."""
-    from weibolabel.onnx_int8 import CACHE_ENV, cache_directory
+    from weibolabel.model.onnx import CACHE_ENV, cache_directory
 
     origins = [model.origin for model in ensemble.models]
     read = origins.count("cache")
@@ -258,7 +258,7 @@ def label_chunks(
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
-    from weibolabel.inference import encode, prefetched
+    from weibolabel.model.inference import encode, prefetched
 
     ensemble, device = model.ensemble, accelerator.device
     num_chunks = math.ceil(corpus.num_rows / config.chunk_size)
@@ -317,7 +317,7 @@ def score_chunk(*, config: LabelConfig, model: Model, corpus: Corpus, chunk, tex
     then says how many are left)."""
     import torch
 
-    from weibolabel.inference import label_encoded
+    from weibolabel.model.inference import label_encoded
 
     started = time.perf_counter()
     try:
@@ -438,7 +438,7 @@ def check_inputs(config: LabelConfig) -> tuple[Path, list[Path]]:
     check_output_free(output, config.overwrite, known_settings(config, files))
     find_checkpoints(Path(config.model))
     if config.quantize == "onnx-int8":
-        from weibolabel.onnx_int8 import check_onnxruntime  # imports nothing heavy
+        from weibolabel.model.onnx import check_onnxruntime  # imports nothing heavy
 
         check_onnxruntime()
     return output, files

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from weibolabel.config import parse_config
-from weibolabel.errors import UserError
-from weibolabel.files import write_text
-from weibolabel.preemption import StopSignal
-from weibolabel.runs import (
+from weibolabel.data.tables import write_table
+from weibolabel.run.config import parse_config
+from weibolabel.run.preemption import StopSignal
+from weibolabel.run.runs import (
     RunLayout,
     check_outputs,
     claim_output_directory,
@@ -37,8 +36,9 @@ from weibolabel.runs import (
     setup_logging,
     write_json,
 )
-from weibolabel.startup import JobLogger, refuse
-from weibolabel.tables import write_table
+from weibolabel.run.startup import JobLogger, refuse
+from weibolabel.util.errors import UserError
+from weibolabel.util.files import write_text
 
 # torch, transformers and accelerate take seconds to import: learning_curve() imports them (with the modules that
 # need them), after the options are parsed, so --help comes at once (bench/startup.py).
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_run(config: LearningCurveConfig) -> None:
-    """--run names a training run directory (weibolabel.learning_curve.read_run reads it)."""
+    """--run names a training run directory (weibolabel.training.learning_curve.read_run reads it)."""
     if not config.run:
         raise UserError("--run is required: a training run directory of jobs/train.py.")
     layout = RunLayout(config.run)
@@ -86,11 +86,11 @@ def output_directory(config: LearningCurveConfig) -> Path:
 
 def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -> None:
     # 1. The run's settings, rows and folds, exactly as it used them (main() checked that it is a run).
-    from weibolabel import learning_curve as lc
-    from weibolabel import plots
-    from weibolabel.inference import encode
-    from weibolabel.modeling import load_tokenizer
-    from weibolabel.training import Recipe
+    from weibolabel.model.inference import encode
+    from weibolabel.model.loading import load_tokenizer
+    from weibolabel.training import learning_curve as lc
+    from weibolabel.training.fold import Recipe
+    from weibolabel.util import plots
 
     run, layout = Path(config.run), RunLayout(config.run)
     train_config, schema, folds = lc.read_run(run)

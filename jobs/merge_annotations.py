@@ -19,20 +19,20 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from weibolabel.annotation import (
+from weibolabel.data.labeled import load_labeled
+from weibolabel.data.labels import load_label_schema
+from weibolabel.data.tables import read_table, write_table
+from weibolabel.review.annotation import (
     existing_label_ids,
     merge_annotations,
     read_annotations,
     schema_from_sheet,
     workbook_sheets,
 )
-from weibolabel.config import parse_config
-from weibolabel.errors import UserError, exit_status
-from weibolabel.files import atomic_path, backup_copy
-from weibolabel.labeled import load_labeled
-from weibolabel.labels import load_label_schema
-from weibolabel.runs import check_outputs, write_json
-from weibolabel.tables import read_table, write_table
+from weibolabel.run.config import parse_config
+from weibolabel.run.runs import check_outputs, write_json
+from weibolabel.util.errors import UserError, exit_status
+from weibolabel.util.files import atomic_path, backup_copy
 
 WRITABLE = (".xlsx", ".csv", ".parquet")
 

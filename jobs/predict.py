@@ -13,9 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from weibolabel.errors import UserError
-from weibolabel.precision import PRECISIONS, choose_precision, device_capability
-from weibolabel.runs import find_checkpoints, setup_logging
+from weibolabel.run.device import PRECISIONS, choose_precision, device_capability
+from weibolabel.run.runs import find_checkpoints, setup_logging
+from weibolabel.util.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
-    from weibolabel.inference import inference_dtype, label_texts, load_ensemble
-    from weibolabel.modeling import fit_max_length
+    from weibolabel.model.inference import inference_dtype, label_texts, load_ensemble
+    from weibolabel.model.loading import fit_max_length
 
     try:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 def read_lines(data: bytes, encoding: str | None) -> list[str]:
     """Comments piped in, one a line, decoded by the rule of .txt inputs (tables.detect_encoding): a GBK pipe from
     a Chinese Windows console is read, a pipe both GB18030 and Big5 could be is not guessed at."""
-    from weibolabel.tables import choose_encoding  # pandas and pyarrow: not on --help's path
+    from weibolabel.data.tables import choose_encoding  # pandas and pyarrow: not on --help's path
 
     if encoding is None:
         encoding = choose_encoding(lambda: iter([data]), lambda _: None, "the comments on standard input")

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from weibolabel.annotation import (
+from weibolabel.data.labeled import clean_text, group_key
+from weibolabel.data.tables import read_table, require_column
+from weibolabel.review.annotation import (
     drop_known,
     fold_disagreement,
     read_labeled_parquet,
@@ -35,11 +37,9 @@ from weibolabel.annotation import (
     uncertainty,
     write_annotation_sheet,
 )
-from weibolabel.config import SelectConfig, parse_config
-from weibolabel.errors import UserError, exit_status
-from weibolabel.labeled import clean_text, group_key
-from weibolabel.runs import check_outputs, setup_logging
-from weibolabel.tables import read_table, require_column
+from weibolabel.run.config import SelectConfig, parse_config
+from weibolabel.run.runs import check_outputs, setup_logging
+from weibolabel.util.errors import UserError, exit_status
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,14 +29,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from weibolabel.config import SimulateActiveLearningConfig, parse_config, write_config
-from weibolabel.errors import UserError, exit_status
-from weibolabel.files import write_text
-from weibolabel.labeled import load_labeled
-from weibolabel.labels import Label, LabelSchema, load_label_schema
-from weibolabel.markdown import frame_table
-from weibolabel.runs import RunLayout, check_outputs, claim_output_directory
-from weibolabel.tables import write_table
+from weibolabel.data.labeled import load_labeled
+from weibolabel.data.labels import Label, LabelSchema, load_label_schema
+from weibolabel.data.tables import write_table
+from weibolabel.run.config import SimulateActiveLearningConfig, parse_config, write_config
+from weibolabel.run.runs import RunLayout, check_outputs, claim_output_directory
+from weibolabel.util.errors import UserError, exit_status
+from weibolabel.util.files import write_text
+from weibolabel.util.markdown import frame_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +66,7 @@ def load_rows(config: SimulateActiveLearningConfig) -> tuple[list[str], np.ndarr
         encoding=config.encoding,
         header_row=config.header_row,
     )
-    from weibolabel.folds import make_folds  # scikit-learn (see simulate()): not on --help's path
+    from weibolabel.data.folds import make_folds  # scikit-learn (see simulate()): not on --help's path
 
     labels = data.rows["label"].to_numpy(dtype=np.int64)
     fold_of_row = make_folds(labels, data.rows["group"].tolist(), config.num_folds, config.fold_seed)
@@ -76,7 +76,7 @@ def load_rows(config: SimulateActiveLearningConfig) -> tuple[list[str], np.ndarr
 def simulate(config: SimulateActiveLearningConfig) -> None:
     # 1. The labeled rows and their folds; the options checked before any fitting. scikit-learn and matplotlib
     # take seconds to import: after the options' and the data's errors.
-    from weibolabel import active_learning as al
+    from weibolabel.review import active_learning as al
 
     unknown = sorted(set(config.strategies) - set(al.STRATEGIES))
     if unknown or not config.strategies:
@@ -90,8 +90,8 @@ def simulate(config: SimulateActiveLearningConfig) -> None:
     reads = {"--data": config.data, "--run": config.run, "--labels": config.labels}
     check_outputs("simulate_active_learning", reads=reads, output_dir=out)
     texts, labels, fold_of_row, names, source = load_rows(config)
-    from weibolabel import plots
-    from weibolabel.baseline import DESCRIPTION as LEARNER
+    from weibolabel.training.baseline import DESCRIPTION as LEARNER
+    from weibolabel.util import plots
 
     LabelSchema(tuple(Label(i, name) for i, name in enumerate(names)))  # names valid and unique
     claim_output_directory(out, "simulate_active_learning")
@@ -142,7 +142,7 @@ def simulate(config: SimulateActiveLearningConfig) -> None:
 
 
 def render(config, *, source, num_rows, full_score, target, summary, needed) -> str:
-    from weibolabel.baseline import DESCRIPTION as LEARNER
+    from weibolabel.training.baseline import DESCRIPTION as LEARNER
 
     most = summary["num_labels"].max()
     final = summary.sort_values("round").groupby("strategy").tail(1).set_index("strategy")

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from weibolabel.config import TrainConfig, config_to_dict, parse_config, write_config
-from weibolabel.datasets_io import input_sha256
-from weibolabel.errors import UserError
-from weibolabel.labeled import LabeledData, load_labeled
-from weibolabel.labels import LabelSchema, load_label_schema
-from weibolabel.preemption import StopSignal
-from weibolabel.runs import (
+from weibolabel.data.datasets import input_sha256
+from weibolabel.data.labeled import LabeledData, load_labeled
+from weibolabel.data.labels import LabelSchema, load_label_schema
+from weibolabel.data.tables import write_table
+from weibolabel.run.config import TrainConfig, config_to_dict, parse_config, write_config
+from weibolabel.run.preemption import StopSignal
+from weibolabel.run.runs import (
     RunLayout,
     RunLock,
     check_lock_free,
@@ -47,13 +47,13 @@ from weibolabel.runs import (
     training_lock_path,
     write_json,
 )
-from weibolabel.startup import JobLogger, refuse
-from weibolabel.tables import write_table
+from weibolabel.run.startup import JobLogger, refuse
+from weibolabel.util.errors import UserError
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-    from weibolabel.training import Recipe
+    from weibolabel.training.fold import Recipe
 
 # torch, transformers and accelerate take seconds to import: make_accelerator() and the steps after the data check
 # import them (with the modules that need them), so --help and bad data's message come quickly (bench/startup.py).
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def preflight(argv: list[str]) -> None:
-    """`python -m weibolabel.preflight jobs/train.py ARGS` (the launch scripts, before starting any process): the
+    """`python -m weibolabel.run.preflight jobs/train.py ARGS` (the launch scripts, before starting any process): the
     job's own checks of step 1 and 2, in one process without accelerate; nothing is written."""
     config, schema, _, _, _ = check_inputs(parse_config(TrainConfig, argv, description=__doc__))
     out = Path(config.output_dir)
@@ -101,10 +101,10 @@ def cross_validate(
     lock: RunLock,
 ) -> None:
     """Steps 1 (the model) to 5; `schema` and `data` as check_data found them."""
-    from weibolabel.folds import make_folds
-    from weibolabel.inference import encode
-    from weibolabel.results import write_results
-    from weibolabel.training import Recipe
+    from weibolabel.data.folds import make_folds
+    from weibolabel.model.inference import encode
+    from weibolabel.training.fold import Recipe
+    from weibolabel.training.results import write_results
 
     out = Path(config.output_dir)
     layout = RunLayout(out)
@@ -233,7 +233,7 @@ def check_data(config: TrainConfig) -> tuple[LabelSchema, LabeledData]:
 def check_model(config: TrainConfig) -> tuple:
     """The model's files (not its weights): (config with max_length fitted to the model, tokenizer, the warning
     when max_length was lowered)."""
-    from weibolabel.modeling import fit_max_length, load_model_config, load_tokenizer
+    from weibolabel.model.loading import fit_max_length, load_model_config, load_tokenizer
 
     tokenizer = load_tokenizer(config.model_name_or_path)
     # Positions past the model's table would crash on GPU with a bare device-side assert.
@@ -263,8 +263,8 @@ def run_fold(
 ) -> None:
     """Train on every fold but `fold` (a validation part carved out picks the best epoch), score `fold` once with
     that epoch's model, and save the checkpoint, the test predictions and the fold's record."""
-    from weibolabel.modeling import save_checkpoint
-    from weibolabel.training import fit_and_score_fold
+    from weibolabel.model.loading import save_checkpoint
+    from weibolabel.training.fold import fit_and_score_fold
 
     layout = RunLayout(out)
     test_index = np.flatnonzero(fold_of_row == fold)

@@ -11,7 +11,7 @@ bash scripts/install.sh
 [[ -n ${VIRTUAL_ENV:-} || -n ${CONDA_PREFIX:-} ]] || source .venv/bin/activate
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-[[ -f models/demo-bert/config.json ]] || python -m weibolabel.demo_model models/demo-bert
+[[ -f models/demo-bert/config.json ]] || python -m weibolabel.model.demo models/demo-bert
 bash scripts/launch.sh jobs/train.py --config configs/demo.yaml
 bash scripts/launch.sh jobs/label_corpus.py --input data/unlabeled_sample.xlsx --model runs/demo \
     --output runs/demo/labels.parquet --overwrite

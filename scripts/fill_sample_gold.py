@@ -17,8 +17,8 @@ import random
 import sys
 from pathlib import Path
 
-from weibolabel.annotation import workbook_sheets
-from weibolabel.tables import read_table, write_xlsx
+from weibolabel.data.tables import read_table, write_xlsx
+from weibolabel.review.annotation import workbook_sheets
 
 MAKE_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "make_sample.py"
 

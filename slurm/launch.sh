@@ -173,7 +173,7 @@ build_command() {
             CMD+=(--dynamo_backend no)
         fi
         # By the node's GPUs: bf16 only where native (compute capability >= 8.0), else fp16.
-        CMD+=(--mixed_precision "${MIXED_PRECISION:-$(python -m weibolabel.precision || echo fp16)}")
+        CMD+=(--mixed_precision "${MIXED_PRECISION:-$(python -m weibolabel.run.device || echo fp16)}")
         ((total == 1)) || CMD+=(--multi_gpu)
     fi
     CMD+=(
@@ -291,7 +291,7 @@ batch_main() {
     # costs seconds, and the log ends with the job's one-line message (exit status 2), not a launcher's traceback.
     local script_path=$script
     [[ $script_path == /* ]] || script_path=$REPO_DIR/$script_path
-    python -m weibolabel.preflight "$script_path" "$@" || exit
+    python -m weibolabel.run.preflight "$script_path" "$@" || exit
 
     trap 'on_signal USR1' USR1
     trap 'on_signal TERM' TERM

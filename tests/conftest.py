@@ -29,7 +29,7 @@ def graph_cache(tmp_path_factory) -> None:
 @pytest.fixture(scope="session")
 def tiny_base_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT initialised from scratch, saved with the real bert-base-chinese tokenizer."""
-    from weibolabel.modeling import build_demo_model
+    from weibolabel.model.loading import build_demo_model
 
     return build_demo_model(
         tmp_path_factory.mktemp("tiny-bert"), hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64

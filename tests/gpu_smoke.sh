@@ -10,10 +10,10 @@
 #  2. resume: training stopped with SIGTERM after its first saved epoch exits 143 and the same command finishes it.
 #  3. gpu-vs-cpu-<precision>: the same fold checkpoints label the sample on the GPU and on the CPU (fp32):
 #     labels agree on >= 99% of the rows; the largest probability difference is printed.
-#  4. forward: weibolabel.modeling.classify's custom BERT path against the model's own forward on every SDPA
+#  4. forward: weibolabel.model.loading.classify's custom BERT path against the model's own forward on every SDPA
 #     backend and dtype, with the time of each (the GPU measurement issue 13 asks for before the custom path may
 #     serve on GPUs).
-#  5. out-of-memory: a real CUDA out-of-memory error, its type, and that weibolabel.precision.is_out_of_memory
+#  5. out-of-memory: a real CUDA out-of-memory error, its type, and that weibolabel.run.device.is_out_of_memory
 #     recognises it (and what a matmul on a full GPU raises).
 #
 # Prints PASS / FAIL / SKIP per check and a summary; exits 1 if any check failed, 2 if there is no GPU.
@@ -34,8 +34,8 @@ if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 
 fi
 python -c "import torch; p = torch.cuda.get_device_properties(0); print(f'GPU: {p.name}, compute capability ' \
 f'{p.major}.{p.minor}, {p.total_memory / 2**30:.0f} GiB; torch {torch.__version__}, CUDA {torch.version.cuda}')"
-auto=$(python -m weibolabel.precision) # bf16 where native, else fp16
-echo "weibolabel.precision chooses: $auto; work directory: $work"
+auto=$(python -m weibolabel.run.device) # bf16 where native, else fp16
+echo "weibolabel.run.device chooses: $auto; work directory: $work"
 
 declare -a RESULTS=()
 failed=0
@@ -63,7 +63,7 @@ skip() {
 }
 
 model=$work/demo-bert
-python -m weibolabel.demo_model "$model" >"$work/logs/demo-model.log" 2>&1 || {
+python -m weibolabel.model.demo "$model" >"$work/logs/demo-model.log" 2>&1 || {
     echo "could not build the demo model: see $work/logs/demo-model.log" >&2
     exit 1
 }
@@ -83,7 +83,7 @@ demo() {
         python - "$run" "$precision" "$(torch_dtype "$precision")" <<'EOF'
 import json, sys
 from pathlib import Path
-from weibolabel.parquet_io import read_metadata
+from weibolabel.labeling.parts import read_metadata
 run, precision, dtype = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 recorded = {
     "env.json": json.loads((run / "env.json").read_text())["hardware"]["mixed_precision"],
@@ -138,7 +138,7 @@ gpu_vs_cpu() {
 import sys
 import numpy as np
 import pandas as pd
-from weibolabel.parquet_io import read_metadata
+from weibolabel.labeling.parts import read_metadata
 cpu, gpu = pd.read_parquet(sys.argv[1]), pd.read_parquet(sys.argv[2])
 print("precision: cpu", read_metadata(sys.argv[1])["precision"], "gpu", read_metadata(sys.argv[2])["precision"])
 assert (cpu["status"] == gpu["status"]).all()
@@ -160,9 +160,9 @@ import time
 from pathlib import Path
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from weibolabel.inference import encode, pad_batch
-from weibolabel.modeling import classify, load_checkpoint, load_tokenizer
-from weibolabel.precision import has_native_bf16
+from weibolabel.model.inference import encode, pad_batch
+from weibolabel.model.loading import classify, load_checkpoint, load_tokenizer
+from weibolabel.run.device import has_native_bf16
 
 checkpoint = Path(sys.argv[1])
 tokenizer = load_tokenizer(str(checkpoint))
@@ -222,7 +222,7 @@ check forward forward
 out_of_memory() {
     python - <<'EOF'
 import torch
-from weibolabel.precision import is_out_of_memory
+from weibolabel.run.device import is_out_of_memory
 
 try:
     torch.empty(2**50, dtype=torch.uint8, device="cuda")  # 1 PiB

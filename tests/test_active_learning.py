@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from weibolabel import active_learning as al
-from weibolabel.annotation import margin
+from weibolabel.review import active_learning as al
+from weibolabel.review.annotation import margin
 
 from helpers.data import NAMES, make_labeled_rows
 from helpers.jobs import run_job

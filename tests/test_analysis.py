@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from weibolabel.analysis import characteristic_ngrams, wilson_interval
-from weibolabel.annotation import select_random
+from weibolabel.review.analysis import characteristic_ngrams, wilson_interval
+from weibolabel.review.annotation import select_random
 
 from helpers.data import NAMES, POOLS, make_labeled_rows
 from helpers.jobs import run_job

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from weibolabel.annotation import drop_known, margin, read_labeled_parquet, select_for_annotation, uncertainty
-from weibolabel.errors import UserError
-from weibolabel.labeled import group_key, load_labeled
-from weibolabel.labels import LabelSchema
+from weibolabel.data.labeled import group_key, load_labeled
+from weibolabel.data.labels import LabelSchema
+from weibolabel.review.annotation import drop_known, margin, read_labeled_parquet, select_for_annotation, uncertainty
+from weibolabel.util.errors import UserError
 
 from helpers.data import NAMES
 from helpers.jobs import launch_job, run_job

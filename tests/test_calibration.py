@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from weibolabel.calibration import calibrate, expected_calibration_error, fit_temperature, nll, softmax
-from weibolabel.report import render_report
+from weibolabel.stats.calibration import calibrate, expected_calibration_error, fit_temperature, nll, softmax
+from weibolabel.training.report import render_report
 
 
 def overconfident(num_rows: int = 3000, sharpen: float = 3.0, seed: int = 0):

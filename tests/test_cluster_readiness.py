@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from weibolabel import tables as tables_module
-from weibolabel.corpus import Corpus, copy_spreadsheets
-from weibolabel.errors import UserError
-from weibolabel.parquet_io import PartStore
-from weibolabel.runs import ensure_writable, limit_tokenizer_threads, tokenizer_threads, write_probe_path
+from weibolabel.data import tables as tables_module
+from weibolabel.labeling.corpus import Corpus, copy_spreadsheets
+from weibolabel.labeling.parts import PartStore
+from weibolabel.run.runs import ensure_writable, limit_tokenizer_threads, tokenizer_threads, write_probe_path
+from weibolabel.util.errors import UserError
 
 from helpers import REPO
 from helpers.jobs import JOBS, free_port, job_env, private_mount_possible

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from weibolabel import checks
-from weibolabel.comparison import corrected_ttest, mcnemar
+from weibolabel.stats.comparison import corrected_ttest, mcnemar
+from weibolabel.training import checks
 
 from helpers.data import NAMES
 from helpers.jobs import run_job

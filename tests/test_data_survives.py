@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from weibolabel.runs import JOB_FILES, directory_owner
-from weibolabel.tables import CELL_LIMIT, read_table, write_table
+from weibolabel.data.tables import CELL_LIMIT, read_table, write_table
+from weibolabel.run.runs import JOB_FILES, directory_owner
 
 from helpers.data import NAMES, make_labeled_rows
 from helpers.jobs import load_job, private_mount_possible, run_job
@@ -415,8 +415,8 @@ def test_a_number_scale_schema_reads_4_as_the_same_class_in_number_and_text_cell
     assert status == 0, err
     # The three identical annotations are one class, the one named "4" (id 3), written as the file writes labels.
     assert read_table(merged)["Label"].tolist() == [3, 5, 4, 4, 4]
-    from weibolabel.labeled import load_labeled
-    from weibolabel.labels import load_label_schema
+    from weibolabel.data.labeled import load_labeled
+    from weibolabel.data.labels import load_label_schema
 
     schema = load_label_schema(labels)
     assert load_labeled(merged, schema).rows["label"].tolist() == [2, 4, 3, 3, 3]

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from weibolabel.errors import UserError
-from weibolabel.labeled import clean_text, load_labeled, parse_label
-from weibolabel.labels import LabelSchema
-from weibolabel.tables import read_table
+from weibolabel.data.labeled import clean_text, load_labeled, parse_label
+from weibolabel.data.labels import LabelSchema
+from weibolabel.data.tables import read_table
+from weibolabel.util.errors import UserError
 
 from helpers import REPO
 

@@ -14,13 +14,13 @@ import datasets
 import pandas as pd
 import pytest
 
-from weibolabel.corpus import Corpus, resolve_inputs
-from weibolabel.datasets_io import input_identity, input_sha256
-from weibolabel.errors import UserError
-from weibolabel.labeled import load_labeled
-from weibolabel.labels import load_label_schema
-from weibolabel.parquet_io import PartStore, output_schema
-from weibolabel.tables import read_table
+from weibolabel.data.datasets import input_identity, input_sha256
+from weibolabel.data.labeled import load_labeled
+from weibolabel.data.labels import load_label_schema
+from weibolabel.data.tables import read_table
+from weibolabel.labeling.corpus import Corpus, resolve_inputs
+from weibolabel.labeling.parts import PartStore, output_schema
+from weibolabel.util.errors import UserError
 
 from helpers import REPO
 from helpers.data import make_labeled_rows
@@ -225,9 +225,9 @@ def test_plain_inputs_do_not_import_datasets(tmp_path):
     path = tmp_path / "comments.csv"
     make_labeled_rows(4).to_csv(path, index=False)
     code = (
-        "import sys; from weibolabel.corpus import Corpus, resolve_inputs; "
-        "from weibolabel.labeled import load_labeled; "
-        "from weibolabel.labels import load_label_schema; import weibolabel.parquet_io; "
+        "import sys; from weibolabel.labeling.corpus import Corpus, resolve_inputs; "
+        "from weibolabel.data.labeled import load_labeled; "
+        "from weibolabel.data.labels import load_label_schema; import weibolabel.labeling.parts; "
         f"load_labeled({str(path)!r}, load_label_schema(None)); "
         f"list(Corpus(resolve_inputs({str(path)!r}), 'Sentence', [], 'Label').iter_chunks(2)); "
         "assert 'datasets' not in sys.modules, 'datasets was imported'"

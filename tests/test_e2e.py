@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from weibolabel.parquet_io import read_metadata
+from weibolabel.labeling.parts import read_metadata
 
 from helpers import REPO
 from helpers.data import NAMES

@@ -22,13 +22,13 @@ import pytest
 import torch
 from transformers.models.bert.modeling_bert import BertEmbeddings
 
-from weibolabel.config import TrainConfig
-from weibolabel.errors import UserError
-from weibolabel.inference import encode
-from weibolabel.labels import load_label_schema
-from weibolabel.modeling import load_pretrained_classifier, load_tokenizer
-from weibolabel.runs import make_accelerator
-from weibolabel.training import Recipe, Split, evaluate, train_fold
+from weibolabel.data.labels import load_label_schema
+from weibolabel.model.inference import encode
+from weibolabel.model.loading import load_pretrained_classifier, load_tokenizer
+from weibolabel.run.config import TrainConfig
+from weibolabel.run.runs import make_accelerator
+from weibolabel.training.fold import Recipe, Split, evaluate, train_fold
+from weibolabel.util.errors import UserError
 
 from helpers.data import make_labeled_rows
 from helpers.jobs import (
@@ -219,15 +219,15 @@ def test_unwritable_output_fails_before_any_model_work(tmp_path, monkeypatch, ca
         raise AssertionError("model work started before the output location was checked")
 
     train = load_job("train")
-    monkeypatch.setattr("weibolabel.modeling.load_tokenizer", no_model_work)  # the job imports it after its checks
-    monkeypatch.setattr("weibolabel.training.load_pretrained_classifier", no_model_work)
+    monkeypatch.setattr("weibolabel.model.loading.load_tokenizer", no_model_work)  # the job imports it after its checks
+    monkeypatch.setattr("weibolabel.training.fold.load_pretrained_classifier", no_model_work)
     assert train.main(train_args(labeled_xlsx, tmp_path / "model", blocker / "run")) == 2
     assert f"Cannot write to {blocker / 'run'}: Not a directory" in caplog.text
     assert "Pass a --output_dir in a directory you can write to" in caplog.text
 
     caplog.clear()
     label = load_job("label_corpus")
-    monkeypatch.setattr("weibolabel.inference.load_ensemble", no_model_work)
+    monkeypatch.setattr("weibolabel.model.inference.load_ensemble", no_model_work)
     output = blocker / "sub" / "labels.parquet"
     args = ["--input", str(labeled_xlsx), "--model", str(tiny_run_dir), "--output", str(output)]
     assert label.main(args) == 2
@@ -378,7 +378,7 @@ def test_labeling_disk_full_leaves_no_final_file_and_resumes(tmp_path, monkeypat
 
 def test_labeling_out_of_memory_names_the_options_to_lower(tmp_path, monkeypatch, caplog, tiny_run_dir, corpus_csv):
     monkeypatch.setattr(BertEmbeddings, "forward", _out_of_memory)  # the first step of any forward
-    monkeypatch.setattr("weibolabel.modeling.check_classify", lambda model: None)  # loading would meet it first
+    monkeypatch.setattr("weibolabel.model.loading.check_classify", lambda model: None)  # loading would meet it first
     output = tmp_path / "labels.parquet"
     args = [*label_args(corpus_csv, tiny_run_dir, output), "--batch_size", "64", "--max_tokens", "4096"]
     assert load_job("label_corpus").main(args) == 2

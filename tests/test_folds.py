@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from weibolabel.errors import UserError
-from weibolabel.folds import make_folds, split_validation
+from weibolabel.data.folds import make_folds, split_validation
+from weibolabel.util.errors import UserError
 
 NUM_FOLDS = 5
 

@@ -20,23 +20,23 @@ import torch
 from transformers.models.bert.modeling_bert import BertEmbeddings
 
 import weibolabel
-import weibolabel.inference as inference
-from weibolabel.annotation import score_by_fold
-from weibolabel.config import TrainConfig
-from weibolabel.errors import UserError
-from weibolabel.forward import classify, forward_path
-from weibolabel.inference import encode, inference_dtype, load_ensemble, predict_probs
-from weibolabel.labels import load_label_schema
-from weibolabel.modeling import (
+import weibolabel.model.inference as inference
+from weibolabel.data.labels import load_label_schema
+from weibolabel.labeling.parts import read_metadata
+from weibolabel.model.forward import classify, forward_path
+from weibolabel.model.inference import encode, inference_dtype, load_ensemble, predict_probs
+from weibolabel.model.loading import (
     fit_max_length,
     load_pretrained_classifier,
     load_tokenizer,
     save_checkpoint,
 )
-from weibolabel.parquet_io import read_metadata
-from weibolabel.precision import choose_precision, is_out_of_memory
-from weibolabel.runs import collective_timeout, make_accelerator
-from weibolabel.training import Recipe, Split, non_finite_loss_message, reset_loss_scaler, train_fold
+from weibolabel.review.annotation import score_by_fold
+from weibolabel.run.config import TrainConfig
+from weibolabel.run.device import choose_precision, is_out_of_memory
+from weibolabel.run.runs import collective_timeout, make_accelerator
+from weibolabel.training.fold import Recipe, Split, non_finite_loss_message, reset_loss_scaler, train_fold
+from weibolabel.util.errors import UserError
 
 from helpers import REPO
 from helpers.data import make_labeled_rows
@@ -103,7 +103,7 @@ def test_scoring_dtype_follows_the_precision_on_every_device():
 def test_precision_helper_for_the_launch_scripts():
     def helper(*args):
         return subprocess.run(
-            [sys.executable, "-m", "weibolabel.precision", *args], capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "weibolabel.run.device", *args], capture_output=True, text=True, timeout=120
         )
 
     result = helper()
@@ -114,12 +114,12 @@ def test_precision_helper_for_the_launch_scripts():
 
 
 def fake_tools(tmp_path: Path, precision: str) -> dict[str, str]:
-    """A PATH whose `python` reports 2 GPUs and `precision` from weibolabel.precision, and whose `accelerate`
+    """A PATH whose `python` reports 2 GPUs and `precision` from weibolabel.run.device, and whose `accelerate`
     prints its arguments: the launch scripts' GPU branch, without a GPU."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "python").write_text(
-        f'#!/bin/bash\ncase "$*" in *weibolabel.precision*) echo {precision} ;; *) echo 2 ;; esac\n'
+        f'#!/bin/bash\ncase "$*" in *weibolabel.run.device*) echo {precision} ;; *) echo 2 ;; esac\n'
     )
     (bin_dir / "accelerate").write_text('#!/bin/bash\necho "$@"\n')
     for tool in bin_dir.iterdir():
@@ -289,7 +289,7 @@ def test_cublas_out_of_memory_is_caught_like_torchs_own(tiny_base_model_dir, che
     with pytest.raises(UserError, match=r"^Out of GPU memory in fold 0, epoch 1, step 1 "):
         train_fold(model, split, split, **fold_settings(config, accelerator, tmp_path / "s.pt"))
     # The quick look (loading checks the forward on a probe batch, which would meet the failure first).
-    monkeypatch.setattr("weibolabel.modeling.check_classify", lambda model: None)
+    monkeypatch.setattr("weibolabel.model.loading.check_classify", lambda model: None)
     assert load_job("predict").main(["--model", str(checkpoint), "好看"]) == 2
     assert "error: Out of GPU memory scoring these comments" in capsys.readouterr().err
     # Other errors are not swallowed.
@@ -373,7 +373,7 @@ def test_classify_runs_the_models_own_forward_where_the_path_says_so(tiny_base_m
     assert calls == []  # CPU: the custom path
     torch.testing.assert_close(classify(model, ids, mask, path="model"), expected)
     assert calls == [1]
-    monkeypatch.setattr("weibolabel.forward.forward_path", lambda device_type: "model")  # what a GPU gets
+    monkeypatch.setattr("weibolabel.model.forward.forward_path", lambda device_type: "model")  # what a GPU gets
     torch.testing.assert_close(classify(model, ids, mask), expected)
     assert calls == [1, 1]
     torch.testing.assert_close(classify(model, ids, mask, path="custom"), expected)  # measurable on demand

@@ -14,10 +14,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from weibolabel.corpus import Corpus
-from weibolabel.errors import UserError
-from weibolabel.labeled import clean_text, load_labeled, parse_label
-from weibolabel.labels import load_label_schema
+from weibolabel.data.labeled import clean_text, load_labeled, parse_label
+from weibolabel.data.labels import load_label_schema
+from weibolabel.labeling.corpus import Corpus
+from weibolabel.util.errors import UserError
 
 from helpers.jobs import load_job
 

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from weibolabel.baseline import tfidf_logreg_probs
-from weibolabel.folds import make_folds
-from weibolabel.label_issues import ISSUE_COLUMNS, row_ids_from_row_names
-from weibolabel.labeled import group_key
-from weibolabel.tables import read_table
+from weibolabel.data.folds import make_folds
+from weibolabel.data.labeled import group_key
+from weibolabel.data.tables import read_table
+from weibolabel.review.label_issues import ISSUE_COLUMNS, row_ids_from_row_names
+from weibolabel.training.baseline import tfidf_logreg_probs
 
 from helpers.data import NAMES, make_labeled_rows
 from helpers.jobs import run_job

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from weibolabel.parquet_io import read_metadata
+from weibolabel.labeling.parts import read_metadata
 
 from helpers import REPO
 from helpers.data import NAMES, make_labeled_rows

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from weibolabel.runs import LOCK_HEARTBEAT_S, LOCK_STALE_HEARTBEATS, output_lock_path, training_lock_path
+from weibolabel.run.runs import LOCK_HEARTBEAT_S, LOCK_STALE_HEARTBEATS, output_lock_path, training_lock_path
 
 from helpers import REPO
 from helpers.data import make_labeled_rows
@@ -146,7 +146,7 @@ def test_plain_single_process_accelerate_launch_with_quiet_ends_with_the_message
 
 def test_preflight_checks_what_the_job_checks_and_writes_nothing(tmp_path, tiny_run_dir, labeled_xlsx):
     def preflight(*args: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "weibolabel.preflight", *args]
+        command = [sys.executable, "-m", "weibolabel.run.preflight", *args]
         return subprocess.run(command, capture_output=True, text=True, env=job_env(), cwd=tmp_path, timeout=120)
 
     model = json.loads((tiny_run_dir / "run_identity.json").read_text())["model_name_or_path"]
@@ -272,7 +272,7 @@ def write_foreign_lock(path: Path, host: str, job: str, age_s: float) -> None:
 def test_a_lock_from_another_host_is_stale_only_without_its_heartbeat(tmp_path, tiny_run_dir, corpus_csv):
     output = tmp_path / "labels.parquet"
     lock = output_lock_path(output)
-    label = [sys.executable, "-m", "weibolabel.preflight", str(REPO / "jobs" / "label_corpus.py")]
+    label = [sys.executable, "-m", "weibolabel.run.preflight", str(REPO / "jobs" / "label_corpus.py")]
     label += label_args(corpus_csv, tiny_run_dir, output)
 
     def preflight(**env) -> subprocess.CompletedProcess:
@@ -295,7 +295,7 @@ def test_the_holder_refreshes_its_lock_and_a_killed_holder_is_stale(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from weibolabel.runs import RunLock\n"
+            "import sys, time; from pathlib import Path; from weibolabel.run.runs import RunLock\n"
             "RunLock(heartbeat_s=0.2).acquire(Path(sys.argv[1]), 'test run'); print('held', flush=True)\n"
             "time.sleep(60)",
             str(lock),
@@ -310,8 +310,8 @@ def test_the_holder_refreshes_its_lock_and_a_killed_holder_is_stale(tmp_path):
         os.utime(lock, (long_ago, long_ago))
         time.sleep(1.0)
         assert time.time() - lock.stat().st_mtime < 5  # refreshed by the holder's heartbeat
-        from weibolabel.errors import UserError
-        from weibolabel.runs import check_lock_free
+        from weibolabel.run.runs import check_lock_free
+        from weibolabel.util.errors import UserError
 
         with pytest.raises(UserError, match=rf"process {holder.pid} on host {HOST}"):
             check_lock_free(lock, "test run")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from weibolabel.learning_curve import subsample
+from weibolabel.training.learning_curve import subsample
 
 from helpers.jobs import launch_job
 

@@ -21,16 +21,16 @@ from transformers import (
     DistilBertForSequenceClassification,
 )
 
-from weibolabel.errors import UserError
-from weibolabel.forward import check_classify, classify
-from weibolabel.inference import encode, length_batches, predict_probs
-from weibolabel.labels import LabelSchema
-from weibolabel.modeling import (
+from weibolabel.data.labels import LabelSchema
+from weibolabel.model.forward import check_classify, classify
+from weibolabel.model.inference import encode, length_batches, predict_probs
+from weibolabel.model.loading import (
     bundled_vocab_path,
     load_checkpoint,
     load_pretrained_classifier,
     load_tokenizer,
 )
+from weibolabel.util.errors import UserError
 
 from helpers.data import NAMES
 
@@ -211,7 +211,8 @@ def test_check_classify_passes_on_every_supported_bert_and_stops_when_the_intern
     # What a transformers release that changed BERT's internals looks like to classify: a module it reads computes
     # something else than the model's own forward uses (here: the first layer's feed-forward input is doubled).
     monkeypatch.setattr(
-        "weibolabel.forward._feed_forward", lambda layer, states: layer.output(layer.intermediate(2 * states), states)
+        "weibolabel.model.forward._feed_forward",
+        lambda layer, states: layer.output(layer.intermediate(2 * states), states),
     )
     with pytest.raises(UserError, match=r"differs from the model's own .* under transformers"):
         check_classify(model)
@@ -295,7 +296,7 @@ def test_batched_scoring_equals_one_at_a_time(tiny_run_dir):
 
 
 def test_quantize_int8_labels_close_to_fp32_and_is_refused_where_it_cannot_serve(tiny_run_dir):
-    from weibolabel.inference import label_texts, load_ensemble
+    from weibolabel.model.inference import label_texts, load_ensemble
 
     texts = ["好", "故宫的文物真好看", "中华文化博大精深，传统文化需要传承" * 3, "转发微博", "兵马俑好震撼！！！"]
     fp32 = label_texts(load_ensemble(tiny_run_dir, torch.device("cpu")), texts, 64)
@@ -318,8 +319,8 @@ def test_quantize_onnx_int8_labels_close_to_fp32_and_refuses_a_wrong_export_or_a
 ):
     import importlib.util
 
-    import weibolabel.onnx_int8 as onnx_int8
-    from weibolabel.inference import label_texts, load_ensemble
+    import weibolabel.model.onnx as onnx_int8
+    from weibolabel.model.inference import label_texts, load_ensemble
 
     monkeypatch.setenv("WEIBOLABEL_CACHE", str(tmp_path / "empty"))  # every load below exports
     texts = ["好", "故宫的文物真好看", "中华文化博大精深，传统文化需要传承" * 3, "转发微博", "兵马俑好震撼！！！", ""]
@@ -359,9 +360,9 @@ def test_quantize_onnx_int8_labels_close_to_fp32_and_refuses_a_wrong_export_or_a
 def test_onnx_int8_graphs_are_cached_by_weights_and_releases_and_a_bad_cache_costs_only_time(
     tiny_run_dir, monkeypatch, tmp_path
 ):
-    import weibolabel.onnx_int8 as onnx_int8
-    from weibolabel.inference import label_texts, load_ensemble
-    from weibolabel.modeling import load_checkpoint
+    import weibolabel.model.onnx as onnx_int8
+    from weibolabel.model.inference import label_texts, load_ensemble
+    from weibolabel.model.loading import load_checkpoint
 
     monkeypatch.setenv("WEIBOLABEL_CACHE", str(tmp_path / "cache"))
     cache = tmp_path / "cache" / "onnx-int8"

@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from weibolabel.config import TrainConfig, parse_config
-from weibolabel.errors import UserError
-from weibolabel.labeled import load_labeled
-from weibolabel.labels import LabelSchema, load_label_schema
-from weibolabel.modeling import load_pretrained_classifier, load_tokenizer, resolve_model_source, save_checkpoint
-from weibolabel.training import FoldTraining, _load_state, _restore_rng, _save_state
+from weibolabel.data.labeled import load_labeled
+from weibolabel.data.labels import LabelSchema, load_label_schema
+from weibolabel.model.loading import load_pretrained_classifier, load_tokenizer, resolve_model_source, save_checkpoint
+from weibolabel.run.config import TrainConfig, parse_config
+from weibolabel.training.fold import FoldTraining, _load_state, _restore_rng, _save_state
+from weibolabel.util.errors import UserError
 
 from helpers import REPO
 from helpers.data import make_labeled_rows

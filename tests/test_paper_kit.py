@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from weibolabel.config import LabelConfig, TrainConfig, parse_config
-from weibolabel.methods import REFERENCES, methods_section
+from weibolabel.run.config import LabelConfig, TrainConfig, parse_config
+from weibolabel.training.methods import REFERENCES, methods_section
 
 from helpers import REPO
 
@@ -36,7 +36,7 @@ CALIBRATION = {
     "num_bins": 15,
 }
 DESCRIPTION = "char 1-3-gram TF-IDF (sublinear tf) + logistic regression (C=10)"
-PAIRED_TEST = {  # weibolabel.comparison.compare_pair's result, as metrics.json's baseline entry holds it
+PAIRED_TEST = {  # weibolabel.stats.comparison.compare_pair's result, as metrics.json's baseline entry holds it
     "metrics": {
         "macro_f1": {"mean_difference": 0.1234, "ci_low": 0.0812, "ci_high": 0.1656, "p_value": 0.000321},
     },

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from weibolabel.analysis import wilson_interval
-from weibolabel.shares import adjust, adjusted_shares, conditional_rates, ppi_mean, ppi_shares
+from weibolabel.review.analysis import wilson_interval
+from weibolabel.stats.shares import adjust, adjusted_shares, conditional_rates, ppi_mean, ppi_shares
 
 from helpers import REPO
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from weibolabel.config import TrainConfig
+from weibolabel.run.config import TrainConfig
 
 from helpers.data import NAMES, make_labeled_rows
 from helpers.jobs import launch_job, train_args

@@ -7,7 +7,7 @@ import random
 
 import pandas as pd
 
-# The default schema's classes in label order, written out rather than read from weibolabel.labels, so that the
+# The default schema's classes in label order, written out rather than read from weibolabel.data.labels, so that the
 # tests check them.
 NAMES = ["production", "heritage", "culture", "irrelevant"]
 

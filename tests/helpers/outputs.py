@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file
 
-from weibolabel.labels import LabelSchema
-from weibolabel.metrics import classification_metrics
-from weibolabel.parquet_io import METADATA_KEY
+from weibolabel.data.labels import LabelSchema
+from weibolabel.labeling.parts import METADATA_KEY
+from weibolabel.stats.metrics import classification_metrics
 
 from helpers.data import NAMES
 

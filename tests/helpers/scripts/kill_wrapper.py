@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from weibolabel import parquet_io, preemption
+from weibolabel.labeling import parts as parquet_io
+from weibolabel.run import preemption
 
 mode, _, arg = os.environ.get("WEIBOLABEL_TEST_KILL_AT", "").partition(":")
 signum = getattr(signal, os.environ.get("WEIBOLABEL_TEST_SIGNAL", "SIGKILL"))

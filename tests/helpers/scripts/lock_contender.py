@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from weibolabel.errors import UserError
-from weibolabel.runs import RunLock
+from weibolabel.run.runs import RunLock
+from weibolabel.util.errors import UserError
 
 lock, go = Path(sys.argv[1]), Path(sys.argv[2])
 while not go.exists():

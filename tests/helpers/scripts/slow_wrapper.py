@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from weibolabel import preemption
+from weibolabel.run import preemption
 
 gate = Path(os.environ["WEIBOLABEL_TEST_GATE"])
 original_check = preemption.StopSignal.check

@@ -1,0 +1,1 @@
+"""Users' files in, validated rows out: one reader per format, datasets, the label schema, labeled rows, folds."""

@@ -1,0 +1,1 @@
+"""Sharded corpus labeling: corpus chunks, part files and their merge, the summary."""

@@ -1,0 +1,16 @@
+"""python -m weibolabel.model.demo DIR [--hidden_size 128 --num_layers 2]: build the offline demo encoder."""
+
+import argparse
+
+from weibolabel.model.loading import build_demo_model
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("output_dir")
+    parser.add_argument("--hidden_size", type=int, default=128)
+    parser.add_argument("--num_layers", type=int, default=2)
+    parser.add_argument("--num_heads", type=int, default=2)
+    parser.add_argument("--intermediate_size", type=int, default=512)
+    args = parser.parse_args()
+    path = build_demo_model(args.output_dir, args.hidden_size, args.num_layers, args.num_heads, args.intermediate_size)
+    print(f"from-scratch demo BERT (random weights, bert-base-chinese tokenizer) written to {path}")

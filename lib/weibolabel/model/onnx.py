@@ -1,0 +1,196 @@
+"""`--quantize onnx-int8`: a checkpoint's classifier run by ONNX Runtime, its linear layers dynamically quantized to
+int8. Needs the `onnx` extra (`pip install -e '.[onnx]'`: onnxruntime and onnx).
+
+How, per checkpoint, when the ensemble loads (about 16 s for a bert-base fold on 2 cores, bench/README.md), unless
+the graph cache below holds it already:
+1. torch.onnx's TorchScript exporter traces the model with eager attention. That graph is the one ONNX Runtime's
+   BERT fusions recognise (attention, LayerNorm and GELU fused when the session loads it). In the dynamo
+   exporter's SDPA graph onnxruntime's BERT optimizer found no attention to fuse, and it ran 1.1-1.2x slower in a
+   two-round trial (not in bench/).
+2. The exported fp32 graph is checked against the PyTorch model on a probe batch with padding (a transformers or
+   torch release that exports another function stops the job instead of labeling with it).
+3. `onnxruntime.quantization.quantize_dynamic`: int8 weights per output channel, each batch's activations quantized
+   to uint8 on the fly; embeddings, LayerNorm and softmax stay fp32.
+4. An InferenceSession on the CPU provider, all graph optimisations, this process's torch thread count.
+
+The graph cache: the quantized graph (about 100 MB for bert-base) is kept in `cache_directory()`
+($WEIBOLABEL_CACHE, else $XDG_CACHE_HOME/weibolabel, else ~/.cache/weibolabel; `onnx-int8/` there), named by a
+SHA-256 of the model's weights and configuration and of the torch, transformers, onnx and onnxruntime versions
+and the opset: a re-run, a requeued job, the labeling job's other processes (the main process exports first) and
+the next corpus labeled with the same run read it back in well under a second, and a retrained model or another
+release is exported anew. A graph is written there whole or not at all (renamed into place); one that cannot be
+read is exported again, and a cache that cannot be written costs the time only. Delete the folder to free it.
+
+The session takes the batches `inference.predict_probs` makes (length-sorted, under the token budget), as
+a transformers model would. bench/label_throughput.py measures its speed against PyTorch's int8 (`--quantize int8`)
+and optimum's ONNX Runtime int8, and its label agreement with fp32 on the demo's trained folds (bench/README.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from weibolabel.util.errors import UserError
+from weibolabel.util.files import atomic_path
+
+if TYPE_CHECKING:  # imported where used: the labeling job checks its options with this module before heavy imports
+    import torch
+    from transformers import PreTrainedModel
+
+INSTALL_HINT = "pip install -e '.[onnx]' (onnxruntime and onnx)"
+OPSET = 17
+PROBE_TOLERANCE = 1e-3  # largest logit difference between the exported fp32 graph and PyTorch on the probe batch
+CACHE_ENV = "WEIBOLABEL_CACHE"
+
+
+def check_onnxruntime() -> None:
+    """Refuse `--quantize onnx-int8` at once, before any model loads, where onnxruntime or onnx is missing."""
+    missing = [name for name in ("onnxruntime", "onnx") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"--quantize onnx-int8 needs {' and '.join(missing)}: {INSTALL_HINT}.")
+
+
+def cache_directory() -> Path:
+    """Where quantized graphs are kept between runs (see the module's docstring)."""
+    if os.environ.get(CACHE_ENV):
+        root = Path(os.environ[CACHE_ENV])
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "weibolabel"
+    return root.expanduser() / "onnx-int8"
+
+
+def graph_key(model: PreTrainedModel) -> str:
+    """What the quantized graph of `model` (fp32) depends on, hashed: its weights and configuration, the exporting
+    and quantizing releases, the opset."""
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+
+    digest = hashlib.sha256()
+    releases = (torch.__version__, transformers.__version__, onnx.__version__, onnxruntime.__version__, OPSET)
+    digest.update(repr(releases).encode())
+    digest.update(model.config.to_json_string().encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().contiguous().numpy().data)  # about 0.3 s for bert-base's 440 MB
+    return digest.hexdigest()[:32]
+
+
+class OnnxClassifier:
+    """A dynamically quantized ONNX classifier that `predict_probs` calls as it calls a transformers model: CPU
+    tensors of ids and attention mask in, an output with `.logits` (float32, on the CPU) out. `origin` says where
+    its graph came from: "cache" (read back from the graph cache), "exported", or "exported, not cached: <why>"."""
+
+    def __init__(self, path: Path, config, threads: int, origin: str = "exported"):
+        import onnxruntime as ort
+        import torch
+
+        self.device = torch.device("cpu")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: the fused-graph notices are not the user's business
+        self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        self.config = config
+        self.origin = origin
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        import torch
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        feed = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}
+        return SequenceClassifierOutput(logits=torch.from_numpy(self.session.run(["logits"], feed)[0]))
+
+
+def quantize_onnx_int8(
+    model: PreTrainedModel, name: str, threads: int | None = None, cache: Path | None = None
+) -> OnnxClassifier:
+    """`model` (fp32, on the CPU) exported, checked, quantized and loaded as above; `name` (its checkpoint) names it
+    in errors. With `cache` (a directory, see `cache_directory`) the graph is read from there when it holds it, and
+    kept there when it is made. The PyTorch model is not used afterwards: the caller drops it."""
+    check_onnxruntime()
+    import torch
+
+    model = model.float().eval()
+    threads = threads or torch.get_num_threads()
+    cached = cache / f"{graph_key(model)}.onnx" if cache is not None else None
+    if cached is not None and cached.is_file():
+        try:
+            return OnnxClassifier(cached, model.config, threads, origin="cache")
+        except Exception:  # a truncated or damaged file: made again below, and replaced
+            pass
+    origin = "exported"
+    with tempfile.TemporaryDirectory(prefix="weibolabel-onnx-") as tmp:
+        int8 = export_and_quantize(model, name, Path(tmp))
+        if cached is not None:
+            try:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(cached) as partial:
+                    shutil.copyfile(int8, partial)
+                int8 = cached
+            except OSError as error:  # a full or read-only cache: this run pays the export, and labels all the same
+                origin = f"exported, not cached: {error}"
+        return OnnxClassifier(int8, model.config, threads, origin=origin)
+
+
+def export_and_quantize(model: PreTrainedModel, name: str, directory: Path) -> Path:
+    """Steps 1-3 above: `model`'s int8 graph, written in `directory`."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model.set_attn_implementation("eager")
+    ids = torch.tensor([[101, 2769, 4263, 872, 102, 0, 0], [101, 3300, 1690, 1071, 7231, 749, 102]])
+    mask = (ids != 0).long()
+    fp32, int8 = directory / "model.onnx", directory / "model-int8.onnx"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
+        reference = model(input_ids=ids, attention_mask=mask).logits.numpy()
+        try:
+            torch.onnx.export(
+                model,
+                (ids, mask),
+                str(fp32),
+                dynamo=False,
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}},
+                opset_version=OPSET,
+            )
+        except Exception as error:  # an architecture or a torch release the exporter cannot serve
+            raise UserError(
+                f"{name}: torch {torch.__version__} could not export this {type(model).__name__} to ONNX "
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Label with "
+                "--quantize int8 instead."
+            ) from None
+    exported = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    logits = exported.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    difference = float(np.abs(logits - reference).max())
+    if not difference <= PROBE_TOLERANCE:
+        raise UserError(
+            f"{name}: the ONNX export computes other logits than the PyTorch model (largest difference "
+            f"{difference:.2g} on a probe batch; torch {torch.__version__}, onnxruntime {ort.__version__}). "
+            "Label without --quantize onnx-int8, or with --quantize int8."
+        )
+    del exported
+    # onnxruntime.quantization logs on the root logger: a line per tensor it leaves fp32 and advice to
+    # pre-process the graph, 14 lines a layer. The job's own loggers are named, and unaffected.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.setLevel(level)
+    return int8

@@ -1,0 +1,639 @@
+"""What a labeled corpus says: class shares with confidence intervals, confidence, characteristic n-grams per
+class and shares per group. Every plot is drawn from a table that is also written as CSV.
+
+Plots carry only ASCII (label names, group codes): a cluster's matplotlib often has no CJK font, so Chinese
+n-grams and group names go into the Markdown and CSV tables only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from sklearn.feature_extraction.text import CountVectorizer
+
+from weibolabel.data.labeled import clean_text, parse_label
+from weibolabel.data.tables import read_table, require_column
+from weibolabel.run.runs import RunLayout
+from weibolabel.util.errors import UserError
+from weibolabel.util.markdown import frame_table
+
+if TYPE_CHECKING:
+    from weibolabel.run.config import AnalyzeConfig
+
+Z_95 = 1.959963984540054
+_HAS_WORD = re.compile(r"[^\W_]")  # a letter, digit or CJK character: n-grams without one are punctuation or emoji
+
+
+# ------------------------------------------------------------------------------------------------- shares
+def wilson_interval(count: np.ndarray, total: int, z: float = Z_95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion: stays inside [0, 1] and behaves for small counts."""
+    count = np.asarray(count, dtype=np.float64)
+    if total == 0:
+        return np.full(count.shape, np.nan), np.full(count.shape, np.nan)
+    share = count / total
+    denominator = 1 + z**2 / total
+    centre = (share + z**2 / (2 * total)) / denominator
+    half = z * np.sqrt(share * (1 - share) / total + z**2 / (4 * total**2)) / denominator
+    low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    # exact at the ends (rounding would leave 1e-18 above a share of 0)
+    return np.where(count == 0, 0.0, low), np.where(count == total, 1.0, high)
+
+
+def class_shares(labels: np.ndarray, names: list[str], subset: str) -> pd.DataFrame:
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))
+    total = int(counts.sum())
+    low, high = wilson_interval(counts, total)
+    return pd.DataFrame(
+        {
+            "subset": subset,
+            "label": range(len(names)),
+            "name": names,
+            "count": counts,
+            "total": total,
+            "share": counts / total if total else np.nan,
+            "ci_low": low,
+            "ci_high": high,
+        }
+    )
+
+
+def confident_subset(min_confidence: float) -> str:
+    """The confident rows' subset, as class_shares.csv and the report name it."""
+    return f"confidence >= {min_confidence}"
+
+
+def shares_by_confidence(
+    labels: np.ndarray, confidence: np.ndarray, names: list[str], min_confidence: float
+) -> pd.DataFrame:
+    """class_shares.csv: the predicted-label shares with Wilson intervals, over all rows and over confident rows."""
+    return pd.concat(
+        [
+            class_shares(labels, names, "all"),
+            class_shares(labels[confidence >= min_confidence], names, confident_subset(min_confidence)),
+        ],
+        ignore_index=True,
+    )
+
+
+def confidence_histogram(confidence: np.ndarray, labels: np.ndarray, names: list[str], bins: int = 20) -> pd.DataFrame:
+    """Rows per confidence bin, split by predicted class."""
+    edges = np.linspace(0, 1, bins + 1)
+    table = pd.DataFrame({"bin_lower": edges[:-1], "bin_upper": edges[1:]})
+    for i, name in enumerate(names):
+        table[name] = np.histogram(confidence[labels == i], bins=edges)[0]
+    table["total"] = table[names].sum(axis=1)
+    return table
+
+
+# ------------------------------------------------------------------------------------------------- n-grams
+def characteristic_ngrams(
+    texts: list[str], labels: np.ndarray, names: list[str], top: int = 15, min_count: int = 3
+) -> pd.DataFrame:
+    """Character 2-3-grams most typical of each predicted class against all others: the log-odds ratio with an
+    informative Dirichlet prior (Monroe, Colaresi & Quinn 2008, the corpus counts as prior), as a z-score, so rare
+    n-grams are shrunk towards no difference instead of topping the list. Counts are comments containing the
+    n-gram (presence, not frequency), so one comment repeating 哈哈哈 twenty times counts once."""
+    vectorizer = CountVectorizer(analyzer="char", ngram_range=(2, 3), binary=True, min_df=min_count, lowercase=True)
+    try:
+        matrix = vectorizer.fit_transform([clean_text(t) for t in texts]).tocsc()
+    except ValueError:  # no n-gram reaches min_count (a tiny corpus)
+        return pd.DataFrame(columns=["label", "name", "rank", "ngram", "in_class", "elsewhere", "z"])
+    vocabulary = vectorizer.get_feature_names_out()
+    keep = np.array([bool(_HAS_WORD.search(g)) and not g.isspace() and " " not in g for g in vocabulary])
+    matrix, vocabulary = matrix[:, keep], vocabulary[keep]
+    labels = np.asarray(labels)
+    prior = np.asarray(matrix.sum(axis=0)).ravel().astype(np.float64)
+    prior_total = prior.sum()
+    rows = []
+    for i, name in enumerate(names):
+        inside = labels == i
+        if not inside.any() or inside.all():
+            continue
+        y_in = np.asarray(matrix[inside].sum(axis=0)).ravel().astype(np.float64)
+        y_out = prior - y_in
+        n_in, n_out = y_in.sum(), y_out.sum()
+        delta = np.log((y_in + prior) / (n_in + prior_total - y_in - prior)) - np.log(
+            (y_out + prior) / (n_out + prior_total - y_out - prior)
+        )
+        z = delta / np.sqrt(1 / (y_in + prior) + 1 / (y_out + prior))
+        for rank, j in enumerate(np.argsort(-z)[:top], start=1):
+            if z[j] <= 0:
+                break
+            rows.append(
+                {
+                    "label": i,
+                    "name": name,
+                    "rank": rank,
+                    "ngram": vocabulary[j],
+                    "in_class": int(y_in[j]),
+                    "elsewhere": int(y_out[j]),
+                    "z": round(float(z[j]), 3),
+                }
+            )
+    return pd.DataFrame(rows, columns=["label", "name", "rank", "ngram", "in_class", "elsewhere", "z"])
+
+
+# ------------------------------------------------------------------------------------------------- groups
+def group_names(values: pd.Series) -> pd.Series:
+    """Each row's group as text, '(missing)' where it has none. As objects first: a typed column (Int64, boolean,
+    dates) cannot hold that word, and an integer reads '3', never '3.0'."""
+    return values.astype(object).where(values.notna(), "(missing)").astype(str).reset_index(drop=True)
+
+
+def group_shares(groups: pd.Series, labels: np.ndarray, names: list[str], max_groups: int = 20) -> pd.DataFrame:
+    """Class shares within each group (the largest `max_groups`; the rest pooled as 'other'), with a short ASCII
+    code per group for the plot."""
+    groups = group_names(groups)
+    sizes = groups.value_counts()
+    if len(sizes) > max_groups:
+        groups = groups.where(groups.isin(sizes.index[: max_groups - 1]), "(other)")
+    table = pd.crosstab(groups, pd.Categorical(np.asarray(labels), categories=range(len(names))), dropna=False)
+    table.columns = names
+    table = table.loc[table.sum(axis=1).sort_values(ascending=False).index]
+    table.insert(0, "rows", table[names].sum(axis=1))
+    for name in names:
+        table[f"share_{name}"] = table[name] / table["rows"]
+    table.index.name = "group"
+    table = table.reset_index()
+    table.insert(1, "plot_label", [_plot_label(g, i) for i, g in enumerate(table["group"], start=1)])
+    return table
+
+
+def _plot_label(group: str, number: int) -> str:
+    short = Path(group).name if ("/" in group or "\\" in group) else group
+    return short if short.isascii() and len(short) <= 24 else f"G{number}"
+
+
+# ------------------------------------------------------------------------------------------------- plots
+# ------------------------------------------------------------------------------------------------- report
+def share_cell(row) -> str:
+    return f"{row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]" if row["total"] else "–"
+
+
+def headline_table(shares: pd.DataFrame, confident_name: str) -> pd.DataFrame:
+    """One row per class: count and share (95% CI) among all rows and among confident rows."""
+    everything = shares[shares["subset"] == "all"].reset_index(drop=True)
+    confident = shares[shares["subset"] == confident_name].reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "class": everything["name"],
+            "rows": everything["count"],
+            "share [95% CI]": [share_cell(r) for _, r in everything.iterrows()],
+            f"rows ({confident_name})": confident["count"],
+            f"share ({confident_name}) [95% CI]": [share_cell(r) for _, r in confident.iterrows()],
+        }
+    )
+
+
+def ngram_table(ngrams: pd.DataFrame, names: list[str], top: int) -> pd.DataFrame:
+    """Classes as columns, rank as rows: `n-gram (z)` cells."""
+    table = pd.DataFrame({"rank": range(1, top + 1)})
+    for name in names:
+        part = ngrams[ngrams["name"] == name].set_index("rank")
+        table[name] = [
+            f"{part.at[r, 'ngram']} ({part.at[r, 'z']:.1f})" if r in part.index else "" for r in table["rank"]
+        ]
+    return table
+
+
+# ------------------------------------------------------------------------------------------------- corrected shares
+def read_run_predictions(run: str | Path, names: list[str], temperature: float) -> tuple[dict | None, str]:
+    """The training run's out-of-fold gold labels, predictions and probabilities, the probabilities recalibrated
+    with `temperature` (the one the labeling job applied to the corpus, so both sides are scored alike).
+
+    Returns (None, why) when the run cannot adjust this file's shares (another label schema), so the caller reports
+    naive shares and says why; a missing run or file is a UserError."""
+    from weibolabel.stats.shares import calibrated
+
+    run = Path(run)
+    layout = RunLayout(run)
+    path = layout.oof_predictions
+    if not path.is_file():
+        raise UserError(f"{path} not found: --run must be a finished training run of jobs/train.py.")
+    oof = pd.read_parquet(path)
+    run_names = [c.removeprefix("prob_") for c in oof.columns if c.startswith("prob_")]
+    metrics = layout.metrics
+    if metrics.is_file():
+        run_names = json.loads(metrics.read_text()).get("label_names", run_names)
+    if run_names != list(names):
+        return None, (
+            f"the run {run} was trained on the classes {run_names}, the file is labeled with {list(names)}: its "
+            "confusion rates do not apply, so only naive shares are reported"
+        )
+    missing = {"gold", *(f"prob_{n}" for n in names)} - set(oof.columns)
+    if missing:
+        raise UserError(f"{path}: columns {sorted(missing)} are missing; is it an output of jobs/train.py?")
+    absent = [n for i, n in enumerate(names) if not (oof["gold"] == i).any()]
+    if absent:
+        return None, f"the run {run} has no labeled row of {absent}, so their error rates are unknown"
+    probs = oof[[f"prob_{n}" for n in names]].to_numpy(dtype=np.float64)
+    gold = oof["gold"].to_numpy(dtype=np.int64)
+    return {"gold": gold, "predicted": probs.argmax(axis=1), "probs": calibrated(probs, temperature)}, ""
+
+
+def read_gold_sample(path: str | Path, frame: pd.DataFrame, schema) -> pd.DataFrame:
+    """A filled-in random sample (select_for_annotation --strategy random): per gold row its position in `frame`
+    (the ok rows) and its gold label. Every problem is a UserError naming the spreadsheet rows: labels outside the
+    schema or missing (a sample with holes is no longer uniform), repeated row ids, row ids not in the file or
+    whose text differs from the file's."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"Gold sample not found: {path}")
+    table = read_table(path)
+    for column in ("row_id", "Label", "Sentence"):
+        require_column(table, column, path, "(the sheet written by select_for_annotation.py --strategy random)")
+
+    def rows(mask) -> str:
+        numbers = [f"row {i + 2}" for i in np.flatnonzero(np.asarray(mask))]
+        return ", ".join(numbers[:20]) + (f" and {len(numbers) - 20} more" if len(numbers) > 20 else "")
+
+    parsed = [parse_label(v, schema) for v in table["Label"]]
+    bad = [error is not None for _, error in parsed]
+    if any(bad):
+        first = next(f"{e}" for _, e in parsed if e is not None)
+        raise UserError(
+            f"{path}, column 'Label': {rows(bad)} have no valid label (e.g. {first}); a gold sample must be labeled "
+            f"in full with ids 0..{len(schema) - 1} or the names {schema.names}, or its shares are biased."
+        )
+    row_ids = pd.to_numeric(table["row_id"], errors="coerce")
+    not_int = row_ids.isna() | (row_ids != row_ids.round())
+    if not_int.any():
+        raise UserError(f"{path}, column 'row_id': {rows(not_int)} hold no whole-number row id.")
+    row_ids = row_ids.astype(np.int64)
+    repeated = row_ids.duplicated(keep=False)
+    if repeated.any():
+        raise UserError(f"{path}, column 'row_id': {rows(repeated)} repeat a row id; each comment may appear once.")
+    position = pd.Series(np.arange(len(frame)), index=frame["row_id"].astype(np.int64).to_numpy())
+    unknown = ~row_ids.isin(position.index)
+    if unknown.any():
+        raise UserError(
+            f"{path}, column 'row_id': {rows(unknown)} name row ids with no labeled (status 'ok') row in the corpus "
+            "file; was the sample drawn from this file?"
+        )
+    where = position.loc[row_ids.to_numpy()].to_numpy()
+    texts = frame["text"].astype(str).to_numpy()[where]
+    differs = np.array([clean_text(str(a)) != clean_text(str(b)) for a, b in zip(table["Sentence"], texts)])
+    if differs.any():
+        raise UserError(
+            f"{path}, column 'Sentence': {rows(differs)} differ from the corpus file's text at their row_id; was the "
+            "sample drawn from this file?"
+        )
+    return pd.DataFrame({"position": where, "gold": [label for label, _ in parsed]})
+
+
+def group_members(values: pd.Series, max_groups: int) -> tuple[list[str], list[np.ndarray], list[str]]:
+    """Group names (largest first; beyond `max_groups`, pooled as '(other)'), each group's row positions, and a
+    short ASCII code per group for plots (the name itself when it is short ASCII, else G1, G2 ...)."""
+    values = group_names(values)
+    sizes = values.value_counts()
+    if len(sizes) > max_groups:
+        values = values.where(values.isin(sizes.index[: max_groups - 1]), "(other)")
+        sizes = values.value_counts()
+    names = [str(g) for g in sizes.index]
+    members = [np.flatnonzero(values.to_numpy() == g) for g in names]
+    return names, members, [_plot_label(g, i) for i, g in enumerate(names, start=1)]
+
+
+def month_of(values: pd.Series, source: Path, column: str, row_ids: pd.Series) -> pd.Series:
+    """Calendar month (YYYY-MM) of a date column; a cell that is not a date is a UserError naming its row."""
+    dates = pd.to_datetime(values, errors="coerce", format="mixed")
+    bad = dates.isna() & values.notna()
+    if bad.any():
+        listed = ", ".join(f"row_id {r} ({v!r})" for r, v in zip(row_ids[bad][:10], values[bad][:10]))
+        raise UserError(f"{source}, column '{column}': not a date in {int(bad.sum())} row(s): {listed}.")
+    return dates.dt.strftime("%Y-%m").where(dates.notna(), None)
+
+
+def corpus_groups(
+    frame: pd.DataFrame, *, group_by: str | None, by_month: bool, max_groups: int, source: Path
+) -> tuple[list[tuple[str, np.ndarray]], dict[str, str], pd.Series | None]:
+    """The groups shares are reported for: the whole corpus first (named ''), then each value of the `group_by`
+    column (its calendar month with `by_month`), largest first; each group's plot code; each row's group value
+    (None without `group_by`)."""
+    groups, codes, values = [("", np.arange(len(frame)))], {}, None
+    if group_by:
+        values = frame[group_by]
+        if by_month:
+            values = month_of(values, source, group_by, frame["row_id"])
+        group_names, members, plot_labels = group_members(values, max_groups)
+        groups += list(zip(group_names, members))
+        codes = dict(zip(group_names, plot_labels))
+    return groups, codes, values
+
+
+SHARE_COLUMNS = ["group", "class", "n", "naive_share", "adjusted_share", "adjusted_low", "adjusted_high"]
+
+
+def format_share(share: float, low: float | None = None, high: float | None = None) -> str:
+    if share is None or pd.isna(share):
+        return "–"
+    if low is None or pd.isna(low):
+        return f"{share:.1%}"
+    return f"{share:.1%} [{low:.1%}, {high:.1%}]"
+
+
+def headline_shares_table(shares: pd.DataFrame) -> pd.DataFrame:
+    """The whole corpus: one row per class, naive and adjusted (and PPI, gold-only) side by side."""
+    whole = shares[shares["group"] == ""]
+    table = pd.DataFrame({"class": whole["class"], "rows predicted": (whole["naive_share"] * whole["n"]).round()})
+    table["rows predicted"] = table["rows predicted"].astype(int)
+    table["naive share"] = [format_share(v) for v in whole["naive_share"]]
+    table["adjusted [95% CI]"] = [
+        format_share(r.adjusted_share, r.adjusted_low, r.adjusted_high) for r in whole.itertuples()
+    ]
+    if "ppi_share" in whole:
+        table["PPI [95% CI]"] = [format_share(r.ppi_share, r.ppi_low, r.ppi_high) for r in whole.itertuples()]
+        table["gold sample only [95% CI]"] = [
+            format_share(r.gold_share, r.gold_low, r.gold_high) for r in whole.itertuples()
+        ]
+    return table.reset_index(drop=True)
+
+
+def group_shares_report_table(shares: pd.DataFrame, codes: dict[str, str]) -> pd.DataFrame:
+    """Groups as rows, classes as columns; each cell `adjusted [95% CI] (naive)`, or the reason there is none."""
+    part = shares[shares["group"] != ""]
+    rows = []
+    for group, block in part.groupby("group", sort=False):
+        row = {"code": codes.get(group, ""), "group": group, "rows": int(block["n"].iloc[0])}
+        for r in block.to_dict("records"):
+            if pd.isna(r["naive_share"]):
+                cell = r["note"]
+            elif pd.isna(r["adjusted_share"]):
+                cell = format_share(r["naive_share"]) + " (naive)"
+            else:
+                cell = f"{format_share(r['adjusted_share'], r['adjusted_low'], r['adjusted_high'])} "
+                cell += f"(naive {r['naive_share']:.1%})"
+            if not pd.isna(r.get("ppi_share", np.nan)):
+                cell += f"; PPI {format_share(r['ppi_share'], r['ppi_low'], r['ppi_high'])}"
+            elif r.get("ppi_note"):
+                cell += f"; PPI: {r['ppi_note']}"
+            row[r["class"]] = cell
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def shares_table(
+    *,
+    predicted: np.ndarray,
+    probs: np.ndarray,
+    names: list[str],
+    groups: list[tuple[str, np.ndarray]],
+    oof: dict | None,
+    gold: pd.DataFrame | None,
+    adjustment: str = "pacc",
+    replicates: int = 1000,
+    seed: int = 0,
+    min_group_rows: int = 30,
+) -> pd.DataFrame:
+    """shares.csv: per group (the first, named '', is the whole corpus) and class, the naive share, the adjusted
+    share and its bootstrap interval (`adjustment` picks ACC or PACC; both are kept as acc_* and pacc_* columns),
+    and with a gold sample the PPI share and the gold-only share with their intervals. A group with fewer than
+    `min_group_rows` rows (or gold rows, for PPI) gets no number, only a note saying so."""
+    from weibolabel.stats import shares
+
+    large = [i for i, (name, rows) in enumerate(groups) if name == "" or len(rows) >= min_group_rows]
+    estimates = None
+    if oof is not None and large:
+        estimates = shares.adjusted_shares(
+            corpus_predicted=predicted,
+            corpus_probs=probs,
+            oof_gold=oof["gold"],
+            oof_predicted=oof["predicted"],
+            oof_probs=oof["probs"],
+            groups=[groups[i][1] for i in large],
+            replicates=replicates,
+            seed=seed,
+        )
+    is_gold = np.zeros(len(predicted), dtype=bool)
+    gold_label = np.full(len(predicted), -1)
+    if gold is not None:
+        is_gold[gold["position"].to_numpy()] = True
+        gold_label[gold["position"].to_numpy()] = gold["gold"].to_numpy()
+
+    records = []
+    for i, (name, rows) in enumerate(groups):
+        own = None if estimates is None or i not in large else {k: v[large.index(i)] for k, v in estimates.items()}
+        too_few = None if i in large else f"too few rows (n = {len(rows)} < {min_group_rows})"
+        block = _group_shares_block(
+            name, rows, names=names, predicted=predicted, estimates=own, adjustment=adjustment, too_few=too_few
+        )
+        if gold is not None:
+            _add_ppi_shares(
+                block,
+                rows,
+                probs=probs,
+                is_gold=is_gold,
+                gold_label=gold_label,
+                large=i in large,
+                min_rows=min_group_rows,
+            )
+        records.append(block)
+    table = pd.concat(records, ignore_index=True)
+    ppi_columns = ["ppi_share", "ppi_low", "ppi_high", "gold_n", "gold_share", "gold_low", "gold_high", "ppi_note"]
+    ordered = [*SHARE_COLUMNS, *(c for c in ppi_columns if c in table)]
+    return table[[*ordered, *(c for c in table.columns if c not in ordered)]]
+
+
+def _group_shares_block(
+    name: str,
+    rows: np.ndarray,
+    *,
+    names: list[str],
+    predicted: np.ndarray,
+    estimates: dict[str, np.ndarray] | None,
+    adjustment: str,
+    too_few: str | None,
+) -> pd.DataFrame:
+    """One group's rows of shares.csv, a row per class: the naive share and, with `estimates` (the group's part of
+    `shares.adjusted_shares`), the ACC and PACC shares and intervals; a group with `too_few` rows gets that note."""
+    from weibolabel.stats.shares import METHODS
+
+    block = pd.DataFrame({"group": name, "class": names, "n": len(rows)})
+    for column in [*SHARE_COLUMNS[3:], *(f"{m}_{s}" for m in METHODS for s in ("share", "low", "high"))]:
+        block[column] = np.nan
+    block["note"] = ""
+    if too_few is not None:
+        block["note"] = too_few
+        return block
+    block["naive_share"] = np.bincount(predicted[rows], minlength=len(names)) / len(rows)
+    if estimates is not None:
+        for method in METHODS:
+            block[f"{method}_share"] = estimates[method]
+            block[f"{method}_low"] = estimates[f"{method}_low"]
+            block[f"{method}_high"] = estimates[f"{method}_high"]
+        block["adjusted_share"] = block[f"{adjustment}_share"]
+        block["adjusted_low"] = block[f"{adjustment}_low"]
+        block["adjusted_high"] = block[f"{adjustment}_high"]
+    return block
+
+
+def _add_ppi_shares(
+    block: pd.DataFrame,
+    rows: np.ndarray,
+    *,
+    probs: np.ndarray,
+    is_gold: np.ndarray,
+    gold_label: np.ndarray,
+    large: bool,
+    min_rows: int,
+) -> None:
+    """The group's PPI and gold-only shares, added to its `block`, from the gold rows inside it (the other rows
+    are the unlabeled part); a note instead where the group or its gold rows are too few."""
+    from weibolabel.stats.shares import ppi_shares
+
+    in_group = np.zeros(len(is_gold), dtype=bool)
+    in_group[rows] = True
+    gold_rows = np.flatnonzero(in_group & is_gold)
+    block["ppi_note"] = ""
+    if large and len(gold_rows) >= min_rows:
+        ppi = ppi_shares(
+            gold=gold_label[gold_rows], gold_probs=probs[gold_rows], unlabeled_probs=probs[in_group & ~is_gold]
+        )
+        for column in ppi.columns:
+            block[column] = ppi[column].to_numpy()
+    else:
+        block["gold_n"] = len(gold_rows)
+        block["ppi_note"] = f"too few gold rows (n = {len(gold_rows)} < {min_rows})"
+
+
+# ------------------------------------------------------------------------------------------------- report.md
+def render_report(
+    config: AnalyzeConfig,
+    *,
+    source: Path,
+    statuses: pd.Series,
+    metadata: dict,
+    confidence: np.ndarray,
+    oof: dict | None,
+    no_adjustment: str,
+    gold: pd.DataFrame | None,
+    shares: pd.DataFrame,
+    class_shares: pd.DataFrame,
+    ngrams: pd.DataFrame,
+    names: list[str],
+    codes: dict[str, str],
+) -> str:
+    """analyze_labels' report.md, from the tables it wrote: the corpus, its class shares (naive, adjusted, PPI;
+    predicted labels among all and confident rows), the characteristic n-grams, the shares per group and the files."""
+    report = [
+        f"# Labeled corpus: {source.name}",
+        "",
+        f"{int(statuses.sum())} rows; {len(confidence)} labeled (status 'ok'); "
+        + ", ".join(f"{k}: {v}" for k, v in statuses.items() if k != "ok")
+        + f". Model `{metadata.get('model')}` ({len(metadata.get('members', []))} checkpoint(s)), temperature "
+        f"{float(metadata.get('temperature', 1.0)):.3f}, labeled {metadata.get('time', '?')}.",
+        "",
+        *_class_shares_section(
+            config, oof=oof, no_adjustment=no_adjustment, gold=gold, shares=shares, class_shares=class_shares
+        ),
+        *_confidence_section(config, confidence),
+        "## Characteristic character n-grams per predicted class",
+        "",
+        "Log-odds ratio of each class against all others with an informative Dirichlet prior (Monroe et al. 2008), "
+        f"as a z-score; counts are comments containing the n-gram (at least {config.min_ngram_count}).",
+        "",
+        frame_table(ngram_table(ngrams, names, config.top_ngrams)),
+        "",
+    ]
+    if config.group_by:
+        report += _group_section(
+            config, adjusted=oof is not None, with_gold=gold is not None, shares=shares, codes=codes
+        )
+    report += [
+        "## Files",
+        "",
+        "- `shares.csv`: per group (empty = whole corpus) and class: n, naive, adjusted (and PPI, gold-only) shares "
+        "with 95% intervals, acc_* and pacc_* for both adjustments (`shares.png`)",
+        "- `class_shares.csv`: count, share and Wilson interval per class and subset (`class_shares.png`)",
+        "- `confidence_histogram.csv`: rows per confidence bin and predicted class (`confidence_histogram.png`)",
+        "- `characteristic_ngrams.csv`: the n-grams above with their counts and z-scores",
+    ]
+    if config.group_by:
+        report.append("- `group_shares.csv`: rows and predicted-label counts per group (`group_shares.png`)")
+    return "\n".join(report) + "\n"
+
+
+def _class_shares_section(
+    config: AnalyzeConfig,
+    *,
+    oof: dict | None,
+    no_adjustment: str,
+    gold: pd.DataFrame | None,
+    shares: pd.DataFrame,
+    class_shares: pd.DataFrame,
+) -> list[str]:
+    """What each kind of share assumes, the shares of the whole corpus, and the predicted-label shares."""
+    adjusted_by = {"pacc": "PACC, on calibrated probabilities", "acc": "ACC, on predicted labels"}[config.adjustment]
+    lines = [
+        "## Class shares",
+        "",
+        "Labels are model predictions, not gold. The naive share counts predicted labels; it is biased by the "
+        "classifier's errors, which are not symmetric.",
+    ]
+    if oof is not None:
+        lines += [
+            f"The adjusted share ({adjusted_by}) corrects for them with the confusion rates measured on the labeled "
+            f"data's out-of-fold predictions (run `{config.run}`); **it assumes those rates hold on this corpus** "
+            "(the class mix may differ, the way each class is written may not). Its 95% interval is a percentile "
+            f"bootstrap ({config.bootstrap_replicates} replicates) over both the corpus rows and the out-of-fold rows.",
+        ]
+    else:
+        lines += [f"**No adjusted shares: {no_adjustment}.**"]
+    if gold is not None:
+        lines += [
+            f"PPI: prediction-powered shares (PPI++) from the {len(gold)} gold-labeled rows of `{config.gold_sample}`, "
+            "drawn uniformly from this corpus, and the model's probabilities for every row; valid without the "
+            "assumption above. Gold sample only: the same gold rows alone, Wilson interval."
+        ]
+    return [
+        *lines,
+        "",
+        frame_table(headline_shares_table(shares)),
+        "",
+        "![class shares by method](shares.png)",
+        "",
+        "### Predicted labels among all and among confident rows",
+        "",
+        "95% Wilson intervals for a proportion: sampling noise only, not classification error.",
+        "",
+        frame_table(headline_table(class_shares, confident_subset(config.min_confidence))),
+        "",
+    ]
+
+
+def _confidence_section(config: AnalyzeConfig, confidence: np.ndarray) -> list[str]:
+    confident = confidence >= config.min_confidence
+    return [
+        f"{int(confident.sum())} of {len(confidence)} rows ({np.mean(confident):.1%}) have confidence >= "
+        f"{config.min_confidence}; median confidence {np.median(confidence):.3f}.",
+        "",
+        "![class shares](class_shares.png)",
+        "",
+        "![confidence histogram](confidence_histogram.png)",
+        "",
+    ]
+
+
+def _group_section(
+    config: AnalyzeConfig, *, adjusted: bool, with_gold: bool, shares: pd.DataFrame, codes: dict[str, str]
+) -> list[str]:
+    by = f"{config.group_by} (by month)" if config.group_by_month else config.group_by
+    return [
+        f"## Class shares by {by}",
+        "",
+        "Each cell: "
+        + ("adjusted share [95% CI] (naive share)" if adjusted else "naive share")
+        + (", then the PPI share where the gold sample has enough rows of the group" if with_gold else "")
+        + f". Groups with fewer than {config.min_group_rows} labeled rows get no share. `code` is the group's "
+        "label in the plot.",
+        "",
+        frame_table(group_shares_report_table(shares, codes)),
+        "",
+        "![shares by group](group_shares.png)",
+        "",
+    ]

@@ -1,0 +1,1 @@
+"""How a job runs: config, launch and preemption, the run directory and its locks, the device."""

@@ -1,0 +1,1 @@
+"""Pure estimators: metrics, calibration, class shares (ACC/PACC/PPI, Wilson), paired tests."""

@@ -1,0 +1,188 @@
+"""Class shares a paper can defend: the share of each class in a corpus, corrected for the classifier's errors.
+
+Counting predicted labels ("classify and count") is biased whenever the classifier errs unevenly: a class the model
+over-predicts looks bigger than it is, and a 95% interval around the count covers sampling noise only, so on a
+large corpus it is narrow around the wrong value. Two corrections:
+
+- **Adjusted classify and count** (ACC; Forman 2008) and its probabilistic form (PACC; Bella et al. 2010): the
+  out-of-fold predictions of the training run measure how often a comment of class j is predicted as class i
+  (M[i, j]); the corpus' predicted shares q then satisfy q = M p for the true shares p, solved for p on the simplex.
+  Valid when the class-conditional error rates measured on the labeled data hold on the corpus (label shift: the
+  class mix may differ, the way each class is written may not). The 95% interval is a percentile bootstrap that
+  resamples both the corpus rows and the out-of-fold rows, so the uncertainty of M is in it.
+- **Prediction-powered inference** (PPI++; Angelopoulos et al., Science 2023, and arXiv:2311.01453): a small gold
+  sample drawn uniformly from the corpus measures the model's bias on the corpus itself; the model's predictions
+  on all rows reduce the variance. Valid without the label-shift assumption.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from weibolabel.stats.calibration import log_probs, softmax
+
+Z_95 = 1.959963984540054
+METHODS = ("acc", "pacc")
+
+
+# ------------------------------------------------------------------------------------------------- ACC / PACC
+def calibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities recalibrated the way the labeling job does it: softmax(logits / T), with log-probabilities as
+    logits (they differ by a per-row constant, which the softmax ignores)."""
+    return softmax(log_probs(probs), temperature)
+
+
+def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.eye(num_classes)[np.asarray(labels, dtype=np.int64)]
+
+
+def conditional_rates(gold: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """M[i, j] = mean score of class i among rows of gold class j (quapy's orientation): with one-hot predictions the
+    rate at which class j is predicted as i, with probabilities its soft form. Every class must occur in `gold`."""
+    num_classes = scores.shape[1]
+    sums = np.zeros((num_classes, num_classes))
+    np.add.at(sums.T, np.asarray(gold, dtype=np.int64), scores)
+    return sums / np.bincount(gold, minlength=num_classes)[None, :]
+
+
+def adjust(rates: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """The shares p on the simplex with rates @ p closest to the observed (predicted) shares.
+
+    When the exact solution is already a distribution it is the answer (quapy's minimiser would reach zero loss
+    there too); only otherwise is quapy's constrained solver called, which keeps the bootstrap fast."""
+    try:
+        exact = np.linalg.solve(rates, observed)
+    except np.linalg.LinAlgError:
+        exact = None
+    if exact is not None and (exact >= 0).all():
+        return exact / exact.sum()
+    from quapy.method.aggregative import ACC  # imported here: it takes seconds, and most calls never need it
+
+    solved = ACC.solve_adjustment(
+        class_conditional_rates=rates, unadjusted_counts=observed, method="inversion", solver="minimize"
+    )
+    solved = np.clip(np.asarray(solved, dtype=np.float64), 0, None)
+    return solved / solved.sum()
+
+
+def stratified_resample(gold: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Row indices drawn with replacement within each gold class: each class keeps its size, so no column of M
+    goes empty in a replicate, and M's uncertainty is what a relabeled training set of that make-up would give."""
+    parts = [rng.choice(members, size=len(members)) for members in _members(gold)]
+    return np.concatenate(parts)
+
+
+def _members(gold: np.ndarray) -> list[np.ndarray]:
+    return [np.flatnonzero(gold == c) for c in np.unique(gold)]
+
+
+def adjusted_shares(
+    *,
+    corpus_predicted: np.ndarray,
+    corpus_probs: np.ndarray,
+    oof_gold: np.ndarray,
+    oof_predicted: np.ndarray,
+    oof_probs: np.ndarray,
+    groups: list[np.ndarray],
+    replicates: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, np.ndarray]:
+    """Naive, ACC and PACC shares with percentile-bootstrap intervals, for each group (an index array into the
+    corpus rows). Returns arrays [groups, classes]: naive, acc, acc_low, acc_high, pacc, pacc_low, pacc_high.
+
+    Each replicate resamples the out-of-fold rows once (shared by all groups: one confusion matrix per replicate,
+    as in the real data) and every group's corpus rows on their own."""
+    num_classes = corpus_probs.shape[1]
+    corpus_scores = {"acc": one_hot(corpus_predicted, num_classes), "pacc": np.asarray(corpus_probs, np.float64)}
+    oof_scores = {"acc": one_hot(oof_predicted, num_classes), "pacc": np.asarray(oof_probs, np.float64)}
+    oof_gold = np.asarray(oof_gold, dtype=np.int64)
+    missing = sorted(set(range(num_classes)) - set(np.unique(oof_gold).tolist()))
+    if missing:
+        raise ValueError(f"classes {missing} have no labeled row, so their error rates are unknown")
+
+    result = {"naive": np.stack([corpus_scores["acc"][rows].mean(axis=0) for rows in groups])}
+    for method in METHODS:
+        rates = conditional_rates(oof_gold, oof_scores[method])
+        result[method] = np.stack([adjust(rates, corpus_scores[method][rows].mean(axis=0)) for rows in groups])
+
+    rng = np.random.default_rng(seed)
+    draws = {method: np.empty((replicates, len(groups), num_classes)) for method in METHODS}
+    for b in range(replicates):
+        oof_rows = stratified_resample(oof_gold, rng)
+        corpus_rows = [rng.choice(rows, size=len(rows)) for rows in groups]
+        for method in METHODS:
+            rates = conditional_rates(oof_gold[oof_rows], oof_scores[method][oof_rows])
+            for g, rows in enumerate(corpus_rows):
+                draws[method][b, g] = adjust(rates, corpus_scores[method][rows].mean(axis=0))
+    for method in METHODS:
+        result[f"{method}_low"] = np.quantile(draws[method], alpha / 2, axis=0)
+        result[f"{method}_high"] = np.quantile(draws[method], 1 - alpha / 2, axis=0)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------- PPI
+def ppi_mean(
+    gold: np.ndarray, predicted_gold: np.ndarray, predicted_unlabeled: np.ndarray, alpha: float = 0.05
+) -> tuple[float, float, float]:
+    """PPI++ estimate of a mean with power tuning and its (1 - alpha) normal interval: (estimate, low, high).
+
+    `gold` is the outcome on the n gold rows (e.g. 1 if the comment is of the class), `predicted_gold` the model's
+    score of the same rows, `predicted_unlabeled` its score of the N other rows. The tuning weight lambda in [0, 1]
+    minimises the estimate's variance (lambda = 0 is the gold sample alone, 1 is plain PPI), so the interval is
+    never much wider than the classical one. The same formulas as ppi_py.ppi_mean_ci (tested against it)."""
+    y, yhat, yhat_u = (np.asarray(a, dtype=np.float64) for a in (gold, predicted_gold, predicted_unlabeled))
+    n, big_n = len(y), len(yhat_u)
+    if big_n == 0:  # every row is in the gold sample: the model adds nothing
+        y_mean, half = y.mean(), _z(alpha) * y.std() / np.sqrt(n)
+        return float(y_mean), float(y_mean - half), float(y_mean + half)
+    first = yhat_u.mean() + (y - yhat).mean()  # lambda = 1, the centre of the tuning step
+    covariance = np.mean((y - first - (y - first).mean()) * (yhat - first - (yhat - first).mean()))
+    variance = np.var(np.concatenate([yhat, yhat_u]) - first, ddof=1)
+    lam = float(np.clip(covariance / ((1 + n / big_n) * variance), 0, 1)) if variance > 0 else 0.0
+    estimate = lam * yhat_u.mean() + (y - lam * yhat).mean()
+    standard_error = np.sqrt(np.var(lam * yhat_u) / big_n + np.var(y - lam * yhat) / n)
+    z = _z(alpha)
+    return float(estimate), float(estimate - z * standard_error), float(estimate + z * standard_error)
+
+
+def classical_interval(gold: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float]:
+    """The gold sample alone: its share and Wilson interval, the baseline PPI must beat."""
+    from weibolabel.review.analysis import wilson_interval
+
+    gold = np.asarray(gold, dtype=np.float64)
+    low, high = wilson_interval(np.array([gold.sum()]), len(gold), z=_z(alpha))
+    return float(gold.mean()), float(low[0]), float(high[0])
+
+
+def ppi_shares(
+    *, gold: np.ndarray, gold_probs: np.ndarray, unlabeled_probs: np.ndarray, alpha: float = 0.05
+) -> pd.DataFrame:
+    """Per class: PPI++ share and interval (clipped to [0, 1]) and the gold-only share and Wilson interval."""
+    num_classes = gold_probs.shape[1]
+    truth = one_hot(gold, num_classes)
+    rows = []
+    for c in range(num_classes):
+        estimate, low, high = ppi_mean(truth[:, c], gold_probs[:, c], unlabeled_probs[:, c], alpha)
+        share, gold_low, gold_high = classical_interval(truth[:, c], alpha)
+        rows.append(
+            {
+                "ppi_share": float(np.clip(estimate, 0, 1)),
+                "ppi_low": max(low, 0.0),
+                "ppi_high": min(high, 1.0),
+                "gold_n": len(gold),
+                "gold_share": share,
+                "gold_low": gold_low,
+                "gold_high": gold_high,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _z(alpha: float) -> float:
+    if alpha == 0.05:
+        return Z_95
+    from scipy.stats import norm
+
+    return float(norm.ppf(1 - alpha / 2))

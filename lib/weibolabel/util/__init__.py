@@ -1,0 +1,1 @@
+"""Small tools every layer uses: errors, atomic files, Markdown tables, plots (drawing only)."""
