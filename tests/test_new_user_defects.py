@@ -127,6 +127,7 @@ IGNORED = [
     "labels.parquet",
 ]
 SHIPPED = ["data/README.md", "data/labeled_sample.xlsx", "data/unlabeled_sample.xlsx", "data/make_sample.py"]
+SHIPPED += ["data/sample_phrases.json", "data/unlabeled_sample_truth.csv"]
 
 
 def test_users_comments_and_outputs_are_ignored_but_the_samples_are_not():
