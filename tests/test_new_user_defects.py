@@ -168,7 +168,7 @@ def test_unreachable_hub_name_gives_the_working_download_command(tmp_path, monke
 
 
 def test_docs_give_the_hf_command_not_huggingface_cli():
-    for doc in ("README.md", "docs/cluster.md"):
+    for doc in ("README.md", "README.zh-CN.md", "docs/cluster.md"):
         text = (REPO / doc).read_text()
         assert "huggingface-cli" not in text, doc
         assert "hf download bert-base-chinese" in text, doc
