@@ -4,6 +4,7 @@ labeled Parquet loaded back with `datasets`: real files made in tmp_path, no moc
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -219,6 +220,19 @@ def test_hub_id_not_in_the_cache_fails_at_once_offline(tmp_path, monkeypatch):
         read_table("weibolabel-tests/no-such-dataset")
     assert time.monotonic() - started < 5
     assert not (tmp_path / "labels.parquet").exists()
+
+
+def test_hub_lookup_offline_imports_no_torch(tmp_path):
+    """Asking whether the hub is reachable is a socket, not a model library: no torch or transformers import."""
+    code = (
+        "import sys; from weibolabel.util.errors import UserError; from weibolabel.data.tables import read_table\n"
+        "try: read_table('weibolabel-tests/no-such-dataset')\n"
+        "except UserError: pass\n"
+        "else: raise SystemExit('no error')\n"
+        "assert not {'torch', 'transformers'} & set(sys.modules), 'a model library was imported'"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120, env=env)
 
 
 def test_plain_inputs_do_not_import_datasets(tmp_path):

@@ -127,6 +127,7 @@ IGNORED = [
     "labels.parquet",
 ]
 SHIPPED = ["data/README.md", "data/labeled_sample.xlsx", "data/unlabeled_sample.xlsx", "data/make_sample.py"]
+SHIPPED += ["data/sample_phrases.json", "data/unlabeled_sample_truth.csv"]
 
 
 def test_users_comments_and_outputs_are_ignored_but_the_samples_are_not():
@@ -167,7 +168,7 @@ def test_unreachable_hub_name_gives_the_working_download_command(tmp_path, monke
 
 
 def test_docs_give_the_hf_command_not_huggingface_cli():
-    for doc in ("README.md", "docs/cluster.md"):
+    for doc in ("README.md", "README.zh-CN.md", "docs/cluster.md"):
         text = (REPO / doc).read_text()
         assert "huggingface-cli" not in text, doc
         assert "hf download bert-base-chinese" in text, doc

@@ -17,6 +17,7 @@ import pandas as pd
 
 from weibolabel.data.tables import ALL_ROWS, JSON_SUFFIXES, TABLE_SUFFIXES, detect_encoding
 from weibolabel.util.errors import UserError
+from weibolabel.util.hub import hub_reachable
 
 SAVED_DATASET_FILES = ("state.json", "dataset_dict.json")  # what Dataset(Dict).save_to_disk writes
 _DATA_FILE_SUFFIXES = (*TABLE_SUFFIXES, ".arrow", ".tsv")
@@ -108,12 +109,10 @@ def _open_hub_dataset(dataset_id: str, split: str):
     import datasets
     from datasets.naming import camelcase_to_snakecase
 
-    from weibolabel.model.loading import _hub_reachable
-
     # Where datasets keeps a hub dataset it has prepared once (and reads it from when offline).
     *owner, name = dataset_id.split("/")
     cached = Path(datasets.config.HF_DATASETS_CACHE) / "___".join([*owner, camelcase_to_snakecase(name)])
-    if not any(p.is_dir() for p in cached.glob("*/*/*")) and not _hub_reachable():
+    if not any(p.is_dir() for p in cached.glob("*/*/*")) and not hub_reachable():
         raise UserError(
             f"'{dataset_id}' is not a local file or directory, and as a hub dataset id it is not in the datasets "
             "cache and the Hugging Face Hub cannot be reached from here (no network, or HF_HUB_OFFLINE=1). To use "

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 from importlib import resources
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from huggingface_hub import save_torch_state_dict
@@ -27,6 +24,7 @@ from transformers import (
 from weibolabel.data.labels import LabelSchema
 from weibolabel.model.forward import check_classify
 from weibolabel.util.errors import UserError
+from weibolabel.util.hub import hub_reachable
 
 # bert-base-chinese's vocab.txt (21,128 entries, md5 3b5b76c4aef48ecf8cb3abaafe960f09), as shipped byte-identical
 # in PyPI's cn-clip 1.6.0 (cn_clip/clip/vocab.txt). It lets the demo and the tests use the real tokenizer offline.
@@ -109,7 +107,7 @@ def resolve_model_source(name_or_path: str) -> tuple[str, bool]:
         return name_or_path, True
     except (OSError, ValueError):
         pass
-    if not _hub_reachable():
+    if not hub_reachable():
         local_dir = f"models/{name_or_path.split('/')[-1]}"
         raise UserError(
             f"'{name_or_path}' is not a local directory, and as a hub name it is not in the Hugging Face cache and "
@@ -117,17 +115,6 @@ def resolve_model_source(name_or_path: str) -> tuple[str, bool]:
             + download_advice(name_or_path, local_dir)
         )
     return name_or_path, False
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def load_model_config(name_or_path: str):
