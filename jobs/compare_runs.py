@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from weibolabel.run.config import CompareConfig, parse_config
-from weibolabel.run.runs import RunLayout, check_outputs, claim_output_directory, write_json
+from weibolabel.run.runs import RunLayout, check_outputs, claim_output_directory
 from weibolabel.util.errors import UserError, exit_status
-from weibolabel.util.files import write_text
+from weibolabel.util.files import write_json, write_text
 
 
 def main(argv: list[str] | None = None) -> int:

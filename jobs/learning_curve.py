@@ -34,11 +34,10 @@ from weibolabel.run.runs import (
     on_main_process,
     run_guarded,
     setup_logging,
-    write_json,
 )
 from weibolabel.run.startup import JobLogger, refuse
 from weibolabel.util.errors import UserError
-from weibolabel.util.files import write_text
+from weibolabel.util.files import write_json, write_text
 
 # torch, transformers and accelerate take seconds to import: learning_curve() imports them (with the modules that
 # need them), after the options are parsed, so --help comes at once (bench/startup.py).

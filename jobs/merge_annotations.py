@@ -30,9 +30,9 @@ from weibolabel.review.annotation import (
     workbook_sheets,
 )
 from weibolabel.run.config import parse_config
-from weibolabel.run.runs import check_outputs, write_json
+from weibolabel.run.runs import check_outputs
 from weibolabel.util.errors import UserError, exit_status
-from weibolabel.util.files import atomic_path, backup_copy
+from weibolabel.util.files import atomic_path, backup_copy, write_json
 
 WRITABLE = (".xlsx", ".csv", ".parquet")
 

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 def read_lines(data: bytes, encoding: str | None) -> list[str]:
     """Comments piped in, one a line, decoded by the rule of .txt inputs (tables.detect_encoding): a GBK pipe from
     a Chinese Windows console is read, a pipe both GB18030 and Big5 could be is not guessed at."""
-    from weibolabel.data.tables import choose_encoding  # pandas and pyarrow: not on --help's path
+    from weibolabel.data.formats import choose_encoding
 
     if encoding is None:
         encoding = choose_encoding(lambda: iter([data]), lambda _: None, "the comments on standard input")

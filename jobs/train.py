@@ -45,10 +45,10 @@ from weibolabel.run.runs import (
     run_guarded,
     setup_logging,
     training_lock_path,
-    write_json,
 )
 from weibolabel.run.startup import JobLogger, refuse
 from weibolabel.util.errors import UserError
+from weibolabel.util.files import write_json
 
 if TYPE_CHECKING:
     from accelerate import Accelerator

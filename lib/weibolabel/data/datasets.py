@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from weibolabel.data.tables import ALL_ROWS, JSON_SUFFIXES, TABLE_SUFFIXES, detect_encoding
+from weibolabel.data.formats import ALL_ROWS, JSON_SUFFIXES, TABLE_SUFFIXES, detect_encoding
 from weibolabel.util.errors import UserError
 from weibolabel.util.hub import hub_reachable
 
@@ -272,7 +272,7 @@ def input_identity(path: Path, split: str | None = None) -> dict:
 
 def input_sha256(path: str | Path, split: str | None = None) -> str:
     """The content hash a resumed training run compares: of the file, or of every file a dataset is read from."""
-    from weibolabel.run.runs import file_sha256
+    from weibolabel.util.files import file_sha256
 
     path = Path(path)
     if path.is_file():

@@ -1,5 +1,5 @@
 """One table of any supported format (xlsx, csv, parquet, txt; json/jsonl and Hugging Face datasets through
-datasets_io), each format read by one function here: whole (read_table) or a block of rows at a time (the corpus).
+data.datasets), each format read by one function here: whole (read_table) or a block of rows at a time (the corpus).
 
 Every problem is reported with the file, the row as a spreadsheet shows it (header = row 1) and the column.
 """
@@ -7,10 +7,8 @@ Every problem is reported with the file, the row as a spreadsheet shows it (head
 from __future__ import annotations
 
 import bisect
-import codecs
 import datetime
 import difflib
-import itertools
 import logging
 import math
 import re
@@ -24,13 +22,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from weibolabel.data.datasets import is_dataset_input, read_dataset
+from weibolabel.data.formats import ALL_ROWS, JSON_SUFFIXES, SPREADSHEET_SUFFIXES, TABLE_SUFFIXES, detect_encoding
 from weibolabel.util.errors import UserError
 from weibolabel.util.files import atomic_path
-
-TABLE_SUFFIXES = (".xlsx", ".xlsm", ".csv", ".parquet", ".txt", ".json", ".jsonl")
-SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm")
-JSON_SUFFIXES = (".json", ".jsonl")
-ALL_ROWS = ((0, math.inf),)  # `ranges` that ask for every row
 
 
 # ---------------------------------------------------------------------------------------------------------- files
@@ -50,55 +45,6 @@ def check_header_row(header_row: int) -> None:
         raise UserError(f"--header_row must be a row number, 1 or more (got {header_row!r}).")
 
 
-def detect_encoding(path: Path, encoding: str | None) -> str:
-    """`encoding` if given; else UTF-8 (with or without BOM), else the one of GB18030 (a superset of GBK and GB2312,
-    Simplified Chinese) and Big5 (Traditional Chinese) that decodes the file. Every Big5 byte pair is valid GB18030,
-    so a file both decode is not guessed at: the UserError shows a line read both ways, to choose --encoding."""
-    if encoding:
-        return encoding
-    with open(path, "rb") as handle:
-        return choose_encoding(lambda: iter(lambda: handle.read(1 << 20), b""), handle.seek, str(path))
-
-
-def choose_encoding(blocks, rewind, name: str, option: str = "--encoding") -> str:
-    """The rule of `detect_encoding` over the bytes `blocks()` yields (read again after `rewind(0)`); `name` is what
-    messages call the source."""
-
-    def decodes(candidate: str) -> bool:
-        rewind(0)
-        decoder = codecs.getincrementaldecoder(candidate)()
-        try:
-            for block in blocks():
-                decoder.decode(block)
-            decoder.decode(b"", final=True)
-            return True
-        except UnicodeDecodeError:
-            return False
-
-    if decodes("utf-8-sig"):
-        return "utf-8-sig"
-    readable = [candidate for candidate in ("gb18030", "big5") if decodes(candidate)]
-    if len(readable) == 1:
-        return readable[0]
-    if not readable:
-        raise UserError(
-            f"{name} is neither UTF-8, GB18030 (GBK) nor Big5 text. Pass its encoding with {option} (e.g. utf-16, "
-            "shift_jis), or save it again as UTF-8."
-        )
-    rewind(0)
-    head = b"".join(itertools.islice(blocks(), 4))
-    lines = [(n, line) for n, line in enumerate(head.split(b"\n"), start=1) if not line.isascii()]
-    shown = ""
-    if lines:  # the first line that differs: a file starts with ASCII headers, its text comes later
-        number, line = lines[0]
-        readings = [line.decode(c, errors="replace").rstrip("\r")[:60] for c in readable]
-        shown = f": line {number} reads as GB18030: {readings[0]!r} and as Big5: {readings[1]!r}"
-    raise UserError(
-        f"{name} reads as Simplified Chinese (GB18030/GBK) and as Traditional Chinese (Big5), and the two "
-        f"differ{shown}. Pass the one that reads right: {option} gb18030 or {option} big5."
-    )
-
-
 # ---------------------------------------------------------------------------------------------------------- reading
 def read_table(
     path: str | Path,
@@ -111,7 +57,6 @@ def read_table(
     `header_row` is the spreadsheet row of the column names (.xlsx and .csv); the rows above it are skipped.
     JSON files, dataset directories and hub ids are read through `datasets` (`split` of those that have splits)."""
     # datasets_io builds on this module's suffixes and encodings: imported here, where a dataset is read.
-    from weibolabel.data.datasets import is_dataset_input, read_dataset
 
     path = Path(path)
     if is_dataset_input(path):

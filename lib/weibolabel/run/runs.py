@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ from weibolabel.util.errors import (
     raised_on_every_process,
     storage_error_message,
 )
-from weibolabel.util.files import atomic_path
+from weibolabel.util.files import atomic_path, write_json
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -273,26 +272,6 @@ def find_checkpoints(path: Path) -> list[Path]:
             f"the same --output_dir to finish them, or pass one finished fold directory (e.g. {path}/fold_0)."
         )
     return finished
-
-
-def write_json(path: Path, payload) -> None:
-    """Written under a temporary name, then renamed, so a reader never sees half a file."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=_jsonable))
-
-
-def _jsonable(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_run_directory(directory: Path, identity: dict, what: str) -> bool:

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from weibolabel.run.runs import RunLayout, write_json
+from weibolabel.run.runs import RunLayout
 from weibolabel.util.errors import UserError
+from weibolabel.util.files import write_json
 from weibolabel.util.plots import plot_reliability
 
 NUM_BINS = 15

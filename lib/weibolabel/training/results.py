@@ -11,14 +11,14 @@ import pandas as pd
 
 from weibolabel.data.tables import write_table
 from weibolabel.model.loading import is_demo_model, load_model_config
-from weibolabel.run.runs import RunLayout, now_utc, write_json
+from weibolabel.run.runs import RunLayout, now_utc
 from weibolabel.stats import comparison
 from weibolabel.stats.calibration import calibrate_run
 from weibolabel.stats.metrics import classification_metrics, summarize_folds
 from weibolabel.training import baseline
 from weibolabel.training.report import render_report
 from weibolabel.util import plots
-from weibolabel.util.files import write_text
+from weibolabel.util.files import write_json, write_text
 
 # Files whose rows a spreadsheet program numbers from 1, header included.
 SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".csv")

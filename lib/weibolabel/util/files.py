@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -51,3 +53,23 @@ def backup_copy(path: str | Path) -> Path:
     with atomic_path(backup) as tmp:  # a full disk leaves no half a backup that looks whole
         shutil.copy2(path, tmp)
     return backup
+
+
+def write_json(path: Path, payload) -> None:
+    """Written under a temporary name, then renamed, so a reader never sees half a file."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=_jsonable))
+
+
+def _jsonable(value):
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
