@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from weibolabel.run.device import PRECISIONS, choose_precision, device_capability
+from weibolabel.run.precision import PRECISIONS, choose_precision, device_capability
 from weibolabel.run.runs import find_checkpoints, setup_logging
 from weibolabel.util.errors import UserError
 

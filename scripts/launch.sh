@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Launch a job on this machine with every local GPU, or with $NUM_PROCESSES (default 2) CPU processes when there
 # is none:   bash scripts/launch.sh jobs/train.py --config configs/demo.yaml
-# MIXED_PRECISION=no|bf16|fp16 overrides the precision (GPU default: `python -m weibolabel.run.device`, bf16 where
+# MIXED_PRECISION=no|bf16|fp16 overrides the precision (GPU default: `python -m weibolabel.run.precision`, bf16 where
 # the GPUs compute it natively, compute capability >= 8.0, else fp16; CPU default: no; MIXED_PRECISION=bf16 roughly
 # doubles CPU speed where the CPU has AVX512-BF16 or AMX, see bench/README.md).
 # Before any process starts, the job checks its inputs in one light process (python -m weibolabel.run.preflight): a
@@ -26,7 +26,7 @@ python -m weibolabel.run.preflight "$@" || exit
 gpus=$(python -c "import torch; print(torch.cuda.device_count())")
 if [[ $gpus -gt 0 ]]; then
     exec accelerate launch --config_file "$repo/accelerate_config.yaml" --num_processes "$gpus" \
-        --mixed_precision "${MIXED_PRECISION:-$(python -m weibolabel.run.device)}" "$@"
+        --mixed_precision "${MIXED_PRECISION:-$(python -m weibolabel.run.precision)}" "$@"
 fi
 procs=${NUM_PROCESSES:-2}
 if ! [[ $procs =~ ^[1-9][0-9]*$ ]]; then

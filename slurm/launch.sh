@@ -173,7 +173,7 @@ build_command() {
             CMD+=(--dynamo_backend no)
         fi
         # By the node's GPUs: bf16 only where native (compute capability >= 8.0), else fp16.
-        CMD+=(--mixed_precision "${MIXED_PRECISION:-$(python -m weibolabel.run.device || echo fp16)}")
+        CMD+=(--mixed_precision "${MIXED_PRECISION:-$(python -m weibolabel.run.precision || echo fp16)}")
         ((total == 1)) || CMD+=(--multi_gpu)
     fi
     CMD+=(

@@ -13,7 +13,7 @@
 #  4. forward: weibolabel.model.loading.classify's custom BERT path against the model's own forward on every SDPA
 #     backend and dtype, with the time of each (the GPU measurement issue 13 asks for before the custom path may
 #     serve on GPUs).
-#  5. out-of-memory: a real CUDA out-of-memory error, its type, and that weibolabel.run.device.is_out_of_memory
+#  5. out-of-memory: a real CUDA out-of-memory error, its type, and that weibolabel.run.precision.is_out_of_memory
 #     recognises it (and what a matmul on a full GPU raises).
 #
 # Prints PASS / FAIL / SKIP per check and a summary; exits 1 if any check failed, 2 if there is no GPU.
@@ -34,8 +34,8 @@ if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 
 fi
 python -c "import torch; p = torch.cuda.get_device_properties(0); print(f'GPU: {p.name}, compute capability ' \
 f'{p.major}.{p.minor}, {p.total_memory / 2**30:.0f} GiB; torch {torch.__version__}, CUDA {torch.version.cuda}')"
-auto=$(python -m weibolabel.run.device) # bf16 where native, else fp16
-echo "weibolabel.run.device chooses: $auto; work directory: $work"
+auto=$(python -m weibolabel.run.precision) # bf16 where native, else fp16
+echo "weibolabel.run.precision chooses: $auto; work directory: $work"
 
 declare -a RESULTS=()
 failed=0
@@ -162,7 +162,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from weibolabel.model.inference import encode, pad_batch
 from weibolabel.model.loading import classify, load_checkpoint, load_tokenizer
-from weibolabel.run.device import has_native_bf16
+from weibolabel.run.precision import has_native_bf16
 
 checkpoint = Path(sys.argv[1])
 tokenizer = load_tokenizer(str(checkpoint))
@@ -222,7 +222,7 @@ check forward forward
 out_of_memory() {
     python - <<'EOF'
 import torch
-from weibolabel.run.device import is_out_of_memory
+from weibolabel.run.precision import is_out_of_memory
 
 try:
     torch.empty(2**50, dtype=torch.uint8, device="cuda")  # 1 PiB

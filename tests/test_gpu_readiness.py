@@ -33,7 +33,7 @@ from weibolabel.model.loading import (
 )
 from weibolabel.review.annotation import score_by_fold
 from weibolabel.run.config import TrainConfig
-from weibolabel.run.device import choose_precision, is_out_of_memory
+from weibolabel.run.precision import choose_precision, is_out_of_memory
 from weibolabel.run.runs import collective_timeout, make_accelerator
 from weibolabel.training.fold import Recipe, Split, non_finite_loss_message, reset_loss_scaler, train_fold
 from weibolabel.util.errors import UserError
@@ -103,7 +103,7 @@ def test_scoring_dtype_follows_the_precision_on_every_device():
 def test_precision_helper_for_the_launch_scripts():
     def helper(*args):
         return subprocess.run(
-            [sys.executable, "-m", "weibolabel.run.device", *args], capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "weibolabel.run.precision", *args], capture_output=True, text=True, timeout=120
         )
 
     result = helper()
@@ -114,12 +114,12 @@ def test_precision_helper_for_the_launch_scripts():
 
 
 def fake_tools(tmp_path: Path, precision: str) -> dict[str, str]:
-    """A PATH whose `python` reports 2 GPUs and `precision` from weibolabel.run.device, and whose `accelerate`
+    """A PATH whose `python` reports 2 GPUs and `precision` from weibolabel.run.precision, and whose `accelerate`
     prints its arguments: the launch scripts' GPU branch, without a GPU."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "python").write_text(
-        f'#!/bin/bash\ncase "$*" in *weibolabel.run.device*) echo {precision} ;; *) echo 2 ;; esac\n'
+        f'#!/bin/bash\ncase "$*" in *weibolabel.run.precision*) echo {precision} ;; *) echo 2 ;; esac\n'
     )
     (bin_dir / "accelerate").write_text('#!/bin/bash\necho "$@"\n')
     for tool in bin_dir.iterdir():

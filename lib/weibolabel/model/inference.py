@@ -21,7 +21,7 @@ from weibolabel.data.labeled import clean_text
 from weibolabel.data.labels import LabelSchema
 from weibolabel.model.forward import classify
 from weibolabel.model.loading import check_quantize, load_checkpoint, load_tokenizer, quantize_int8
-from weibolabel.run.device import is_out_of_memory, precision_dtype
+from weibolabel.run.precision import is_out_of_memory, precision_dtype
 from weibolabel.run.runs import RunLayout, find_checkpoints
 from weibolabel.util.errors import UserError
 
@@ -172,7 +172,7 @@ def prefetched(items: Iterable, work: Callable) -> Iterator:
 
 
 def inference_dtype(device: torch.device, mixed_precision: str) -> torch.dtype | None:
-    """The weights' dtype for labeling in the job's `--mixed_precision` (weibolabel.run.device chooses it when the
+    """The weights' dtype for labeling in the job's `--mixed_precision` (weibolabel.run.precision chooses it when the
     launch does not: bf16 on GPUs with native bf16, fp16 on older ones, fp32 on CPUs): bf16, fp16 (GPUs only), or
     None (fp32, as stored). bf16 on CPUs with AVX512-BF16 or AMX is about 1.9x the fp32 speed (bench/). Lower
     precision rounds the logits coarser than fp32, so near-ties can flip: every output records the precision."""

@@ -68,7 +68,7 @@ def score_by_fold(run: str | Path, texts: list[str], precision: str | None = Non
     import torch
 
     from weibolabel.model.inference import encode, inference_dtype, load_ensemble, predict_probs
-    from weibolabel.run.device import choose_precision, device_capability
+    from weibolabel.run.precision import choose_precision, device_capability
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     precision, _ = choose_precision(precision, device_type=device.type, compute_capability=device_capability(device))

@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from weibolabel.run.device import PRECISIONS, choose_precision, device_capability
+from weibolabel.run.precision import PRECISIONS, choose_precision, device_capability
 from weibolabel.run.preemption import EXIT_PREEMPTED, Preempted
 from weibolabel.util.errors import (
     EXIT_INTERRUPTED,
@@ -79,7 +79,7 @@ def make_accelerator(collective_timeout_minutes: float | None = None) -> Acceler
     --num_processes N` become N gloo CPU processes (accelerate's --cpu flag alone always starts one process).
 
     Mixed precision: the launch's `--mixed_precision` is kept (fp16 on a CPU becomes fp32, said so); without one
-    (a plain `python jobs/...`) weibolabel.run.device chooses: bf16 on GPUs of compute capability 8.0 or newer, fp16
+    (a plain `python jobs/...`) weibolabel.run.precision chooses: bf16 on GPUs of compute capability 8.0 or newer, fp16
     on older GPUs, fp32 on CPUs. accelerate's own check lets bf16 through on V100/T4, where it is emulated."""
     import torch
     from accelerate import Accelerator, InitProcessGroupKwargs

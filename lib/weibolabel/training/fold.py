@@ -23,7 +23,7 @@ from weibolabel.data.folds import split_validation
 from weibolabel.model.forward import classify
 from weibolabel.model.inference import length_grouped_batches, pad_batch, predict_probs
 from weibolabel.model.loading import load_pretrained_classifier, weights_digest
-from weibolabel.run.device import is_out_of_memory
+from weibolabel.run.precision import is_out_of_memory
 from weibolabel.run.preemption import StopSignal
 from weibolabel.run.runs import storage_error_message
 from weibolabel.stats.metrics import classification_metrics

@@ -3,10 +3,10 @@ the device ran out of memory.
 
 The decisions are plain functions of the device's capabilities (tested without a GPU); only `device_capability`
 and the command line ask a real device. torch is imported inside the functions that need it, so importing this
-module stays cheap, but `python -m weibolabel.run.device` (what scripts/launch.sh and slurm/launch.sh call to choose
+module stays cheap, but `python -m weibolabel.run.precision` (what scripts/launch.sh and slurm/launch.sh call to choose
 `--mixed_precision`) pays for the torch import, a second or two.
 
-    python -m weibolabel.run.device          # prints bf16, fp16 or no for the GPUs this process can see
+    python -m weibolabel.run.precision          # prints bf16, fp16 or no for the GPUs this process can see
 """
 
 from __future__ import annotations
