@@ -180,3 +180,29 @@ def test_a_file_labeled_by_another_run_or_one_fold_is_refused(study, tmp_path, c
     args = ["--input", str(moved), "--run", run, "--output_dir", str(tmp_path / "out_moved")]
     status, _, err = run_job("analyze_labels.py", [*args, "--bootstrap_replicates", "100"], capsys)
     assert status == 0 and "taken to be the run" in err
+
+
+def test_a_file_the_run_labeled_is_accepted_and_one_fold_of_it_refused(tmp_path, tiny_run_dir, unlabeled_xlsx, capsys):
+    """The labeling job's own metadata: the run's directory and all its folds pass; one fold model is refused. The
+    run's training file records no selection, which the analysis says."""
+    from helpers.jobs import launch_job
+
+    outputs = {}
+    for name, model in (("ensemble", tiny_run_dir), ("one_fold", tiny_run_dir / "fold_0")):
+        outputs[name] = tmp_path / f"{name}.parquet"
+        launch_job(
+            "label_corpus.py", ["--input", str(unlabeled_xlsx), "--model", str(model), "--output", str(outputs[name])]
+        )
+    args = ["--run", str(tiny_run_dir), "--bootstrap_replicates", "100"]
+    out = tmp_path / "analysis"
+    status, _, err = run_job(
+        "analyze_labels.py", ["--input", str(outputs["ensemble"]), *args, "--output_dir", str(out)], capsys
+    )
+    assert status == 0 and "taken to be the run" not in err, err
+    confusion = json.loads((out / "shares.json").read_text())["confusion_rows"]
+    assert confusion["rows_used"] == confusion["rows_total"] > 0
+    assert "has no 'selection' column" in confusion["provenance"]
+    status, _, err = run_job(
+        "analyze_labels.py", ["--input", str(outputs["one_fold"]), *args, "--output_dir", str(tmp_path / "b")], capsys
+    )
+    assert status == 2 and "labeled by one fold model" in err
