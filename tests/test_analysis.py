@@ -115,7 +115,12 @@ def biased_corpus(tmp_path, num_rows=400, seed=0, extra=None):
     shows = ["国家宝藏" if i % 2 else "上新了故宫" for i in range(num_rows)]
     shows[:10] = ["只此青绿"] * 10  # a group too small to report
     corpus = write_labeled_parquet(
-        tmp_path / "corpus.parquet", texts, probs_of(predict(truth)), extra={"show": shows, **(extra or {})}
+        tmp_path / "corpus.parquet",
+        texts,
+        probs_of(predict(truth)),
+        extra={"show": shows, **(extra or {})},
+        model=str(run),
+        members=[f"fold_{k}" for k in range(5)],
     )
     return corpus, run, truth
 
@@ -184,7 +189,8 @@ def test_random_selection_is_uniform_reproducible_and_hides_the_models_guess(tmp
     again, _ = draw_gold(tmp_path, corpus, truth, capsys, k=100, name="b.xlsx")
     other, _ = draw_gold(tmp_path, corpus, truth, capsys, k=100, seed=1, name="c.xlsx")
     assert first["row_id"].tolist() == again["row_id"].tolist() != other["row_id"].tolist()
-    assert first["row_id"].is_unique and first.columns.tolist() == ["Sentence", "Label", "row_id"]
+    assert first["row_id"].is_unique and first.columns.tolist() == ["Sentence", "Label", "row_id", "selection"]
+    assert (first["selection"] == "random").all()  # how the rows were chosen travels into the training file
     assert first["Label"].isna().all()
     # uniform: over 400 seeds, each of 400 rows is drawn about 100 times (k = 100 of 400); a chi-square test
     frame = pd.DataFrame({"row_id": np.arange(400), "text": "x"})
@@ -262,13 +268,24 @@ def test_gold_sample_adds_ppi_shares_and_is_validated(tmp_path, capsys):
 
 def test_group_by_month_and_bad_dates(tmp_path, capsys):
     dates = [f"2024-0{1 + i % 3}-15" for i in range(400)]
-    corpus, _, _ = biased_corpus(tmp_path, extra={"date": dates})
+    corpus, run, _ = biased_corpus(tmp_path, extra={"date": dates})
     out = tmp_path / "a"
     args = ["--input", str(corpus), "--group_by", "date", "--group_by_month", "--output_dir", str(out)]
     status, _, err = run_job("analyze_labels.py", args, capsys)
     assert status == 0, err
     shares = pd.read_csv(out / "shares.csv", dtype={"group": str})
     assert set(shares["group"].dropna()) == {"2024-01", "2024-02", "2024-03"}
+    # With the run: months compared later minus earlier, each against the one before first, on the shared bootstrap.
+    status, _, err = run_job("analyze_labels.py", [*args[:-1], str(tmp_path / "b"), "--run", str(run)], capsys)
+    assert status == 0, err
+    differences = pd.read_csv(tmp_path / "b" / "share_differences.csv", dtype={"group_a": str, "group_b": str})
+    pairs = list(dict.fromkeys(zip(differences["group_a"], differences["group_b"])))
+    assert pairs == [("2024-02", "2024-01"), ("2024-03", "2024-02"), ("2024-03", "2024-01")]
+    assert (differences["difference_method"] == "pacc_bootstrap").all()
+    assert (
+        (differences["difference_low"] <= differences["difference"])
+        & (differences["difference"] <= differences["difference_high"])
+    ).all()
     dates[7] = "soon"
     corpus, _, _ = biased_corpus(tmp_path, extra={"date": dates})
     status, _, err = run_job("analyze_labels.py", args, capsys)

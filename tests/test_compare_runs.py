@@ -40,6 +40,15 @@ def test_corrected_ttest_matches_the_closed_form_and_the_plain_paired_test():
     assert result["p_value"] > plain["p_value"]
 
 
+def test_test_fraction_counts_only_the_rows_a_fold_model_was_fitted_on():
+    """5 folds of 100 rows: 400 outside each test fold, of which 40 were the validation split (not trained on)."""
+    from weibolabel.stats.comparison import test_fraction_of
+
+    folds = [{"num_test": 100, "num_train": 360, "num_validation": 40} for _ in range(5)]
+    assert test_fraction_of(folds) == pytest.approx(100 / 360)
+    assert test_fraction_of([{"num_test": 100} for _ in range(5)]) == pytest.approx(100 / 400)  # older records
+
+
 def test_mcnemar_matches_statsmodels():
     from statsmodels.stats.contingency_tables import mcnemar as statsmodels_mcnemar
 

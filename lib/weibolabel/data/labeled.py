@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from weibolabel.data.formats import SPREADSHEET_SUFFIXES
 from weibolabel.data.labels import LabelSchema
-from weibolabel.data.tables import SPREADSHEET_SUFFIXES, blank_cell_reasons, read_table, require_column, row_name
+from weibolabel.data.tables import blank_cell_reasons, read_table, require_column, row_name
 from weibolabel.util.errors import UserError
 
 MAX_LISTED = 20  # problems listed in one error message; the rest are counted

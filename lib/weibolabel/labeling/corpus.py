@@ -28,14 +28,11 @@ from weibolabel.data.datasets import (
     looks_like_hub_id,
     open_dataset,
 )
+from weibolabel.data.formats import ALL_ROWS, SPREADSHEET_SUFFIXES, TABLE_SUFFIXES, detect_encoding
 from weibolabel.data.tables import (
-    ALL_ROWS,
-    SPREADSHEET_SUFFIXES,
-    TABLE_SUFFIXES,
     check_column_names,
     check_header_row,
     csv_blocks,
-    detect_encoding,
     parquet_blocks,
     place_in_ranges,
     read_csv,

@@ -2,9 +2,11 @@
 
 - Per metric, the mean over folds of the difference A - B with the corrected resampled t-test (Nadeau & Bengio
   2003): the folds' training sets overlap, so the fold differences are correlated and the plain paired t-test
-  understates their variance; the correction multiplies it by (1/k + n_test/n_train).
+  understates their variance; the correction multiplies it by (1/k + n_test/n_train), n_train being the rows a
+  fold model was fitted on (without its validation split).
 - McNemar's test on the out-of-fold predictions: among the rows exactly one model gets right, is A right more often
-  than B? Exact (binomial) form, valid for any count.
+  than B? Exact (binomial) form, valid for any count. It conditions on these rows and on the trained models: it says
+  whether A beats B on this data set, not whether the training recipe would win on another sample.
 """
 
 from __future__ import annotations
@@ -80,9 +82,11 @@ def compare_pair(
 
 
 def test_fraction_of(folds: list[dict]) -> float:
-    """Mean n_test / n_train over folds, the training part being every row outside the test fold."""
+    """Mean n_test / n_train over folds. n_train is the rows the fold model was fitted on (`num_train`, the fold's
+    training part without the validation split that picked the best epoch); records without it count every row
+    outside the test fold."""
     total = sum(f["num_test"] for f in folds)
-    return float(np.mean([f["num_test"] / (total - f["num_test"]) for f in folds]))
+    return float(np.mean([f["num_test"] / f.get("num_train", total - f["num_test"]) for f in folds]))
 
 
 # ------------------------------------------------------------------------------------------------- runs

@@ -13,6 +13,11 @@ large corpus it is narrow around the wrong value. Two corrections:
 - **Prediction-powered inference** (PPI++; Angelopoulos et al., Science 2023, and arXiv:2311.01453): a small gold
   sample drawn uniformly from the corpus measures the model's bias on the corpus itself; the model's predictions
   on all rows reduce the variance. Valid without the label-shift assumption.
+
+The share to publish (`headline_share`) is PPI for a finite group (finite-population correction, t interval), the
+gold rows' own Wilson interval where they hold few rows of the class, the exact share of a group labeled in full;
+`difference_interval` compares two groups' independent headlines, `adjusted_shares(pairs=...)` two adjusted shares
+through the shared bootstrap; `gold_rows_needed` sizes a gold sample from the run's own rates.
 """
 
 from __future__ import annotations
@@ -88,12 +93,15 @@ def adjusted_shares(
     replicates: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    pairs: list[tuple[int, int]] = (),
 ) -> dict[str, np.ndarray]:
     """Naive, ACC and PACC shares with percentile-bootstrap intervals, for each group (an index array into the
-    corpus rows). Returns arrays [groups, classes]: naive, acc, acc_low, acc_high, pacc, pacc_low, pacc_high.
+    corpus rows). Returns arrays [groups, classes]: naive, acc, acc_low, acc_high, pacc, pacc_low, pacc_high; and for
+    each of `pairs` (a, b) of group indices, [pairs, classes]: {method}_difference (a - b), _difference_low, _high.
 
     Each replicate resamples the out-of-fold rows once (shared by all groups: one confusion matrix per replicate,
-    as in the real data) and every group's corpus rows on their own."""
+    as in the real data) and every group's corpus rows on their own, so a difference's interval carries the shared
+    confusion estimate (its errors move both groups' shares together)."""
     num_classes = corpus_probs.shape[1]
     corpus_scores = {"acc": one_hot(corpus_predicted, num_classes), "pacc": np.asarray(corpus_probs, np.float64)}
     oof_scores = {"acc": one_hot(oof_predicted, num_classes), "pacc": np.asarray(oof_probs, np.float64)}
@@ -116,9 +124,14 @@ def adjusted_shares(
             rates = conditional_rates(oof_gold[oof_rows], oof_scores[method][oof_rows])
             for g, rows in enumerate(corpus_rows):
                 draws[method][b, g] = adjust(rates, corpus_scores[method][rows].mean(axis=0))
+    first, second = (np.array([pair[i] for pair in pairs], dtype=np.int64) for i in (0, 1))
     for method in METHODS:
         result[f"{method}_low"] = np.quantile(draws[method], alpha / 2, axis=0)
         result[f"{method}_high"] = np.quantile(draws[method], 1 - alpha / 2, axis=0)
+        differences = draws[method][:, first] - draws[method][:, second]
+        result[f"{method}_difference"] = result[method][first] - result[method][second]
+        result[f"{method}_difference_low"] = np.quantile(differences, alpha / 2, axis=0)
+        result[f"{method}_difference_high"] = np.quantile(differences, 1 - alpha / 2, axis=0)
     return result
 
 
@@ -178,6 +191,108 @@ def ppi_shares(
             }
         )
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------- the headline share
+# The target is a group's own share (the corpus is finite, and every row's prediction is known), so the model's
+# mean over the group has no sampling error: only the gold rows' residuals do, with the finite-population
+# correction of a simple random sample. A group labeled in full has its exact share.
+MIN_CLASS_ROWS = 10  # gold rows in and out of a class below which PPI's variance estimate is unreliable
+
+
+def ppi_finite_share(
+    gold: np.ndarray, predicted_gold: np.ndarray, predicted_rest: np.ndarray, alpha: float = 0.05
+) -> tuple[float, float, float]:
+    """Share of a 0/1 outcome in a finite group (n gold rows + the rest) and its t interval: (share, low, high).
+
+    The difference (regression) estimator lambda * mean(model, all rows) + mean(gold - lambda * model, gold rows),
+    lambda in [0, 1] tuned as PPI++ does; variance (1 - n/N) * var(residual) / n, t with n - 1 degrees of freedom.
+    The interval is cut to what the gold rows already fix: at least their count of 1s over N."""
+    y, yhat, rest = (np.asarray(a, dtype=np.float64) for a in (gold, predicted_gold, predicted_rest))
+    n, population = len(y), len(y) + len(rest)
+    floor, ceiling = y.sum() / population, 1 - (n - y.sum()) / population
+    if len(rest) == 0:  # labeled in full: the share itself
+        return float(y.mean()), float(y.mean()), float(y.mean())
+    every = np.concatenate([yhat, rest])
+    variance = every.var()
+    covariance = np.mean((y - y.mean()) * (yhat - yhat.mean()))
+    lam = float(np.clip(covariance / variance, 0, 1)) if variance > 0 else 0.0
+    estimate = lam * every.mean() + (y - lam * yhat).mean()
+    residual_variance = np.var(y - lam * yhat, ddof=1) if n > 1 else np.inf
+    standard_error = np.sqrt((1 - n / population) * residual_variance / n)
+    from scipy.stats import t
+
+    half = float(t.ppf(1 - alpha / 2, df=max(n - 1, 1))) * standard_error
+    estimate = float(np.clip(estimate, floor, ceiling))
+    return estimate, float(max(estimate - half, floor)), float(min(estimate + half, ceiling))
+
+
+def wilson_finite_share(count: int, n: int, population: int, alpha: float = 0.05) -> tuple[float, float, float]:
+    """The gold rows alone: their share and Wilson interval with the finite-population correction (an effective
+    sample size n (N - 1) / (N - n)), cut to what the gold rows already fix; exact when n = N."""
+    from weibolabel.review.analysis import wilson_interval
+
+    share = count / n
+    if n >= population:
+        return float(share), float(share), float(share)
+    effective = n * (population - 1) / (population - n)
+    low, high = wilson_interval(np.array([share * effective]), effective, z=_z(alpha))
+    floor, ceiling = count / population, 1 - (n - count) / population
+    return float(share), float(max(low[0], floor)), float(min(high[0], ceiling))
+
+
+def headline_share(
+    gold: np.ndarray,
+    predicted_gold: np.ndarray,
+    predicted_rest: np.ndarray,
+    alpha: float = 0.05,
+    min_class_rows: int = MIN_CLASS_ROWS,
+) -> dict:
+    """The published share of one class in one group from its random gold rows (`gold` 0/1) and the model's scores:
+    PPI (ppi_finite_share) when the gold rows hold at least `min_class_rows` rows in and out of the class; else the
+    gold-only Wilson interval (wilson_finite_share), whose coverage holds with few rows of a rare class where the
+    normal PPI interval's does not; 'exact' for a group labeled in full. Returns share, low, high, method."""
+    y = np.asarray(gold, dtype=np.float64)
+    if len(predicted_rest) == 0:
+        share, low, high = float(y.mean()), float(y.mean()), float(y.mean())
+        return {"share": share, "low": low, "high": high, "method": "exact"}
+    count = int(y.sum())
+    if min(count, len(y) - count) >= min_class_rows:
+        share, low, high = ppi_finite_share(y, predicted_gold, predicted_rest, alpha)
+        return {"share": share, "low": low, "high": high, "method": "ppi"}
+    share, low, high = wilson_finite_share(count, len(y), len(y) + len(predicted_rest), alpha)
+    return {"share": share, "low": low, "high": high, "method": "gold_wilson"}
+
+
+def difference_interval(
+    share_a: float, low_a: float, high_a: float, share_b: float, low_b: float, high_b: float
+) -> tuple[float, float, float]:
+    """a - b with an interval from two independent intervals (MOVER, Zou & Donner 2008; with Wilson intervals it is
+    Newcombe's hybrid score interval): (difference, low, high)."""
+    difference = share_a - share_b
+    low = difference - np.sqrt((share_a - low_a) ** 2 + (high_b - share_b) ** 2)
+    high = difference + np.sqrt((high_a - share_a) ** 2 + (share_b - low_b) ** 2)
+    return float(difference), float(low), float(high)
+
+
+def gold_rows_needed(
+    *, oof_gold: np.ndarray, oof_probs: np.ndarray, shares: np.ndarray, width: float, alpha: float = 0.05
+) -> np.ndarray:
+    """Per class, the random gold rows a PPI interval of full `width` needs on a large corpus, from the run's own
+    out-of-fold probabilities reweighted to the corpus' estimated class `shares`: n = (2 z sd / width)^2 with sd the
+    residual's (gold - probability) standard deviation, or the gold sample's own sqrt(p (1 - p)) where smaller
+    (PPI++'s tuning never does worse than that)."""
+    oof_gold = np.asarray(oof_gold, dtype=np.int64)
+    num_classes = oof_probs.shape[1]
+    needed = np.empty(num_classes)
+    for c in range(num_classes):
+        residual = (oof_gold == c) - oof_probs[:, c]
+        first = np.array([residual[oof_gold == j].mean() for j in range(num_classes)])
+        second = np.array([(residual[oof_gold == j] ** 2).mean() for j in range(num_classes)])
+        ppi_variance = shares @ second - (shares @ first) ** 2
+        variance = min(ppi_variance, shares[c] * (1 - shares[c]))
+        needed[c] = np.ceil((2 * _z(alpha)) ** 2 * variance / width**2)
+    return needed.astype(np.int64)
 
 
 def _z(alpha: float) -> float:
