@@ -149,7 +149,9 @@ def analyze(config: AnalyzeConfig) -> None:
     if config.group_by:
         group_counts = analysis.group_shares(values, labels, names, config.max_groups)
         write_table(group_counts, out / "group_shares.csv")
-        plots.plot_group_shares(shares, codes, config.group_by, temperature, out / "group_shares.png")
+        plots.plot_group_shares(
+            analysis.with_naive_intervals(shares), codes, config.group_by, temperature, out / "group_shares.png"
+        )
         write_table(differences, out / "share_differences.csv")
         if not differences.empty:
             shown = analysis.shown_differences(differences)

@@ -10,11 +10,12 @@ interval, and McNemar's exact test on the out-of-fold predictions.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 from weibolabel.run.config import CompareConfig, parse_config
-from weibolabel.run.runs import RunLayout, check_outputs, claim_output_directory
+from weibolabel.run.runs import RunLayout, check_outputs, claim_output_directory, read_out_of_fold
 from weibolabel.util.errors import UserError, exit_status
 from weibolabel.util.files import write_json, write_text
 
@@ -42,9 +43,16 @@ def compare(config: CompareConfig) -> None:
     for run in config.runs:
         RunLayout(run).require_finished()
     # scipy takes seconds to import: only once the options and runs are known good (their errors come at once).
-    from weibolabel.stats.comparison import compare_runs, comparison_markdown, read_run
+    import pandas as pd
 
-    runs = [read_run(run) for run in config.runs]
+    from weibolabel.stats.comparison import compare_runs, comparison_markdown
+
+    runs = []
+    for run in config.runs:
+        oof, _ = read_out_of_fold(run)
+        layout = RunLayout(Path(run))
+        metrics, folds = json.loads(layout.metrics.read_text()), pd.read_csv(layout.folds_csv)
+        runs.append({"path": Path(run), "metrics": metrics, "folds": folds, "oof": oof})
 
     # 2. Same folds, then the paired tests for every pair.
     pairs = compare_runs(runs)

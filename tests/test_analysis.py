@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from weibolabel.review.analysis import characteristic_ngrams, wilson_interval
+from weibolabel.review.analysis import characteristic_ngrams
 from weibolabel.review.annotation import select_random
+from weibolabel.stats.shares import wilson_interval
 
 from helpers.data import NAMES, POOLS, make_labeled_rows
 from helpers.jobs import run_job

@@ -66,7 +66,7 @@ def test_mcnemar_matches_statsmodels():
 def test_compare_runs_job_writes_paired_tests_per_pair(tmp_path, capsys):
     gold = np.arange(400) % 4
     run_a = write_fake_run(tmp_path / "a", gold=gold, predicted=noisy_predictions(gold, 0.1, 0))
-    run_b = write_fake_run(tmp_path / "b", gold=gold, predicted=noisy_predictions(gold, 0.3, 1), row_column="row")
+    run_b = write_fake_run(tmp_path / "b", gold=gold, predicted=noisy_predictions(gold, 0.3, 1))
     run_c = write_fake_run(tmp_path / "c", gold=gold, predicted=noisy_predictions(gold, 0.12, 2))
     out = tmp_path / "cmp"
     status, _, err = run_job("compare_runs.py", [str(run_a), str(run_b), str(run_c), "--output_dir", str(out)], capsys)
@@ -181,3 +181,11 @@ def test_training_report_has_the_baseline_test_and_the_checks(tiny_run_dir):
     assert "## Checks" in report
     for message in checks.run_checks(metrics):
         assert message in report
+
+
+def test_a_run_of_an_older_format_is_refused(tmp_path, capsys):
+    gold = np.arange(400) % 4
+    run_a = write_fake_run(tmp_path / "a", gold=gold, predicted=noisy_predictions(gold, 0.1, 0))
+    old = write_fake_run(tmp_path / "b", gold=gold, predicted=noisy_predictions(gold, 0.3, 1), row_column="row")
+    status, _, err = run_job("compare_runs.py", [str(run_a), str(old), "--output_dir", str(tmp_path / "c")], capsys)
+    assert status == 2 and "older version" in err and "Traceback" not in err

@@ -10,7 +10,7 @@ import yaml
 from weibolabel.data.folds import make_folds
 from weibolabel.data.labeled import group_key
 from weibolabel.data.tables import read_table
-from weibolabel.review.label_issues import ISSUE_COLUMNS, row_ids_from_row_names
+from weibolabel.review.label_issues import ISSUE_COLUMNS
 from weibolabel.training.baseline import tfidf_logreg_probs
 
 from helpers.data import NAMES, make_labeled_rows
@@ -95,15 +95,11 @@ def test_flipped_labels_are_ranked_at_the_top(reviewed):
     assert "An **estimate**" in (review / "label_issues.md").read_text()
 
 
-def test_old_row_names_give_the_same_row_ids(tmp_path, capsys):
-    assert row_ids_from_row_names(pd.Series(["row 2", "row 9", "row index 4", "line 3"])).tolist() == [0, 7, 4, 2]
-    assert row_ids_from_row_names(pd.Series(["row 4"]), header_row=3).tolist() == [0]
+def test_a_run_of_an_older_format_is_refused_with_what_to_do(tmp_path, capsys):
     data, frame, _ = flipped_file(tmp_path, num_rows=80)
     run = fake_run(tmp_path, data, frame, old_row_names=True)
     status, _, err = run_job("find_label_issues.py", ["--run", str(run), "--output_dir", str(tmp_path / "r")], capsys)
-    assert status == 0, err
-    issues = pd.read_csv(tmp_path / "r" / "label_issues.csv")
-    assert len(issues) and all(frame["Sentence"].iloc[r.row_id] == r.text for r in issues.itertuples())
+    assert status == 2 and "older version" in err and "Train the run again" in err and "Traceback" not in err
 
 
 def test_not_a_run_is_a_clear_error(tmp_path, capsys):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from weibolabel.review.analysis import wilson_interval
 from weibolabel.stats.shares import (
     adjusted_shares,
     difference_interval,
@@ -15,6 +14,7 @@ from weibolabel.stats.shares import (
     ppi_finite_share,
     ppi_mean,
     wilson_finite_share,
+    wilson_interval,
 )
 
 

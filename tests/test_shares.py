@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from weibolabel.review.analysis import wilson_interval
-from weibolabel.stats.shares import adjust, adjusted_shares, conditional_rates, ppi_mean, ppi_shares
+from weibolabel.stats.shares import adjust, adjusted_shares, conditional_rates, ppi_mean, ppi_shares, wilson_interval
 
 from helpers import REPO
 

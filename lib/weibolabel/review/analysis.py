@@ -18,30 +18,36 @@ from sklearn.feature_extraction.text import CountVectorizer
 
 from weibolabel.data.labeled import clean_text, parse_label
 from weibolabel.data.tables import read_table, require_column
-from weibolabel.run.runs import RunLayout
+from weibolabel.run.runs import RunLayout, read_out_of_fold
+from weibolabel.stats.shares import (
+    METHODS,
+    MIN_CLASS_ROWS,
+    calibrated,
+    difference_interval,
+    gold_rows_needed,
+    headline_share,
+    ppi_finite_share,
+    wilson_finite_share,
+    wilson_interval,
+)
 from weibolabel.util.errors import UserError
 from weibolabel.util.markdown import frame_table
 
 if TYPE_CHECKING:
     from weibolabel.run.config import AnalyzeConfig
 
-Z_95 = 1.959963984540054
 _HAS_WORD = re.compile(r"[^\W_]")  # a letter, digit or CJK character: n-grams without one are punctuation or emoji
 
 
 # ------------------------------------------------------------------------------------------------- shares
-def wilson_interval(count: np.ndarray, total: int, z: float = Z_95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a binomial proportion: stays inside [0, 1] and behaves for small counts."""
-    count = np.asarray(count, dtype=np.float64)
-    if total == 0:
-        return np.full(count.shape, np.nan), np.full(count.shape, np.nan)
-    share = count / total
-    denominator = 1 + z**2 / total
-    centre = (share + z**2 / (2 * total)) / denominator
-    half = z * np.sqrt(share * (1 - share) / total + z**2 / (4 * total**2)) / denominator
-    low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
-    # exact at the ends (rounding would leave 1e-18 above a share of 0)
-    return np.where(count == 0, 0.0, low), np.where(count == total, 1.0, high)
+def with_naive_intervals(shares: pd.DataFrame) -> pd.DataFrame:
+    """shares.csv with `naive_low`/`naive_high`: the Wilson interval of each naive count (sampling noise only), for
+    the group plot when no run gave adjusted shares."""
+    shares = shares.copy()
+    counts = np.rint(shares["naive_share"].to_numpy(dtype=float) * shares["n"].to_numpy(dtype=float))
+    bounds = [wilson_interval(np.array([c]), int(n)) for c, n in zip(counts, shares["n"])]
+    shares["naive_low"], shares["naive_high"] = [low[0] for low, _ in bounds], [high[0] for _, high in bounds]
+    return shares
 
 
 def class_shares(labels: np.ndarray, names: list[str], subset: str) -> pd.DataFrame:
@@ -284,26 +290,13 @@ def read_run_predictions(
     Returns (None, why) when the run cannot adjust this file's shares (another label schema, a class without rows),
     so the caller reports naive shares and says why; a missing run or file is a UserError."""
     from weibolabel.review.annotation import MODEL_FREE_SELECTIONS
-    from weibolabel.stats.shares import calibrated
 
-    run = Path(run)
-    layout = RunLayout(run)
-    path = layout.oof_predictions
-    if not path.is_file():
-        raise UserError(f"{path} not found: --run must be a finished training run of jobs/train.py.")
-    oof = pd.read_parquet(path)
-    run_names = [c.removeprefix("prob_") for c in oof.columns if c.startswith("prob_")]
-    metrics = layout.metrics
-    if metrics.is_file():
-        run_names = json.loads(metrics.read_text()).get("label_names", run_names)
+    oof, run_names = read_out_of_fold(run)
     if run_names != list(names):
         return None, (
             f"the run {run} was trained on the classes {run_names}, the file is labeled with {list(names)}: its "
             "confusion rates do not apply, so only naive shares are reported"
         )
-    missing = {"gold", *(f"prob_{n}" for n in names)} - set(oof.columns)
-    if missing:
-        raise UserError(f"{path}: columns {sorted(missing)} are missing; is it an output of jobs/train.py?")
     selection, unknown = training_selection(run, oof)
     if selection is None:
         provenance = f"how the rows were chosen is not recorded ({unknown}): all are taken as chosen without a model"
@@ -596,8 +589,6 @@ def _group_shares_block(
     """One group's rows of shares.csv, a row per class: the naive share and, with `estimates` (the group's part of
     `shares.adjusted_shares`), the ACC and PACC shares and intervals; a group with `too_few` rows gets that note.
     The headline is the adjusted share where there is one, else the naive count (a gold sample replaces it)."""
-    from weibolabel.stats.shares import METHODS
-
     block = pd.DataFrame({"group": name, "class": names, "n": len(rows)})
     for column in [*SHARE_COLUMNS[3:], *(f"{m}_{s}" for m in METHODS for s in ("share", "low", "high"))]:
         block[column] = np.nan
@@ -639,8 +630,6 @@ def _add_ppi_shares(
     interval for a class with few gold rows, or the exact share of a group labeled in full), added to its `block`,
     from the gold rows inside it (the other rows are the unlabeled part); a note instead where the group or its gold
     rows are too few, and the headline stays the adjusted share."""
-    from weibolabel.stats.shares import headline_share, ppi_finite_share, wilson_finite_share
-
     in_group = np.zeros(len(is_gold), dtype=bool)
     in_group[rows] = True
     gold_rows, rest = np.flatnonzero(in_group & is_gold), np.flatnonzero(in_group & ~is_gold)
@@ -671,8 +660,6 @@ def share_differences(
     interval: from independent gold samples (disjoint rows) by MOVER; from the adjusted shares by the bootstrap
     whose replicates share one confusion matrix (shares.adjusted_shares); none between shares of different methods
     or naive counts. ACC and PACC differences beside it as the sensitivity check."""
-    from weibolabel.stats.shares import METHODS, difference_interval
-
     records = []
     for p, (a, b) in enumerate(pairs):
         first = table[table["group"] == names[a]].reset_index(drop=True)
@@ -750,8 +737,6 @@ def shares_summary(
 ) -> dict:
     """shares.json: the headline method (per class too), the label-shift check, the out-of-fold rows the confusion
     rates come from, and without a gold sample a warning with the gold rows a `target_width` interval needs."""
-    from weibolabel.stats.shares import gold_rows_needed
-
     whole = shares[shares["group"] == ""]
     headline = "ppi" if gold is not None else adjustment if oof is not None else "naive"
     summary = {
@@ -876,10 +861,6 @@ def _class_shares_section(
 ) -> list[str]:
     """The headline first (what it rests on, or the warning that it is not ready), the label-shift check, then
     every estimate side by side and the predicted-label shares."""
-    from weibolabel.stats.shares import (
-        MIN_CLASS_ROWS,  # here: shares imports calibration, which imports plots, then this
-    )
-
     adjusted_by = {"pacc": "PACC, on calibrated probabilities", "acc": "ACC, on predicted labels"}[config.adjustment]
     lines = ["## Class shares", ""]
     if gold is not None:

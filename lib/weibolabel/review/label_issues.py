@@ -8,7 +8,6 @@ no calibrated probabilities and no hand-set cut-off.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from weibolabel.data.labeled import MAX_LISTED, clean_text, label_cell_writer, p
 from weibolabel.data.labels import Label, LabelSchema, load_label_schema
 from weibolabel.data.tables import row_name
 from weibolabel.review.annotation import write_workbook
-from weibolabel.run.runs import RunLayout
+from weibolabel.run.runs import RunLayout, read_out_of_fold
 from weibolabel.util.errors import UserError
 
 ISSUE_COLUMNS = ["row_id", "text", "given_label", "suggested_label", "suggested_probability", "rank"]
@@ -31,59 +30,27 @@ KEEP, SUGGESTED, DROP = "keep", "suggested", "drop"
 def read_run_predictions(run: str | Path) -> tuple[pd.DataFrame, np.ndarray, LabelSchema, dict]:
     """A training run's out-of-fold rows (row_id, text, gold, fold), their probabilities [n, classes], the label
     schema and the run's resolved config."""
-    run = Path(run)
-    layout = RunLayout(run)
-    oof_path, config_path = layout.oof_predictions, layout.config
-    for path in (oof_path, config_path):
-        if not path.is_file():
-            raise UserError(f"{run} is not a finished training run of jobs/train.py (no {path.name}).")
+    oof, names = read_out_of_fold(run)
+    config_path = RunLayout(Path(run)).config
+    if not config_path.is_file():
+        raise UserError(f"{run} is not a finished training run of jobs/train.py (no {config_path.name}).")
     config = yaml.safe_load(config_path.read_text()) or {}
-    try:
-        oof = pd.read_parquet(oof_path)
-    except Exception as error:
-        raise UserError(f"{oof_path} is not a readable Parquet file ({type(error).__name__}: {error}).") from None
-    prob_columns = [c for c in oof.columns if str(c).startswith("prob_")]
-    missing = {"text", "gold"} - set(oof.columns)
-    if missing or not prob_columns or not ({"row_id", "row"} & set(oof.columns)):
-        raise UserError(f"{oof_path}: not the out-of-fold file of jobs/train.py (columns {list(oof.columns)}).")
-    names = [c.removeprefix("prob_") for c in prob_columns]
     try:  # the schema file gives the descriptions for the review sheet; the run's own names are the truth
         schema = load_label_schema(config.get("labels"))
     except UserError:  # moved or deleted since training
         schema = None
     if schema is None or schema.names != names:
         schema = LabelSchema(tuple(Label(i, name) for i, name in enumerate(names)))
-    if "row_id" not in oof.columns:
-        oof["row_id"] = row_ids_from_row_names(oof["row"], int(config.get("header_row") or 1))
     rows = pd.DataFrame(
         {
             "row_id": oof["row_id"].to_numpy(dtype=np.int64),
             "text": oof["text"].astype(str).to_numpy(dtype=object),
             "gold": oof["gold"].to_numpy(dtype=np.int64),
-            "fold": oof["fold"].to_numpy(dtype=np.int64) if "fold" in oof.columns else -1,
+            "fold": oof["fold"].to_numpy(dtype=np.int64),
         }
     )
-    probs = oof[prob_columns].to_numpy(dtype=np.float64)
+    probs = oof[[f"prob_{name}" for name in names]].to_numpy(dtype=np.float64)
     return rows, probs, schema, config
-
-
-def row_ids_from_row_names(rows: pd.Series, header_row: int = 1) -> np.ndarray:
-    """OLD RUN FORMAT ONLY: runs written before oof_predictions.parquet had an int64 `row_id` name each row as the
-    user sees it ("row 7" in a spreadsheet, "row index 5" in Parquet, "line 3" in text); this turns those names
-    back into 0-based positions in the training file (the inverse of `weibolabel.data.tables.row_name`)."""
-    ids = []
-    for value in rows.astype(str):
-        match = re.fullmatch(r"(row index|row|line) (\d+)", value)
-        if match is None:
-            raise UserError(f"Out-of-fold row name '{value}' is neither a row_id nor a name like 'row 7'.")
-        kind, number = match.group(1), int(match.group(2))
-        if kind == "row index":
-            ids.append(number)
-        elif kind == "line":
-            ids.append(number - 1)
-        else:
-            ids.append(number - header_row - 1)
-    return np.asarray(ids, dtype=np.int64)
 
 
 # ------------------------------------------------------------------------------------------------- finding

@@ -37,6 +37,7 @@ from weibolabel.util.errors import (
 from weibolabel.util.files import atomic_path, write_json
 
 if TYPE_CHECKING:
+    import pandas as pd
     from accelerate import Accelerator
 
 T = TypeVar("T")
@@ -241,7 +242,32 @@ class RunLayout:
         """A UserError naming the first missing file of those that a finished run has and its readers need."""
         for path in (self.metrics, self.folds_csv, self.oof_predictions):
             if not path.is_file():
-                raise UserError(f"{path} not found: is {self.root} a finished run of jobs/train.py?")
+                raise UserError(f"{path} not found: {self.root} is not a finished training run of jobs/train.py.")
+
+
+def read_out_of_fold(run: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """The one reader of a finished run's out-of-fold predictions: its rows in `row_id` order (row_id, text, gold,
+    fold, prob_<class> per class, ...) and the class names in id order. A run of an older format is refused."""
+    import pandas as pd  # not on the jobs' --help path
+
+    layout = RunLayout(Path(run))
+    path = layout.oof_predictions
+    if not path.is_file():
+        raise UserError(f"{path} not found: {layout.root} is not a finished training run of jobs/train.py.")
+    try:
+        oof = pd.read_parquet(path)
+    except Exception as error:
+        raise UserError(f"{path} is not a readable Parquet file ({type(error).__name__}: {error}).") from None
+    probs = [str(c).removeprefix("prob_") for c in oof.columns if str(c).startswith("prob_")]
+    metrics = json.loads(layout.metrics.read_text()) if layout.metrics.is_file() else {}
+    names = metrics.get("label_names") or probs
+    missing = {"row_id", "text", "gold", "fold", *(f"prob_{name}" for name in names)} - set(oof.columns)
+    if missing:
+        raise UserError(
+            f"{path} lacks the columns {sorted(missing)}: it is not an output of jobs/train.py, or one of an older "
+            "version. Train the run again with this version (same --data and --seed give the same folds)."
+        )
+    return oof.sort_values("row_id", kind="stable").reset_index(drop=True), list(names)
 
 
 def find_checkpoints(path: Path) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Temperature scaling fitted on out-of-fold predictions, expected calibration error and the reliability diagram.
+"""Temperature scaling fitted on out-of-fold predictions, expected calibration error and the reliability table.
 
 Every out-of-fold probability comes from the fold model that never saw that row, so fitting one temperature on
 them touches no test data of any fold and needs no extra held-out split. The log of a softmax output differs from
@@ -8,15 +8,11 @@ the logits only by a per-row constant, which the softmax ignores, so log-probabi
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from weibolabel.run.runs import RunLayout
 from weibolabel.util.errors import UserError
-from weibolabel.util.files import write_json
-from weibolabel.util.plots import plot_reliability
 
 NUM_BINS = 15
 FITTED_ON = "out-of-fold predictions"
@@ -112,19 +108,3 @@ def calibrate(probs: np.ndarray, labels: np.ndarray, num_bins: int = NUM_BINS) -
         "num_bins": num_bins,
     }
     return summary, calibrated
-
-
-def calibrate_run(probs: np.ndarray, labels: np.ndarray, out: Path) -> dict:
-    """A training run's calibration: `<out>/calibration.json` (read by the labeling job, which divides every fold
-    model's logits by T) and `<out>/plots/reliability.png`; returns the summary for metrics.json."""
-    summary, calibrated = calibrate(probs, labels)
-    run = RunLayout(out)
-    write_json(run.calibration, summary)
-    run.plots.mkdir(exist_ok=True)
-    plot_reliability(
-        reliability_table(probs, labels),
-        reliability_table(calibrated, labels),
-        summary,
-        run.plots / "reliability.png",
-    )
-    return summary

@@ -11,14 +11,9 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 from scipy import stats
 
-from weibolabel.run.runs import RunLayout
 from weibolabel.stats.metrics import HEADLINE
 from weibolabel.util.errors import UserError
 from weibolabel.util.markdown import markdown_table
@@ -90,25 +85,6 @@ def test_fraction_of(folds: list[dict]) -> float:
 
 
 # ------------------------------------------------------------------------------------------------- runs
-def read_run(run: str | Path) -> dict:
-    """What the comparison needs of a finished training run: metrics.json, folds.csv, the out-of-fold rows."""
-    run, layout = Path(run), RunLayout(run)
-    layout.require_finished()
-    oof = pd.read_parquet(layout.oof_predictions)
-    # The row column was "row" ("row 2") and is now the 0-based int "row_id": either orders the rows.
-    key = "row_id" if "row_id" in oof.columns else "row"
-    return {
-        "path": run,
-        "metrics": json.loads(layout.metrics.read_text()),
-        "folds": pd.read_csv(layout.folds_csv),
-        "oof": oof.sort_values(key, key=_row_order).reset_index(drop=True),
-    }
-
-
-def _row_order(values: pd.Series) -> pd.Series:
-    return values if values.dtype.kind in "iu" else values.astype(str).str.extract(r"(\d+)")[0].astype(int)
-
-
 def check_same_folds(a: dict, b: dict) -> None:
     """Paired tests need the very same rows in the very same folds; anything else is refused, naming the difference."""
     fa, fb = a["folds"], b["folds"]

@@ -28,6 +28,22 @@ import pandas as pd
 from weibolabel.stats.calibration import log_probs, softmax
 
 Z_95 = 1.959963984540054
+
+
+def wilson_interval(count: np.ndarray, total: int, z: float = Z_95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion: stays inside [0, 1] and behaves for small counts."""
+    count = np.asarray(count, dtype=np.float64)
+    if total == 0:
+        return np.full(count.shape, np.nan), np.full(count.shape, np.nan)
+    share = count / total
+    denominator = 1 + z**2 / total
+    centre = (share + z**2 / (2 * total)) / denominator
+    half = z * np.sqrt(share * (1 - share) / total + z**2 / (4 * total**2)) / denominator
+    low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    # exact at the ends (rounding would leave 1e-18 above a share of 0)
+    return np.where(count == 0, 0.0, low), np.where(count == total, 1.0, high)
+
+
 METHODS = ("acc", "pacc")
 
 
@@ -162,8 +178,6 @@ def ppi_mean(
 
 def classical_interval(gold: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float]:
     """The gold sample alone: its share and Wilson interval, the baseline PPI must beat."""
-    from weibolabel.review.analysis import wilson_interval
-
     gold = np.asarray(gold, dtype=np.float64)
     low, high = wilson_interval(np.array([gold.sum()]), len(gold), z=_z(alpha))
     return float(gold.mean()), float(low[0]), float(high[0])
@@ -230,8 +244,6 @@ def ppi_finite_share(
 def wilson_finite_share(count: int, n: int, population: int, alpha: float = 0.05) -> tuple[float, float, float]:
     """The gold rows alone: their share and Wilson interval with the finite-population correction (an effective
     sample size n (N - 1) / (N - n)), cut to what the gold rows already fix; exact when n = N."""
-    from weibolabel.review.analysis import wilson_interval
-
     share = count / n
     if n >= population:
         return float(share), float(share), float(share)

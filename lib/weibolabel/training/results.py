@@ -13,7 +13,7 @@ from weibolabel.data.tables import write_table
 from weibolabel.model.loading import is_demo_model, load_model_config
 from weibolabel.run.runs import RunLayout, now_utc
 from weibolabel.stats import comparison
-from weibolabel.stats.calibration import calibrate_run
+from weibolabel.stats.calibration import calibrate, reliability_table
 from weibolabel.stats.metrics import classification_metrics, summarize_folds
 from weibolabel.training import baseline
 from weibolabel.training.report import render_report
@@ -150,3 +150,19 @@ def write_plots(run: RunLayout, metrics: dict, folds: list[dict]) -> None:
         run.plots / "confusion_matrix.png",
         "Fine-tuned encoder, summed over test folds",
     )
+
+
+def calibrate_run(probs: np.ndarray, labels: np.ndarray, out: Path) -> dict:
+    """A training run's calibration: `<out>/calibration.json` (read by the labeling job, which divides every fold
+    model's logits by T) and `<out>/plots/reliability.png`; returns the summary for metrics.json."""
+    summary, calibrated = calibrate(probs, labels)
+    run = RunLayout(out)
+    write_json(run.calibration, summary)
+    run.plots.mkdir(exist_ok=True)
+    plots.plot_reliability(
+        reliability_table(probs, labels),
+        reliability_table(calibrated, labels),
+        summary,
+        run.plots / "reliability.png",
+    )
+    return summary

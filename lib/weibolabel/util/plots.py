@@ -16,7 +16,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from weibolabel.review.analysis import wilson_interval
 from weibolabel.util.files import atomic_path
 
 
@@ -145,10 +144,7 @@ def plot_group_shares(
     column, low, high = ("adjusted_share", "adjusted_low", "adjusted_high") if adjusted else ("naive_share",) * 3
     if headline:  # the published share, whichever method gave it (share_differences.csv names them)
         column, low, high = "share", "share_low", "share_high"
-    elif not adjusted:  # Wilson intervals around the naive count
-        part = part.copy()
-        low_high = [wilson_interval(np.array([s * n]), int(n)) for s, n in zip(part["naive_share"], part["n"])]
-        part["naive_low"], part["naive_high"] = [lo[0] for lo, _ in low_high], [hi[0] for _, hi in low_high]
+    elif not adjusted:  # Wilson intervals around the naive count (analysis.with_naive_intervals)
         low, high = "naive_low", "naive_high"
     width = 0.8 / len(names)
     figure, axis = plt.subplots(figsize=(max(7, 0.5 * len(groups) * len(names) + 3), 4.8))
