@@ -287,7 +287,7 @@ class AnalyzeConfig:
     )
     target_width: float = field(
         default=0.05,
-        metadata={"help": "Full width of a 95% interval the gold rows advised without a gold sample aim at."},
+        metadata={"help": "Full width of a 95%% interval the gold rows advised without a gold sample aim at."},
     )
     bootstrap_replicates: int = field(default=1000, metadata={"help": "Bootstrap replicates of the adjusted shares."})
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
