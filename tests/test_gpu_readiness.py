@@ -4,6 +4,7 @@ tested on CPU. tests/gpu_smoke.sh runs the same paths on a real GPU."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -23,6 +24,8 @@ import weibolabel
 import weibolabel.inference as inference
 from weibolabel.annotation import score_by_fold
 from weibolabel.config import TrainConfig
+from weibolabel.cuda_builds import minimum_driver, newest_torch_for_driver, version_tuple
+from weibolabel.device import Gpu, NodeGpus, TorchGpus, check_device, gpu_problem, node_gpus
 from weibolabel.errors import UserError
 from weibolabel.forward import classify, forward_path
 from weibolabel.inference import encode, inference_dtype, load_ensemble, predict_probs
@@ -40,7 +43,8 @@ from weibolabel.training import Recipe, Split, non_finite_loss_message, reset_lo
 
 from helpers import REPO
 from helpers.data import make_labeled_rows
-from helpers.jobs import load_job
+from helpers.gpus import DRIVER, GPU_NAME, fake_gpu_node
+from helpers.jobs import job_env, last_line, load_job, log_of, train_args
 
 SCHEMA = load_label_schema(None)
 NEVER_STOP = types.SimpleNamespace(check=lambda where: None)
@@ -444,3 +448,179 @@ def test_a_bad_collective_timeout_is_a_message_not_a_traceback(job, capsys):
     err = capsys.readouterr().err
     assert exited.value.code == 2
     assert "--collective_timeout_minutes must be positive" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------------- 8. no silent CPU
+TURING_NODE = NodeGpus(
+    counts={"SLURM_GPUS_ON_NODE=4": 4, "nvidia-smi": 4},
+    gpus=tuple(Gpu(GPU_NAME, (7, 5), 24020, 24576) for _ in range(4)),
+    driver=DRIVER,
+)
+
+
+def test_gpus_torch_cannot_use_are_a_problem_with_the_torch_to_install():
+    cpu_build = TorchGpus(version="2.13.0+cpu", cuda=None, usable=0)
+    problem, fix = gpu_problem(TURING_NODE, cpu_build)
+    for said in ("4 GPU(s)", GPU_NAME, f"driver {DRIVER}", "torch 2.13.0+cpu, a CPU build", "run on the CPU"):
+        assert said in problem, said
+    newest, cuda = newest_torch_for_driver(DRIVER)
+    # The newest build a 535 driver runs: its CUDA needs no more than 535, the next one (12.8) needs more.
+    assert version_tuple(minimum_driver(cuda)) <= version_tuple(DRIVER) < version_tuple(minimum_driver("12.8"))
+    assert f"TORCH_VERSION={newest} bash scripts/install.sh" in fix and "DEVICE=cpu" in fix and "--device cpu" in fix
+    # A CUDA 13.0 wheel (PyPI's torch 2.13) on the same driver: the driver it needs, and the torch that fits.
+    cuda13 = TorchGpus(version="2.13.0", cuda="13.0", usable=0, error="The NVIDIA driver on your system is too old")
+    problem, fix = gpu_problem(TURING_NODE, cuda13)
+    assert "a CUDA 13.0 build" in problem and "CUDA 13.0 needs driver >= 580.65.06" in problem
+    assert f"torch {newest}" in fix and "ask the administrators for driver >= 580.65.06" in fix
+    # A driver older than every build in the table: only a newer driver helps.
+    ancient = NodeGpus(counts={"nvidia-smi": 1}, driver="418.67")
+    assert "ask the administrators for an NVIDIA driver >= 450.80.02" in gpu_problem(ancient, cpu_build)[1]
+    # Agreement: torch uses the GPUs, or there are none to use.
+    assert gpu_problem(TURING_NODE, TorchGpus(version="2.7.1", cuda="12.6", usable=4)) is None
+    assert gpu_problem(NodeGpus(), cpu_build) is None
+    assert gpu_problem(NodeGpus(counts={"CUDA_VISIBLE_DEVICES=": 0, "nvidia-smi": 4}, hidden="x"), cpu_build) is None
+
+
+def test_the_node_is_read_from_slurm_cuda_visible_devices_and_nvidia_smi(tmp_path, monkeypatch):
+    for variable in ("SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(variable, raising=False)
+    env = fake_gpu_node(tmp_path, dict(os.environ))
+    monkeypatch.setenv("PATH", env["PATH"])
+    node = node_gpus()
+    assert (node.seen, node.driver, {gpu.name for gpu in node.gpus}) == (4, DRIVER, {GPU_NAME})
+    assert node.gpus[0].compute_capability == (7, 5) and node.gpus[0].free_mib == 24020
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0,1")
+    assert node_gpus().counts["SLURM_JOB_GPUS=0,1"] == 2
+    for hidden in ("", "-1", "NoDevFiles"):  # the user (or the test suite) hid every GPU: the CPU is their choice
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert node_gpus().seen == 0
+        check_device("auto")  # no problem, and no torch question
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with pytest.raises(UserError, match="a CPU build, cannot use them"):
+        check_device("auto")
+    check_device("cpu")  # asked for
+    with pytest.raises(UserError, match="Unknown device 'gpu'"):
+        check_device("gpu")
+
+
+def fake_node_env(tmp_path: Path) -> dict[str, str]:
+    return fake_gpu_node(tmp_path, job_env())
+
+
+def assert_refused_without_traceback(result: subprocess.CompletedProcess, written: Path) -> None:
+    log = log_of(result)
+    assert result.returncode != 0, log
+    assert "a CPU build, cannot use them" in log and f"driver {DRIVER}" in log and "TORCH_VERSION=" in log, log
+    assert log.count("a CPU build, cannot use them") == 1, log
+    assert "Traceback" not in log and "ChildFailedError" not in log, log
+    assert not written.exists() or not any(written.iterdir()), sorted(written.iterdir())
+
+
+# Each GPU job, by each way to start it; the launcher's exit status (accelerate launch -q exits 1 for any failure).
+LAUNCHES = {
+    "scripts/launch.sh": lambda job: ["bash", "scripts/launch.sh", f"jobs/{job}"],
+    "accelerate launch -q": lambda job: [sys.executable, "-m", "accelerate.commands.launch", "-q", f"jobs/{job}"],
+    "python": lambda job: [sys.executable, f"jobs/{job}"],
+}
+
+
+def job_arguments(job: str, tiny_run_dir: Path, labeled_xlsx: Path, tiny_base_model_dir: Path, out: Path):
+    if job == "train.py":
+        return train_args(labeled_xlsx, tiny_base_model_dir, out / "run")
+    if job == "label_corpus.py":
+        return ["--input", str(labeled_xlsx), "--model", str(tiny_run_dir), "--output", str(out / "labels.parquet")]
+    return ["--run", str(tiny_run_dir), "--output_dir", str(out / "curve"), "--fractions", "0.5"]
+
+
+def test_a_gpu_node_torch_cannot_use_stops_the_launch_script(tmp_path, tiny_base_model_dir, labeled_xlsx):
+    out = tmp_path / "out"
+    out.mkdir()
+    args = LAUNCHES["scripts/launch.sh"]("train.py") + train_args(labeled_xlsx, tiny_base_model_dir, out / "run")
+    result = subprocess.run(args, capture_output=True, text=True, env=fake_node_env(tmp_path), cwd=REPO, timeout=300)
+    assert_refused_without_traceback(result, out)
+    assert result.returncode == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", ["train.py", "label_corpus.py", "learning_curve.py"])
+@pytest.mark.parametrize("launch", list(LAUNCHES))
+def test_every_job_on_a_gpu_node_torch_cannot_use_stops_before_any_work(
+    job, launch, tmp_path, tiny_run_dir, labeled_xlsx, tiny_base_model_dir
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    args = LAUNCHES[launch](job) + job_arguments(job, tiny_run_dir, labeled_xlsx, tiny_base_model_dir, out)
+    before = sorted(p.name for p in tiny_run_dir.iterdir())
+    result = subprocess.run(args, capture_output=True, text=True, env=fake_node_env(tmp_path), cwd=REPO, timeout=300)
+    assert_refused_without_traceback(result, out)
+    assert sorted(p.name for p in tiny_run_dir.iterdir()) == before  # the learning curve writes into the run
+    assert result.returncode == (1 if launch.startswith("accelerate") else 2)
+
+
+@pytest.mark.slow
+def test_on_a_gpu_node_the_cpu_runs_when_asked_for(tmp_path, tiny_run_dir, labeled_xlsx, tiny_base_model_dir):
+    env = fake_node_env(tmp_path)
+    labels = tmp_path / "labels.parquet"
+    label = ["bash", "scripts/launch.sh", "jobs/label_corpus.py", "--input", str(labeled_xlsx)]
+    label += ["--model", str(tiny_run_dir), "--output", str(labels)]
+    result = subprocess.run(label, capture_output=True, text=True, env={**env, "DEVICE": "cpu"}, cwd=REPO, timeout=600)
+    assert result.returncode == 0, log_of(result)
+    assert len(pd.read_parquet(labels)) == 120
+    assert json.loads(labels.with_suffix(".summary.json").read_text())["processes"] == 2
+    train = [sys.executable, "-m", "accelerate.commands.launch", "-q", "--cpu", "jobs/train.py", "--device", "cpu"]
+    train += train_args(labeled_xlsx, tiny_base_model_dir, tmp_path / "run")
+    result = subprocess.run(train, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, log_of(result)
+    assert (tmp_path / "run" / "report.md").is_file()
+    bad_device = {**env, "DEVICE": "gpu"}
+    bad = subprocess.run([*label, "--overwrite"], capture_output=True, text=True, env=bad_device, cwd=REPO)
+    assert bad.returncode == 2 and last_line(bad.stderr).startswith("error: DEVICE=gpu: use DEVICE=cpu")
+
+
+def test_slurm_batch_prints_the_doctors_lines_and_stops_before_srun(tmp_path, tiny_base_model_dir, labeled_xlsx):
+    env = {**fake_node_env(tmp_path), "SLURM_JOB_ID": "7", "SLURM_GPUS_ON_NODE": "4", "REPO_DIR": str(REPO)}
+    out = tmp_path / "out"
+    out.mkdir()
+    batch = ["bash", "slurm/launch.sh", "batch", "jobs/train.py", *train_args(labeled_xlsx, tiny_base_model_dir, out)]
+    result = subprocess.run(batch, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    log = log_of(result)
+    assert result.returncode == 2, log
+    assert re.search(r"^problem\s+device\s+This node shows 4 GPU\(s\) \(Quadro RTX 6000\)", result.stdout, re.M), log
+    assert re.search(r"^ok\s+precision\s+fp32 .*compute capability 7\.5, it would be fp16", result.stdout, re.M), log
+    assert "a CPU build, cannot use them" in last_line(result.stderr) and "Traceback" not in log
+    assert not any(out.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------- 9. the doctor
+def doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "weibolabel.doctor", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+def line_of(result: subprocess.CompletedProcess, topic: str) -> str:
+    return next(line for line in result.stdout.splitlines() if line.split()[1:2] == [topic])
+
+
+def test_doctor_on_this_machine_and_on_a_gpu_node_torch_cannot_use(tmp_path, tiny_base_model_dir):
+    plain = {k: v for k, v in job_env(HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1").items()}
+    plain.pop("CUDA_VISIBLE_DEVICES")
+    args = ["--model", str(tiny_base_model_dir), "--output_dir", str(tmp_path / "run")]
+    here = doctor(plain, *args)
+    assert here.returncode == 0, log_of(here)
+    assert line_of(here, "device").startswith("ok") and "CPU" in line_of(here, "device")
+    assert re.match(r"ok\s+precision\s+fp32 \(CPU\)", line_of(here, "precision"))
+    for topic in ("model", "memory", "offline", "filesystem", "output"):
+        assert line_of(here, topic).startswith("ok"), line_of(here, topic)
+    assert not (tmp_path / "run").exists()  # nothing written
+
+    node = doctor(fake_gpu_node(tmp_path, plain), *args)
+    assert node.returncode == 1, log_of(node)
+    assert line_of(node, "device").startswith("problem") and "TORCH_VERSION=" in line_of(node, "device")
+    assert "23.5 GiB free on the fullest GPU" in line_of(node, "memory")  # nvidia-smi's free memory, torch or not
+    asked = doctor(fake_gpu_node(tmp_path, plain), *args, "--device", "cpu")
+    assert asked.returncode == 0 and "4 GPU(s) stay idle" in line_of(asked, "device")
+    # What a job's own options say: the missing model and an unwritable output are problems with their fix.
+    broken = doctor(plain, "jobs/train.py", "--model_name_or_path", str(tmp_path / "nope"), "--output_dir", "/proc/x")
+    assert broken.returncode == 1
+    assert line_of(broken, "model").startswith("problem") and "Model directory not found" in line_of(broken, "model")
+    assert line_of(broken, "output").startswith("problem") and "Cannot write to /proc/x" in line_of(broken, "output")
