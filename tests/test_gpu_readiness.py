@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from transformers.models.bert.modeling_bert import BertEmbeddings
 
 import weibolabel
@@ -44,7 +45,7 @@ from weibolabel.training import Recipe, Split, non_finite_loss_message, reset_lo
 from helpers import REPO
 from helpers.data import make_labeled_rows
 from helpers.gpus import DRIVER, GPU_NAME, fake_gpu_node
-from helpers.jobs import job_env, last_line, load_job, log_of, train_args
+from helpers.jobs import job_env, label_args, last_line, launch_job, load_job, log_of, train_args
 
 SCHEMA = load_label_schema(None)
 NEVER_STOP = types.SimpleNamespace(check=lambda where: None)
@@ -624,3 +625,47 @@ def test_doctor_on_this_machine_and_on_a_gpu_node_torch_cannot_use(tmp_path, tin
     assert broken.returncode == 1
     assert line_of(broken, "model").startswith("problem") and "Model directory not found" in line_of(broken, "model")
     assert line_of(broken, "output").startswith("problem") and "Cannot write to /proc/x" in line_of(broken, "output")
+
+
+# ------------------------------------------------------------------------------------------------- 10. transport
+def test_the_accelerate_config_pins_no_precision():
+    """The precision depends on the GPU: the launch passes weibolabel.precision's choice, never a file's bf16."""
+    assert "mixed_precision" not in yaml.safe_load((REPO / "accelerate_config.yaml").read_text())
+
+
+def exchanged(directory: Path) -> dict[str, dict[str, int]]:
+    """Per collective, its calls, bytes and largest tensor, summed over the processes' records."""
+    total: dict[str, dict[str, int]] = {}
+    for record in sorted(directory.glob("rank-*.json")):
+        for name, counts in json.loads(record.read_text()).items():
+            into = total.setdefault(name, {"calls": 0, "bytes": 0, "largest_tensor": 0})
+            into["calls"] += counts["calls"]
+            into["bytes"] += counts["bytes"]
+            into["largest_tensor"] = max(into["largest_tensor"], counts["largest_tensor"])
+    return total
+
+
+@pytest.mark.slow
+def test_ranks_exchange_only_barriers_and_small_objects(tmp_path, tiny_base_model_dir, labeled_xlsx):
+    """What docs/cluster.md's transport decision rests on: a 2-rank training (3 folds) and labeling exchange a few
+    dozen barriers and objects of some hundred bytes, no gradients (folds train side by side). Printed with -s."""
+    wrapper = str(REPO / "tests" / "helpers" / "scripts" / "collectives_wrapper.py")
+    run, labels = tmp_path / "run", tmp_path / "labels.parquet"
+    jobs = {
+        "train": [str(REPO / "jobs" / "train.py"), *train_args(labeled_xlsx, tiny_base_model_dir, run)],
+        "label_corpus": [str(REPO / "jobs" / "label_corpus.py"), *label_args(labeled_xlsx, run, labels)],
+    }
+    for job, args in jobs.items():
+        counted = tmp_path / f"collectives-{job}"
+        launch_job(wrapper, args, num_processes=2, env={"WEIBOLABEL_TEST_COLLECTIVES": str(counted)})
+        total = exchanged(counted)
+        assert len(list(counted.glob("rank-*.json"))) == 2 and total, job
+        for name, counts in sorted(total.items()):
+            print(
+                f"{job}: {name} {counts['calls']} calls, {counts['bytes']} bytes, largest tensor "
+                f"{counts['largest_tensor']} bytes (both ranks)"
+            )
+        # The tiny model has ~0.7 M parameters (2.8 MB of fp32 gradients): any gradient exchange would be larger.
+        assert max(counts["largest_tensor"] for counts in total.values()) <= 64 * 1024, total
+        assert sum(counts["bytes"] for counts in total.values()) <= 1024 * 1024, total
+        assert not {"all_reduce", "reduce_scatter"} & {name for name, counts in total.items() if counts["calls"]}
