@@ -25,7 +25,7 @@ import weibolabel
 import weibolabel.inference as inference
 from weibolabel.annotation import score_by_fold
 from weibolabel.config import TrainConfig
-from weibolabel.cuda_builds import minimum_driver, newest_torch_for_driver, version_tuple
+from weibolabel.cuda_builds import torch_for_driver
 from weibolabel.device import Gpu, NodeGpus, TorchGpus, check_device, gpu_problem, node_gpus
 from weibolabel.errors import UserError
 from weibolabel.forward import classify, forward_path
@@ -464,18 +464,19 @@ def test_gpus_torch_cannot_use_are_a_problem_with_the_torch_to_install():
     problem, fix = gpu_problem(TURING_NODE, cpu_build)
     for said in ("4 GPU(s)", GPU_NAME, f"driver {DRIVER}", "torch 2.13.0+cpu, a CPU build", "run on the CPU"):
         assert said in problem, said
-    newest, cuda = newest_torch_for_driver(DRIVER)
-    # The newest build a 535 driver runs: its CUDA needs no more than 535, the next one (12.8) needs more.
-    assert version_tuple(minimum_driver(cuda)) <= version_tuple(DRIVER) < version_tuple(minimum_driver("12.8"))
-    assert f"TORCH_VERSION={newest} bash scripts/install.sh" in fix and "DEVICE=cpu" in fix and "--device cpu" in fix
+    # What a 535 driver runs (cuda_builds' table): PyPI's torch 2.4.1 (CUDA 12.1), or 2.7.1's CUDA 11.8 build.
+    advice = torch_for_driver(DRIVER)
+    assert "TORCH_VERSION=2.4.1" in advice and "TORCH_INDEX_URL=https://download.pytorch.org/whl/cu118" in advice
+    assert f"reinstall torch for this driver: {advice} with bash scripts/install.sh" in fix
+    assert "DEVICE=cpu" in fix and "--device cpu" in fix
     # A CUDA 13.0 wheel (PyPI's torch 2.13) on the same driver: the driver it needs, and the torch that fits.
     cuda13 = TorchGpus(version="2.13.0", cuda="13.0", usable=0, error="The NVIDIA driver on your system is too old")
     problem, fix = gpu_problem(TURING_NODE, cuda13)
     assert "a CUDA 13.0 build" in problem and "CUDA 13.0 needs driver >= 580.65.06" in problem
-    assert f"torch {newest}" in fix and "ask the administrators for driver >= 580.65.06" in fix
+    assert "TORCH_VERSION=2.4.1" in fix and "ask for driver >= 580.65.06" in fix
     # A driver older than every build in the table: only a newer driver helps.
     ancient = NodeGpus(counts={"nvidia-smi": 1}, driver="418.67")
-    assert "ask the administrators for an NVIDIA driver >= 450.80.02" in gpu_problem(ancient, cpu_build)[1]
+    assert "ask for an NVIDIA driver >= 520.61.05" in gpu_problem(ancient, cpu_build)[1]
     # Agreement: torch uses the GPUs, or there are none to use.
     assert gpu_problem(TURING_NODE, TorchGpus(version="2.7.1", cuda="12.6", usable=4)) is None
     assert gpu_problem(NodeGpus(), cpu_build) is None

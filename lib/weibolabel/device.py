@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from weibolabel.cuda_builds import MINIMUM_DRIVER, minimum_driver, newest_torch_for_driver, version_tuple
+from weibolabel.cuda_builds import driver_runs, required_driver, torch_for_driver
 from weibolabel.errors import UserError
 
 DEVICES = ("auto", "cpu")
@@ -71,6 +71,13 @@ class TorchGpus:
     cuda: str | None  # torch.version.cuda; None for a CPU build
     usable: int  # GPUs torch can compute on (0 when torch.cuda.is_available() is False)
     error: str | None = None  # torch's own reason, when it gave one ("The NVIDIA driver on your system is too old")
+
+    def needed_driver(self) -> str | None:
+        """The lowest driver for torch's CUDA build; None for a CPU build or a CUDA the table does not know."""
+        try:
+            return required_driver(self.cuda) if self.cuda else None
+        except ValueError:
+            return None
 
     def describe(self) -> str:
         return f"torch {self.version}, " + (f"a CUDA {self.cuda} build" if self.cuda else "a CPU build")
@@ -168,30 +175,21 @@ def gpu_problem(node: NodeGpus, torch_info: TorchGpus) -> tuple[str, str] | None
     """(what is wrong, the fix) when the node shows GPUs that torch cannot use; None when they agree."""
     if not node.seen or torch_info.usable:
         return None
-    needed = minimum_driver(torch_info.cuda) if torch_info.cuda else None
-    too_old = bool(needed and node.driver and version_tuple(node.driver) < version_tuple(needed))
+    needed = torch_info.needed_driver()
+    too_old = bool(needed and node.driver) and not driver_runs(node.driver, torch_info.cuda)
     reason = f"CUDA {torch_info.cuda} needs driver >= {needed}" if too_old else torch_info.error
     problem = (
         f"This node shows {node.describe()}, but {torch_info.describe()}, cannot use them"
         + (f" ({reason})" if reason else "")
         + ": a job would run on the CPU"
     )
-    suggestion = newest_torch_for_driver(node.driver) if node.driver else None
-    if suggestion:
-        release, cuda = suggestion
-        fix = f"install torch {release} (a CUDA {cuda} build, which driver {node.driver} runs): "
-        fix += f"TORCH_VERSION={release} bash scripts/install.sh"
-        if too_old:
-            fix += f"; or ask the administrators for driver >= {needed} (for torch {torch_info.version})"
-    elif node.driver:
-        fix = f"ask the administrators for an NVIDIA driver >= {min_supported_driver()} (this one is too old)"
+    if node.driver:
+        advice = torch_for_driver(node.driver)
+        fix = advice if advice.startswith("no torch build") else f"reinstall torch for this driver: {advice}"
+        fix += " with bash scripts/install.sh" if not advice.startswith("no torch build") else ""
     else:
         fix = "install a CUDA build of torch that this node's NVIDIA driver runs (docs/cluster.md has the table)"
     return problem, f"{fix}; or {CPU_CHOICE}"
-
-
-def min_supported_driver() -> str:
-    return min(MINIMUM_DRIVER.values(), key=version_tuple)
 
 
 def check_device(requested: str = "auto") -> None:

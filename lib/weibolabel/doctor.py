@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from weibolabel.config import DEVICE_OPTION, LabelConfig, TrainConfig, parse_config
-from weibolabel.cuda_builds import minimum_driver, version_tuple
+from weibolabel.cuda_builds import driver_runs
 from weibolabel.device import NodeGpus, TorchGpus, gpu_problem, node_gpus, torch_gpus
 from weibolabel.errors import UserError
 from weibolabel.precision import choose_precision
@@ -95,12 +95,12 @@ def check_gpus(settings: Settings, node: NodeGpus, torch_info: TorchGpus) -> lis
         )
     else:
         lines.append(Line("ok", "device", f"CPU, the node has no GPU; {torch_info.describe()}"))
-    if node.driver and torch_info.cuda:
-        needed = minimum_driver(torch_info.cuda)
-        if needed and version_tuple(node.driver) < version_tuple(needed):
+    needed = torch_info.needed_driver()
+    if node.driver and needed:
+        if not driver_runs(node.driver, torch_info.cuda):
             lines.append(Line("problem", "driver", f"{node.driver} < {needed}, what CUDA {torch_info.cuda} needs"))
         else:
-            lines.append(Line("ok", "driver", f"{node.driver} runs CUDA {torch_info.cuda} (needs >= {needed or '?'})"))
+            lines.append(Line("ok", "driver", f"{node.driver} runs CUDA {torch_info.cuda} (needs >= {needed})"))
     return lines
 
 
