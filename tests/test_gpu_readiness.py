@@ -670,3 +670,22 @@ def test_ranks_exchange_only_barriers_and_small_objects(tmp_path, tiny_base_mode
         assert max(counts["largest_tensor"] for counts in total.values()) <= 64 * 1024, total
         assert sum(counts["bytes"] for counts in total.values()) <= 1024 * 1024, total
         assert not {"all_reduce", "reduce_scatter"} & {name for name, counts in total.items() if counts["calls"]}
+
+
+# ------------------------------------------------------------------------------------------------- 11. the smoke test
+@pytest.mark.slow
+def test_the_gpu_smoke_test_runs_its_steps_on_the_cpu(tmp_path):
+    """tests/gpu_smoke.sh --cpu (CI runs it too): the GPU checks' own code, on a tiny model, so that an import error
+    or a renamed function fails here and not first on the cluster."""
+    result = subprocess.run(
+        ["bash", str(REPO / "tests" / "gpu_smoke.sh"), "--cpu", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=job_env(),
+        cwd=REPO,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    for check in ("demo-no", "resume", "forward"):
+        assert re.search(rf"^  PASS  {check} \(", result.stdout, re.M), result.stdout
+    assert "FAIL" not in result.stdout
