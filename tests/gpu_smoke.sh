@@ -39,6 +39,7 @@ mkdir -p "$work/logs" || exit 2
 if [[ $device == cpu ]]; then
     export DEVICE=cpu NUM_PROCESSES=2 # scripts/launch.sh: 2 gloo ranks on the CPU, GPUs or not
     precisions=(no)
+    ranks=2
     echo "CPU run: torch $(python -c 'import torch; print(torch.__version__)'); work directory: $work"
 else
     if ! python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
@@ -50,6 +51,7 @@ else
 f'{p.name}, compute capability {p.major}.{p.minor}, {p.total_memory / 2**30:.0f} GiB; torch {torch.__version__}, ' \
 f'CUDA {torch.version.cuda}')"
     auto=$(python -m weibolabel.precision) # bf16 where native, else fp16
+    ranks=$(python -c "import torch; print(torch.cuda.device_count())") # scripts/launch.sh starts one per GPU
     precisions=(fp16)
     [[ $auto == bf16 ]] && precisions+=(bf16)
     echo "weibolabel.precision chooses: $auto; work directory: $work"
@@ -107,11 +109,11 @@ demo() {
         python jobs/predict.py --model "$run" --precision "$precision" "${device_args[@]}" "张国立老师主持得太好了" \
             "越王勾践剑太震撼了" 2>"$run/predict.err" &&
         cat "$run/predict.err" &&
-        python - "$run" "$precision" "$(torch_dtype "$precision")" <<'EOF'
+        python - "$run" "$precision" "$(torch_dtype "$precision")" "$ranks" <<'EOF'
 import json, sys
 from pathlib import Path
 from weibolabel.parquet_io import read_metadata
-run, precision, dtype = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+run, precision, dtype, ranks = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 recorded = {
     "env.json": json.loads((run / "env.json").read_text())["hardware"]["mixed_precision"],
     "metrics.json": json.loads((run / "metrics.json").read_text())["env"]["hardware"]["mixed_precision"],
@@ -120,8 +122,12 @@ recorded = {
 }
 print(recorded)
 assert recorded == {"env.json": precision, "metrics.json": precision, "labels.parquet": dtype, "predict": True}
-processes = json.loads((run / "env.json").read_text())["hardware"]["num_processes"]
-print("processes: training", processes, "labeling", json.loads((run / "labels.summary.json").read_text())["processes"])
+processes = (
+    json.loads((run / "env.json").read_text())["hardware"]["num_processes"],
+    json.loads((run / "labels.summary.json").read_text())["processes"],
+)
+print("processes (training, labeling):", processes)
+assert processes == (ranks, ranks)  # one per GPU (two ranks where two GPUs exist), or the 2 CPU ranks asked for
 print("macro-F1", json.loads((run / "metrics.json").read_text())["summary"]["macro_f1"])
 EOF
 }

@@ -184,9 +184,8 @@ def gpu_problem(node: NodeGpus, torch_info: TorchGpus) -> tuple[str, str] | None
         + ": a job would run on the CPU"
     )
     if node.driver:
-        advice = torch_for_driver(node.driver)
-        fix = advice if advice.startswith("no torch build") else f"reinstall torch for this driver: {advice}"
-        fix += " with bash scripts/install.sh" if not advice.startswith("no torch build") else ""
+        advice = torch_for_driver(node.driver)  # "TORCH_VERSION=... or ...", or the driver to ask for
+        fix = advice if advice.startswith("no torch build") else f"bash scripts/install.sh with {advice}"
     else:
         fix = "install a CUDA build of torch that this node's NVIDIA driver runs (docs/cluster.md has the table)"
     return problem, f"{fix}; or {CPU_CHOICE}"
