@@ -242,17 +242,25 @@ def check_output(settings: Settings) -> list[Line]:
     return [*lines, Line("ok", "output", f"{output}: writable")]
 
 
+def guarded(topic: str, check) -> list[Line]:
+    """A check's lines; an error it did not expect is a warning line, not a crash: the doctor opens every SLURM
+    job's log, and the job's own checks still stop it on what matters."""
+    try:
+        lines = check()
+    except Exception as error:
+        return [Line("warning", topic, f"could not be checked: {type(error).__name__}: {error}")]
+    return lines if isinstance(lines, list) else [lines]
+
+
 def diagnose(settings: Settings) -> list[Line]:
     node = node_gpus()
     torch_info = torch_gpus()
-    lines = check_gpus(settings, node, torch_info)
-    more, _ = check_precision_and_transport(settings, node, torch_info)
     return [
-        *lines,
-        *more,
-        *check_model_and_memory(settings, torch_info, node),
+        *check_gpus(settings, node, torch_info),
+        *guarded("precision", lambda: check_precision_and_transport(settings, node, torch_info)[0]),
+        *guarded("model", lambda: check_model_and_memory(settings, torch_info, node)),
         check_offline(),
-        *check_output(settings),
+        *guarded("output", lambda: check_output(settings)),
     ]
 
 
