@@ -86,8 +86,9 @@ def torch_for_driver(driver_version: str) -> str:
     if alternatives:
         # The newest release first, then its newest CUDA build the driver runs.
         torch, cuda = max(alternatives, key=lambda pair: (_version_key(pair[0]), _version_key(pair[1])))
-        url = INDEX_URL.format(digits=cuda.replace(".", ""))
-        advice.append(f"TORCH_VERSION={torch} TORCH_INDEX_URL={url} (CUDA {cuda})")
+        digits = cuda.replace(".", "")
+        # The +cuXYZ label too: without it pip keeps PyPI's build of the same release if that is installed already.
+        advice.append(f"TORCH_VERSION={torch}+cu{digits} TORCH_INDEX_URL={INDEX_URL.format(digits=digits)}")
     if not advice:
         oldest = min(CUDA_DRIVER.values(), key=_version_key)
         return f"no torch build from 2.4 on runs on driver {driver_version}: ask for an NVIDIA driver >= {oldest}"
