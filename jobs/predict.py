@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if lowered:
             print(f"warning: {lowered}", file=sys.stderr)
         labels = label_texts(ensemble, comments, max_length)
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:
         print("error: Out of GPU memory scoring these comments: pass fewer at a time.", file=sys.stderr)
         return 2
     except UserError as error:

@@ -27,20 +27,20 @@ def test_every_build_in_the_tables_has_a_known_driver():
         (
             "535.183.01",
             "TORCH_VERSION=2.4.1 ",
-            "TORCH_VERSION=2.7.1 TORCH_INDEX_URL=https://download.pytorch.org/whl/cu118",
+            "TORCH_VERSION=2.7.1+cu118 TORCH_INDEX_URL=https://download.pytorch.org/whl/cu118",
         ),
         (
             "550.54.15",
             "TORCH_VERSION=2.6.0 ",
-            "TORCH_VERSION=2.7.1 TORCH_INDEX_URL=https://download.pytorch.org/whl/cu118",
+            "TORCH_VERSION=2.7.1+cu118 TORCH_INDEX_URL=https://download.pytorch.org/whl/cu118",
         ),
         (
             "560.35.05",
             "TORCH_VERSION=2.7.1 ",
-            "TORCH_VERSION=2.9.1 TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126",
+            "TORCH_VERSION=2.9.1+cu126 TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126",
         ),
         ("570.86.10", "TORCH_VERSION=2.10.0 ", None),
-        ("525.147.05", None, "TORCH_VERSION=2.7.1 TORCH_INDEX_URL=https://download.pytorch.org/whl/cu118"),
+        ("525.147.05", None, "TORCH_VERSION=2.7.1+cu118 TORCH_INDEX_URL=https://download.pytorch.org/whl/cu118"),
     ],
 )
 def test_an_older_driver_gets_the_newest_torch_it_runs_and_the_driver_for_the_newest(driver, default, alternative):

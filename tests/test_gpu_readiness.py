@@ -243,7 +243,7 @@ def test_fp16_overflow_message_suggests_bf16_or_fp32():
 @pytest.mark.parametrize(
     "error",
     [
-        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
         RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
         RuntimeError("cuDNN error: CUDNN_STATUS_NOT_ENOUGH_WORKSPACE"),
         RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported"),
@@ -285,7 +285,7 @@ def test_cublas_out_of_memory_is_caught_like_torchs_own(tiny_base_model_dir, che
     model = load_pretrained_classifier(str(tiny_base_model_dir), SCHEMA)
     monkeypatch.setattr(BertEmbeddings, "forward", _cublas_out_of_memory)
     # Scoring (validation, labeling, predict): one type for every caller.
-    with pytest.raises(torch.OutOfMemoryError, match="CUBLAS_STATUS_ALLOC_FAILED"):
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="CUBLAS_STATUS_ALLOC_FAILED"):
         predict_probs([model], [[101, 102]], 0)
     # Training steps.
     accelerator = make_accelerator()
@@ -314,7 +314,7 @@ def test_out_of_memory_loading_the_ensemble_is_a_clear_error(tmp_path, monkeypat
     def load(directory, dtype=None):
         calls.append(directory)
         if len(calls) == 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 400.00 MiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 400.00 MiB")
         return torch.nn.Linear(1, 1), SCHEMA
 
     monkeypatch.setattr(inference, "load_checkpoint", load)
@@ -332,18 +332,21 @@ def test_version_floors_are_the_tested_versions_and_checked_at_import():
     for package, minimum in weibolabel.MINIMUM_VERSIONS.items():
         assert floors[package] == minimum, f"pyproject.toml and weibolabel.MINIMUM_VERSIONS disagree on {package}"
     assert weibolabel.too_old(weibolabel._installed_versions()) == {}  # this environment is what was tested
-    assert weibolabel.too_old({"torch": "2.4.1+cu121", "transformers": "5.24.0", "accelerate": "0.34.2"}) == {
-        "torch": "2.4.1+cu121",
-        "accelerate": "0.34.2",
+    assert weibolabel.too_old({"torch": "2.3.1+cu121", "transformers": "5.0.0", "accelerate": "1.1.1"}) == {
+        "torch": "2.3.1+cu121",
+        "accelerate": "1.1.1",
+    }
+    assert weibolabel.too_old({"torch": "2.4.0+cu121", "transformers": "4.57.1", "accelerate": "1.2.0"}) == {
+        "transformers": "4.57.1"
     }
     # A `pip install --no-deps` next to an old torch: the first import says what to do.
     fake_old_torch = (
         "import importlib.metadata as m; real = m.version; "
-        "m.version = lambda p: '2.4.1' if p == 'torch' else real(p); import weibolabel"
+        "m.version = lambda p: '2.3.1' if p == 'torch' else real(p); import weibolabel"
     )
     result = subprocess.run([sys.executable, "-c", fake_old_torch], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert "ImportError: weibolabel needs torch>=2.13 (found 2.4.1): upgrade with pip install 'torch>=2.13'" in (
+    assert "ImportError: weibolabel needs torch>=2.4 (found 2.3.1): upgrade with pip install 'torch>=2.4'" in (
         result.stderr
     )
 

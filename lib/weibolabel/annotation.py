@@ -80,7 +80,7 @@ def score_by_fold(run: str | Path, texts: list[str], precision: str | None = Non
         fold_probs = [
             predict_probs([m], encoded.input_ids, pad, temperature=ensemble.temperature) for m in ensemble.models
         ]
-    except torch.OutOfMemoryError:  # predict_probs raises this type for cuBLAS/cuDNN exhaustion too
+    except torch.cuda.OutOfMemoryError:  # predict_probs raises this type for cuBLAS/cuDNN exhaustion too
         raise UserError(
             f"Out of GPU memory scoring {len(texts)} comments with each fold model of {run}: lower --pool_factor "
             "(fewer comments are re-scored), or free the GPU."

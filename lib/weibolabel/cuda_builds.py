@@ -73,22 +73,23 @@ def driver_runs(driver_version: str, cuda_version: str) -> bool:
 
 def torch_for_driver(driver_version: str) -> str:
     """What to install for this driver: the newest torch whose PyPI wheel it runs, and PyTorch's index alternative."""
-    default = [torch for torch, cuda in PYPI_TORCH_CUDA.items() if driver_runs(driver_version, cuda)]
+    runnable = [torch for torch, cuda in PYPI_TORCH_CUDA.items() if driver_runs(driver_version, cuda)]
+    default = max(runnable, key=_version_key) if runnable else None
     alternatives = [
         (torch, cuda)
         for torch, builds in INDEX_TORCH_CUDA.items()
         for cuda in builds
-        if driver_runs(driver_version, cuda) and (not default or _version_key(torch) > _version_key(default[-1]))
+        if driver_runs(driver_version, cuda) and (default is None or _version_key(torch) > _version_key(default))
     ]
     advice = []
     if default:
-        torch = default[-1]
-        advice.append(f"TORCH_VERSION={torch} (PyPI's build, CUDA {PYPI_TORCH_CUDA[torch]})")
+        advice.append(f"TORCH_VERSION={default} (PyPI's build, CUDA {PYPI_TORCH_CUDA[default]})")
     if alternatives:
         # The newest release first, then its newest CUDA build the driver runs.
         torch, cuda = max(alternatives, key=lambda pair: (_version_key(pair[0]), _version_key(pair[1])))
-        url = INDEX_URL.format(digits=cuda.replace(".", ""))
-        advice.append(f"TORCH_VERSION={torch} TORCH_INDEX_URL={url} (CUDA {cuda})")
+        digits = cuda.replace(".", "")
+        # The +cuXYZ label too: without it pip keeps PyPI's build of the same release if that is installed already.
+        advice.append(f"TORCH_VERSION={torch}+cu{digits} TORCH_INDEX_URL={INDEX_URL.format(digits=digits)}")
     if not advice:
         oldest = min(CUDA_DRIVER.values(), key=_version_key)
         return f"no torch build from 2.4 on runs on driver {driver_version}: ask for an NVIDIA driver >= {oldest}"
