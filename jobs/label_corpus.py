@@ -35,6 +35,7 @@ from weibolabel.labeling.parts import (
     output_schema,
 )
 from weibolabel.run.config import LabelConfig, config_to_dict, parse_config
+from weibolabel.run.device import check_device
 from weibolabel.run.preemption import StopSignal
 from weibolabel.run.runs import (
     RunLock,
@@ -75,11 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     # Step 1, before the heavy imports: every process checks the options, the paths and the model's files; the main
     # process also reads every input's header (a wrong column) and counts its rows, which it then need not redo.
     try:
+        check_device(config.device)  # a GPU node whose GPUs torch cannot use stops here, not on its CPU
         output, files = check_inputs(config)
         row_counts = open_corpus(config, files).row_counts if is_main_launch_process() else None
     except (UserError, OSError, KeyboardInterrupt) as error:
         return refuse(error, "label_corpus")
-    accelerator = make_accelerator(config.collective_timeout_minutes)
+    accelerator = make_accelerator(config.collective_timeout_minutes, config.device)
     with RunLock() as lock:  # released on every way out; taken once the inputs are checked
 
         def work() -> None:
@@ -101,6 +103,7 @@ def preflight(argv: list[str]) -> None:
     process): the job's own checks of step 1, in one process without accelerate or model weights, and every input
     file's columns; nothing is written."""
     config = parse_config(LabelConfig, argv, description=__doc__)
+    check_device(config.device)
     output, files = check_inputs(config)
     check_lock_free(output_lock_path(output), "labeling run")
     open_corpus(config, files)
@@ -201,7 +204,15 @@ def known_settings(config: LabelConfig, files: list[Path]) -> dict:
     only move float rounding, so after an out-of-memory error a re-run with a smaller budget keeps the finished
     chunks; max_length is recorded as the job resolves it. Where the output is does not change what it holds: a
     file moved or copied elsewhere is still recognised as complete."""
-    ignored = {"output", "overwrite", "low_confidence", "batch_size", "max_tokens", "collective_timeout_minutes"}
+    ignored = {
+        "output",
+        "overwrite",
+        "low_confidence",
+        "batch_size",
+        "max_tokens",
+        "collective_timeout_minutes",
+        "device",
+    }
     ignored.add("max_length")
     settings = {k: v for k, v in config_to_dict(config).items() if k not in ignored}
     if settings.get("quantize") is None:  # as recorded before --quantize existed: those runs still resume

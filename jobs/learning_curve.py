@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from weibolabel.data.tables import write_table
-from weibolabel.run.config import parse_config
+from weibolabel.run.config import DEVICE_OPTION, parse_config
+from weibolabel.run.device import check_device
 from weibolabel.run.preemption import StopSignal
 from weibolabel.run.runs import (
     RunLayout,
@@ -54,17 +55,27 @@ class LearningCurveConfig:
     )
     baseline_only: bool = field(default=False, metadata={"help": "Only the TF-IDF baseline (fast; no encoder)."})
     output_dir: str | None = field(default=None, metadata={"help": "Where to write (default: the run directory)."})
+    device: str = field(default="auto", metadata=DEVICE_OPTION)
 
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(LearningCurveConfig, argv, description=__doc__)
     setup_logging()
     try:
+        check_device(config.device)  # a GPU node whose GPUs torch cannot use stops here, not on its CPU
         check_run(config)  # before the heavy imports: a wrong --run is said at once
     except (UserError, KeyboardInterrupt) as error:
         return refuse(error, "learning_curve")
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(device=config.device)
     return run_guarded(lambda: learning_curve(config, accelerator, StopSignal()), accelerator, logger, "finished cells")
+
+
+def preflight(argv: list[str]) -> None:
+    """`python -m weibolabel.run.preflight jobs/learning_curve.py ARGS` (the launch scripts, before starting any
+    process): the device and the run directory, in one process; nothing is written."""
+    config = parse_config(LearningCurveConfig, argv, description=__doc__)
+    check_device(config.device)
+    check_run(config)
 
 
 def check_run(config: LearningCurveConfig) -> None:

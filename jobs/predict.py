@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from weibolabel.run.config import DEVICE_OPTION
+from weibolabel.run.device import job_device
 from weibolabel.run.precision import PRECISIONS, choose_precision, device_capability
 from weibolabel.run.runs import find_checkpoints, setup_logging
 from weibolabel.util.errors import UserError
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="auto (default): the labeling job's choice for this device; no = fp32.",
     )
+    parser.add_argument("--device", **DEVICE_OPTION, default="auto")
     parser.add_argument(
         "--encoding", default=None, help="Encoding of the comments on stdin (default: detect, as for .txt files)."
     )
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     from weibolabel.model.loading import fit_max_length
 
     try:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(job_device(args.device))
         precision, warning = choose_precision(
             None if args.precision == "auto" else args.precision,
             device_type=device.type,
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if lowered:
             print(f"warning: {lowered}", file=sys.stderr)
         labels = label_texts(ensemble, comments, max_length)
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:
         print("error: Out of GPU memory scoring these comments: pass fewer at a time.", file=sys.stderr)
         return 2
     except UserError as error:

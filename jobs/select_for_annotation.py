@@ -99,7 +99,7 @@ def select(config: SelectConfig) -> None:
         groups = pd.Series([group_key(clean_text(t)) for t in frame["text"]])
         pool = entropy_rank.index[~groups[entropy_rank.index].duplicated()][: config.pool_factor * config.k]
         frame, probs = frame.iloc[pool].reset_index(drop=True), probs[pool]
-        scores = fold_disagreement(score_by_fold(config.model, frame["text"].tolist()))
+        scores = fold_disagreement(score_by_fold(config.model, frame["text"].tolist(), device=config.device))
     else:
         scores = uncertainty(probs, config.method)
 

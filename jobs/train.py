@@ -26,6 +26,7 @@ from weibolabel.data.labeled import LabeledData, load_labeled
 from weibolabel.data.labels import LabelSchema, load_label_schema
 from weibolabel.data.tables import write_table
 from weibolabel.run.config import TrainConfig, config_to_dict, parse_config, write_config
+from weibolabel.run.device import check_device
 from weibolabel.run.preemption import StopSignal
 from weibolabel.run.runs import (
     RunLayout,
@@ -67,10 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     # Step 1's data checks come before the heavy imports; every process reads the data, as each one trains on it.
     try:
+        check_device(config.device)  # a GPU node whose GPUs torch cannot use stops here, not on its CPU
         schema, data = check_data(config)
     except (UserError, OSError, KeyboardInterrupt) as error:
         return refuse(error, "train")
-    accelerator = make_accelerator(config.collective_timeout_minutes)
+    accelerator = make_accelerator(config.collective_timeout_minutes, config.device)
     kept = "finished folds and epochs"  # what a stopped run keeps, for its message
     with RunLock() as lock:  # released on every way out; taken once the inputs are checked
 
@@ -85,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
 def preflight(argv: list[str]) -> None:
     """`python -m weibolabel.run.preflight jobs/train.py ARGS` (the launch scripts, before starting any process): the
     job's own checks of step 1 and 2, in one process without accelerate; nothing is written."""
-    config, schema, _, _, _ = check_inputs(parse_config(TrainConfig, argv, description=__doc__))
+    config = parse_config(TrainConfig, argv, description=__doc__)
+    check_device(config.device)
+    config, schema, _, _, _ = check_inputs(config)
     out = Path(config.output_dir)
     check_lock_free(training_lock_path(out), "training run")
     check_run_directory(out, run_identity(config, schema), "training run")
@@ -255,6 +259,7 @@ def run_identity(config: TrainConfig, schema) -> dict:
     }
     identity.pop("output_dir")
     identity.pop("collective_timeout_minutes")
+    identity.pop("device")  # a run started on the CPU may finish on a GPU: the recorded precision says which ran
     return identity
 
 

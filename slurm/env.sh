@@ -8,5 +8,8 @@
 export VENV="${VENV:-}" CONDA_ENV="${CONDA_ENV:-}"
 # Processes per node (default: one per GPU, or 2 on a CPU-only allocation).
 export PROCS_PER_NODE="${PROCS_PER_NODE:-}"
+# DEVICE=cpu runs on the CPU on purpose (the job gets --device cpu). Unset: the GPUs; a node whose GPUs torch
+# cannot use (CPU build, driver too old) stops the job at once, saying which torch to install.
+export DEVICE="${DEVICE:-}"
 # HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE / HF_DATASETS_OFFLINE=1 are set by
-# slurm/launch.sh: the model must be a local directory.
+# slurm/launch.sh (scripts/launch.sh's export_job_environment): the model must be a local directory.

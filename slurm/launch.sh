@@ -3,6 +3,7 @@
 #   launch.sh batch SCRIPT [ARGS...]                  in the batch job: environment, input checks, srun, signals
 #   launch.sh node [--print-command] SCRIPT [ARGS...]  on every node (srun): execs this node's `accelerate launch`
 #   launch.sh gpus                                     on every node (srun): prints "NODE GPUS"
+#   launch.sh doctor [SCRIPT ARGS...]                  slurm/doctor.sh: python -m weibolabel.doctor, in a job's setup
 # How it works (modes, variables, accelerate options, CPU runs, signals): docs/cluster.md, section 10.
 set -euo pipefail
 
@@ -64,7 +65,9 @@ count_visible_devices() {
 # set by hand still wins over nvidia-smi, which lists every GPU of the node
 # whatever CUDA_VISIBLE_DEVICES hides, while CUDA shows the processes only these.
 count_gpus() {
-    if [[ -n ${GPUS_PER_NODE:-} ]]; then
+    if [[ ${DEVICE:-} == cpu ]]; then
+        echo "0 DEVICE=cpu" # the CPU on purpose, GPUs or not
+    elif [[ -n ${GPUS_PER_NODE:-} ]]; then
         echo "$GPUS_PER_NODE GPUS_PER_NODE"
     elif [[ -n ${SLURM_GPUS_ON_NODE:-} ]]; then
         echo "$SLURM_GPUS_ON_NODE SLURM_GPUS_ON_NODE"
@@ -261,8 +264,9 @@ batch_main() {
     # shellcheck source=slurm/env.sh
     source "$script_dir/env.sh"
     activate_env
-    # Compute nodes have no internet: models are local directories.
-    export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+    device_arguments || exit # DEVICE=cpu: the job gets --device cpu (scripts/launch.sh)
+    set -- "$@" "${DEVICE_ARGS[@]}"
+    export_job_environment # offline: compute nodes have no internet (scripts/launch.sh)
     # This checkout's package, whichever copy the environment has installed.
     export PYTHONPATH="$REPO_DIR/lib${PYTHONPATH:+:$PYTHONPATH}"
     export PYTHONUNBUFFERED=1
@@ -291,6 +295,9 @@ batch_main() {
     # costs seconds, and the log ends with the job's one-line message (exit status 2), not a launcher's traceback.
     local script_path=$script
     [[ $script_path == /* ]] || script_path=$REPO_DIR/$script_path
+    # What the job will use on this node and why (GPUs, driver, precision, transport, model, memory, output): the
+    # doctor's lines open every job's log. Its problems stop the job in the preflight below, with the job's message.
+    python -m weibolabel.doctor "$script_path" "$@" || true
     python -m weibolabel.run.preflight "$script_path" "$@" || exit
 
     trap 'on_signal USR1' USR1
@@ -321,6 +328,23 @@ batch_main() {
     exit "$rc"
 }
 
+# `launch.sh doctor [SCRIPT ARGS...]` (slurm/doctor.sh): the doctor's report in a job's environment.
+doctor_main() {
+    # shellcheck source=slurm/env.sh
+    source "$script_dir/env.sh"
+    activate_env
+    device_arguments || exit
+    export_job_environment
+    export PYTHONPATH="$REPO_DIR/lib${PYTHONPATH:+:$PYTHONPATH}"
+    if [[ $# -ge 1 ]]; then
+        local script=$1
+        shift
+        [[ $script == /* ]] || script=$REPO_DIR/$script
+        exec python -m weibolabel.doctor "$script" "$@" "${DEVICE_ARGS[@]}"
+    fi
+    exec python -m weibolabel.doctor "${DEVICE_ARGS[@]}"
+}
+
 # Sourced (the tests call the functions above), nothing runs.
 [[ ${BASH_SOURCE[0]} == "$0" ]] || return 0
 
@@ -336,7 +360,11 @@ case ${1:-} in
     gpus)
         echo "$(node_name) $(gpus_on_node)"
         ;;
+    doctor)
+        shift
+        doctor_main "$@"
+        ;;
     *)
-        die "usage: launch.sh batch|node [--print-command] SCRIPT [ARGS...] | gpus"
+        die "usage: launch.sh batch|node [--print-command] SCRIPT [ARGS...] | gpus | doctor [SCRIPT ARGS...]"
         ;;
 esac

@@ -321,11 +321,24 @@ def test_floors_script_pins_every_dependency_at_its_floor():
     )
     assert result.returncode == 0, result.stderr
     pins = result.stdout.split()
-    expected = [requirement.replace(">=", "==").split()[0] for requirement in declared]
-    expected = ["torch==2.13.0" if pin.startswith("torch==") else pin for pin in expected]
+    expected = [requirement.replace(">=", "==").split()[0] for requirement in declared]  # torch too: its floor
     assert pins == expected
     assert "datasets==4.8.4" in pins
     if shutil.which("shellcheck"):
         check = subprocess.run(["shellcheck", str(REPO / "scripts" / "test_floors.sh")], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout
     assert "bash scripts/test_floors.sh" in (REPO / ".ci" / "run").read_text()
+
+
+def test_floors_script_without_the_floor_python_says_how_to_get_it(tmp_path):
+    """requires-python's floor is the Python the floors are tested on; a wrong one stops before any venv is made."""
+    environment = {**os.environ, "FLOORS_PYTHON": sys.executable, "FLOORS_VENV": str(tmp_path / "venv")}
+    if sys.version_info[:2] == (3, 10):
+        environment["FLOORS_PYTHON"] = str(tmp_path / "no-such-python")
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "test_floors.sh")], capture_output=True, text=True, env=environment, timeout=60
+    )
+    assert result.returncode == 1
+    assert "requires-python says >=3.10, so the floors are tested on Python 3.10" in result.stderr
+    assert "pyenv install 3.10" in result.stderr and "FLOORS_PYTHON=/path/to/python3.10" in result.stderr
+    assert not (tmp_path / "venv").exists()

@@ -173,7 +173,7 @@ def small_fold(tiny_base_model_dir):
 
 
 def _out_of_memory(*args, **kwargs):
-    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
 def test_training_out_of_memory_names_the_options_to_lower(tmp_path, monkeypatch, small_fold):

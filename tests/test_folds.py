@@ -103,3 +103,20 @@ def test_validation_fraction_out_of_range_is_refused(data, fraction):
     labels, groups = data
     with pytest.raises(UserError, match="validation_fraction"):
         split_validation(np.arange(100), labels, groups, fraction, seed=0)
+
+
+def test_folds_are_scikit_learns_shuffled_folds_on_every_version(data):
+    """The groups are shuffled by make_folds itself (StratifiedGroupKFold's own shuffle before scikit-learn 1.8 moved
+    the class counts but not the groups): where 1.8+ is installed, the folds are exactly its shuffle=True folds."""
+    sklearn = pytest.importorskip("sklearn")
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    if tuple(int(part) for part in sklearn.__version__.split(".")[:2]) < (1, 8):
+        pytest.skip(f"scikit-learn {sklearn.__version__}: its shuffle=True is the broken one")
+    labels, groups = data
+    for seed in (0, 1, 7):
+        expected = np.full(len(labels), -1)
+        splitter = StratifiedGroupKFold(n_splits=NUM_FOLDS, shuffle=True, random_state=seed)
+        for fold, (_, test_index) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+            expected[test_index] = fold
+        np.testing.assert_array_equal(make_folds(labels, groups, NUM_FOLDS, seed=seed), expected)

@@ -4,6 +4,7 @@ tested on CPU. tests/gpu_smoke.sh runs the same paths on a real GPU."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from transformers.models.bert.modeling_bert import BertEmbeddings
 
 import weibolabel
@@ -33,6 +35,8 @@ from weibolabel.model.loading import (
 )
 from weibolabel.review.annotation import score_by_fold
 from weibolabel.run.config import TrainConfig
+from weibolabel.run.cuda_builds import torch_for_driver
+from weibolabel.run.device import Gpu, NodeGpus, TorchGpus, check_device, gpu_problem, node_gpus
 from weibolabel.run.precision import choose_precision, is_out_of_memory
 from weibolabel.run.runs import collective_timeout, make_accelerator
 from weibolabel.training.fold import Recipe, Split, non_finite_loss_message, reset_loss_scaler, train_fold
@@ -40,7 +44,8 @@ from weibolabel.util.errors import UserError
 
 from helpers import REPO
 from helpers.data import make_labeled_rows
-from helpers.jobs import load_job
+from helpers.gpus import DRIVER, GPU_NAME, fake_gpu_node
+from helpers.jobs import job_env, label_args, last_line, launch_job, load_job, log_of, train_args
 
 SCHEMA = load_label_schema(None)
 NEVER_STOP = types.SimpleNamespace(check=lambda where: None)
@@ -238,7 +243,7 @@ def test_fp16_overflow_message_suggests_bf16_or_fp32():
 @pytest.mark.parametrize(
     "error",
     [
-        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
         RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
         RuntimeError("cuDNN error: CUDNN_STATUS_NOT_ENOUGH_WORKSPACE"),
         RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported"),
@@ -280,7 +285,7 @@ def test_cublas_out_of_memory_is_caught_like_torchs_own(tiny_base_model_dir, che
     model = load_pretrained_classifier(str(tiny_base_model_dir), SCHEMA)
     monkeypatch.setattr(BertEmbeddings, "forward", _cublas_out_of_memory)
     # Scoring (validation, labeling, predict): one type for every caller.
-    with pytest.raises(torch.OutOfMemoryError, match="CUBLAS_STATUS_ALLOC_FAILED"):
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="CUBLAS_STATUS_ALLOC_FAILED"):
         predict_probs([model], [[101, 102]], 0)
     # Training steps.
     accelerator = make_accelerator()
@@ -309,7 +314,7 @@ def test_out_of_memory_loading_the_ensemble_is_a_clear_error(tmp_path, monkeypat
     def load(directory, dtype=None):
         calls.append(directory)
         if len(calls) == 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 400.00 MiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 400.00 MiB")
         return torch.nn.Linear(1, 1), SCHEMA
 
     monkeypatch.setattr(inference, "load_checkpoint", load)
@@ -327,18 +332,21 @@ def test_version_floors_are_the_tested_versions_and_checked_at_import():
     for package, minimum in weibolabel.MINIMUM_VERSIONS.items():
         assert floors[package] == minimum, f"pyproject.toml and weibolabel.MINIMUM_VERSIONS disagree on {package}"
     assert weibolabel.too_old(weibolabel._installed_versions()) == {}  # this environment is what was tested
-    assert weibolabel.too_old({"torch": "2.4.1+cu121", "transformers": "5.24.0", "accelerate": "0.34.2"}) == {
-        "torch": "2.4.1+cu121",
-        "accelerate": "0.34.2",
+    assert weibolabel.too_old({"torch": "2.3.1+cu121", "transformers": "5.0.0", "accelerate": "1.1.1"}) == {
+        "torch": "2.3.1+cu121",
+        "accelerate": "1.1.1",
+    }
+    assert weibolabel.too_old({"torch": "2.4.0+cu121", "transformers": "4.57.1", "accelerate": "1.2.0"}) == {
+        "transformers": "4.57.1"
     }
     # A `pip install --no-deps` next to an old torch: the first import says what to do.
     fake_old_torch = (
         "import importlib.metadata as m; real = m.version; "
-        "m.version = lambda p: '2.4.1' if p == 'torch' else real(p); import weibolabel"
+        "m.version = lambda p: '2.3.1' if p == 'torch' else real(p); import weibolabel"
     )
     result = subprocess.run([sys.executable, "-c", fake_old_torch], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert "ImportError: weibolabel needs torch>=2.13 (found 2.4.1): upgrade with pip install 'torch>=2.13'" in (
+    assert "ImportError: weibolabel needs torch>=2.4 (found 2.3.1): upgrade with pip install 'torch>=2.4'" in (
         result.stderr
     )
 
@@ -444,3 +452,246 @@ def test_a_bad_collective_timeout_is_a_message_not_a_traceback(job, capsys):
     err = capsys.readouterr().err
     assert exited.value.code == 2
     assert "--collective_timeout_minutes must be positive" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------------- 8. no silent CPU
+# This machine's torch: the CPU build here, a CUDA build in scripts/test_floors.sh's environment (PyPI's default wheel,
+# which cannot use the fake node's GPUs either: there is no driver behind the fake nvidia-smi).
+THIS_BUILD = "a CPU build" if torch.version.cuda is None else f"a CUDA {torch.version.cuda} build"
+TURING_NODE = NodeGpus(
+    counts={"SLURM_GPUS_ON_NODE=4": 4, "nvidia-smi": 4},
+    gpus=tuple(Gpu(GPU_NAME, (7, 5), 24020, 24576) for _ in range(4)),
+    driver=DRIVER,
+)
+
+
+def test_gpus_torch_cannot_use_are_a_problem_with_the_torch_to_install():
+    cpu_build = TorchGpus(version="2.13.0+cpu", cuda=None, usable=0)
+    problem, fix = gpu_problem(TURING_NODE, cpu_build)
+    for said in ("4 GPU(s)", GPU_NAME, f"driver {DRIVER}", "torch 2.13.0+cpu, a CPU build", "run on the CPU"):
+        assert said in problem, said
+    # What a 535 driver runs (cuda_builds' table): PyPI's torch 2.4.1 (CUDA 12.1), or 2.7.1's CUDA 11.8 build.
+    advice = torch_for_driver(DRIVER)
+    assert "TORCH_VERSION=2.4.1" in advice and "TORCH_INDEX_URL=https://download.pytorch.org/whl/cu118" in advice
+    assert f"Fix: bash scripts/install.sh with {advice}; or run on the CPU" in f"Fix: {fix}"
+    assert "DEVICE=cpu" in fix and "--device cpu" in fix
+    # A CUDA 13.0 wheel (PyPI's torch 2.13) on the same driver: the driver it needs, and the torch that fits.
+    cuda13 = TorchGpus(version="2.13.0", cuda="13.0", usable=0, error="The NVIDIA driver on your system is too old")
+    problem, fix = gpu_problem(TURING_NODE, cuda13)
+    assert "a CUDA 13.0 build" in problem and "CUDA 13.0 needs driver >= 580.65.06" in problem
+    assert "TORCH_VERSION=2.4.1" in fix and "ask for driver >= 580.65.06" in fix
+    # A driver older than every build in the table: only a newer driver helps.
+    ancient = NodeGpus(counts={"nvidia-smi": 1}, driver="418.67")
+    assert "ask for an NVIDIA driver >= 520.61.05" in gpu_problem(ancient, cpu_build)[1]
+    # Agreement: torch uses the GPUs, or there are none to use.
+    assert gpu_problem(TURING_NODE, TorchGpus(version="2.7.1", cuda="12.6", usable=4)) is None
+    assert gpu_problem(NodeGpus(), cpu_build) is None
+    assert gpu_problem(NodeGpus(counts={"CUDA_VISIBLE_DEVICES=": 0, "nvidia-smi": 4}, hidden="x"), cpu_build) is None
+
+
+def test_the_node_is_read_from_slurm_cuda_visible_devices_and_nvidia_smi(tmp_path, monkeypatch):
+    for variable in ("SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(variable, raising=False)
+    env = fake_gpu_node(tmp_path, dict(os.environ))
+    monkeypatch.setenv("PATH", env["PATH"])
+    node = node_gpus()
+    assert (node.seen, node.driver, {gpu.name for gpu in node.gpus}) == (4, DRIVER, {GPU_NAME})
+    assert node.gpus[0].compute_capability == (7, 5) and node.gpus[0].free_mib == 24020
+    monkeypatch.setenv("SLURM_JOB_GPUS", "0,1")
+    assert node_gpus().counts["SLURM_JOB_GPUS=0,1"] == 2
+    for hidden in ("", "-1", "NoDevFiles"):  # the user (or the test suite) hid every GPU: the CPU is their choice
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert node_gpus().seen == 0
+        check_device("auto")  # no problem, and no torch question
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with pytest.raises(UserError, match=f"{THIS_BUILD}, cannot use them"):
+        check_device("auto")
+    check_device("cpu")  # asked for
+    with pytest.raises(UserError, match="Unknown device 'gpu'"):
+        check_device("gpu")
+
+
+def fake_node_env(tmp_path: Path) -> dict[str, str]:
+    return fake_gpu_node(tmp_path, job_env())
+
+
+def assert_refused_without_traceback(result: subprocess.CompletedProcess, written: Path) -> None:
+    log = log_of(result)
+    assert result.returncode != 0, log
+    assert f"{THIS_BUILD}, cannot use them" in log and f"driver {DRIVER}" in log and "TORCH_VERSION=" in log, log
+    assert log.count("cannot use them") == 1, log
+    assert "Traceback" not in log and "ChildFailedError" not in log, log
+    assert not written.exists() or not any(written.iterdir()), sorted(written.iterdir())
+
+
+# Each GPU job, by each way to start it; the launcher's exit status (accelerate launch -q exits 1 for any failure).
+LAUNCHES = {
+    "scripts/launch.sh": lambda job: ["bash", "scripts/launch.sh", f"jobs/{job}"],
+    "accelerate launch -q": lambda job: [sys.executable, "-m", "accelerate.commands.launch", "-q", f"jobs/{job}"],
+    "python": lambda job: [sys.executable, f"jobs/{job}"],
+}
+
+
+def job_arguments(job: str, tiny_run_dir: Path, labeled_xlsx: Path, tiny_base_model_dir: Path, out: Path):
+    if job == "train.py":
+        return train_args(labeled_xlsx, tiny_base_model_dir, out / "run")
+    if job == "label_corpus.py":
+        return ["--input", str(labeled_xlsx), "--model", str(tiny_run_dir), "--output", str(out / "labels.parquet")]
+    return ["--run", str(tiny_run_dir), "--output_dir", str(out / "curve"), "--fractions", "0.5"]
+
+
+def test_a_gpu_node_torch_cannot_use_stops_the_launch_script(tmp_path, tiny_base_model_dir, labeled_xlsx):
+    out = tmp_path / "out"
+    out.mkdir()
+    args = LAUNCHES["scripts/launch.sh"]("train.py") + train_args(labeled_xlsx, tiny_base_model_dir, out / "run")
+    result = subprocess.run(args, capture_output=True, text=True, env=fake_node_env(tmp_path), cwd=REPO, timeout=300)
+    assert_refused_without_traceback(result, out)
+    assert result.returncode == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", ["train.py", "label_corpus.py", "learning_curve.py"])
+@pytest.mark.parametrize("launch", list(LAUNCHES))
+def test_every_job_on_a_gpu_node_torch_cannot_use_stops_before_any_work(
+    job, launch, tmp_path, tiny_run_dir, labeled_xlsx, tiny_base_model_dir
+):
+    out = tmp_path / "out"
+    out.mkdir()
+    args = LAUNCHES[launch](job) + job_arguments(job, tiny_run_dir, labeled_xlsx, tiny_base_model_dir, out)
+    before = sorted(p.name for p in tiny_run_dir.iterdir())
+    result = subprocess.run(args, capture_output=True, text=True, env=fake_node_env(tmp_path), cwd=REPO, timeout=300)
+    assert_refused_without_traceback(result, out)
+    assert sorted(p.name for p in tiny_run_dir.iterdir()) == before  # the learning curve writes into the run
+    assert result.returncode == (1 if launch.startswith("accelerate") else 2)
+
+
+@pytest.mark.slow
+def test_on_a_gpu_node_the_cpu_runs_when_asked_for(tmp_path, tiny_run_dir, labeled_xlsx, tiny_base_model_dir):
+    env = fake_node_env(tmp_path)
+    labels = tmp_path / "labels.parquet"
+    label = ["bash", "scripts/launch.sh", "jobs/label_corpus.py", "--input", str(labeled_xlsx)]
+    label += ["--model", str(tiny_run_dir), "--output", str(labels)]
+    result = subprocess.run(label, capture_output=True, text=True, env={**env, "DEVICE": "cpu"}, cwd=REPO, timeout=600)
+    assert result.returncode == 0, log_of(result)
+    assert len(pd.read_parquet(labels)) == 120
+    assert json.loads(labels.with_suffix(".summary.json").read_text())["processes"] == 2
+    train = [sys.executable, "-m", "accelerate.commands.launch", "-q", "--cpu", "jobs/train.py", "--device", "cpu"]
+    train += train_args(labeled_xlsx, tiny_base_model_dir, tmp_path / "run")
+    result = subprocess.run(train, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert result.returncode == 0, log_of(result)
+    assert (tmp_path / "run" / "report.md").is_file()
+    bad_device = {**env, "DEVICE": "gpu"}
+    bad = subprocess.run([*label, "--overwrite"], capture_output=True, text=True, env=bad_device, cwd=REPO)
+    assert bad.returncode == 2 and last_line(bad.stderr).startswith("error: DEVICE=gpu: use DEVICE=cpu")
+
+
+def test_slurm_batch_prints_the_doctors_lines_and_stops_before_srun(tmp_path, tiny_base_model_dir, labeled_xlsx):
+    env = {**fake_node_env(tmp_path), "SLURM_JOB_ID": "7", "SLURM_GPUS_ON_NODE": "4", "REPO_DIR": str(REPO)}
+    out = tmp_path / "out"
+    out.mkdir()
+    batch = ["bash", "slurm/launch.sh", "batch", "jobs/train.py", *train_args(labeled_xlsx, tiny_base_model_dir, out)]
+    result = subprocess.run(batch, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    log = log_of(result)
+    assert result.returncode == 2, log
+    assert re.search(r"^problem\s+device\s+This node shows 4 GPU\(s\) \(Quadro RTX 6000\)", result.stdout, re.M), log
+    assert re.search(r"^ok\s+precision\s+fp32 .*compute capability 7\.5, it would be fp16", result.stdout, re.M), log
+    assert f"{THIS_BUILD}, cannot use them" in last_line(result.stderr) and "Traceback" not in log
+    assert not any(out.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------- 9. the doctor
+def doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "weibolabel.doctor", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+def line_of(result: subprocess.CompletedProcess, topic: str) -> str:
+    return next(line for line in result.stdout.splitlines() if line.split()[1:2] == [topic])
+
+
+def test_doctor_on_this_machine_and_on_a_gpu_node_torch_cannot_use(tmp_path, tiny_base_model_dir):
+    plain = {k: v for k, v in job_env(HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1").items()}
+    plain.pop("CUDA_VISIBLE_DEVICES")
+    args = ["--model", str(tiny_base_model_dir), "--output_dir", str(tmp_path / "run")]
+    here = doctor(plain, *args)
+    assert here.returncode == 0, log_of(here)
+    assert line_of(here, "device").startswith("ok") and "CPU" in line_of(here, "device")
+    assert re.match(r"ok\s+precision\s+fp32 \(CPU\)", line_of(here, "precision"))
+    for topic in ("model", "memory", "offline", "filesystem", "output"):
+        assert line_of(here, topic).startswith("ok"), line_of(here, topic)
+    assert not (tmp_path / "run").exists()  # nothing written
+
+    node = doctor(fake_gpu_node(tmp_path, plain), *args)
+    assert node.returncode == 1, log_of(node)
+    assert line_of(node, "device").startswith("problem") and "TORCH_VERSION=" in line_of(node, "device")
+    assert "23.5 GiB free on the fullest GPU" in line_of(node, "memory")  # nvidia-smi's free memory, torch or not
+    asked = doctor(fake_gpu_node(tmp_path, plain), *args, "--device", "cpu")
+    assert asked.returncode == 0 and "4 GPU(s) stay idle" in line_of(asked, "device")
+    # What a job's own options say: the missing model and an unwritable output are problems with their fix.
+    broken = doctor(plain, "jobs/train.py", "--model_name_or_path", str(tmp_path / "nope"), "--output_dir", "/proc/x")
+    assert broken.returncode == 1
+    assert line_of(broken, "model").startswith("problem") and "Model directory not found" in line_of(broken, "model")
+    assert line_of(broken, "output").startswith("problem") and "Cannot write to /proc/x" in line_of(broken, "output")
+
+
+# ------------------------------------------------------------------------------------------------- 10. transport
+def test_the_accelerate_config_pins_no_precision():
+    """The precision depends on the GPU: the launch passes weibolabel.run.precision's choice, never a file's bf16."""
+    assert "mixed_precision" not in yaml.safe_load((REPO / "accelerate_config.yaml").read_text())
+
+
+def exchanged(directory: Path) -> dict[str, dict[str, int]]:
+    """Per collective, its calls, bytes and largest tensor, summed over the processes' records."""
+    total: dict[str, dict[str, int]] = {}
+    for record in sorted(directory.glob("rank-*.json")):
+        for name, counts in json.loads(record.read_text()).items():
+            into = total.setdefault(name, {"calls": 0, "bytes": 0, "largest_tensor": 0})
+            into["calls"] += counts["calls"]
+            into["bytes"] += counts["bytes"]
+            into["largest_tensor"] = max(into["largest_tensor"], counts["largest_tensor"])
+    return total
+
+
+@pytest.mark.slow
+def test_ranks_exchange_only_barriers_and_small_objects(tmp_path, tiny_base_model_dir, labeled_xlsx):
+    """What docs/cluster.md's transport decision rests on: a 2-rank training (3 folds) and labeling exchange a few
+    dozen barriers and objects of some hundred bytes, no gradients (folds train side by side). Printed with -s."""
+    wrapper = str(REPO / "tests" / "helpers" / "scripts" / "collectives_wrapper.py")
+    run, labels = tmp_path / "run", tmp_path / "labels.parquet"
+    jobs = {
+        "train": [str(REPO / "jobs" / "train.py"), *train_args(labeled_xlsx, tiny_base_model_dir, run)],
+        "label_corpus": [str(REPO / "jobs" / "label_corpus.py"), *label_args(labeled_xlsx, run, labels)],
+    }
+    for job, args in jobs.items():
+        counted = tmp_path / f"collectives-{job}"
+        launch_job(wrapper, args, num_processes=2, env={"WEIBOLABEL_TEST_COLLECTIVES": str(counted)})
+        total = exchanged(counted)
+        assert len(list(counted.glob("rank-*.json"))) == 2 and total, job
+        for name, counts in sorted(total.items()):
+            print(
+                f"{job}: {name} {counts['calls']} calls, {counts['bytes']} bytes, largest tensor "
+                f"{counts['largest_tensor']} bytes (both ranks)"
+            )
+        # The tiny model has ~0.7 M parameters (2.8 MB of fp32 gradients): any gradient exchange would be larger.
+        assert max(counts["largest_tensor"] for counts in total.values()) <= 64 * 1024, total
+        assert sum(counts["bytes"] for counts in total.values()) <= 1024 * 1024, total
+        assert not {"all_reduce", "reduce_scatter"} & {name for name, counts in total.items() if counts["calls"]}
+
+
+# ------------------------------------------------------------------------------------------------- 11. the smoke test
+@pytest.mark.slow
+def test_the_gpu_smoke_test_runs_its_steps_on_the_cpu(tmp_path):
+    """tests/gpu_smoke.sh --cpu (CI runs it too): the GPU checks' own code, on a tiny model, so that an import error
+    or a renamed function fails here and not first on the cluster."""
+    result = subprocess.run(
+        ["bash", str(REPO / "tests" / "gpu_smoke.sh"), "--cpu", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=job_env(),
+        cwd=REPO,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    for check in ("demo-no", "resume", "forward"):
+        assert re.search(rf"^  PASS  {check} \(", result.stdout, re.M), result.stdout
+    assert "FAIL" not in result.stdout

@@ -400,3 +400,48 @@ def test_workers_stop_when_their_launcher_is_killed(tmp_path, tiny_run_dir, corp
     result = launch_script("label_corpus.py", args)
     assert result.returncode == 0, log_of(result)[:6000]
     assert pq.read_table(output).column("row_id").to_pylist() == list(range(48))
+
+
+# ============================================================================== 5. the workstation launcher's setup
+def test_launch_script_meets_on_a_free_port_and_runs_offline(tmp_path):
+    """Two jobs on one server must not both take port 29500, and a launch without SLURM sets the offline variables
+    slurm/launch.sh sets (one function, export_job_environment, serves both)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "accelerate"  # prints what the launcher would run, and the environment it would run it in
+    offline = "$HF_HUB_OFFLINE,$TRANSFORMERS_OFFLINE,$HF_DATASETS_OFFLINE"
+    fake.write_text(f'#!/bin/bash\necho "$@"\necho "offline={offline}"\n')
+    fake.chmod(0o755)
+    job = tmp_path / "job.py"  # no preflight function: the launch goes straight on
+    job.write_text("if __name__ == '__main__':\n    print('never run')\n")
+    env = {**job_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "MAIN_PROCESS_PORT"):
+        env.pop(variable, None)
+
+    def launch(**extra: str) -> tuple[str, list[str]]:
+        result = subprocess.run(
+            ["bash", str(REPO / "scripts" / "launch.sh"), str(job)],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            cwd=REPO,
+            timeout=120,
+        )
+        assert result.returncode == 0, log_of(result)
+        command, offline = result.stdout.splitlines()
+        words = command.split()
+        return offline, words
+
+    offline, first = launch()
+    assert offline == "offline=1,1,1"
+    port = int(first[first.index("--main_process_port") + 1])
+    assert port != 29500 and 1024 < port < 65536
+    with socket.socket() as taken:  # the first job's rendezvous holds its port: the second gets another
+        taken.bind(("", port))
+        taken.listen()
+        _, second = launch()
+        assert int(second[second.index("--main_process_port") + 1]) != port
+    offline, chosen = launch(MAIN_PROCESS_PORT="29617", HF_HUB_OFFLINE="0")
+    assert chosen[chosen.index("--main_process_port") + 1] == "29617" and offline == "offline=0,1,1"
+    _, on_cpu = launch(DEVICE="cpu")
+    assert on_cpu[-2:] == ["--device", "cpu"]  # DEVICE=cpu reaches the job as its option

@@ -34,6 +34,7 @@ BATCH_SCRIPTS = [SLURM_DIR / "train.sh", SLURM_DIR / "label_corpus.sh"]
 SHELL_SCRIPTS = [
     *BATCH_SCRIPTS,
     SLURM_DIR / "launch.sh",
+    SLURM_DIR / "doctor.sh",
     REPO / ".ci" / "local_cluster.sh",
     REPO / ".ci" / "slurm_setup.sh",
 ]

@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 # The oldest versions the test suite has run on; pyproject.toml's dependency floors say the same (tested). pip
 # refuses older ones at install time; this check catches an environment that has them anyway (`pip install
 # --no-deps`, a cluster's preinstalled torch) at the first import, before a job has done any work.
-MINIMUM_VERSIONS = {"torch": "2.13", "transformers": "5.24", "accelerate": "1.15"}
+MINIMUM_VERSIONS = {"torch": "2.4", "transformers": "5.0", "accelerate": "1.2"}
 
 
 def too_old(installed: dict[str, str], minimum: dict[str, str] = MINIMUM_VERSIONS) -> dict[str, str]:

@@ -21,10 +21,23 @@ def make_folds(labels: np.ndarray, groups: list[str], num_folds: int, seed: int)
             "Label more examples of these classes or lower --num_folds."
         )
     fold_of_row = np.full(len(labels), -1, dtype=np.int64)
-    splitter = StratifiedGroupKFold(n_splits=num_folds, shuffle=True, random_state=seed)
-    for fold, (_, test_index) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+    for fold, (_, test_index) in enumerate(_stratified_group_splits(labels, groups, num_folds, seed)):
         fold_of_row[test_index] = fold
     return fold_of_row
+
+
+def _stratified_group_splits(labels: np.ndarray, groups: list[str], num_splits: int, seed: int):
+    """StratifiedGroupKFold(shuffle=True)'s splits as scikit-learn 1.8+ makes them, on every version: the groups are
+    shuffled here, so that the splitter runs unshuffled. Before 1.8 its shuffle moved the groups' class counts but
+    not the groups (folds far from stratified); unshuffled, it keeps ties in the groups' sorted order, which the
+    shuffled numbering below makes the same order 1.8's own shuffle gives."""
+    _, group_of_row = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
+    order = np.arange(group_of_row.max() + 1)
+    np.random.RandomState(seed).shuffle(order)  # the draw scikit-learn's check_random_state(seed) makes
+    position = np.empty_like(order)
+    position[order] = np.arange(order.size)
+    splitter = StratifiedGroupKFold(n_splits=num_splits, shuffle=False)
+    return splitter.split(np.zeros(len(labels)), labels, position[group_of_row])
 
 
 def split_validation(
@@ -34,8 +47,7 @@ def split_validation(
     if not 0 < fraction < 0.5:
         raise UserError("--validation_fraction must be between 0 and 0.5.")
     train_index = np.asarray(train_index)
-    splitter = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed)
     part_labels = np.asarray(labels)[train_index]
     part_groups = [groups[i] for i in train_index]
-    fit, validation = next(splitter.split(np.zeros(len(train_index)), part_labels, part_groups))
+    fit, validation = next(_stratified_group_splits(part_labels, part_groups, max(2, round(1 / fraction)), seed))
     return train_index[fit], train_index[validation]

@@ -186,7 +186,7 @@ def score_chunk(*, config: LabelConfig, model: Model, corpus: Corpus, chunk, tex
             max_tokens=config.max_tokens,
             on_batch=on_batch,
         )
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:
         raise UserError(
             f"Out of GPU memory labeling chunk {chunk.index} with --batch_size {config.batch_size} and "
             f"--max_tokens {config.max_tokens}: lower --max_tokens (e.g. to {config.max_tokens // 2}; it caps "

@@ -151,8 +151,8 @@ def predict_probs(
                 on_batch(len(batch))
     except RuntimeError as error:
         # cuBLAS/cuDNN report an exhausted GPU as a plain RuntimeError: one type for every caller to catch.
-        if is_out_of_memory(error) and not isinstance(error, torch.OutOfMemoryError):
-            raise torch.OutOfMemoryError(str(error)) from error
+        if is_out_of_memory(error) and not isinstance(error, torch.cuda.OutOfMemoryError):
+            raise torch.cuda.OutOfMemoryError(str(error)) from error
         raise
     return probs.cpu().numpy()
 

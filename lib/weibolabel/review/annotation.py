@@ -67,16 +67,17 @@ def fold_disagreement(fold_probs: np.ndarray) -> np.ndarray:
     return entropy(fold_probs.mean(axis=0)) - entropy(fold_probs).mean(axis=0)
 
 
-def score_by_fold(run: str | Path, texts: list[str], precision: str | None = None) -> np.ndarray:
+def score_by_fold(run: str | Path, texts: list[str], precision: str | None = None, device: str = "auto") -> np.ndarray:
     """Probabilities of each fold model of a training run separately: [folds, n, classes] (calibrated if the run is).
     Scored in `precision` (no, fp16, bf16), by default the one the labeling job chooses on this device, so rows
-    near a tie rank as they were labeled."""
+    near a tie rank as they were labeled; `device` as weibolabel.run.device.job_device takes it."""
     import torch
 
     from weibolabel.model.inference import encode, inference_dtype, load_ensemble, predict_probs
+    from weibolabel.run.device import job_device
     from weibolabel.run.precision import choose_precision, device_capability
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(job_device(device))
     precision, _ = choose_precision(precision, device_type=device.type, compute_capability=device_capability(device))
     ensemble = load_ensemble(run, device, inference_dtype(device, precision))
     encoded = encode(ensemble.tokenizer, [clean_text(t) for t in texts], ensemble.max_length)
@@ -85,7 +86,7 @@ def score_by_fold(run: str | Path, texts: list[str], precision: str | None = Non
         fold_probs = [
             predict_probs([m], encoded.input_ids, pad, temperature=ensemble.temperature) for m in ensemble.models
         ]
-    except torch.OutOfMemoryError:  # predict_probs raises this type for cuBLAS/cuDNN exhaustion too
+    except torch.cuda.OutOfMemoryError:  # predict_probs raises this type for cuBLAS/cuDNN exhaustion too
         raise UserError(
             f"Out of GPU memory scoring {len(texts)} comments with each fold model of {run}: lower --pool_factor "
             "(fewer comments are re-scored), or free the GPU."

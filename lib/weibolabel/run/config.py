@@ -19,6 +19,13 @@ import yaml
 from weibolabel.util.errors import UserError
 from weibolabel.util.files import write_text
 
+# --device: where a job computes. "auto" uses the GPUs torch can use, and stops where the node shows GPUs that torch
+# cannot use (weibolabel.run.device); "cpu" runs on the CPU on purpose, GPUs or not. Not part of a run's identity.
+DEVICE_OPTION = {
+    "help": "auto: the GPUs (stops on a GPU node where torch cannot use them); cpu: the CPU on purpose.",
+    "choices": ["auto", "cpu"],
+}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -94,6 +101,7 @@ class TrainConfig:
             "one fold's training time."
         },
     )
+    device: str = field(default="auto", metadata=DEVICE_OPTION)
 
     def __post_init__(self) -> None:
         check_positive(self.collective_timeout_minutes, "--collective_timeout_minutes")
@@ -171,6 +179,7 @@ class LabelConfig:
             "(default: 120 on GPUs, 1440 on CPUs); keep it above the merge's time for very large corpora."
         },
     )
+    device: str = field(default="auto", metadata=DEVICE_OPTION)
 
     def __post_init__(self) -> None:
         check_positive(self.collective_timeout_minutes, "--collective_timeout_minutes")
@@ -346,6 +355,7 @@ class SelectConfig:
     )
     encoding: str | None = field(default=None, metadata={"help": "Encoding of a .csv --exclude (default: detect)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing --output."})
+    device: str = field(default="auto", metadata=DEVICE_OPTION)
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,9 @@ def device_capability(device=None) -> tuple[int, int] | None:
     return min(tuple(torch.cuda.get_device_capability(i)) for i in range(torch.cuda.device_count()))
 
 
-# cuBLAS, cuDNN and the CUDA runtime report an exhausted device as a plain RuntimeError, not torch.OutOfMemoryError:
-# "CUBLAS_STATUS_ALLOC_FAILED", "cuDNN error: CUDNN_STATUS_NOT_ENOUGH_WORKSPACE", "CUDA error: out of memory".
+# cuBLAS, cuDNN and the CUDA runtime report an exhausted device as a plain RuntimeError, not
+# torch.cuda.OutOfMemoryError: "CUBLAS_STATUS_ALLOC_FAILED", "cuDNN error: CUDNN_STATUS_NOT_ENOUGH_WORKSPACE",
+# "CUDA error: out of memory".
 OUT_OF_MEMORY_MARKERS = ("out of memory", "_alloc_failed", "not_enough_workspace")
 
 
@@ -81,7 +82,7 @@ def is_out_of_memory(error: BaseException) -> bool:
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, torch.OutOfMemoryError):
+        if isinstance(error, torch.cuda.OutOfMemoryError):
             return True
         if isinstance(error, RuntimeError) and any(m in str(error).lower() for m in OUT_OF_MEMORY_MARKERS):
             return True

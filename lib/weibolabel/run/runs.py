@@ -25,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from weibolabel.run.device import job_device
 from weibolabel.run.precision import PRECISIONS, choose_precision, device_capability
 from weibolabel.run.preemption import EXIT_PREEMPTED, Preempted
 from weibolabel.util.errors import (
@@ -75,18 +76,25 @@ def collective_timeout(minutes: float | None, *, on_gpu: bool) -> timedelta:
     return timedelta(minutes=minutes or COLLECTIVE_TIMEOUT_MINUTES["gpu" if on_gpu else "cpu"])
 
 
-def make_accelerator(collective_timeout_minutes: float | None = None) -> Accelerator:
+def make_accelerator(collective_timeout_minutes: float | None = None, device: str = "auto") -> Accelerator:
     """The job's one Accelerator. On a machine without GPUs, processes started by `accelerate launch --multi_gpu
     --num_processes N` become N gloo CPU processes (accelerate's --cpu flag alone always starts one process).
+    `device` is the job's --device: on a node whose GPUs torch cannot use, "auto" stops with weibolabel.run.device's
+    message (a UserError) before the Accelerator exists; "cpu" runs on the CPU whatever the node has.
 
     Mixed precision: the launch's `--mixed_precision` is kept (fp16 on a CPU becomes fp32, said so); without one
     (a plain `python jobs/...`) weibolabel.run.precision chooses: bf16 on GPUs of compute capability 8.0 or newer, fp16
     on older GPUs, fp32 on CPUs. accelerate's own check lets bf16 through on V100/T4, where it is emulated."""
-    import torch
     from accelerate import Accelerator, InitProcessGroupKwargs
     from accelerate.logging import get_logger
 
-    on_gpu = torch.cuda.is_available()
+    on_gpu = job_device(device) == "cuda"
+    if on_gpu:
+        # The ranks exchange only barriers and small objects (folds and chunks run side by side, no gradient
+        # all-reduce; docs/cluster.md, section "Transport"): NCCL's peer-to-peer path gains nothing here and hangs
+        # on some PCIe servers until the collective timeout. Read by NCCL when it starts, after this; a value set
+        # by the user is kept.
+        os.environ.setdefault("NCCL_P2P_DISABLE", "1")
     timeout = collective_timeout(collective_timeout_minutes, on_gpu=on_gpu)
     # accelerate launch always sets it (from --mixed_precision, the config file, or its default "no"); a value
     # weibolabel does not choose between (fp8) is accelerate's to check.

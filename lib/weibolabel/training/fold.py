@@ -102,7 +102,7 @@ def evaluate(model, split: Split, pad_id: int, accelerator: Accelerator, batch_s
     model.eval()
     try:
         probs = predict_probs([model], split.input_ids, pad_id, batch_size=batch_size, autocast=accelerator.autocast)
-    except torch.OutOfMemoryError:  # predict_probs raises this type for cuBLAS/cuDNN exhaustion too
+    except torch.cuda.OutOfMemoryError:  # predict_probs raises this type for cuBLAS/cuDNN exhaustion too
         raise UserError(
             f"Out of GPU memory while scoring {len(split.input_ids)} texts with --eval_batch_size {batch_size}: "
             f"lower --eval_batch_size (e.g. to {max(1, batch_size // 2)}) and run again with a new --output_dir."
@@ -256,7 +256,7 @@ def _train_epoch(
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-        except RuntimeError as error:  # torch.OutOfMemoryError, or cuBLAS/cuDNN out of memory
+        except RuntimeError as error:  # torch.cuda.OutOfMemoryError, or cuBLAS/cuDNN out of memory
             if not is_out_of_memory(error):
                 raise
             where = f"fold {fold}, epoch {epoch + 1}, step {step + 1}"
