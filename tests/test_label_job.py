@@ -115,11 +115,9 @@ def test_summary_json_beside_the_output_agrees_with_it_and_is_documented(labeled
     assert 0 < summary["seconds_model_load"] < summary["seconds_to_first_batch"]  # bench/ times runs without it
     assert summary["threads"] == 1  # the jobs' environment here sets OMP_NUM_THREADS=1 (helpers/jobs.py)
     assert summary["rows_per_second"] == pytest.approx(summary["rows_labeled"] / summary["seconds_labeling"])
-    # The output and its summary are all the job leaves, and the README describes every key of the summary.
+    # The output and its summary are all the job leaves, and docs/labeling.md describes every key of the summary.
     assert sorted(p.name for p in labeled_once.parent.iterdir()) == ["one.parquet", "one.summary.json"]
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("## Labeling the unlabeled comments")
-    section = readme[start : readme.index("\n## ", start)]
+    section = (REPO / "docs" / "labeling.md").read_text()
     assert "`labels.summary.json`" in section
     assert not [key for key in summary if f"`{key}`" not in section]
 

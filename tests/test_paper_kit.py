@@ -229,14 +229,15 @@ def test_shipped_configs_parse(config_file):
 
 
 # ------------------------------------------------------------------------------------------------- the README
-def readme_section(title: str) -> str:
-    readme = (REPO / "README.md").read_text()
-    start = readme.index(title)
-    return readme[start : readme.index("\n#", start + len(title))]
+def docs_section(page: str, title: str) -> str:
+    text = (REPO / "docs" / page).read_text()
+    start = text.index(title)
+    end = text.find("\n#", start + len(title))
+    return text[start : end if end >= 0 else len(text)]
 
 
 def test_readme_run_directory_lists_every_file_a_run_writes(tiny_run_dir):
-    section = readme_section("### The run directory")
+    section = docs_section("training.md", "## The run directory")
     documented = set(re.findall(r"`([^`]+)`", section))
     written = {p.name for p in tiny_run_dir.iterdir()} | {p.name for p in (tiny_run_dir / "fold_0").iterdir()}
     written |= {p.name for p in (tiny_run_dir / "plots").iterdir()}
