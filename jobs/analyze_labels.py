@@ -1,20 +1,21 @@
 """Describe a labeled corpus: class shares a paper can defend, confidence, typical n-grams, shares per group.
 
-    python jobs/analyze_labels.py --input labels.parquet --run runs/cv --output_dir analysis/ --group_by show
-    python jobs/analyze_labels.py --input labels.parquet --run runs/cv --gold_sample gold_filled.xlsx
+    python jobs/analyze_labels.py --input labels.parquet --run runs/cv --gold_sample gold_filled.xlsx --group_by show
 
-The input is the labeling job's Parquet file; only rows with status 'ok' carry a label. Counting predicted labels
-(the naive share) is biased by the classifier's errors, so with --run (the training run that labeled the file)
-the shares are also adjusted for misclassification: the run's out-of-fold predictions measure how often each
-class is taken for each other, and the corpus' predicted shares are corrected for it (ACC on labels, PACC on the
-probabilities calibrated as the labeling job did), with a bootstrap interval over both the corpus and the
-out-of-fold rows. With --gold_sample (a uniform random sample drawn by `select_for_annotation.py --strategy random`
-and labeled by people) prediction-powered (PPI++) shares are added, with the gold sample's own interval beside
-them. shares.csv holds every estimate, per group too with --group_by (a column carried by the labeling job such as
-show, source_file, or a date column with --group_by_month). The rest as before: Wilson intervals of the predicted
-shares over all and over confident rows, the confidence histogram, the character 2-3-grams most typical of each
-predicted class (log-odds ratio with an informative Dirichlet prior). The output directory holds report.md, the
-PNG plots and one CSV table behind every plot. docs/statistics.md explains the methods and their assumptions.
+The input is the labeling job's Parquet file; only rows with status 'ok' carry a label. The headline share (the
+`share` columns of shares.csv) is the one to publish: with --gold_sample (a uniform random sample drawn by
+`select_for_annotation.py --strategy random` and labeled by people) it is the prediction-powered (PPI) share, which
+assumes nothing about the classifier; without one it is the misclassification-adjusted share (PACC, or ACC with
+--adjustment acc) of --run (the training run whose fold ensemble labeled the file; a file labeled by another
+model is refused), which assumes the run's out-of-fold confusion rates hold on the corpus, and the report says how
+many gold rows would make it publishable. With both, a label-shift check tests that assumption (shares.json). The
+confusion rates use only training rows chosen without a model (--confusion_rows). Every estimate is in shares.csv
+(ACC and PACC beside the headline as a sensitivity check), per group too with --group_by (a column carried by the
+labeling job such as show, source_file, or a date column with --group_by_month), and the differences between
+groups in share_differences.csv. The rest as before: Wilson intervals of the predicted shares over all and over
+confident rows, the confidence histogram, the character 2-3-grams most typical of each predicted class. The output
+directory holds report.md, the PNG plots and one CSV table behind every plot. docs/statistics.md explains the
+methods and their assumptions.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from weibolabel.config import AnalyzeConfig, parse_config
 from weibolabel.errors import UserError, exit_status
 from weibolabel.files import write_text
 from weibolabel.parquet_io import read_metadata
-from weibolabel.runs import check_outputs, claim_output_directory
+from weibolabel.runs import check_outputs, claim_output_directory, write_json
 from weibolabel.tables import write_table
 
 
@@ -44,6 +45,8 @@ def analyze(config: AnalyzeConfig) -> None:
         raise UserError("--input is required (see --help).")
     if not 0 <= config.min_confidence <= 1:
         raise UserError("--min_confidence must be between 0 and 1.")
+    if not 0 < config.target_width < 1:
+        raise UserError("--target_width must be between 0 and 1 (e.g. 0.05 for an interval 5 points wide).")
     if config.bootstrap_replicates < 100:
         raise UserError("--bootstrap_replicates must be at least 100 for a 95% percentile interval.")
     source = Path(config.input)
@@ -68,12 +71,17 @@ def analyze(config: AnalyzeConfig) -> None:
     temperature = float(metadata.get("temperature", 1.0))
 
     # 2. What the shares can be corrected with: the run's out-of-fold confusion (scored with the temperature the
-    # labeling job applied to this file, so both sides are alike) and a gold sample drawn uniformly from the corpus.
+    # labeling job applied to this file, so both sides are alike; only rows chosen without a model, unless told
+    # otherwise), once the file is known to be labeled by that run; and a gold sample drawn uniformly from the corpus.
     oof, no_adjustment = None, "no --run was given, so only naive shares are reported"
     if config.run:
-        oof, no_adjustment = analysis.read_run_predictions(config.run, names, temperature)
+        oof, no_adjustment = analysis.read_run_predictions(config.run, names, temperature, config.confusion_rows)
         if oof is None:
             print(f"warning: {no_adjustment}.", file=sys.stderr)
+        else:  # the run's rates describe only its own fold ensemble's labels
+            moved = analysis.check_labeled_by_run(metadata, config.run, source)
+            if moved:
+                print(f"warning: {moved}.", file=sys.stderr)
     gold = analysis.read_gold_sample(config.gold_sample, frame, schema) if config.gold_sample else None
 
     # 3. Groups: the whole corpus first (named ''), then each group, largest first.
@@ -81,8 +89,9 @@ def analyze(config: AnalyzeConfig) -> None:
         frame, group_by=config.group_by, by_month=config.group_by_month, max_groups=config.max_groups, source=source
     )
 
-    # 4. Naive, adjusted and prediction-powered shares with their 95% intervals: shares.csv and shares.png.
-    shares = analysis.shares_table(
+    # 4. The headline share (PPI with a gold sample, else the adjusted share) and every other estimate with its 95%
+    # interval, per group, and the differences between groups: shares.csv, share_differences.csv, shares.png.
+    shares, differences = analysis.shares_table(
         predicted=labels,
         probs=probs,
         names=names,
@@ -93,9 +102,31 @@ def analyze(config: AnalyzeConfig) -> None:
         replicates=config.bootstrap_replicates,
         seed=config.seed,
         min_group_rows=config.min_group_rows,
+        by_month=config.group_by_month,
     )
     write_table(shares, out / "shares.csv")
     plots.plot_shares(shares, temperature, out / "shares.png")
+
+    # 4b. Does the assumption behind the adjusted shares hold? The gold rows' confusion rates against the run's.
+    check = analysis.check_label_shift(oof=oof, gold=gold, probs=probs, names=names, seed=config.seed)
+    summary = analysis.shares_summary(
+        shares=shares,
+        names=names,
+        oof=oof,
+        gold=gold,
+        check=check,
+        adjustment=config.adjustment,
+        target_width=config.target_width,
+    )
+    write_json(out / "shares.json", summary)
+    if gold is None:
+        print(f"warning: {summary['warning']}", file=sys.stderr)
+    elif check["verdict"] == "violated":
+        print(
+            f"warning: the label-shift check finds the run's confusion rates do not hold on this corpus "
+            f"(p = {check['p_value']:.3g}): the adjusted shares are biased; the headline (PPI) does not use them.",
+            file=sys.stderr,
+        )
 
     # 5. Predicted-label shares with Wilson intervals, over all rows and over confident rows only.
     class_shares = analysis.shares_by_confidence(labels, confidence, names, config.min_confidence)
@@ -118,6 +149,10 @@ def analyze(config: AnalyzeConfig) -> None:
         group_counts = analysis.group_shares(values, labels, names, config.max_groups)
         write_table(group_counts, out / "group_shares.csv")
         plots.plot_group_shares(shares, codes, config.group_by, temperature, out / "group_shares.png")
+        write_table(differences, out / "share_differences.csv")
+        if not differences.empty:
+            shown = analysis.shown_differences(differences)
+            plots.plot_share_differences(shown, codes, config.group_by, out / "share_differences.png")
 
     # 9. report.md, from the tables above.
     report = analysis.render_report(
@@ -130,6 +165,8 @@ def analyze(config: AnalyzeConfig) -> None:
         no_adjustment=no_adjustment,
         gold=gold,
         shares=shares,
+        differences=differences,
+        summary=summary,
         class_shares=class_shares,
         ngrams=ngrams,
         names=names,

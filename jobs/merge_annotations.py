@@ -8,7 +8,10 @@ a label are listed and skipped. Annotated texts already in the training file (sa
 skipped when the labels agree; when they disagree the pair goes to `<output>_conflicts.csv` and the new label is
 left out, unless --prefer new, which relabels the existing copies instead. The output keeps every column of the
 existing file in place (show, annotator, dates, a custom --text_column); new rows fill the text, the label and
-the columns the sheet shares with it. The original training file is replaced only when --output names it and
+the columns the sheet shares with it. Every row records how it was chosen in the column `selection`: 'original'
+(in the training file before), 'random' or 'uncertainty' (from the sheet's own `selection` column, or from its
+make-up for older sheets), 'unknown' for a sheet made by hand; analyze_labels measures the confusion rates only on
+original and random rows. The original training file is replaced only when --output names it and
 --overwrite is given, and then a timestamped backup copy is written first. Next to the output:
 `<output>_merge_issues.csv` (every annotation row not added, and why) and `<output>_merge_summary.json`.
 """
@@ -164,6 +167,9 @@ def merge(config: MergeConfig) -> None:
         f"({summary['not_labeled_skipped']} without a label skipped, {counts['already_known']} already known, "
         f"{counts['conflicts']} conflicts {resolution} -> {stem}_conflicts.csv); "
         f"classes {check.counts['class_counts']}"
+    )
+    print(
+        "rows added by how they were chosen: " + ", ".join(f"{k} {v}" for k, v in counts["added_by_selection"].items())
     )
     if counts["columns_added"]:
         print(f"columns only the annotation sheet had, added at the end: {counts['columns_added']}")

@@ -9,13 +9,14 @@ which are already temperature-calibrated when the labeling run was. With --metho
 the most uncertain candidates by entropy are re-scored with each fold model of RUN separately and ranked by how
 much the fold models disagree. A share of K is reserved for every predicted class, near-duplicates (same
 normalised text) are picked once, and texts already in the --exclude training file are skipped. Sheet 1 has
-`Sentence`, an empty `Label` and the model's guess for reference; sheet 2, `labels`, has the label schema.
+`Sentence`, an empty `Label`, the model's guess for reference and `selection` (how the row was chosen, which
+the merge carries into the training file); sheet 2, `labels`, has the label schema.
 
     python jobs/select_for_annotation.py --input labels.parquet --strategy random --k 300 --seed 0 --output gold.xlsx
 
 draws instead a uniform random sample of the ok rows (reproducible by --seed), the gold sample that
 `analyze_labels.py --gold_sample` turns into prediction-powered shares. Its sheet has `Sentence`, an empty `Label`
-and `row_id` (to join back), without the model's guess, which could anchor the annotators.
+`row_id` (to join back) and `selection` ('random'), without the model's guess, which could anchor the annotators.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def select(config: SelectConfig) -> None:
             )
         frame, _, schema = read_labeled_parquet(config.input)
         picked = select_random(frame, config.k, config.seed)
-        write_annotation_sheet(picked, schema, output, show_predictions=False)
+        write_annotation_sheet(picked, schema, output, show_predictions=False, selection="random")
         print(
             f"wrote {output}: {len(picked)} of {len(frame)} labeled rows drawn uniformly at random (seed "
             f"{config.seed}); the model's labels are left out of the sheet so they cannot anchor the annotators"

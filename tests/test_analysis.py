@@ -115,7 +115,12 @@ def biased_corpus(tmp_path, num_rows=400, seed=0, extra=None):
     shows = ["国家宝藏" if i % 2 else "上新了故宫" for i in range(num_rows)]
     shows[:10] = ["只此青绿"] * 10  # a group too small to report
     corpus = write_labeled_parquet(
-        tmp_path / "corpus.parquet", texts, probs_of(predict(truth)), extra={"show": shows, **(extra or {})}
+        tmp_path / "corpus.parquet",
+        texts,
+        probs_of(predict(truth)),
+        extra={"show": shows, **(extra or {})},
+        model=str(run),
+        members=[f"fold_{k}" for k in range(5)],
     )
     return corpus, run, truth
 
@@ -184,7 +189,8 @@ def test_random_selection_is_uniform_reproducible_and_hides_the_models_guess(tmp
     again, _ = draw_gold(tmp_path, corpus, truth, capsys, k=100, name="b.xlsx")
     other, _ = draw_gold(tmp_path, corpus, truth, capsys, k=100, seed=1, name="c.xlsx")
     assert first["row_id"].tolist() == again["row_id"].tolist() != other["row_id"].tolist()
-    assert first["row_id"].is_unique and first.columns.tolist() == ["Sentence", "Label", "row_id"]
+    assert first["row_id"].is_unique and first.columns.tolist() == ["Sentence", "Label", "row_id", "selection"]
+    assert (first["selection"] == "random").all()  # how the rows were chosen travels into the training file
     assert first["Label"].isna().all()
     # uniform: over 400 seeds, each of 400 rows is drawn about 100 times (k = 100 of 400); a chi-square test
     frame = pd.DataFrame({"row_id": np.arange(400), "text": "x"})

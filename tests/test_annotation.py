@@ -96,7 +96,10 @@ def test_select_job_writes_annotators_sheet(tmp_path, capsys):
     sheets = pd.read_excel(output, sheet_name=None)
     assert list(sheets) == ["Sheet1", "labels"]
     sheet = sheets["Sheet1"]
-    assert list(sheet.columns) == ["Sentence", "Label", "predicted_label", "predicted_name", "confidence", "row_id"]
+    assert list(sheet.columns) == [
+        *["Sentence", "Label", "predicted_label", "predicted_name", "confidence", "row_id", "selection"]
+    ]
+    assert (sheet["selection"] == "uncertainty").all()
     assert len(sheet) == 10 and sheet["Label"].isna().all()
     assert "评论2号 节目真好看" not in set(sheet["Sentence"])
     assert (sheet["predicted_name"] == [NAMES[i] for i in sheet["predicted_label"]]).all()
@@ -165,8 +168,10 @@ def test_merge_adds_new_skips_known_and_reports_conflicts(tmp_path, annotation_f
     assert status == 0
     assert existing.read_bytes() == before  # the original is untouched
     merged = pd.read_excel(output)
-    assert list(merged.columns) == ["Sentence", "Label"]
+    assert list(merged.columns) == ["Sentence", "Label", "selection"]  # how each row was chosen, added
     assert merged["Sentence"].tolist()[4:] == ["兵马俑好震撼", "文化自信"]  # new rows appended, in sheet order
+    # A sheet with the model's guess (written before the column existed) was uncertainty-selected.
+    assert merged["selection"].tolist() == ["original"] * 4 + ["uncertainty"] * 2
     assert merged.loc[merged["Sentence"] == "转发微博", "Label"].tolist() == [3]  # conflict left out
     data = load_labeled(output, LabelSchema())
     assert data.counts["rows_used"] == 6 and data.counts["conflicting_duplicates_dropped"] == 0
@@ -178,8 +183,39 @@ def test_merge_adds_new_skips_known_and_reports_conflicts(tmp_path, annotation_f
     assert issues.loc[issues["issue"] == "no label given", "row"].tolist() == ["row 5", "row 7"]
     summary = json.loads((tmp_path / "merged_merge_summary.json").read_text())
     assert summary["added"] == 2 and summary["already_known"] == 1 and summary["conflicts"] == 1
-    assert summary["not_labeled_skipped"] == 2
+    assert summary["not_labeled_skipped"] == 2 and summary["added_by_selection"] == {"uncertainty": 2}
     assert "2 new rows" in out
+
+
+def test_merge_records_each_rows_selection_and_keeps_recorded_ones(tmp_path, capsys):
+    """A random sample's rows are 'random', the sheet's own column wins, rows already recorded keep theirs, and a
+    sheet made by hand is 'unknown'."""
+    existing = tmp_path / "train.csv"
+    pd.DataFrame(
+        {"Sentence": ["主持人讲得真好", "越王勾践剑好锋利"], "Label": [0, 1], "selection": [None, "uncertainty"]}
+    ).to_csv(existing, index=False)
+    sheets = {
+        "random.xlsx": pd.DataFrame({"Sentence": ["兵马俑好震撼", "文化自信"], "Label": [1, 2], "row_id": [4, 9]}),
+        "own.xlsx": pd.DataFrame(
+            {
+                "Sentence": ["兵马俑好震撼", "文化自信"],
+                "Label": [1, 2],
+                "predicted_label": [1, 2],
+                "selection": "random",
+            }
+        ),
+        "hand.xlsx": pd.DataFrame({"Sentence": ["兵马俑好震撼", "文化自信"], "Label": [1, 2]}),
+    }
+    expected = {"random.xlsx": "random", "own.xlsx": "random", "hand.xlsx": "unknown"}
+    for name, sheet in sheets.items():
+        sheet.to_excel(tmp_path / name, index=False)
+        output = tmp_path / f"merged_{name}.csv"
+        args = ["--annotations", str(tmp_path / name), "--existing", str(existing), "--output", str(output)]
+        status, out, err = run_job("merge_annotations.py", args, capsys)
+        assert status == 0, err
+        merged = pd.read_csv(output)
+        assert merged["selection"].tolist() == ["original", "uncertainty", expected[name], expected[name]], name
+        assert f"rows added by how they were chosen: {expected[name]} 2" in out
 
 
 def test_merge_prefer_new_relabels_existing(tmp_path, annotation_files, capsys):

@@ -3,6 +3,7 @@ annotators' spreadsheet format, and merge the filled-in sheet back into the trai
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,11 @@ from weibolabel.tables import read_table, require_column, write_xlsx
 ANNOTATION_SHEET, LABELS_SHEET = "Sheet1", "labels"
 REFERENCE_COLUMNS = ["predicted_label", "predicted_name", "confidence", "row_id"]
 METHODS = ("margin", "entropy", "disagreement")
+# How each row of a training file was chosen (its provenance, column SELECTION_COLUMN): rows there before the
+# annotation loop, a uniform random sample, or the model's least certain rows. Only the first two leave the
+# out-of-fold confusion rates an honest measurement of the corpus' (docs/statistics.md, label shift).
+SELECTION_COLUMN = "selection"
+MODEL_FREE_SELECTIONS = ("original", "random")
 
 
 # ------------------------------------------------------------------------------------------------- reading
@@ -162,11 +168,12 @@ def select_random(frame: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
 
 
 def write_annotation_sheet(
-    picked: pd.DataFrame, schema: LabelSchema, path: Path, show_predictions: bool = True
+    picked: pd.DataFrame, schema: LabelSchema, path: Path, show_predictions: bool = True, selection: str = "uncertainty"
 ) -> None:
-    """Sheet 1: `Sentence`, an empty `Label` and the model's guess for reference; sheet 2: the label schema.
-    Without `show_predictions` the guess is left out (only `row_id` stays): a gold sample must not be anchored on
-    the model's answer, or its errors would look smaller than they are."""
+    """Sheet 1: `Sentence`, an empty `Label`, the model's guess for reference and how the row was chosen
+    (`selection`: 'uncertainty' or 'random', carried into the training file by the merge); sheet 2: the label
+    schema. Without `show_predictions` the guess is left out (only `row_id` stays): a gold sample must not be
+    anchored on the model's answer, or its errors would look smaller than they are."""
     sheet = pd.DataFrame(
         {
             "Sentence": picked["text"].to_numpy(dtype=object),
@@ -175,6 +182,7 @@ def write_annotation_sheet(
             "predicted_name": [schema.names[int(i)] for i in picked["label"]],
             "confidence": picked["confidence"].astype(float).round(4).to_numpy(),
             "row_id": picked["row_id"].astype(int).to_numpy(),
+            SELECTION_COLUMN: selection,
         }
     )
     if not show_predictions:
@@ -185,7 +193,14 @@ def write_annotation_sheet(
         path=path,
         sheet=sheet,
         schema=schema,
-        widths={"Sentence": 60, "Label": 8, "predicted_label": 15, "predicted_name": 15, "confidence": 11},
+        widths={
+            "Sentence": 60,
+            "Label": 8,
+            "predicted_label": 15,
+            "predicted_name": 15,
+            "confidence": 11,
+            "selection": 11,
+        },
         choices=schema.names if schema.number_names else [str(i) for i in range(len(schema))],
         choice_column="Label",
     )
@@ -268,13 +283,32 @@ def read_annotations(
     issues = data.issues.copy()
     unlabeled = issues["row"].isin(blank_rows)
     issues.loc[unlabeled, ["column", "issue", "action"]] = ["Label", "no label given", "skipped"]
-    # The annotators' own columns (who labeled, a note) travel with each row; the model's guess does not.
+    # The annotators' own columns (who labeled, a note) travel with each row; the model's guess does not. Each row
+    # carries how it was chosen, so the analysis can tell model-chosen rows from the rest.
     own = [c for c in frame.columns if c not in ("Sentence", "Label", *REFERENCE_COLUMNS)]
+    chosen = sheet_selection(frame)
     rows = data.rows.assign(
-        extra=[{c: v for c, v in frame.loc[i, own].items() if not is_blank(v)} for i in data.rows["row_id"]],
+        extra=[
+            {SELECTION_COLUMN: chosen[i], **{c: v for c, v in frame.loc[i, own].items() if not is_blank(v)}}
+            for i in data.rows["row_id"]
+        ],
         sentence=frame["Sentence"].to_numpy(dtype=object)[data.rows["row_id"].to_numpy()],  # the text as written
     )
     return rows, issues
+
+
+def sheet_selection(frame: pd.DataFrame) -> list[str]:
+    """How each row of an annotation sheet was chosen: its `selection` cell, else what the sheet's make-up says
+    (select_for_annotation wrote the model's guess beside uncertain rows, and only row_id beside a random sample);
+    'unknown' for a sheet made by hand."""
+    if "predicted_label" in frame.columns:
+        inferred = "uncertainty"
+    elif "row_id" in frame.columns:
+        inferred = "random"
+    else:
+        inferred = "unknown"
+    cells = frame[SELECTION_COLUMN] if SELECTION_COLUMN in frame.columns else [None] * len(frame)
+    return [inferred if is_blank(v) else str(v).strip() for v in cells]
 
 
 def merge_annotations(
@@ -328,6 +362,12 @@ def merge_annotations(
     counts["columns_added"] = new_columns
     if added:
         combined = _append_rows(combined, added, new_columns)
+    if SELECTION_COLUMN in combined.columns:  # rows the file held before the loop recorded provenance
+        before = combined.index < len(existing)
+        blank = np.array([is_blank(v) for v in combined[SELECTION_COLUMN]], dtype=bool)
+        combined[SELECTION_COLUMN] = combined[SELECTION_COLUMN].astype(object)
+        combined.loc[before & blank, SELECTION_COLUMN] = "original"
+    counts["added_by_selection"] = dict(Counter(row.get(SELECTION_COLUMN, "unknown") for row in added))
     columns = ["text", "existing_rows", "existing_label", "annotation_row", "new_label", "resolution"]
     return combined, pd.DataFrame(conflicts, columns=columns), counts
 

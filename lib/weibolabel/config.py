@@ -277,6 +277,18 @@ class AnalyzeConfig:
             "choices": ["pacc", "acc"],
         },
     )
+    confusion_rows: str = field(
+        default="model_free",
+        metadata={
+            "help": "Out-of-fold rows the confusion rates are measured on: 'model_free' (rows chosen without a model: "
+            "original and random, by the training file's 'selection' column) or 'all'.",
+            "choices": ["model_free", "all"],
+        },
+    )
+    target_width: float = field(
+        default=0.05,
+        metadata={"help": "Full width of a 95% interval the gold rows advised without a gold sample aim at."},
+    )
     bootstrap_replicates: int = field(default=1000, metadata={"help": "Bootstrap replicates of the adjusted shares."})
     seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
     min_confidence: float = field(default=0.8, metadata={"help": "Threshold of the 'confident rows' shares."})

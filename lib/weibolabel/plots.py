@@ -141,8 +141,11 @@ def plot_group_shares(
     groups = list(dict.fromkeys(part["group"]))
     names = list(dict.fromkeys(part["class"]))
     adjusted = part["adjusted_share"].notna().any()
+    headline = "share_low" in part and part["share_low"].notna().any()
     column, low, high = ("adjusted_share", "adjusted_low", "adjusted_high") if adjusted else ("naive_share",) * 3
-    if not adjusted:  # Wilson intervals around the naive count
+    if headline:  # the published share, whichever method gave it (share_differences.csv names them)
+        column, low, high = "share", "share_low", "share_high"
+    elif not adjusted:  # Wilson intervals around the naive count
         part = part.copy()
         low_high = [wilson_interval(np.array([s * n]), int(n)) for s, n in zip(part["naive_share"], part["n"])]
         part["naive_low"], part["naive_high"] = [lo[0] for lo, _ in low_high], [hi[0] for _, hi in low_high]
@@ -171,6 +174,7 @@ def plot_group_shares(
     axis.set_xticks(range(len(groups)), [f"{codes[g]}\n(n={int(sizes[g])})" for g in groups], fontsize=8)
     axis.set(ylabel="share of comments", ylim=(0, 1), xlim=(-0.5, len(groups) - 0.5))
     what = "adjusted for misclassification" if adjusted else "naive (predicted labels, Wilson intervals)"
+    what = "headline (method per share in shares.csv)" if headline else what
     axis.set_title(_provenance_title(f"Class shares by {group_by}, {what}", temperature), fontsize=9)
     axis.legend(title="class", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     axis.grid(axis="y", alpha=0.3)
@@ -178,6 +182,31 @@ def plot_group_shares(
     if coded:  # the key: plots carry ASCII only, so non-ASCII group names get a code explained in report.md
         key = "Key to the codes G1, G2 ...: the table under this plot in report.md (and shares.csv)."
         figure.text(0.01, 0.01, key, fontsize=7)
+    save(figure, path)
+
+
+def plot_share_differences(differences: pd.DataFrame, codes: dict[str, str], group_by: str, path: Path) -> None:
+    """Differences of the headline shares between pairs of groups (the rows given, in their order), one colour per
+    class, with the 95% intervals share_differences.csv holds; a line at zero."""
+    pairs = list(dict.fromkeys(zip(differences["group_a"], differences["group_b"])))
+    names = list(dict.fromkeys(differences["class"]))
+    figure, axis = plt.subplots(figsize=(7.5, 0.5 * len(pairs) * len(names) ** 0.5 + 2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    step = 0.8 / len(names)
+    for c, name in enumerate(names):
+        rows = differences[differences["class"] == name].set_index(["group_a", "group_b"]).loc[pairs]
+        y = np.arange(len(pairs)) + (c - (len(names) - 1) / 2) * step
+        values = rows["difference"].to_numpy(dtype=float)
+        low, high = rows["difference_low"].to_numpy(dtype=float), rows["difference_high"].to_numpy(dtype=float)
+        error = np.vstack([values - low, high - values])
+        axis.errorbar(values, y, xerr=np.nan_to_num(error), fmt="o", ms=4, capsize=2, color=colours[c % 10], label=name)
+    axis.axvline(0, color="black", lw=0.8)
+    axis.set_yticks(range(len(pairs)), [f"{codes.get(a, a)} - {codes.get(b, b)}" for a, b in pairs], fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlabel("difference of shares (a - b)")
+    axis.set_title(f"Differences of class shares between {group_by} groups, with 95% intervals", fontsize=9)
+    axis.legend(title="class", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    axis.grid(axis="x", alpha=0.3)
     save(figure, path)
 
 

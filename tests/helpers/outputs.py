@@ -20,8 +20,9 @@ from weibolabel.parquet_io import METADATA_KEY
 from helpers.data import NAMES
 
 
-def write_labeled_parquet(path, texts, probs, extra=None):
-    """A file shaped like the labeling job's output, with its label schema in the metadata."""
+def write_labeled_parquet(path, texts, probs, extra=None, model="test", members=("fold_0",)):
+    """A file shaped like the labeling job's output, with its label schema and the model that labeled it in the
+    metadata."""
     probs = np.asarray(probs, dtype=np.float32)
     ok = [t != "" for t in texts]
     frame = pd.DataFrame(
@@ -38,7 +39,7 @@ def write_labeled_parquet(path, texts, probs, extra=None):
         }
     )
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    metadata = {"labels": LabelSchema().to_list(), "model": "test", "members": ["fold_0"], "temperature": 1.0}
+    metadata = {"labels": LabelSchema().to_list(), "model": model, "members": list(members), "temperature": 1.0}
     pq.write_table(table.replace_schema_metadata({METADATA_KEY: json.dumps(metadata).encode()}), path)
     return path
 
