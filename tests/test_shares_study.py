@@ -42,16 +42,23 @@ def test_headline_covers_where_the_docs_say_it_holds(study):
         if results[name][0].loc["headline", "coverage"] < 0.9
     }
     assert not low, f"headline coverage below 0.9 in {low}"
-    for name in held:  # and for the difference between the two groups
-        assert results[name][0].loc["headline", "difference_coverage"] >= 0.9, name
+    for name in held:
+        table = results[name][0]
+        # The rarest class of each group (48 shares here) and the difference A - B (4 per replicate): fewer cells,
+        # so a looser floor than the 0.9 of all shares, above what the failures in the next test give.
+        assert table.loc["headline", "coverage_rarest"] >= 0.85, (name, table.loc["headline", "coverage_rarest"])
+        assert table.loc["headline", "difference_coverage"] >= 0.85, (name, table.loc["headline"].to_dict())
 
 
 def test_the_study_sees_an_interval_that_does_not_cover(study):
-    """The same harness reports the naive count's interval, which ignores the classifier's errors, as failing: a
-    coverage check that cannot fail would prove nothing."""
+    """The same harness reports intervals known to fail as failing (the naive count's, which ignores the classifier's
+    errors; PPI's normal interval on 30 gold rows): a coverage check that cannot fail would prove nothing."""
     _, results = study
     assert results["calibration"][0].loc["naive", "coverage"] < 0.8
     assert results["holds"][0].loc["naive", "coverage"] < 0.8
+    # PPI's normal interval with 30 gold rows and a 3-8% class: what the headline replaced (issue 28) fails both floors.
+    ppi = results["small_30"][0].loc["ppi"]
+    assert ppi["coverage"] < 0.9 and ppi["coverage_rarest"] < 0.85, ppi
 
 
 def test_label_shift_check_alarm_rates(study):
