@@ -74,7 +74,7 @@ def test_label_shift_check_alarm_rates(study):
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
-        ("shares_coverage.py", ["| holds | headline |", "| uncertainty | pacc |", "Label-shift check"]),
+        ("shares_coverage.py", ["| shares | holds | noise | uncertainty |", "| headline | 0.", "Label-shift check"]),
         ("shares_real.py", ["check 'violated', all labeled rows", "headline covers, per group"]),
     ],
 )
