@@ -326,19 +326,27 @@ def simulate(scenario: Scenario, *, replicates: int, bootstrap: int, seed: int) 
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """The table of docs/statistics.md: coverage ± MC se and mean width of the shares and of the difference A - B."""
-    lines = [
-        "| scenario | method | shares: coverage ± MC se | rarest class | mean width | A - B: coverage ± MC se "
-        "| width |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for row in table.itertuples():
-        lines.append(
-            f"| {row.scenario} | {row.method} | {row.coverage:.3f} ± {row.mc_se:.3f} | {row.coverage_rarest:.3f} "
-            f"| {row.mean_width:.3f} | {row.difference_coverage:.3f} ± {row.difference_mc_se:.3f} "
-            f"| {row.difference_mean_width:.3f} |"
-        )
-    return "\n".join(lines)
+    """The tables of docs/statistics.md: per method (rows) and scenario (columns), coverage ± its MC standard error
+    and the mean width in brackets; first of the shares, then of the difference between groups A and B."""
+    scenarios = list(dict.fromkeys(table["scenario"]))
+    blocks = []
+    for prefix, title in (("", "shares"), ("difference_", "difference A - B")):
+        lines = [f"| {title} | " + " | ".join(scenarios) + " |", "|---" * (len(scenarios) + 1) + "|"]
+        for method in dict.fromkeys(table["method"]):
+            cells = []
+            for scenario in scenarios:
+                row = table[(table["scenario"] == scenario) & (table["method"] == method)].iloc[0]
+                cells.append(
+                    f"{row[prefix + 'coverage']:.3f} ± {row[prefix + 'mc_se']:.3f} ({row[prefix + 'mean_width']:.3f})"
+                )
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    rarest = table.pivot(index="method", columns="scenario", values="coverage_rarest")
+    lines = ["| rarest class | " + " | ".join(scenarios) + " |", "|---" * (len(scenarios) + 1) + "|"]
+    for method in dict.fromkeys(table["method"]):
+        lines.append(f"| {method} | " + " | ".join(f"{rarest.loc[method, s]:.3f}" for s in scenarios) + " |")
+    blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def cpu_model() -> str:
@@ -355,7 +363,7 @@ def cpu_model() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", nargs="+", choices=sorted(SCENARIOS), default=list(SCENARIOS))
-    parser.add_argument("--replicates", type=int, default=60, help="Simulated workflows per scenario.")
+    parser.add_argument("--replicates", type=int, default=150, help="Simulated workflows per scenario.")
     parser.add_argument("--bootstrap", type=int, default=100, help="Bootstrap replicates of ACC/PACC per workflow.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="Smoke test: 8 replicates, 100 bootstrap draws.")
