@@ -268,13 +268,24 @@ def test_gold_sample_adds_ppi_shares_and_is_validated(tmp_path, capsys):
 
 def test_group_by_month_and_bad_dates(tmp_path, capsys):
     dates = [f"2024-0{1 + i % 3}-15" for i in range(400)]
-    corpus, _, _ = biased_corpus(tmp_path, extra={"date": dates})
+    corpus, run, _ = biased_corpus(tmp_path, extra={"date": dates})
     out = tmp_path / "a"
     args = ["--input", str(corpus), "--group_by", "date", "--group_by_month", "--output_dir", str(out)]
     status, _, err = run_job("analyze_labels.py", args, capsys)
     assert status == 0, err
     shares = pd.read_csv(out / "shares.csv", dtype={"group": str})
     assert set(shares["group"].dropna()) == {"2024-01", "2024-02", "2024-03"}
+    # With the run: months compared later minus earlier, each against the one before first, on the shared bootstrap.
+    status, _, err = run_job("analyze_labels.py", [*args[:-1], str(tmp_path / "b"), "--run", str(run)], capsys)
+    assert status == 0, err
+    differences = pd.read_csv(tmp_path / "b" / "share_differences.csv", dtype={"group_a": str, "group_b": str})
+    pairs = list(dict.fromkeys(zip(differences["group_a"], differences["group_b"])))
+    assert pairs == [("2024-02", "2024-01"), ("2024-03", "2024-02"), ("2024-03", "2024-01")]
+    assert (differences["difference_method"] == "pacc_bootstrap").all()
+    assert (
+        (differences["difference_low"] <= differences["difference"])
+        & (differences["difference"] <= differences["difference_high"])
+    ).all()
     dates[7] = "soon"
     corpus, _, _ = biased_corpus(tmp_path, extra={"date": dates})
     status, _, err = run_job("analyze_labels.py", args, capsys)

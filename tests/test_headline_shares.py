@@ -180,3 +180,55 @@ def test_a_file_labeled_by_another_run_or_one_fold_is_refused(study, tmp_path, c
     args = ["--input", str(moved), "--run", run, "--output_dir", str(tmp_path / "out_moved")]
     status, _, err = run_job("analyze_labels.py", [*args, "--bootstrap_replicates", "100"], capsys)
     assert status == 0 and "taken to be the run" in err
+
+
+def test_a_file_the_run_labeled_is_accepted_and_one_fold_of_it_refused(tmp_path, tiny_run_dir, unlabeled_xlsx, capsys):
+    """The labeling job's own metadata: the run's directory and all its folds pass; one fold model is refused. The
+    run's training file records no selection, which the analysis says."""
+    from helpers.jobs import launch_job
+
+    outputs = {}
+    for name, model in (("ensemble", tiny_run_dir), ("one_fold", tiny_run_dir / "fold_0")):
+        outputs[name] = tmp_path / f"{name}.parquet"
+        launch_job(
+            "label_corpus.py", ["--input", str(unlabeled_xlsx), "--model", str(model), "--output", str(outputs[name])]
+        )
+    args = ["--run", str(tiny_run_dir), "--bootstrap_replicates", "100"]
+    out = tmp_path / "analysis"
+    status, _, err = run_job(
+        "analyze_labels.py", ["--input", str(outputs["ensemble"]), *args, "--output_dir", str(out)], capsys
+    )
+    assert status == 0 and "taken to be the run" not in err, err
+    confusion = json.loads((out / "shares.json").read_text())["confusion_rows"]
+    assert confusion["rows_used"] == confusion["rows_total"] > 0
+    assert "has no 'selection' column" in confusion["provenance"]
+    status, _, err = run_job(
+        "analyze_labels.py", ["--input", str(outputs["one_fold"]), *args, "--output_dir", str(tmp_path / "b")], capsys
+    )
+    assert status == 2 and "labeled by one fold model" in err
+
+
+def test_gold_rows_the_run_trained_on_are_counted_and_warned_about(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    gold_labels = np.arange(200) % 4
+    run = write_fake_run(tmp_path / "run", gold=gold_labels, predicted=gold_labels, probs=probs_of(gold_labels))
+    texts = [f"评论{i}" for i in range(300)]  # the first 200 are the run's training texts
+    corpus = write_labeled_parquet(
+        tmp_path / "corpus.parquet", texts, probs_of(np.arange(300) % 4), model=str(run), members=FOLDS
+    )
+    chosen = np.sort(rng.choice(300, 60, replace=False))
+    gold = tmp_path / "gold.xlsx"
+    pd.DataFrame({"Sentence": [texts[i] for i in chosen], "Label": chosen % 4, "row_id": chosen}).to_excel(
+        gold, index=False
+    )
+    args = ["--input", str(corpus), "--run", str(run), "--gold_sample", str(gold), "--bootstrap_replicates", "100"]
+    status, _, err = run_job("analyze_labels.py", [*args, "--output_dir", str(tmp_path / "a")], capsys)
+    assert status == 0, err
+    summary = json.loads((tmp_path / "a" / "shares.json").read_text())
+    assert summary["gold_rows_in_training"] == int((chosen < 200).sum()) > 0
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert f"**Warning: {summary['gold_rows_in_training']} gold rows are also in the run's training data**" in report
+    status, _, err = run_job(
+        "analyze_labels.py", [*args, "--target_width", "0", "--output_dir", str(tmp_path / "b")], capsys
+    )
+    assert status == 2 and "--target_width" in err

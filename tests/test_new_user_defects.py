@@ -65,9 +65,11 @@ def test_merge_keeps_every_column_of_the_existing_file_in_place(tmp_path, group_
     args = ["--annotations", str(filled), "--existing", str(existing), "--output", str(output), "--text_column", "评论"]
     assert merge.main([*args, "--prefer", "new"]) == 0, capsys.readouterr().err
     before, merged = pd.read_excel(existing), pd.read_excel(output)
-    assert list(merged.columns) == ["show", "评论", "annotator", "Label", "date"]
+    # Every column in place; how each row was chosen (issue 28) is added at the end.
+    assert list(merged.columns) == ["show", "评论", "annotator", "Label", "date", "selection"]
+    assert merged["selection"].tolist() == ["original"] * 3 + ["uncertainty"]
     # Existing rows: every cell as it was, except the relabeled conflict (written as a name, like its column).
-    pd.testing.assert_frame_equal(merged.iloc[:2], before.iloc[:2])
+    pd.testing.assert_frame_equal(merged.iloc[:2, :5], before.iloc[:2])
     assert merged.loc[2, "Label"] == "culture" and merged.loc[2, "annotator"] == "li"
     # The new row fills what it has (text, label, annotator) and leaves the rest empty.
     new = merged.iloc[3]
@@ -88,7 +90,7 @@ def test_merge_into_the_original_only_when_asked_and_through_a_backup(tmp_path, 
     assert len(backups) == 1 and backups[0].read_bytes() == original
     assert f"backup of the original: {backups[0]}" in capsys.readouterr().out
     merged = pd.read_excel(existing)
-    assert list(merged.columns) == ["show", "评论", "annotator", "Label", "date"] and len(merged) == 4
+    assert list(merged.columns) == ["show", "评论", "annotator", "Label", "date", "selection"] and len(merged) == 4
     sheet = filled.read_bytes()
     args = ["--annotations", str(filled), "--existing", str(existing), "--output", str(filled), "--overwrite"]
     assert merge.main([*args, "--text_column", "评论"]) == 2 and filled.read_bytes() == sheet
@@ -105,8 +107,13 @@ def test_merge_into_a_csv_keeps_its_format_and_its_numbers(tmp_path, group_files
     assert merge.main(["--annotations", str(filled), "--existing", str(existing)]) == 0, capsys.readouterr().err
     lines = (tmp_path / "train_merged.csv").read_text(encoding="utf-8-sig").splitlines()
     # Existing rows as they were (12, not 12.0), the new row after them; a column only the sheet has goes last.
-    assert lines == ["Sentence,Label,likes,annotator", "主持人讲得真好,0,12,", "转发微博,3,7,", "兵马俑好震撼,1,,zhao"]
-    assert "added at the end: ['annotator']" in capsys.readouterr().out
+    assert lines == [
+        "Sentence,Label,likes,annotator,selection",
+        "主持人讲得真好,0,12,,original",
+        "转发微博,3,7,,original",
+        "兵马俑好震撼,1,,zhao,uncertainty",
+    ]
+    assert "added at the end: ['annotator', 'selection']" in capsys.readouterr().out
 
 
 # ================================================================================= 2. users' comments stay local

@@ -502,15 +502,13 @@ def group_shares_report_table(shares: pd.DataFrame, codes: dict[str, str]) -> pd
 
 
 def difference_pairs(names: list[str], by_month: bool) -> list[tuple[int, int]]:
-    """Every pair (a, b) of groups, a before b in the order plotted first: with months, each month against the
-    month before it, then the rest; otherwise each group against the largest, then the rest."""
+    """Every pair (a, b) of groups (indices into `names`), in the order plotted first: with months, later minus
+    earlier, each month against the month before it first; otherwise each group against the largest first."""
     if by_month:
         order = sorted(range(len(names)), key=lambda i: names[i])
-        first = [(order[i + 1], order[i]) for i in range(len(order) - 1)]
-    else:
-        first = [(0, j) for j in range(1, len(names))]
-    rest = [(a, b) for a in range(len(names)) for b in range(a + 1, len(names))]
-    return [*first, *(pair for pair in rest if pair not in first and pair[::-1] not in first)]
+        pairs = [(order[j], order[i]) for i in range(len(order)) for j in range(i + 1, len(order))]
+        return sorted(pairs, key=lambda pair: order.index(pair[0]) - order.index(pair[1]) > 1)
+    return [(a, b) for a in range(len(names)) for b in range(a + 1, len(names))]
 
 
 def shares_table(

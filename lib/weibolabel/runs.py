@@ -333,6 +333,7 @@ JOB_FILES: dict[str, tuple[str, ...]] = {
     "analyze_labels": (
         "shares.csv", "class_shares.csv", "report.md", "shares.png", "class_shares.png", "confidence_histogram.csv",
         "confidence_histogram.png", "characteristic_ngrams.csv", "group_shares.csv", "group_shares.png",
+        "shares.json", "share_differences.csv", "share_differences.png",
     ),
     "find_label_issues": (
         "label_issues.md", "label_issues.xlsx", "label_issues.csv", "noise_estimate.csv", "config.yaml",

@@ -13,6 +13,11 @@ large corpus it is narrow around the wrong value. Two corrections:
 - **Prediction-powered inference** (PPI++; Angelopoulos et al., Science 2023, and arXiv:2311.01453): a small gold
   sample drawn uniformly from the corpus measures the model's bias on the corpus itself; the model's predictions
   on all rows reduce the variance. Valid without the label-shift assumption.
+
+The share to publish (`headline_share`) is PPI for a finite group (finite-population correction, t interval), the
+gold rows' own Wilson interval where they hold few rows of the class, the exact share of a group labeled in full;
+`difference_interval` compares two groups' independent headlines, `adjusted_shares(pairs=...)` two adjusted shares
+through the shared bootstrap; `gold_rows_needed` sizes a gold sample from the run's own rates.
 """
 
 from __future__ import annotations
