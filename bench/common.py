@@ -70,7 +70,7 @@ def machine_lines(device: str) -> list[str]:
 
 def append_section(device: str, title: str, body: str) -> Path:
     """Append a section (command, code revision, date, machine, then `body`) to bench/results/<machine>-<date>.md."""
-    from weibolabel.run.runs import git_revision
+    from weibolabel.run.launch import git_revision
 
     now = dt.datetime.now().astimezone()
     path = RESULTS_DIR / f"{machine_tag(device)}-{now.date().isoformat()}.md"

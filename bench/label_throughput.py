@@ -38,7 +38,7 @@ import corpus
 from peers import labeling as peers
 
 from weibolabel.data.labeled import clean_text
-from weibolabel.run.runs import RunLayout
+from weibolabel.run.layout import RunLayout
 from weibolabel.stats.calibration import expected_calibration_error, log_probs, softmax
 from weibolabel.util.markdown import markdown_table
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import corpus
 
-from weibolabel.run.runs import RunLayout
+from weibolabel.run.layout import RunLayout
 from weibolabel.util.markdown import markdown_table
 
 PROTOTYPE = common.BENCH_DIR / "peers" / "prototype_train.py"

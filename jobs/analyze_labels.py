@@ -29,7 +29,7 @@ from weibolabel.data.tables import write_table
 from weibolabel.labeling.parts import read_metadata
 from weibolabel.review.annotation import read_labeled_parquet
 from weibolabel.run.config import AnalyzeConfig, parse_config
-from weibolabel.run.runs import check_outputs, claim_output_directory
+from weibolabel.run.layout import check_outputs, claim_output_directory
 from weibolabel.util.errors import UserError, exit_status
 from weibolabel.util.files import write_json, write_text
 

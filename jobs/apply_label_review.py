@@ -29,7 +29,8 @@ from weibolabel.data.tables import read_table, require_column, write_table
 from weibolabel.review.annotation import schema_from_sheet, workbook_sheets
 from weibolabel.review.label_issues import apply_decisions, read_decisions
 from weibolabel.run.config import ApplyReviewConfig, parse_config
-from weibolabel.run.runs import check_outputs, now_utc
+from weibolabel.run.launch import now_utc
+from weibolabel.run.layout import check_outputs
 from weibolabel.util.errors import UserError, exit_status
 from weibolabel.util.files import backup_copy, write_json
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from weibolabel.run.config import CompareConfig, parse_config
-from weibolabel.run.runs import RunLayout, check_outputs, claim_output_directory, read_out_of_fold
+from weibolabel.run.layout import RunLayout, check_outputs, claim_output_directory, read_out_of_fold
 from weibolabel.util.errors import UserError, exit_status
 from weibolabel.util.files import write_json, write_text
 

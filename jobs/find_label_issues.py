@@ -22,7 +22,7 @@ import pandas as pd
 from weibolabel.data.tables import write_table
 from weibolabel.review import label_issues
 from weibolabel.run.config import LabelIssuesConfig, parse_config, write_config
-from weibolabel.run.runs import RunLayout, check_outputs, claim_output_directory
+from weibolabel.run.layout import RunLayout, check_outputs, claim_output_directory
 from weibolabel.util.errors import UserError, exit_status
 from weibolabel.util.files import write_text
 from weibolabel.util.markdown import frame_table

@@ -36,22 +36,17 @@ from weibolabel.labeling.parts import (
 )
 from weibolabel.run.config import LabelConfig, config_to_dict, parse_config
 from weibolabel.run.device import check_device
-from weibolabel.run.preemption import StopSignal
-from weibolabel.run.runs import (
-    RunLock,
-    check_lock_free,
-    check_outputs,
-    check_shared_directory,
-    ensure_writable,
+from weibolabel.run.launch import (
     exit_with_launcher,
-    find_checkpoints,
     limit_tokenizer_threads,
     make_accelerator,
     on_main_process,
-    output_lock_path,
     run_guarded,
     setup_logging,
 )
+from weibolabel.run.layout import check_outputs, check_shared_directory, ensure_writable, find_checkpoints
+from weibolabel.run.lock import RunLock, check_lock_free, output_lock_path
+from weibolabel.run.preemption import StopSignal
 from weibolabel.run.startup import JobLogger, is_main_launch_process, refuse
 from weibolabel.util.errors import UserError
 

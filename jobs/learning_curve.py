@@ -25,17 +25,9 @@ import pandas as pd
 from weibolabel.data.tables import write_table
 from weibolabel.run.config import DEVICE_OPTION, parse_config
 from weibolabel.run.device import check_device
+from weibolabel.run.launch import make_accelerator, on_main_process, run_guarded, setup_logging
+from weibolabel.run.layout import RunLayout, check_outputs, claim_output_directory, ensure_writable
 from weibolabel.run.preemption import StopSignal
-from weibolabel.run.runs import (
-    RunLayout,
-    check_outputs,
-    claim_output_directory,
-    ensure_writable,
-    make_accelerator,
-    on_main_process,
-    run_guarded,
-    setup_logging,
-)
 from weibolabel.run.startup import JobLogger, refuse
 from weibolabel.util.errors import UserError
 from weibolabel.util.files import write_json, write_text

@@ -33,7 +33,7 @@ from weibolabel.review.annotation import (
     workbook_sheets,
 )
 from weibolabel.run.config import parse_config
-from weibolabel.run.runs import check_outputs
+from weibolabel.run.layout import check_outputs
 from weibolabel.util.errors import UserError, exit_status
 from weibolabel.util.files import atomic_path, backup_copy, write_json
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from weibolabel.run.config import DEVICE_OPTION
 from weibolabel.run.device import job_device
+from weibolabel.run.launch import setup_logging
+from weibolabel.run.layout import find_checkpoints
 from weibolabel.run.precision import PRECISIONS, choose_precision, device_capability
-from weibolabel.run.runs import find_checkpoints, setup_logging
 from weibolabel.util.errors import UserError
 
 

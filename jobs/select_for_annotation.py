@@ -39,7 +39,8 @@ from weibolabel.review.annotation import (
     write_annotation_sheet,
 )
 from weibolabel.run.config import SelectConfig, parse_config
-from weibolabel.run.runs import check_outputs, setup_logging
+from weibolabel.run.launch import setup_logging
+from weibolabel.run.layout import check_outputs
 from weibolabel.util.errors import UserError, exit_status
 
 

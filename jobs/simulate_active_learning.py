@@ -33,7 +33,7 @@ from weibolabel.data.labeled import load_labeled
 from weibolabel.data.labels import Label, LabelSchema, load_label_schema
 from weibolabel.data.tables import write_table
 from weibolabel.run.config import SimulateActiveLearningConfig, parse_config, write_config
-from weibolabel.run.runs import RunLayout, check_outputs, claim_output_directory
+from weibolabel.run.layout import RunLayout, check_outputs, claim_output_directory
 from weibolabel.util.errors import UserError, exit_status
 from weibolabel.util.files import write_text
 from weibolabel.util.markdown import frame_table

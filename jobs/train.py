@@ -27,17 +27,7 @@ from weibolabel.data.labels import LabelSchema, load_label_schema
 from weibolabel.data.tables import write_table
 from weibolabel.run.config import TrainConfig, config_to_dict, parse_config, write_config
 from weibolabel.run.device import check_device
-from weibolabel.run.preemption import StopSignal
-from weibolabel.run.runs import (
-    RunLayout,
-    RunLock,
-    check_lock_free,
-    check_outputs,
-    check_run_directory,
-    check_shared_directory,
-    claim_output_directory,
-    claim_run_directory,
-    ensure_writable,
+from weibolabel.run.launch import (
     environment,
     exit_with_launcher,
     limit_tokenizer_threads,
@@ -45,8 +35,18 @@ from weibolabel.run.runs import (
     on_main_process,
     run_guarded,
     setup_logging,
-    training_lock_path,
 )
+from weibolabel.run.layout import (
+    RunLayout,
+    check_outputs,
+    check_run_directory,
+    check_shared_directory,
+    claim_output_directory,
+    claim_run_directory,
+    ensure_writable,
+)
+from weibolabel.run.lock import RunLock, check_lock_free, training_lock_path
+from weibolabel.run.preemption import StopSignal
 from weibolabel.run.startup import JobLogger, refuse
 from weibolabel.util.errors import UserError
 from weibolabel.util.files import write_json

@@ -23,7 +23,8 @@ import pytest
 from weibolabel.data import tables as tables_module
 from weibolabel.labeling.corpus import Corpus, copy_spreadsheets
 from weibolabel.labeling.parts import PartStore
-from weibolabel.run.runs import ensure_writable, limit_tokenizer_threads, tokenizer_threads, write_probe_path
+from weibolabel.run.launch import limit_tokenizer_threads, tokenizer_threads
+from weibolabel.run.layout import ensure_writable, write_probe_path
 from weibolabel.util.errors import UserError
 
 from helpers import REPO

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from weibolabel.data.tables import CELL_LIMIT, read_table, write_table
-from weibolabel.run.runs import JOB_FILES, directory_owner
+from weibolabel.run.layout import JOB_FILES, directory_owner
 
 from helpers.data import NAMES, make_labeled_rows
 from helpers.jobs import load_job, private_mount_possible, run_job

@@ -26,7 +26,7 @@ from weibolabel.data.labels import load_label_schema
 from weibolabel.model.inference import encode
 from weibolabel.model.loading import load_pretrained_classifier, load_tokenizer
 from weibolabel.run.config import TrainConfig
-from weibolabel.run.runs import make_accelerator
+from weibolabel.run.launch import make_accelerator
 from weibolabel.training.fold import Recipe, Split, evaluate, train_fold
 from weibolabel.util.errors import UserError
 

@@ -37,8 +37,8 @@ from weibolabel.review.annotation import score_by_fold
 from weibolabel.run.config import TrainConfig
 from weibolabel.run.cuda_builds import torch_for_driver
 from weibolabel.run.device import Gpu, NodeGpus, TorchGpus, check_device, gpu_problem, node_gpus
+from weibolabel.run.launch import collective_timeout, make_accelerator
 from weibolabel.run.precision import choose_precision, is_out_of_memory
-from weibolabel.run.runs import collective_timeout, make_accelerator
 from weibolabel.training.fold import Recipe, Split, non_finite_loss_message, reset_loss_scaler, train_fold
 from weibolabel.util.errors import UserError
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from weibolabel.run.runs import LOCK_HEARTBEAT_S, LOCK_STALE_HEARTBEATS, output_lock_path, training_lock_path
+from weibolabel.run.lock import LOCK_HEARTBEAT_S, LOCK_STALE_HEARTBEATS, output_lock_path, training_lock_path
 
 from helpers import REPO
 from helpers.data import make_labeled_rows
@@ -295,7 +295,7 @@ def test_the_holder_refreshes_its_lock_and_a_killed_holder_is_stale(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from weibolabel.run.runs import RunLock\n"
+            "import sys, time; from pathlib import Path; from weibolabel.run.lock import RunLock\n"
             "RunLock(heartbeat_s=0.2).acquire(Path(sys.argv[1]), 'test run'); print('held', flush=True)\n"
             "time.sleep(60)",
             str(lock),
@@ -310,7 +310,7 @@ def test_the_holder_refreshes_its_lock_and_a_killed_holder_is_stale(tmp_path):
         os.utime(lock, (long_ago, long_ago))
         time.sleep(1.0)
         assert time.time() - lock.stat().st_mtime < 5  # refreshed by the holder's heartbeat
-        from weibolabel.run.runs import check_lock_free
+        from weibolabel.run.lock import check_lock_free
         from weibolabel.util.errors import UserError
 
         with pytest.raises(UserError, match=rf"process {holder.pid} on host {HOST}"):

@@ -66,7 +66,7 @@ def job_settings(script: str, args: list[str]) -> Settings:
         config = parse_config(LabelConfig, args)
         model = config.model
         if model:  # a run directory: its first fold's checkpoint is what each process loads, once per fold
-            from weibolabel.run.runs import find_checkpoints
+            from weibolabel.run.layout import find_checkpoints
 
             with contextlib.suppress(UserError):  # the model check below says what is wrong with it
                 model = str(find_checkpoints(Path(model))[0])
@@ -223,7 +223,7 @@ def filesystem_of(path: Path) -> tuple[str, str]:
 def check_output(settings: Settings) -> list[Line]:
     if not settings.output_dir:
         return [Line("warning", "output", "none given (--output_dir DIR, or the job's own options): not checked")]
-    from weibolabel.run.runs import ensure_writable
+    from weibolabel.run.layout import ensure_writable
 
     output = Path(settings.output_dir)
     try:

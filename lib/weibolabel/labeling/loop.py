@@ -20,8 +20,8 @@ from weibolabel.labeling.corpus import Corpus, copy_spreadsheets
 from weibolabel.labeling.parts import PartStore, carried_column, inputs_directory
 from weibolabel.labeling.summary import corpus_summary, format_summary, gold_check, gold_record, parse_gold
 from weibolabel.run.config import LabelConfig
+from weibolabel.run.launch import git_revision, now_utc, on_main_process, versions
 from weibolabel.run.preemption import StopSignal
-from weibolabel.run.runs import git_revision, now_utc, on_main_process, versions
 from weibolabel.run.startup import JobLogger, process_start
 from weibolabel.util.errors import UserError
 from weibolabel.util.files import write_json

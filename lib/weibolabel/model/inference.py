@@ -21,8 +21,8 @@ from weibolabel.data.labeled import clean_text
 from weibolabel.data.labels import LabelSchema
 from weibolabel.model.forward import classify
 from weibolabel.model.loading import check_quantize, load_checkpoint, load_tokenizer, quantize_int8
+from weibolabel.run.layout import RunLayout, find_checkpoints
 from weibolabel.run.precision import is_out_of_memory, precision_dtype
-from weibolabel.run.runs import RunLayout, find_checkpoints
 from weibolabel.util.errors import UserError
 
 STATUS_OK, STATUS_EMPTY, STATUS_UNK_ONLY = "ok", "empty", "unknown_tokens_only"

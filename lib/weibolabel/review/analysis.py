@@ -18,7 +18,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 
 from weibolabel.data.labeled import clean_text, parse_label
 from weibolabel.data.tables import read_table, require_column
-from weibolabel.run.runs import RunLayout, read_out_of_fold
+from weibolabel.run.layout import RunLayout, read_out_of_fold
 from weibolabel.stats.shares import (
     METHODS,
     MIN_CLASS_ROWS,

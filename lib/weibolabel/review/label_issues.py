@@ -18,7 +18,7 @@ from weibolabel.data.labeled import MAX_LISTED, clean_text, label_cell_writer, p
 from weibolabel.data.labels import Label, LabelSchema, load_label_schema
 from weibolabel.data.tables import row_name
 from weibolabel.review.annotation import write_workbook
-from weibolabel.run.runs import RunLayout, read_out_of_fold
+from weibolabel.run.layout import RunLayout, read_out_of_fold
 from weibolabel.util.errors import UserError
 
 ISSUE_COLUMNS = ["row_id", "text", "given_label", "suggested_label", "suggested_probability", "rank"]

@@ -17,8 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
-from weibolabel.run.runs import setup_logging, storage_error_message
-from weibolabel.util.errors import UserError
+from weibolabel.run.launch import setup_logging
+from weibolabel.util.errors import UserError, storage_error_message
 
 logger = logging.getLogger("preflight")
 

@@ -36,8 +36,7 @@ def refuse(error: Exception, name: str) -> int:
         except (UserError, OSError) as error:
             return refuse(error, "label_corpus")
     """
-    from weibolabel.run.runs import storage_error_message
-    from weibolabel.util.errors import EXIT_INTERRUPTED
+    from weibolabel.util.errors import EXIT_INTERRUPTED, storage_error_message
 
     if isinstance(error, KeyboardInterrupt):
         if is_main_launch_process():

@@ -25,9 +25,8 @@ from weibolabel.model.inference import length_grouped_batches, pad_batch, predic
 from weibolabel.model.loading import load_pretrained_classifier, weights_digest
 from weibolabel.run.precision import is_out_of_memory
 from weibolabel.run.preemption import StopSignal
-from weibolabel.run.runs import storage_error_message
 from weibolabel.stats.metrics import classification_metrics
-from weibolabel.util.errors import UserError
+from weibolabel.util.errors import UserError, storage_error_message
 from weibolabel.util.files import atomic_path
 
 logger = get_logger(__name__)

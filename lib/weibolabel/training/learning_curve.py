@@ -19,8 +19,8 @@ from accelerate import Accelerator
 
 from weibolabel.data.labels import Label, LabelSchema
 from weibolabel.run.config import TrainConfig
+from weibolabel.run.layout import RunLayout
 from weibolabel.run.preemption import StopSignal
-from weibolabel.run.runs import RunLayout
 from weibolabel.stats.metrics import classification_metrics
 from weibolabel.training.fold import Recipe, fit_and_score_fold
 from weibolabel.util.errors import UserError

@@ -11,7 +11,8 @@ import pandas as pd
 
 from weibolabel.data.tables import write_table
 from weibolabel.model.loading import is_demo_model, load_model_config
-from weibolabel.run.runs import RunLayout, now_utc
+from weibolabel.run.launch import now_utc
+from weibolabel.run.layout import RunLayout
 from weibolabel.stats import comparison
 from weibolabel.stats.calibration import calibrate, reliability_table
 from weibolabel.stats.metrics import classification_metrics, summarize_folds

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from weibolabel.run.runs import RunLock
+from weibolabel.run.lock import RunLock
 from weibolabel.util.errors import UserError
 
 lock, go = Path(sys.argv[1]), Path(sys.argv[2])

@@ -1,0 +1,257 @@
+"""How a job runs: logging, the accelerator, the run's environment record, workers that stop with their
+launcher, work on the main process only, and the guarded run that turns every way out into an exit status."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from weibolabel.run.device import job_device
+from weibolabel.run.precision import PRECISIONS, choose_precision, device_capability
+from weibolabel.run.preemption import EXIT_PREEMPTED, Preempted
+from weibolabel.util.errors import (
+    EXIT_INTERRUPTED,
+    UserError,
+    on_every_process,
+    raised_on_every_process,
+    storage_error_message,
+)
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+T = TypeVar("T")
+
+PACKAGES = ("weibolabel", "torch", "transformers", "accelerate", "tokenizers", "scikit-learn", "pandas", "pyarrow")
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def setup_logging() -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    for noisy in ("httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    # transformers' load reports ("not sharded", weight-loading bars) are noise for a job's log. The jobs import it
+    # only after checking their inputs (weibolabel.run.startup): its variables quiet it then; if loaded, it is told now.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.set_verbosity_error()
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+
+
+# Folds and chunks finish at different times, so a process may wait at a barrier for another one's fold (a rank
+# with fewer folds waits a whole fold) plus the report or the merge. A hung process makes the others wait this
+# long, holding their GPUs: 2 h covers a fold of some 50,000 comments on a T4; CPU folds run 20-50x slower.
+COLLECTIVE_TIMEOUT_MINUTES = {"gpu": 120.0, "cpu": 24 * 60.0}
+
+
+def collective_timeout(minutes: float | None, *, on_gpu: bool) -> timedelta:
+    """How long a process waits for the others at a barrier before the job fails: `minutes` if given (the jobs'
+    --collective_timeout_minutes), else the default for the device."""
+    if minutes is not None and minutes <= 0:
+        raise UserError(f"--collective_timeout_minutes must be positive, got {minutes}.")
+    return timedelta(minutes=minutes or COLLECTIVE_TIMEOUT_MINUTES["gpu" if on_gpu else "cpu"])
+
+
+def make_accelerator(collective_timeout_minutes: float | None = None, device: str = "auto") -> Accelerator:
+    """The job's one Accelerator. On a machine without GPUs, processes started by `accelerate launch --multi_gpu
+    --num_processes N` become N gloo CPU processes (accelerate's --cpu flag alone always starts one process).
+    `device` is the job's --device: on a node whose GPUs torch cannot use, "auto" stops with weibolabel.run.device's
+    message (a UserError) before the Accelerator exists; "cpu" runs on the CPU whatever the node has.
+
+    Mixed precision: the launch's `--mixed_precision` is kept (fp16 on a CPU becomes fp32, said so); without one
+    (a plain `python jobs/...`) weibolabel.run.precision chooses: bf16 on GPUs of compute capability 8.0 or newer, fp16
+    on older GPUs, fp32 on CPUs. accelerate's own check lets bf16 through on V100/T4, where it is emulated."""
+    from accelerate import Accelerator, InitProcessGroupKwargs
+    from accelerate.logging import get_logger
+
+    on_gpu = job_device(device) == "cuda"
+    if on_gpu:
+        # The ranks exchange only barriers and small objects (folds and chunks run side by side, no gradient
+        # all-reduce; docs/cluster.md, section "Transport"): NCCL's peer-to-peer path gains nothing here and hangs
+        # on some PCIe servers until the collective timeout. Read by NCCL when it starts, after this; a value set
+        # by the user is kept.
+        os.environ.setdefault("NCCL_P2P_DISABLE", "1")
+    timeout = collective_timeout(collective_timeout_minutes, on_gpu=on_gpu)
+    # accelerate launch always sets it (from --mixed_precision, the config file, or its default "no"); a value
+    # weibolabel does not choose between (fp8) is accelerate's to check.
+    requested = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    precision, warning = requested, None
+    if requested is None or requested in PRECISIONS:
+        # Only the bf16 question needs the GPUs' capability (the lowest of this node's: what the launcher saw).
+        capability = device_capability() if on_gpu and requested in (None, "bf16") else None
+        precision, warning = choose_precision(
+            requested, device_type="cuda" if on_gpu else "cpu", compute_capability=capability
+        )
+    accelerator = Accelerator(
+        cpu=not on_gpu,
+        # Passed only when it differs from the launch's: accelerate refuses a second, different setting in-process.
+        mixed_precision=None if precision == requested else precision,
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timeout)],
+    )
+    if warning:
+        get_logger(__name__).warning(warning)  # once, from the main process
+    return accelerator
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def git_revision() -> str:
+    """The commit of the code that ran, with '+dirty' when the work tree had uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def environment(num_processes: int, mixed_precision: str) -> dict:
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "time": now_utc(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "git_revision": git_revision(),
+        "versions": versions(),
+        "hardware": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "gpus": gpus,
+            "cuda": torch.version.cuda,
+            "num_processes": num_processes,
+            "mixed_precision": mixed_precision,
+        },
+    }
+
+
+# ------------------------------------------------------------------------- workers die with their launcher
+LAUNCHER_GONE_GRACE_S = 60.0  # after the clean-stop signal, what a worker gets to finish its step or chunk
+
+
+def exit_with_launcher(poll_s: float = 1.0, grace_s: float = LAUNCHER_GONE_GRACE_S) -> None:
+    """A torchrun worker (accelerate launch --multi_gpu) stops when its launcher dies, even by SIGKILL (the OOM
+    killer, kill -9): torchrun starts workers in sessions of their own, so nothing else would stop them, and they
+    would go on writing next to a new run. Their parent is the launcher itself (torchrun's agent runs inside
+    `accelerate launch`, under srun too), so the kernel's parent-death signal (Linux) reaches them: SIGTERM, the
+    jobs' clean stop after the step or chunk in flight. A watchdog thread covers what that does not (other systems,
+    a launcher gone before this runs) and kills the worker if it has not stopped `grace_s` later (a worker blocked
+    at a barrier never reaches a safe point)."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:  # a plain `python jobs/...` keeps running under nohup, as ever
+        return
+    launcher = os.getppid()
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    threading.Thread(
+        target=_watch_launcher, args=(launcher, poll_s, grace_s), name="launcher-watchdog", daemon=True
+    ).start()
+
+
+def _watch_launcher(launcher: int, poll_s: float, grace_s: float) -> None:
+    while os.getppid() == launcher and launcher != 1:
+        time.sleep(poll_s)
+    logging.getLogger(__name__).warning(f"the launcher (process {launcher}) is gone: stopping this worker")
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(grace_s)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def tokenizer_threads(cpus: int, local_processes: int) -> int:
+    """Threads for each process's tokenizer: the node's CPUs shared out between its processes."""
+    return max(1, cpus // max(1, local_processes))
+
+
+def limit_tokenizer_threads() -> int:
+    """The tokenizers library runs batches on a Rust thread pool (rayon) as wide as the machine, in every process:
+    8 processes on a node would start 8 pools of all its cores. RAYON_NUM_THREADS sizes the pool when the first
+    batch is tokenized, so this runs before; a value the user set is kept. Returns the size in force."""
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this node
+    threads = tokenizer_threads(len(os.sched_getaffinity(0)), local_processes)
+    return int(os.environ.setdefault("RAYON_NUM_THREADS", str(threads)))
+
+
+def on_main_process(accelerator: Accelerator, work: Callable[[], T]) -> T:
+    """`work()` on the main process only, its result handed to every process (a barrier). A problem there that
+    the user can fix (UserError, a full disk) is raised on every process, so all of them exit with the one message,
+    instead of the others waiting at a barrier for a process that has gone and dying in gloo with a traceback."""
+    if accelerator.num_processes == 1:
+        return work()
+    from accelerate.utils import broadcast_object_list
+
+    outcome: list = [None, None]
+    if accelerator.is_main_process:
+        try:
+            outcome = [work(), None]
+        except (UserError, OSError) as error:
+            outcome = [None, error]
+    broadcast_object_list(outcome, from_process=0)
+    if outcome[1] is not None:
+        raise on_every_process(outcome[1])
+    return outcome[0]
+
+
+def run_guarded(work: Callable[[], None], accelerator: Accelerator, logger, kept: str) -> int:
+    """A job's exit status: 0 done, 2 a problem the user can fix (one message, no traceback), 143 stopped on a
+    signal with progress saved. `kept` says what a re-run will not redo ("finished chunks")."""
+    together = True  # whether every process reached this exit at the same point, so can wait for the others
+    try:
+        work()
+        code = 0
+    except UserError as error:
+        logger.error(str(error))
+        code, together = 2, raised_on_every_process(error)
+    except Preempted as error:
+        logger.warning(f"{error}; {kept} are saved. Re-run the same command to resume.")
+        code, together = EXIT_PREEMPTED, False
+    except KeyboardInterrupt:  # Ctrl-C: at once, not at the next safe point; what was finished is on disk
+        logger.warning(f"stopped (Ctrl-C); {kept} are saved. Re-run the same command to resume.")
+        code, together = EXIT_INTERRUPTED, False
+    except OSError as error:  # a disk that fills up or goes away mid-run: say so, not where in torch it happened
+        message = storage_error_message(error, f"{kept} are kept")
+        if message is None:
+            raise
+        logger.error(message)
+        code, together = 2, raised_on_every_process(error)
+    # Leave together where all can (a finished run; an error every process raised after the same collective): a
+    # process that closes its gloo connections while another still works, merges or writes can abort either one.
+    if together:
+        accelerator.wait_for_everyone()
+    # Close the process group on every way out: a process that exits with its gloo group open can abort in the
+    # group's teardown ("terminate called without an active exception", SIGABRT) and turn status 2 into 134.
+    accelerator.end_training()
+    return code
