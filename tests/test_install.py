@@ -27,7 +27,7 @@ def copy_of_repo(tmp_path):
 
 def fake_python(bin_dir: Path, log: Path) -> None:
     """`python -m pip ...` is written to the log, with the contents of any constraints file; all else is real."""
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     script = bin_dir / "python"
     script.write_text(
         "#!/usr/bin/env bash\n"
@@ -46,6 +46,7 @@ def fake_python(bin_dir: Path, log: Path) -> None:
 
 def run_install(repo: Path, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
     log = tmp_path / "pip.log"
+    log.unlink(missing_ok=True)
     fake_python(tmp_path / "bin", log)
     environment = {key: value for key, value in os.environ.items() if key not in ("TORCH_VERSION", "TORCH_INDEX_URL")}
     environment.update(PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}", VIRTUAL_ENV=str(tmp_path / "env"), **env)
@@ -55,15 +56,24 @@ def run_install(repo: Path, tmp_path: Path, **env: str) -> tuple[subprocess.Comp
     return result, log.read_text().splitlines() if log.exists() else []
 
 
+BUILD = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU build"  # this environment's torch
+
+
 def test_torch_is_pinned_first_and_held_by_a_constraint_through_the_project_install(copy_of_repo, tmp_path):
     result, pip = run_install(copy_of_repo, tmp_path)
     assert pip[:2] == ["pip install --quiet --upgrade pip", "pip install --quiet torch==2.13.0"]
     assert pip[2].startswith("pip install --quiet -c ") and pip[2].endswith(f" -e {copy_of_repo}[test]")
     assert pip[3:] == ["constraints: torch==2.13.0"]
-    # The default is the version this environment has (its CPU build here): the check at the end passes.
-    assert torch.__version__.split("+")[0] == "2.13.0"
-    assert result.returncode == 0, result.stderr
-    assert f"install.sh: torch {torch.__version__} (CPU build)" in result.stdout
+    # The recorder installed nothing: the check at the end passes where this environment has 2.13.0 (as the suite's
+    # own does), and names the torch found where it has another one (the floors' environment).
+    if torch.__version__.split("+")[0] == "2.13.0":
+        assert result.returncode == 0, result.stderr
+        assert f"install.sh: torch {torch.__version__} ({BUILD})" in result.stdout
+    else:
+        assert result.returncode == 1
+        assert (
+            f"install.sh: torch {torch.__version__} ({BUILD}) is installed, not the 2.13.0 asked for" in result.stderr
+        )
 
 
 def test_a_chosen_build_comes_from_its_index_and_a_torch_that_is_not_it_stops_the_install(copy_of_repo, tmp_path):
@@ -72,11 +82,15 @@ def test_a_chosen_build_comes_from_its_index_and_a_torch_that_is_not_it_stops_th
     assert pip[1] == f"pip install --quiet torch==2.7.1+cu118 --index-url {url}"
     assert pip[2].endswith(f"-e {copy_of_repo}[test]")
     assert pip[3] == "constraints: torch==2.7.1+cu118"
-    # The recorder installed nothing, so this environment still has its own torch: the install says so and fails.
+    # This environment's own torch is still there: the install says so and fails.
     assert result.returncode == 1
-    assert f"install.sh: torch {torch.__version__} (CPU build) is installed, not the 2.7.1+cu118 asked for" in (
+    assert f"install.sh: torch {torch.__version__} ({BUILD}) is installed, not the 2.7.1+cu118 asked for" in (
         result.stderr
     )
+    # Asked for the torch it has, by its release alone (no +label), it passes and names the build.
+    result, pip = run_install(copy_of_repo, tmp_path, TORCH_VERSION=torch.__version__.split("+")[0])
+    assert result.returncode == 0, result.stderr
+    assert f"install.sh: torch {torch.__version__} ({BUILD}); Python {sys.version.split()[0]}" in result.stdout
 
 
 def test_a_python_older_than_requires_python_stops_before_anything_is_made(copy_of_repo, tmp_path):
