@@ -55,7 +55,7 @@ def analyze(config: AnalyzeConfig) -> None:
     check_outputs("analyze_labels", reads=reads, output_dir=out)
     frame, probs, schema = read_labeled_parquet(source)
     # scipy, scikit-learn and matplotlib take seconds to import: only once the input has been read.
-    from weibolabel.review import analysis
+    from weibolabel.review import analysis, analysis_report, share_inputs, share_tables
     from weibolabel.util import plots
 
     if frame.empty:
@@ -76,14 +76,14 @@ def analyze(config: AnalyzeConfig) -> None:
     # otherwise), once the file is known to be labeled by that run; and a gold sample drawn uniformly from the corpus.
     oof, no_adjustment = None, "no --run was given, so only naive shares are reported"
     if config.run:
-        oof, no_adjustment = analysis.read_run_predictions(config.run, names, temperature, config.confusion_rows)
+        oof, no_adjustment = share_inputs.read_run_predictions(config.run, names, temperature, config.confusion_rows)
         if oof is None:
             print(f"warning: {no_adjustment}.", file=sys.stderr)
         else:  # the run's rates describe only its own fold ensemble's labels
-            moved = analysis.check_labeled_by_run(metadata, config.run, source)
+            moved = share_inputs.check_labeled_by_run(metadata, config.run, source)
             if moved:
                 print(f"warning: {moved}.", file=sys.stderr)
-    gold = analysis.read_gold_sample(config.gold_sample, frame, schema) if config.gold_sample else None
+    gold = share_inputs.read_gold_sample(config.gold_sample, frame, schema) if config.gold_sample else None
 
     # 3. Groups: the whole corpus first (named ''), then each group, largest first.
     groups, codes, values = analysis.corpus_groups(
@@ -92,7 +92,7 @@ def analyze(config: AnalyzeConfig) -> None:
 
     # 4. The headline share (PPI with a gold sample, else the adjusted share) and every other estimate with its 95%
     # interval, per group, and the differences between groups: shares.csv, share_differences.csv, shares.png.
-    shares, differences = analysis.shares_table(
+    shares, differences = share_tables.shares_table(
         predicted=labels,
         probs=probs,
         names=names,
@@ -109,8 +109,8 @@ def analyze(config: AnalyzeConfig) -> None:
     plots.plot_shares(shares, temperature, out / "shares.png")
 
     # 4b. Does the assumption behind the adjusted shares hold? The gold rows' confusion rates against the run's.
-    check = analysis.check_label_shift(oof=oof, gold=gold, probs=probs, names=names, seed=config.seed)
-    summary = analysis.shares_summary(
+    check = share_tables.check_label_shift(oof=oof, gold=gold, probs=probs, names=names, seed=config.seed)
+    summary = share_tables.shares_summary(
         shares=shares,
         names=names,
         oof=oof,
@@ -154,11 +154,11 @@ def analyze(config: AnalyzeConfig) -> None:
         )
         write_table(differences, out / "share_differences.csv")
         if not differences.empty:
-            shown = analysis.shown_differences(differences)
+            shown = share_tables.shown_differences(differences)
             plots.plot_share_differences(shown, codes, config.group_by, out / "share_differences.png")
 
     # 9. report.md, from the tables above.
-    report = analysis.render_report(
+    report = analysis_report.render_report(
         config,
         source=source,
         statuses=statuses,

@@ -29,11 +29,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from weibolabel.review.analysis import wilson_interval
 from weibolabel.review.annotation import select_for_annotation, uncertainty
 from weibolabel.stats.calibration import calibrate, softmax
 from weibolabel.stats.label_shift import label_shift_check
-from weibolabel.stats.shares import adjusted_shares, difference_interval, headline_share, ppi_shares
+from weibolabel.stats.shares import adjusted_shares, difference_interval, headline_share, ppi_shares, wilson_interval
 
 NAMES = ("production", "heritage", "culture", "irrelevant")
 TRAIN_MIX = (0.30, 0.25, 0.25, 0.20)  # the shipped sample's labeled class mix

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from weibolabel.data.labels import load_label_schema
-from weibolabel.review.analysis import read_gold_sample
+from weibolabel.review.share_inputs import read_gold_sample
 from weibolabel.review.annotation import write_annotation_sheet
 
 from helpers import REPO
