@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +36,7 @@ from weibolabel.labeling.parts import (
 from weibolabel.run.config import LabelConfig, config_to_dict, parse_config
 from weibolabel.run.device import check_device
 from weibolabel.run.launch import (
+    exit_job,
     exit_with_launcher,
     limit_tokenizer_threads,
     make_accelerator,
@@ -216,4 +216,4 @@ def known_settings(config: LabelConfig, files: list[Path]) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_job(main())

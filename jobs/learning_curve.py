@@ -15,7 +15,6 @@ learning_curve.png into the run directory or --output_dir.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import pandas as pd
 from weibolabel.data.tables import write_table
 from weibolabel.run.config import DEVICE_OPTION, parse_config
 from weibolabel.run.device import check_device
-from weibolabel.run.launch import make_accelerator, on_main_process, run_guarded, setup_logging
+from weibolabel.run.launch import exit_job, make_accelerator, on_main_process, run_guarded, setup_logging
 from weibolabel.run.layout import RunLayout, check_outputs, claim_output_directory, ensure_writable
 from weibolabel.run.preemption import StopSignal
 from weibolabel.run.startup import JobLogger, refuse
@@ -184,4 +183,4 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_job(main())

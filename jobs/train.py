@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +28,7 @@ from weibolabel.run.config import TrainConfig, config_to_dict, parse_config, wri
 from weibolabel.run.device import check_device
 from weibolabel.run.launch import (
     environment,
+    exit_job,
     exit_with_launcher,
     limit_tokenizer_threads,
     make_accelerator,
@@ -312,4 +312,4 @@ def run_fold(
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_job(main())

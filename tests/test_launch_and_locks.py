@@ -445,3 +445,20 @@ def test_launch_script_meets_on_a_free_port_and_runs_offline(tmp_path):
     assert chosen[chosen.index("--main_process_port") + 1] == "29617" and offline == "offline=0,1,1"
     _, on_cpu = launch(DEVICE="cpu")
     assert on_cpu[-2:] == ["--device", "cpu"]  # DEVICE=cpu reaches the job as its option
+
+
+def test_a_job_leaves_without_the_gloo_teardown_where_it_can_hang(tmp_path):
+    """torch before 2.8 can deadlock destroying a gloo group (pytorch#154976): there exit_job leaves at once, with the
+    job's status and its output flushed; from 2.8 on, or without a group, it is a plain sys.exit."""
+    script = (
+        "import sys, torch, torch.distributed as dist\n"
+        "from weibolabel.run.launch import exit_job, gloo_teardown_can_hang\n"
+        "assert not gloo_teardown_can_hang()\n"
+        f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'store'}', rank=0, world_size=1)\n"
+        "torch.__version__ = sys.argv[1]\n"
+        "print('hang' if gloo_teardown_can_hang() else 'safe', flush=False)\n"
+        "exit_job(3)\n"
+    )
+    for version, expected in (("2.4.0+cu121", "hang"), ("2.8.0", "safe")):
+        result = subprocess.run([sys.executable, "-c", script, version], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 3 and result.stdout.strip() == expected, (result.stdout, result.stderr)

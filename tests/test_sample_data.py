@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from weibolabel.data.labels import load_label_schema
-from weibolabel.review.share_inputs import read_gold_sample
 from weibolabel.review.annotation import write_annotation_sheet
+from weibolabel.review.share_inputs import read_gold_sample
 
 from helpers import REPO
 

@@ -252,6 +252,29 @@ def run_guarded(work: Callable[[], None], accelerator: Accelerator, logger, kept
     if together:
         accelerator.wait_for_everyone()
     # Close the process group on every way out: a process that exits with its gloo group open can abort in the
-    # group's teardown ("terminate called without an active exception", SIGABRT) and turn status 2 into 134.
-    accelerator.end_training()
+    # group's teardown ("terminate called without an active exception", SIGABRT) and turn status 2 into 134. Where
+    # that teardown can deadlock instead, exit_job leaves without it.
+    if not gloo_teardown_can_hang():
+        accelerator.end_training()
     return code
+
+
+def gloo_teardown_can_hang() -> bool:
+    """Whether this process holds a gloo process group that torch tears down holding the GIL: before 2.8 the group's
+    destructor can wait forever on a thread that needs it (pytorch#154976; seen once at the floors, torch 2.4)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return False
+    release = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+    return release < (2, 8) and torch.distributed.get_backend() == "gloo"
+
+
+def exit_job(code: int) -> None:
+    """A distributed job's last step, in its __main__: sys.exit(code), or where the gloo teardown can hang (after
+    run_guarded, every file written and the lock released), leave the process at once without it."""
+    if gloo_teardown_can_hang():
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
