@@ -203,34 +203,30 @@ def check_offline() -> Line:
 
 
 def filesystem_of(path: Path) -> tuple[str, str]:
-    """(mount point, filesystem type) that holds `path`, from /proc/mounts; ('?', '?') where it cannot be read."""
-    best = ("?", "?")
+    """(mount point, filesystem type) holding `path`, from psutil's partitions; ('?', '?') where they cannot be read."""
+    import psutil  # an accelerate dependency
+
+    resolved = path.resolve()
     try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
+        partitions = psutil.disk_partitions(all=True)
     except OSError:
-        return best
-    resolved = str(path.resolve())
-    for entry in mounts:
-        fields = entry.split()
-        if len(fields) < 3:
-            continue
-        point = fields[1].replace("\\040", " ")
-        if (resolved == point or resolved.startswith(point.rstrip("/") + "/")) and len(point) >= len(best[0]):
-            best = (point, fields[2])
-    return best
+        return ("?", "?")
+    holding = [p for p in partitions if Path(p.mountpoint) == resolved or Path(p.mountpoint) in resolved.parents]
+    best = max(holding, key=lambda p: len(p.mountpoint), default=None)
+    return (best.mountpoint, best.fstype) if best else ("?", "?")
 
 
 def check_output(settings: Settings) -> list[Line]:
     if not settings.output_dir:
         return [Line("warning", "output", "none given (--output_dir DIR, or the job's own options): not checked")]
-    from weibolabel.run.layout import ensure_writable
+    from weibolabel.run.layout import ensure_writable, nearest_existing
 
     output = Path(settings.output_dir)
     try:
         ensure_writable(output, "--output_dir", create=False)  # probes the nearest existing folder; creates nothing
     except (UserError, OSError) as error:
         return [Line("problem", "output", str(error))]
-    point, kind = filesystem_of(next(folder for folder in (output, *output.parents) if folder.exists()))
+    point, kind = filesystem_of(nearest_existing(output))
     shared = kind.split(".")[0] in NETWORK_FILESYSTEMS
     nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", os.environ.get("SLURM_NNODES", "1")) or 1)
     text = f"{output}: on {kind} ({point}), " + ("a network filesystem" if shared else "a local filesystem")

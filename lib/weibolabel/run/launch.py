@@ -265,8 +265,9 @@ def gloo_teardown_can_hang() -> bool:
     torch = sys.modules.get("torch")
     if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
         return False
-    release = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
-    return release < (2, 8) and torch.distributed.get_backend() == "gloo"
+    from packaging.version import Version  # a transformers dependency
+
+    return Version(str(torch.__version__)).release < (2, 8) and torch.distributed.get_backend() == "gloo"
 
 
 def exit_job(code: int) -> None:

@@ -347,7 +347,7 @@ def ensure_writable(directory: Path, option: str = "--output_dir", create: bool 
     try:
         if create:
             directory.mkdir(parents=True, exist_ok=True)
-        probe = write_probe_path(directory if create else _nearest_existing(directory))
+        probe = write_probe_path(directory if create else nearest_existing(directory))
         probe.write_bytes(b"x")
         probe.unlink()
     except OSError as error:
@@ -358,7 +358,7 @@ def ensure_writable(directory: Path, option: str = "--output_dir", create: bool 
         ) from None
 
 
-def _nearest_existing(directory: Path) -> Path:
+def nearest_existing(directory: Path) -> Path:
     """`directory` or its closest existing parent, where creating it would start; an OSError if that is a file."""
     folder = directory
     while not folder.exists():  # stops at '/' or '.' at the latest
