@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from sklearn.feature_extraction.text import CountVectorizer
 
 from weibolabel.data.labeled import clean_text
-from weibolabel.stats.shares import (
-    wilson_interval,
-)
+from weibolabel.stats.shares import wilson_interval
 from weibolabel.util.errors import UserError
-
-if TYPE_CHECKING:
-    pass
-
 
 _HAS_WORD = re.compile(r"[^\W_]")  # a letter, digit or CJK character: n-grams without one are punctuation or emoji
 

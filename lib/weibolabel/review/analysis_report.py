@@ -9,11 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from weibolabel.review.analysis import (
-    confident_subset,
-    headline_table,
-    ngram_table,
-)
+from weibolabel.review.analysis import confident_subset, headline_table, ngram_table
 from weibolabel.review.share_tables import (
     format_share,
     group_shares_report_table,
@@ -21,9 +17,7 @@ from weibolabel.review.share_tables import (
     published_shares_table,
     shown_differences,
 )
-from weibolabel.stats.shares import (
-    MIN_CLASS_ROWS,
-)
+from weibolabel.stats.shares import MIN_CLASS_ROWS
 from weibolabel.util.markdown import frame_table
 
 if TYPE_CHECKING:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -13,13 +12,8 @@ import pandas as pd
 from weibolabel.data.labeled import clean_text, parse_label
 from weibolabel.data.tables import read_table, require_column
 from weibolabel.run.layout import RunLayout, read_out_of_fold
-from weibolabel.stats.shares import (
-    calibrated,
-)
+from weibolabel.stats.shares import calibrated
 from weibolabel.util.errors import UserError
-
-if TYPE_CHECKING:
-    pass
 
 
 def check_labeled_by_run(metadata: dict, run: str | Path, source: Path) -> str:
@@ -82,9 +76,9 @@ def training_selection(run: Path, oof: pd.DataFrame) -> tuple[np.ndarray | None,
         return None, f"the training file could not be read ({error})"
     if SELECTION_COLUMN not in table.columns:
         return None, f"the training file {data} has no '{SELECTION_COLUMN}' column (written by merge_annotations.py)"
-    row_ids = oof["row_id"].to_numpy(dtype=np.int64) if "row_id" in oof.columns else None
+    row_ids = oof["row_id"].to_numpy(dtype=np.int64)  # read_out_of_fold guarantees the column
     text_column = settings.get("text_column", "Sentence")
-    if row_ids is None or row_ids.max(initial=-1) >= len(table) or text_column not in table.columns:
+    if row_ids.max(initial=-1) >= len(table) or text_column not in table.columns:
         return None, f"the training file {data} no longer matches the run's rows"
     texts = table[text_column].astype(str).to_numpy()[row_ids]
     if any(clean_text(a) != clean_text(str(b)) for a, b in zip(texts, oof["text"])):

@@ -4,8 +4,6 @@ module arranges)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import pandas as pd
 
@@ -18,10 +16,6 @@ from weibolabel.stats.shares import (
     ppi_finite_share,
     wilson_finite_share,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 SHARE_COLUMNS = ["group", "class", "n", "naive_share", "adjusted_share", "adjusted_low", "adjusted_high"]
 

@@ -13,10 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from weibolabel.util.errors import (
-    UserError,
-    on_every_process,
-)
+from weibolabel.util.errors import UserError, on_every_process
 from weibolabel.util.files import atomic_path, write_json
 
 if TYPE_CHECKING:

@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING
 
 from weibolabel.run.launch import now_utc, on_main_process
 from weibolabel.run.layout import RunLayout, write_probe_path
-from weibolabel.util.errors import (
-    UserError,
-)
+from weibolabel.util.errors import UserError
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
