@@ -587,6 +587,8 @@ def test_on_a_gpu_node_the_cpu_runs_when_asked_for(tmp_path, tiny_run_dir, label
 
 def test_slurm_batch_prints_the_doctors_lines_and_stops_before_srun(tmp_path, tiny_base_model_dir, labeled_xlsx):
     env = {**fake_node_env(tmp_path), "SLURM_JOB_ID": "7", "SLURM_GPUS_ON_NODE": "4", "REPO_DIR": str(REPO)}
+    if (Path(sys.prefix) / "bin" / "activate").is_file():  # the job runs with this torch, not the checkout's .venv
+        env["VENV"] = sys.prefix
     out = tmp_path / "out"
     out.mkdir()
     batch = ["bash", "slurm/launch.sh", "batch", "jobs/train.py", *train_args(labeled_xlsx, tiny_base_model_dir, out)]
