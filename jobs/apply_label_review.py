@@ -24,13 +24,11 @@ import sys
 from pathlib import Path
 
 from weibolabel.data.labeled import load_labeled
-from weibolabel.data.labels import load_label_schema
 from weibolabel.data.tables import read_table, require_column, write_table
-from weibolabel.review.annotation import schema_from_sheet, workbook_sheets
+from weibolabel.review.annotation import check_destination, sheet_schema, workbook_sheets
 from weibolabel.review.label_issues import apply_decisions, read_decisions
 from weibolabel.run.config import ApplyReviewConfig, parse_config
 from weibolabel.run.launch import now_utc
-from weibolabel.run.layout import check_outputs
 from weibolabel.util.errors import UserError, exit_status
 from weibolabel.util.files import backup_copy, write_json
 
@@ -40,31 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     return exit_status(lambda: apply_review(config))
 
 
-def destination(config: ApplyReviewConfig, data: Path) -> tuple[Path, bool]:
-    """The file to write (a new one by default) and whether it is --data itself, which needs --overwrite and gets
-    a backup first (the same rule as jobs/merge_annotations.py)."""
-    output = Path(config.output) if config.output else data.with_name(f"{data.stem}_reviewed{data.suffix}")
-    stem = output.with_suffix("")
-    side_files = [Path(f"{stem}_review_{name}") for name in ("log.csv", "dropped.csv", "summary.json")]
-    check_outputs(
-        "apply_label_review",
-        reads={"--review": config.review, "--data": data, "--labels": config.labels},
-        writes={"--output": output, "--output (beside it)": side_files},
-        replaceable="--data",  # with --overwrite, after a backup copy
-    )
-    replaces_data = output.resolve() == data.resolve()
-    if output.exists() and not config.overwrite:
-        raise UserError(
-            f"{output} is the --data file; pass --overwrite as well to replace it (a backup copy is written first), "
-            "or name a new --output."
-            if replaces_data
-            else f"{output} already exists; pass --overwrite to replace it."
-        )
-    return output, replaces_data
-
-
 def apply_review(config: ApplyReviewConfig) -> None:
-    # 1. Both files exist; where the result goes is settled before anything is read.
+    # 1. Both files exist; where the result goes (a new file by default, --data only with --overwrite) is settled
+    # before anything is read.
     for option in ("review", "data"):
         if not getattr(config, option):
             raise UserError(f"--{option} is required (see --help).")
@@ -73,16 +49,20 @@ def apply_review(config: ApplyReviewConfig) -> None:
         raise UserError(f"Review file not found: {review}")
     if review.suffix.lower() not in (".xlsx", ".xlsm"):
         raise UserError(f"--review must be the reviewed .xlsx sheet of jobs/find_label_issues.py, got {review}.")
-    output, replaces_data = destination(config, data)
+    output = Path(config.output) if config.output else data.with_name(f"{data.stem}_reviewed{data.suffix}")
+    stem = output.with_suffix("")
+    beside = ["review_log.csv", "review_dropped.csv", "review_summary.json"]
+    reads = {"--review": config.review, "--data": data, "--labels": config.labels}
+    replaces_data = check_destination("apply_label_review", output, beside, reads, "--data", config.overwrite)
 
     # 2. The schema (the review sheet's own, by default) and the labeled file, validated as training validates it.
-    schema = load_label_schema(config.labels) if config.labels else schema_from_sheet(review)
-    schema = schema or load_label_schema(None)
+    schema = sheet_schema(review, config.labels)
     where = {"sheet": config.sheet, "encoding": config.encoding, "header_row": config.header_row}
     frame = read_table(data, **where)
     for column, option in ((config.text_column, "--text_column"), (config.label_column, "--label_column")):
         require_column(frame, column, data, option, header_row=config.header_row, sheet=config.sheet)
-    load_labeled(data, schema, text_column=config.text_column, label_column=config.label_column, **where)
+    columns = {"text_column": config.text_column, "label_column": config.label_column}
+    load_labeled(data, schema, **columns, **where)
     sheets = workbook_sheets(data)
     others = [name for name in sheets if name != (config.sheet or sheets[0])] if sheets else []
     if (others or config.header_row > 1) and replaces_data:
@@ -93,21 +73,12 @@ def apply_review(config: ApplyReviewConfig) -> None:
     decisions = read_decisions(review, schema)
     if decisions.empty:
         raise UserError(f"{review}: no row has a Decision yet; fill in the 'Decision' column first.")
-    result, log = apply_decisions(
-        frame,
-        decisions,
-        schema,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        source=data,
-        header_row=config.header_row,
-    )
+    result, log = apply_decisions(frame, decisions, schema, **columns, source=data, header_row=config.header_row)
     dropped_ids = log.loc[log["change"] == "row removed", "row_id"].tolist()
 
     # 4. The backup (when --data itself is replaced), the new file, the log, the dropped rows in full and a summary.
     backup = backup_copy(data) if replaces_data else None
     write_table(result, output)
-    stem = output.with_suffix("")
     write_table(log, f"{stem}_review_log.csv")
     if dropped_ids:
         write_table(frame.iloc[dropped_ids].assign(review_row_id=dropped_ids), f"{stem}_review_dropped.csv")

@@ -52,16 +52,7 @@ def find(config: LabelIssuesConfig) -> None:
     label_issues.write_review_sheet(issues, schema, out / "label_issues.xlsx")
     write_table(noise, out / "noise_estimate.csv")
     write_config(config, out / "config.yaml")
-    known = known_conflicts(run)
-    page = render(
-        issues,
-        noise=noise,
-        known=known,
-        run=run,
-        train_config=train_config,
-        filter_by=config.filter_by,
-        num_rows=len(rows),
-    )
+    page = render(issues, noise, known_conflicts(run), run, train_config.get("data"), config.filter_by, len(rows))
     write_text(out / "label_issues.md", page)
     total = int(noise["estimated_errors"].sum())
     print(
@@ -79,7 +70,7 @@ def known_conflicts(run: Path) -> pd.DataFrame:
     return issues[issues["issue"].str.contains("conflicting labels")][["row", "issue"]]
 
 
-def render(issues, *, noise, known, run, train_config, filter_by, num_rows) -> str:
+def render(issues, noise, known, run, data, filter_by, num_rows) -> str:
     shown = issues.head(30).assign(text=issues["text"].head(30).str.slice(0, 40))
     lines = [
         f"# Likely label errors: {run}",
@@ -87,7 +78,7 @@ def render(issues, *, noise, known, run, train_config, filter_by, num_rows) -> s
         f"{len(issues)} of the run's {num_rows} labeled rows are flagged by confident learning "
         f"(cleanlab `filter.find_label_issues`, `filter_by={filter_by}`) on the out-of-fold probabilities, ranked by "
         f"the probability of their given label, lowest first. `row_id` is the 0-based row of "
-        f"`{train_config.get('data')}` (header excluded). The model can be the one that is wrong: a flag asks for a "
+        f"`{data}` (header excluded). The model can be the one that is wrong: a flag asks for a "
         "second look, it is not a verdict.",
         "",
         "## Estimated share of wrong labels per class",

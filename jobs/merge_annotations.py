@@ -23,54 +23,47 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weibolabel.data.labeled import load_labeled
-from weibolabel.data.labels import load_label_schema
 from weibolabel.data.tables import read_table, write_table
 from weibolabel.review.annotation import (
-    existing_label_ids,
+    check_destination,
     merge_annotations,
     read_annotations,
-    schema_from_sheet,
+    sheet_schema,
     workbook_sheets,
 )
 from weibolabel.run.config import parse_config
-from weibolabel.run.layout import check_outputs
 from weibolabel.util.errors import UserError, exit_status
 from weibolabel.util.files import atomic_path, backup_copy, write_json
 
 WRITABLE = (".xlsx", ".csv", ".parquet")
 
 
+def _option(default, help_text: str, **metadata):
+    return field(default=default, metadata={"help": help_text, **metadata})
+
+
 @dataclass(frozen=True)
 class MergeConfig:
     """Merge a filled-in annotation sheet into a labeled training file."""
 
-    annotations: str | None = field(default=None, metadata={"help": "The filled-in .xlsx (required)."})
-    existing: str | None = field(default=None, metadata={"help": "The current labeled training file (required)."})
-    output: str | None = field(
-        default=None,
-        metadata={"help": "The combined .xlsx, .csv or .parquet (default: <existing>_merged beside it, same format)."},
+    annotations: str | None = _option(None, "The filled-in .xlsx (required).")
+    existing: str | None = _option(None, "The current labeled training file (required).")
+    output: str | None = _option(
+        None, "The combined .xlsx, .csv or .parquet (default: <existing>_merged beside it, same format)."
     )
-    text_column: str = field(default="Sentence", metadata={"help": "Text column of the existing file."})
-    label_column: str = field(default="Label", metadata={"help": "Label column of the existing file."})
-    sheet: str | None = field(default=None, metadata={"help": "Sheet of an .xlsx existing file (default: the first)."})
-    header_row: int = field(
-        default=1, metadata={"help": "Spreadsheet row (1 = first) of the column names in the existing file."}
+    text_column: str = _option("Sentence", "Text column of the existing file.")
+    label_column: str = _option("Label", "Label column of the existing file.")
+    sheet: str | None = _option(None, "Sheet of an .xlsx existing file (default: the first).")
+    header_row: int = _option(1, "Spreadsheet row (1 = first) of the column names in the existing file.")
+    encoding: str | None = _option(None, "Encoding of .csv inputs (default: detect).")
+    labels: str | None = _option(
+        None, "YAML/JSON label schema (default: the annotation file's 'labels' sheet, else the four)."
     )
-    encoding: str | None = field(default=None, metadata={"help": "Encoding of .csv inputs (default: detect)."})
-    labels: str | None = field(
-        default=None,
-        metadata={"help": "YAML/JSON label schema (default: the annotation file's 'labels' sheet, else the four)."},
+    prefer: str = _option(
+        "existing", "Label kept when an annotation contradicts the existing file.", choices=["existing", "new"]
     )
-    prefer: str = field(
-        default="existing",
-        metadata={
-            "help": "Label kept when an annotation contradicts the existing file.",
-            "choices": ["existing", "new"],
-        },
-    )
-    overwrite: bool = field(
-        default=False,
-        metadata={"help": "Replace an existing output file; when --output is --existing, a backup is written first."},
+    overwrite: bool = _option(
+        False, "Replace an existing output file; when --output is --existing, a backup is written first."
     )
 
 
@@ -90,45 +83,25 @@ def merge(config: MergeConfig) -> None:
     if output.suffix.lower() not in WRITABLE:
         raise UserError(f"--output must end in {', '.join(WRITABLE)}, got {output}.")
     stem = output.with_suffix("")
-    side_files = [Path(f"{stem}_conflicts.csv"), Path(f"{stem}_merge_issues.csv"), Path(f"{stem}_merge_summary.json")]
-    check_outputs(
-        "merge_annotations",
-        reads={"--annotations": annotations, "--existing": existing, "--labels": config.labels},
-        writes={"--output": output, "--output (beside it)": side_files},
-        replaceable="--existing",  # with --overwrite, after a backup copy
-    )
-    replaces_original = output.resolve() == existing.resolve()
-    if output.exists() and not config.overwrite:
-        raise UserError(
-            f"{output} is the --existing file; pass --overwrite as well to replace it (a backup copy is written "
-            "first), or name a new --output."
-            if replaces_original
-            else f"{output} already exists; pass --overwrite to replace it."
-        )
+    beside = ["conflicts.csv", "merge_issues.csv", "merge_summary.json"]
+    reads = {"--annotations": annotations, "--existing": existing, "--labels": config.labels}
+    replaces_original = check_destination("merge_annotations", output, beside, reads, "--existing", config.overwrite)
     if not annotations.is_file():
         raise UserError(f"Annotation file not found: {annotations}")
 
     # 2. Both files are validated the way training validates them; errors name file, row and column.
-    schema = load_label_schema(config.labels) if config.labels else schema_from_sheet(annotations)
-    schema = schema or load_label_schema(None)
+    schema = sheet_schema(annotations, config.labels)
     new_rows, issues = read_annotations(annotations, schema, encoding=config.encoding)
     where = {"sheet": config.sheet, "encoding": config.encoding, "header_row": config.header_row}
-    load_labeled(existing, schema, text_column=config.text_column, label_column=config.label_column, **where)
+    columns = {"text_column": config.text_column, "label_column": config.label_column}
+    load_labeled(existing, schema, **columns, **where)
     existing_frame = read_table(existing, **where)
     # The output holds the rows read: say what of the existing file is not carried over.
     sheets = workbook_sheets(existing)
     other_sheets = [name for name in sheets if name != (config.sheet or sheets[0])] if sheets else []
 
     # 3. New texts are added; known ones skipped; contradictions reported (and resolved only by --prefer new).
-    combined, conflicts, counts = merge_annotations(
-        existing_frame,
-        existing_label_ids(existing_frame, config.label_column, schema),
-        new_rows,
-        schema,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        prefer=config.prefer,
-    )
+    combined, conflicts, counts = merge_annotations(existing_frame, new_rows, schema, **columns, prefer=config.prefer)
 
     # 4. Written under a temporary name and checked with the training loader before it replaces anything; the
     # original, if it is the one replaced, is copied aside first.
@@ -137,7 +110,7 @@ def merge(config: MergeConfig) -> None:
     with atomic_path(output) as tmp:
         write_table(combined, tmp, name=output)
         try:
-            check = load_labeled(tmp, schema, text_column=config.text_column, label_column=config.label_column)
+            check = load_labeled(tmp, schema, **columns)
         except UserError as error:
             raise UserError(f"The merged file would not load for training: {error}") from None
         if replaces_original:

@@ -24,15 +24,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pandas as pd
-
-from weibolabel.data.labeled import clean_text, group_key
 from weibolabel.data.tables import read_table, require_column
 from weibolabel.review.annotation import (
+    disagreement_pool,
     drop_known,
-    fold_disagreement,
     read_labeled_parquet,
-    score_by_fold,
     select_for_annotation,
     select_random,
     uncertainty,
@@ -81,26 +77,16 @@ def select(config: SelectConfig) -> None:
     frame, probs, schema = read_labeled_parquet(config.input)
     num_ok = len(frame)
     if config.exclude:
-        known = read_table(config.exclude, sheet=config.sheet, encoding=config.encoding, header_row=config.header_row)
-        require_column(
-            known,
-            config.exclude_text_column,
-            Path(config.exclude),
-            "--exclude_text_column",
-            header_row=config.header_row,
-            sheet=config.sheet,
-        )
+        where = {"sheet": config.sheet, "header_row": config.header_row}
+        known = read_table(config.exclude, encoding=config.encoding, **where)
+        require_column(known, config.exclude_text_column, Path(config.exclude), "--exclude_text_column", **where)
         frame, probs = drop_known(frame, probs, known[config.exclude_text_column].tolist())
     confidence_all = frame["confidence"].median()
 
     # 2. Uncertainty of every candidate. Disagreement needs each fold model's own probabilities, which the
     # Parquet file does not keep, so only a pool of the distinct rows most uncertain by entropy is re-scored.
     if config.method == "disagreement":
-        entropy_rank = pd.Series(uncertainty(probs, "entropy")).sort_values(ascending=False, kind="stable")
-        groups = pd.Series([group_key(clean_text(t)) for t in frame["text"]])
-        pool = entropy_rank.index[~groups[entropy_rank.index].duplicated()][: config.pool_factor * config.k]
-        frame, probs = frame.iloc[pool].reset_index(drop=True), probs[pool]
-        scores = fold_disagreement(score_by_fold(config.model, frame["text"].tolist(), device=config.device))
+        frame, scores = disagreement_pool(frame, probs, config.model, config.pool_factor * config.k, config.device)
     else:
         scores = uncertainty(probs, config.method)
 
@@ -108,13 +94,11 @@ def select(config: SelectConfig) -> None:
     picked = select_for_annotation(frame, scores, config.k, config.class_quota)
     write_annotation_sheet(picked, schema, output)
 
-    counts = picked.attrs["counts"]
     per_class = picked["label"].astype(int).value_counts()
     print(
-        f"wrote {output}: {len(picked)} of {num_ok} labeled rows by {config.method} "
-        f"({num_ok - len(frame) if config.method != 'disagreement' else num_ok - counts['candidates']} not considered"
-        f" (already labeled{' or outside the re-scored pool' if config.method == 'disagreement' else ''}), "
-        f"{counts['near_duplicates_skipped']} near-duplicates skipped); predicted classes: "
+        f"wrote {output}: {len(picked)} of {num_ok} labeled rows by {config.method} ({num_ok - len(frame)} not "
+        f"considered (already labeled{' or outside the re-scored pool' if config.method == 'disagreement' else ''}), "
+        f"{picked.attrs['counts']['near_duplicates_skipped']} near-duplicates skipped); predicted classes: "
         + ", ".join(f"{name} {int(per_class.get(i, 0))}" for i, name in enumerate(schema.names))
         + f"; median confidence {picked['confidence'].median():.3f} (all candidates {confidence_all:.3f})"
     )

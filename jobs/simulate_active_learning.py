@@ -57,15 +57,8 @@ def load_rows(config: SimulateActiveLearningConfig) -> tuple[list[str], np.ndarr
     if not config.data:
         raise UserError("Pass --data (a labeled file) or --run (a training run directory); see --help.")
     schema = load_label_schema(config.labels)
-    data = load_labeled(
-        config.data,
-        schema,
-        text_column=config.text_column,
-        label_column=config.label_column,
-        sheet=config.sheet,
-        encoding=config.encoding,
-        header_row=config.header_row,
-    )
+    where = {key: getattr(config, key) for key in ("text_column", "label_column", "sheet", "encoding", "header_row")}
+    data = load_labeled(config.data, schema, **where)
     from weibolabel.data.folds import make_folds  # scikit-learn (see simulate()): not on --help's path
 
     labels = data.rows["label"].to_numpy(dtype=np.int64)
@@ -102,26 +95,18 @@ def simulate(config: SimulateActiveLearningConfig) -> None:
     target = full_score - config.tolerance
 
     # 3. Every strategy, seed and fold: seed set, then rounds of train -> score -> reveal a batch.
-    started, records = time.monotonic(), []
+    options = ("seed_size", "batch_size", "max_labels", "class_quota", "committee_size")
+    common = {"texts": texts, "labels": labels, "names": names, **{key: getattr(config, key) for key in options}}
+    started, records, folds = time.monotonic(), [], np.unique(fold_of_row)
     for strategy in config.strategies:
         for seed in config.seeds:
-            for fold in np.unique(fold_of_row):
-                for record in al.simulate_fold(
-                    strategy=strategy,
-                    texts=texts,
-                    labels=labels,
-                    train_index=np.flatnonzero(fold_of_row != fold),
-                    test_index=np.flatnonzero(fold_of_row == fold),
-                    names=names,
-                    seed_size=config.seed_size,
-                    batch_size=config.batch_size,
-                    max_labels=config.max_labels,
-                    class_quota=config.class_quota,
-                    committee_size=config.committee_size,
-                    seed=seed * 1000 + int(fold),
-                ):
-                    records.append({**record, "seed": seed, "fold": int(fold)})
-        print(f"{strategy}: {len(config.seeds)} seed(s) x {len(np.unique(fold_of_row))} folds done")
+            for fold in folds:
+                train, test = np.flatnonzero(fold_of_row != fold), np.flatnonzero(fold_of_row == fold)
+                rounds = al.simulate_fold(
+                    strategy=strategy, train_index=train, test_index=test, seed=seed * 1000 + int(fold), **common
+                )
+                records += [{**record, "seed": seed, "fold": int(fold)} for record in rounds]
+        print(f"{strategy}: {len(config.seeds)} seed(s) x {len(folds)} folds done")
 
     # 4. Tables, the plot and the summary page.
     table = pd.DataFrame(records)
@@ -131,9 +116,7 @@ def simulate(config: SimulateActiveLearningConfig) -> None:
     needed = al.labels_needed(summary, target)
     title = f"Simulated annotation loop ({LEARNER.split(' (')[0]} learner)"
     plots.plot_active_learning(summary, full_score, config.tolerance, out / "active_learning.png", title)
-    page = render(
-        config, source=source, num_rows=len(texts), full_score=full_score, target=target, summary=summary, needed=needed
-    )
+    page = render(config, source, len(texts), full_score=full_score, target=target, summary=summary, needed=needed)
     write_text(out / "active_learning.md", page)
     for strategy, count in needed.items():
         reached = f"{count:.0f} labels" if count is not None else "not reached"
@@ -141,7 +124,7 @@ def simulate(config: SimulateActiveLearningConfig) -> None:
     print(f"wrote {out / 'active_learning.md'} ({time.monotonic() - started:.0f} s)")
 
 
-def render(config, *, source, num_rows, full_score, target, summary, needed) -> str:
+def render(config, source, num_rows, *, full_score, target, summary, needed) -> str:
     from weibolabel.training.baseline import DESCRIPTION as LEARNER
 
     most = summary["num_labels"].max()

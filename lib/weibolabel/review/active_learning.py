@@ -1,18 +1,13 @@
 """A replay of the annotation loop on already-labeled data: does uncertainty selection beat random selection?
 
-Per fold of a cross-validation, the fold's test part is held out and its training part is the pool whose labels
-are hidden. From a small stratified seed set, each round trains the learner on the labels revealed so far, scores
-it on the test part, and reveals a batch chosen by a strategy. The selection is the project's own
-(`weibolabel.review.annotation`: `uncertainty`, `fold_disagreement`, `select_for_annotation` with its class quota and
-near-duplicate rule), so the simulation measures what jobs/select_for_annotation.py does. The learner is the
-TF-IDF + logistic-regression baseline (`training.baseline`): the encoder is far too slow to retrain every round
-on CPU.
-
-scikit-learn is imported inside the functions that fit: the job checks its options against STRATEGIES and reads
-its data before it pays for that import (seconds).
+The selection is `weibolabel.review.annotation`'s own, so the simulation measures what jobs/select_for_annotation.py
+does; the learner is the TF-IDF baseline, as the encoder is far too slow to retrain every round on CPU.
+scikit-learn is imported inside the functions that fit: the job checks its options first (the import takes seconds).
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -40,21 +35,19 @@ def seed_set(train_index: np.ndarray, labels: np.ndarray, size: int, seed: int) 
     return np.sort(chosen)
 
 
-def committee_probs(
-    *,
-    texts: list[str],
-    labels: np.ndarray,
-    labeled: np.ndarray,
-    pool: np.ndarray,
-    num_labels: int,
-    size: int,
-    seed: int,
+def _learner_probs(texts: list[str], labels: np.ndarray, fit: np.ndarray, score: np.ndarray, num_labels: int):
+    """The baseline learner's probabilities for the rows `score`, trained on the rows `fit`."""
+    from weibolabel.training.baseline import tfidf_logreg_probs
+
+    return tfidf_logreg_probs([texts[i] for i in fit], labels[fit], [texts[i] for i in score], num_labels, False)
+
+
+def _committee_probs(
+    texts: list[str], labels: np.ndarray, labeled: np.ndarray, pool: np.ndarray, num_labels: int, size: int, seed: int
 ) -> np.ndarray:
     """[size, pool, classes]: the learner trained on each k-fold training part of the labeled rows, as a run's fold
     models are, so `fold_disagreement` measures the same thing as in the annotation loop."""
     from sklearn.model_selection import KFold
-
-    from weibolabel.training.baseline import tfidf_logreg_probs
 
     splitter = KFold(n_splits=min(size, len(labeled)), shuffle=True, random_state=seed)
     members = []
@@ -63,9 +56,7 @@ def committee_probs(
         if len(np.unique(labels[fit])) == 1:  # logistic regression needs two classes; one class is a sure guess
             members.append(np.eye(num_labels)[np.full(len(pool), labels[fit][0])])
             continue
-        members.append(
-            tfidf_logreg_probs([texts[i] for i in fit], labels[fit], [texts[i] for i in pool], num_labels, False)
-        )
+        members.append(_learner_probs(texts, labels, fit, pool, num_labels))
     return np.stack(members).astype(np.float64)
 
 
@@ -88,15 +79,8 @@ def choose_batch(
     if strategy == "random":
         return rng.choice(pool, size=batch_size, replace=False)
     if strategy == "disagreement":
-        committee = committee_probs(
-            texts=texts,
-            labels=labels,
-            labeled=labeled,
-            pool=pool,
-            num_labels=pool_probs.shape[1],
-            size=committee_size,
-            seed=int(rng.integers(1 << 31)),
-        )
+        seed = int(rng.integers(1 << 31))
+        committee = _committee_probs(texts, labels, labeled, pool, pool_probs.shape[1], committee_size, seed)
         scores = fold_disagreement(committee)
     else:
         scores = uncertainty(pool_probs, strategy)
@@ -128,35 +112,20 @@ def simulate_fold(
 ) -> list[dict]:
     """One strategy on one fold from one seed set: a record per round (labels so far, test accuracy, macro-F1)."""
     from weibolabel.stats.metrics import classification_metrics
-    from weibolabel.training.baseline import tfidf_logreg_probs
 
     if strategy not in STRATEGIES:
         raise UserError(f"Unknown strategy '{strategy}'; use some of {list(STRATEGIES)}.")
     rng = np.random.default_rng(seed)
     limit = len(train_index) if max_labels is None else min(max_labels, len(train_index))
     labeled = seed_set(train_index, labels, seed_size, seed)
-    records, round_number = [], 0
-    while True:
+    records = []
+    for round_number in itertools.count():
         pool = np.setdiff1d(train_index, labeled)
         # One fit scores the test part and the pool: the learner never sees a pool row's label before it is chosen.
-        probs = tfidf_logreg_probs(
-            [texts[i] for i in labeled],
-            labels[labeled],
-            [texts[i] for i in np.concatenate([test_index, pool])],
-            len(names),
-            False,
-        )
+        probs = _learner_probs(texts, labels, labeled, np.concatenate([test_index, pool]), len(names))
         metrics = classification_metrics(labels[test_index], probs[: len(test_index)].argmax(axis=1), names)
-        records.append(
-            {
-                "strategy": strategy,
-                "seed": seed,
-                "round": round_number,
-                "num_labels": len(labeled),
-                "accuracy": metrics["accuracy"],
-                "macro_f1": metrics["macro_f1"],
-            }
-        )
+        record = {"strategy": strategy, "seed": seed, "round": round_number, "num_labels": len(labeled)}
+        records.append({**record, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]})
         if len(labeled) >= limit or len(pool) == 0:
             return records
         take = min(batch_size, limit - len(labeled))
@@ -173,20 +142,16 @@ def simulate_fold(
             rng=rng,
         )
         labeled = np.sort(np.concatenate([labeled, batch]))
-        round_number += 1
 
 
 def full_data_score(texts: list[str], labels: np.ndarray, fold_of_row: np.ndarray, names: list[str]) -> float:
     """Mean test macro-F1 over folds of the learner trained on each fold's whole training part."""
     from weibolabel.stats.metrics import classification_metrics
-    from weibolabel.training.baseline import tfidf_logreg_probs
 
     scores = []
     for fold in np.unique(fold_of_row):
         train, test = np.flatnonzero(fold_of_row != fold), np.flatnonzero(fold_of_row == fold)
-        probs = tfidf_logreg_probs(
-            [texts[i] for i in train], labels[train], [texts[i] for i in test], len(names), False
-        )
+        probs = _learner_probs(texts, labels, train, test, len(names))
         scores.append(classification_metrics(labels[test], probs.argmax(axis=1), names)["macro_f1"])
     return float(np.mean(scores))
 

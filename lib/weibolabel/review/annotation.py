@@ -4,23 +4,24 @@ annotators' spreadsheet format, and merge the filled-in sheet back into the trai
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from weibolabel.data.labeled import clean_text, group_key, label_cell_writer, parse_label, validate_labeled
-from weibolabel.data.labels import LabelSchema
+from weibolabel.data.labels import LabelSchema, load_label_schema
 from weibolabel.data.tables import read_table, require_column, write_xlsx
 from weibolabel.labeling.parts import read_metadata
 from weibolabel.labeling.summary import is_blank
+from weibolabel.run.layout import check_outputs
 from weibolabel.util.errors import UserError
 
 ANNOTATION_SHEET, LABELS_SHEET = "Sheet1", "labels"
 REFERENCE_COLUMNS = ["predicted_label", "predicted_name", "confidence", "row_id"]
 METHODS = ("margin", "entropy", "disagreement")
-# How each row of a training file was chosen (its provenance, column SELECTION_COLUMN): rows there before the
-# annotation loop, a uniform random sample, or the model's least certain rows. Only the first two leave the
+# How each training row was chosen: before the loop, at random, or by uncertainty. Only the first two leave the
 # out-of-fold confusion rates an honest measurement of the corpus' (docs/statistics.md, label shift).
 SELECTION_COLUMN = "selection"
 MODEL_FREE_SELECTIONS = ("original", "random")
@@ -28,8 +29,7 @@ MODEL_FREE_SELECTIONS = ("original", "random")
 
 # ------------------------------------------------------------------------------------------------- reading
 def read_labeled_parquet(path: str | Path) -> tuple[pd.DataFrame, np.ndarray, LabelSchema]:
-    """The labeling job's rows with status 'ok' (the only ones with probabilities), their probabilities
-    [n, classes] and the label schema stored in the file's metadata."""
+    """The labeling job's rows with status 'ok' (the only ones with probabilities), their probabilities and schema."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Labeled Parquet file not found: {path}")
@@ -62,15 +62,14 @@ def entropy(probs: np.ndarray) -> np.ndarray:
 
 
 def fold_disagreement(fold_probs: np.ndarray) -> np.ndarray:
-    """[folds, n, classes] -> the mutual information between the prediction and the fold model (BALD): entropy of
-    the mean minus mean entropy. Zero when all fold models agree, whatever their confidence."""
+    """[folds, n, classes] -> mutual information between prediction and fold model (BALD): zero when all fold models
+    agree, whatever their confidence."""
     return entropy(fold_probs.mean(axis=0)) - entropy(fold_probs).mean(axis=0)
 
 
 def score_by_fold(run: str | Path, texts: list[str], precision: str | None = None, device: str = "auto") -> np.ndarray:
-    """Probabilities of each fold model of a training run separately: [folds, n, classes] (calibrated if the run is).
-    Scored in `precision` (no, fp16, bf16), by default the one the labeling job chooses on this device, so rows
-    near a tie rank as they were labeled; `device` as weibolabel.run.device.job_device takes it."""
+    """Each fold model's probabilities [folds, n, classes], in the labeling job's default `precision` for this device
+    so rows near a tie rank as they were labeled."""
     import torch
 
     from weibolabel.model.inference import encode, inference_dtype, load_ensemble, predict_probs
@@ -94,6 +93,17 @@ def score_by_fold(run: str | Path, texts: list[str], precision: str | None = Non
     return np.stack(fold_probs).astype(np.float64)
 
 
+def disagreement_pool(
+    frame: pd.DataFrame, probs: np.ndarray, model: str, size: int, device: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The `size` distinct rows most uncertain by entropy and how much `model`'s fold models disagree on each (the
+    Parquet file keeps only the ensemble's mean, so only this pool is re-scored)."""
+    entropy_rank = pd.Series(entropy(probs)).sort_values(ascending=False, kind="stable")
+    groups = pd.Series([group_key(clean_text(t)) for t in frame["text"]])
+    pool = frame.iloc[entropy_rank.index[~groups[entropy_rank.index].duplicated()][:size]].reset_index(drop=True)
+    return pool, fold_disagreement(score_by_fold(model, pool["text"].tolist(), device=device))
+
+
 def uncertainty(probs: np.ndarray, method: str) -> np.ndarray:
     """Larger = less certain, for ranking."""
     if method == "margin":
@@ -112,52 +122,33 @@ def drop_known(frame: pd.DataFrame, probs: np.ndarray, exclude_texts: list[str])
 
 
 def select_for_annotation(frame: pd.DataFrame, scores: np.ndarray, k: int, class_quota: float = 0.5) -> pd.DataFrame:
-    """K rows, most uncertain first, with every predicted class represented and near-duplicates left out.
-
-    `class_quota` of K is reserved in equal parts for the most uncertain rows of each predicted class (at least one
-    each), so a frequent class cannot crowd out a rare one; the rest goes to the most uncertain rows overall.
-    Among rows sharing a `group_key` (copies that differ in case, width, spacing, punctuation or emoji) only the
-    most uncertain can be picked (texts already labeled are removed beforehand by `drop_known`).
-    """
+    """The K most uncertain rows, one per `group_key` (near-copies); `class_quota` of K goes in equal parts (at least
+    one each) to the most uncertain of each predicted class, so a frequent class cannot crowd out a rare one."""
     if k < 1:
         raise UserError("--k must be at least 1.")
     if not 0 <= class_quota <= 1:
         raise UserError("--class_quota must be between 0 and 1.")
-    pool = frame.assign(uncertainty=scores, group=[group_key(clean_text(t)) for t in frame["text"]])
-    counts = {"candidates": len(pool)}
-    pool = pool.sort_values(["uncertainty", "row_id"], ascending=[False, True], kind="stable")
-    before = len(pool)
-    pool = pool.drop_duplicates("group", keep="first")
-    counts["near_duplicates_skipped"] = before - len(pool)
+    candidates = frame.assign(uncertainty=scores, group=[group_key(clean_text(t)) for t in frame["text"]])
+    candidates = candidates.sort_values(["uncertainty", "row_id"], ascending=[False, True], kind="stable")
+    pool = candidates.drop_duplicates("group", keep="first")
+    counts = {"candidates": len(candidates), "near_duplicates_skipped": len(candidates) - len(pool)}
     if len(pool) < k:
         raise UserError(f"Only {len(pool)} distinct candidate rows remain (of {counts['candidates']}); lower --k.")
-    classes = sorted(pool["label"].astype(int).unique())
-    if k < len(classes):
-        raise UserError(f"--k {k} is smaller than the {len(classes)} predicted classes; each needs a place.")
-
-    per_class = max(1, int(k * class_quota) // len(classes))
-    chosen, reason = [], {}
-    for label in classes:
-        for index in pool.index[pool["label"] == label][:per_class]:
-            chosen.append(index)
-            reason[index] = "class quota"
-    for index in pool.index:
-        if len(chosen) >= k:
-            break
-        if index not in reason:
-            chosen.append(index)
-            reason[index] = "most uncertain"
-    chosen = chosen[:k] if len(chosen) > k else chosen  # quota alone can exceed k only when k < 2 * classes
-    picked = pool.loc[chosen].assign(reason=[reason[i] for i in chosen])
+    classes = pool["label"].astype(int).nunique()
+    if k < classes:
+        raise UserError(f"--k {k} is smaller than the {classes} predicted classes; each needs a place.")
+    # The quota takes at most k rows: per class k * class_quota // classes, or 1 where that is 0 (and classes <= k).
+    quota = pool.groupby("label").head(max(1, int(k * class_quota) // classes)).index
+    rest = pool.index[~pool.index.isin(quota)][: k - len(quota)]
+    picked = pool.loc[quota.append(rest)]
+    picked = picked.assign(reason=np.where(picked.index.isin(quota), "class quota", "most uncertain"))
     picked.attrs["counts"] = counts
     return picked.sort_values("row_id").reset_index(drop=True)
 
 
 def select_random(frame: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
-    """K rows drawn uniformly without replacement from all rows of `frame` (the ok rows), in row_id order.
-
-    Nothing is filtered (no near-copies, no already-labeled texts): the sample must stay uniform over the corpus, or
-    the shares estimated from it (PPI) would be biased. The draw depends only on the row count, K and the seed."""
+    """K rows drawn uniformly without replacement, in row_id order. Nothing is filtered (near-copies, labeled texts):
+    the shares estimated from the sample (PPI) would be biased."""
     if k < 1:
         raise UserError("--k must be at least 1.")
     if k > len(frame):
@@ -171,10 +162,8 @@ def select_random(frame: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
 def write_annotation_sheet(
     picked: pd.DataFrame, schema: LabelSchema, path: Path, show_predictions: bool = True, selection: str = "uncertainty"
 ) -> None:
-    """Sheet 1: `Sentence`, an empty `Label`, the model's guess for reference and how the row was chosen
-    (`selection`: 'uncertainty' or 'random', carried into the training file by the merge); sheet 2: the label
-    schema. Without `show_predictions` the guess is left out (only `row_id` stays): a gold sample must not be
-    anchored on the model's answer, or its errors would look smaller than they are."""
+    """Sheet 1: `Sentence`, an empty `Label`, the model's guess, `row_id` and `selection`; sheet 2: the schema. Without
+    `show_predictions` the guess is left out: a gold sample anchored on it would make its errors look smaller."""
     sheet = pd.DataFrame(
         {
             "Sentence": picked["text"].to_numpy(dtype=object),
@@ -190,35 +179,16 @@ def write_annotation_sheet(
         sheet = sheet.drop(columns=["predicted_label", "predicted_name", "confidence"])
     # A drop-down of the valid ids (of the names, where names are numbers and a number is read as a name); typing
     # a name is still accepted by the merge (parse_label reads both).
-    write_workbook(
-        path=path,
-        sheet=sheet,
-        schema=schema,
-        widths={
-            "Sentence": 60,
-            "Label": 8,
-            "predicted_label": 15,
-            "predicted_name": 15,
-            "confidence": 11,
-            "selection": 11,
-        },
-        choices=schema.names if schema.number_names else [str(i) for i in range(len(schema))],
-        choice_column="Label",
-    )
+    widths = {"Sentence": 60, "Label": 8, "predicted_label": 15, "predicted_name": 15, "confidence": 11}
+    choices = schema.names if schema.number_names else [str(i) for i in range(len(schema))]
+    write_workbook(path, sheet, schema, widths, choices, choice_column="Label")
 
 
 def write_workbook(
-    *,
-    path: Path,
-    sheet: pd.DataFrame,
-    schema: LabelSchema,
-    widths: dict[str, int],
-    choices: list[str],
-    choice_column: str,
+    path: Path, sheet: pd.DataFrame, schema: LabelSchema, widths: dict[str, int], choices: list[str], choice_column: str
 ) -> None:
-    """The annotators' workbook, written by tables.write_xlsx (texts stay text): `sheet` as the first sheet (header
-    row frozen, columns as wide as `widths` says, 9 otherwise) with a drop-down of `choices` on its empty
-    `choice_column` (other values are still accepted: the merge reads them), and the label schema as the second."""
+    """The annotators' workbook: `sheet` first (header frozen, `widths`, 11 otherwise) with a drop-down of `choices`
+    on `choice_column` (other values are still accepted), the label schema second."""
     from openpyxl.utils import get_column_letter
     from openpyxl.worksheet.datavalidation import DataValidation
 
@@ -228,7 +198,7 @@ def write_workbook(
         worksheet = workbook[ANNOTATION_SHEET]
         worksheet.freeze_panes = "A2"
         for column, name in enumerate(sheet.columns, start=1):
-            worksheet.column_dimensions[get_column_letter(column)].width = widths.get(name, 9)
+            worksheet.column_dimensions[get_column_letter(column)].width = widths.get(name, 11)
         drop_down = DataValidation(type="list", formula1='"' + ",".join(choices) + '"', showErrorMessage=False)
         worksheet.add_data_validation(drop_down)
         if len(sheet):
@@ -242,10 +212,27 @@ def write_workbook(
 
 
 # ------------------------------------------------------------------------------------------------- merging
-def schema_from_sheet(path: Path) -> LabelSchema | None:
-    """The label schema written into the annotation file's `labels` sheet, if it has one."""
-    if LABELS_SHEET not in workbook_sheets(path):
-        return None
+def check_destination(job: str, output: Path, beside: list[str], reads: dict, original: str, overwrite: bool) -> bool:
+    """Checks where `output` and the files `<output stem>_<beside>` go; True when it is the input of option
+    `original`, which only --overwrite replaces (and the job copies aside first)."""
+    side_files = [Path(f"{output.with_suffix('')}_{name}") for name in beside]
+    writes = {"--output": output, "--output (beside it)": side_files}
+    check_outputs(job, reads=reads, writes=writes, replaceable=original)
+    replaces = output.resolve() == Path(reads[original]).resolve()
+    if output.exists() and not overwrite:
+        raise UserError(
+            f"{output} is the {original} file; pass --overwrite as well to replace it (a backup copy is written "
+            "first), or name a new --output."
+            if replaces
+            else f"{output} already exists; pass --overwrite to replace it."
+        )
+    return replaces
+
+
+def sheet_schema(path: Path, labels: str | None) -> LabelSchema:
+    """The --labels schema if given, else the one in the workbook's `labels` sheet, else the default."""
+    if labels or LABELS_SHEET not in workbook_sheets(path):
+        return load_label_schema(labels)
     items = read_table(path, sheet=LABELS_SHEET).dropna(how="all")
     if not {"id", "name"} <= set(items.columns):
         raise UserError(f"{path}: sheet '{LABELS_SHEET}' needs columns 'id', 'name' (and 'description').")
@@ -258,63 +245,44 @@ def workbook_sheets(path: Path) -> list[str]:
         return []
     import openpyxl
 
-    workbook = openpyxl.load_workbook(path, read_only=True)
-    names = list(workbook.sheetnames)
-    workbook.close()
-    return names
+    with closing(openpyxl.load_workbook(path, read_only=True)) as workbook:
+        return list(workbook.sheetnames)
 
 
-def read_annotations(
-    path: Path, schema: LabelSchema, sheet: str | None = None, encoding: str | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The labeled rows of a filled-in sheet, validated by `load_labeled`, each with `extra`: its values in the
-    sheet's other columns (not the model's reference columns). Rows still without a label are listed in the issues
-    and skipped. They are blanked (not removed) before validation so every error names the row as the annotator's
-    spreadsheet numbers it."""
-    frame = read_table(path, sheet=sheet, encoding=encoding)
+def read_annotations(path: Path, schema: LabelSchema, encoding: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The labeled rows of a filled-in sheet, validated, each with `extra` (its other columns, not the model's) and
+    `sentence` (the text as written); rows without a label are skipped and listed in the issues."""
+    frame = read_table(path, encoding=encoding)
     require_column(frame, "Sentence", path, "(the annotation sheet's text column)")
     require_column(frame, "Label", path, "(the annotation sheet's label column)")
     blank = np.array([is_blank(v) for v in frame["Label"]], dtype=bool)
     if blank.all():
         raise UserError(f"{path}: no row has a label yet; fill in the 'Label' column first.")
+    # Blanked, not removed, so every error names the row as the annotator's spreadsheet numbers it.
     to_check = frame[["Sentence", "Label"]].astype(object).copy()
     to_check.loc[blank, "Sentence"], to_check.loc[blank, "Label"] = "", 0  # dropped as empty text, row kept
-    data = validate_labeled(to_check, path, schema, text_column="Sentence", label_column="Label", sheet=sheet)
-    blank_rows = {f"row {i + 2}" for i in np.flatnonzero(blank)}
+    data = validate_labeled(to_check, path, schema, text_column="Sentence", label_column="Label")
     issues = data.issues.copy()
-    unlabeled = issues["row"].isin(blank_rows)
+    unlabeled = issues["row"].isin({f"row {i + 2}" for i in np.flatnonzero(blank)})
     issues.loc[unlabeled, ["column", "issue", "action"]] = ["Label", "no label given", "skipped"]
-    # The annotators' own columns (who labeled, a note) travel with each row; the model's guess does not. Each row
-    # carries how it was chosen, so the analysis can tell model-chosen rows from the rest.
+    # How each row was chosen, so the analysis can tell model-chosen rows from the rest: its `selection` cell, else
+    # the sheet's make-up (the model's guess beside uncertain rows, only row_id beside a random sample).
+    inferred = "uncertainty" if "predicted_label" in frame else "random" if "row_id" in frame else "unknown"
+    chosen = [inferred if is_blank(v) else str(v).strip() for v in frame.get(SELECTION_COLUMN, [None] * len(frame))]
+    # The annotators' own columns (who labeled, a note) travel with each row; the model's guess does not.
     own = [c for c in frame.columns if c not in ("Sentence", "Label", *REFERENCE_COLUMNS)]
-    chosen = sheet_selection(frame)
     rows = data.rows.assign(
         extra=[
             {SELECTION_COLUMN: chosen[i], **{c: v for c, v in frame.loc[i, own].items() if not is_blank(v)}}
             for i in data.rows["row_id"]
         ],
-        sentence=frame["Sentence"].to_numpy(dtype=object)[data.rows["row_id"].to_numpy()],  # the text as written
+        sentence=frame["Sentence"].to_numpy(dtype=object)[data.rows["row_id"].to_numpy()],
     )
     return rows, issues
 
 
-def sheet_selection(frame: pd.DataFrame) -> list[str]:
-    """How each row of an annotation sheet was chosen: its `selection` cell, else what the sheet's make-up says
-    (select_for_annotation wrote the model's guess beside uncertain rows, and only row_id beside a random sample);
-    'unknown' for a sheet made by hand."""
-    if "predicted_label" in frame.columns:
-        inferred = "uncertainty"
-    elif "row_id" in frame.columns:
-        inferred = "random"
-    else:
-        inferred = "unknown"
-    cells = frame[SELECTION_COLUMN] if SELECTION_COLUMN in frame.columns else [None] * len(frame)
-    return [inferred if is_blank(v) else str(v).strip() for v in cells]
-
-
 def merge_annotations(
     existing: pd.DataFrame,
-    existing_labels: list[int],
     new_rows: pd.DataFrame,
     schema: LabelSchema,
     *,
@@ -322,45 +290,39 @@ def merge_annotations(
     label_column: str,
     prefer: str = "existing",
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """The existing file as it is (every column, in place) + annotated rows whose normalised text is new, which fill
-    the text and label columns and any column they share with it (a column only the sheet has is added at the
-    end). A text already in the existing file with the same label is skipped as known; with another label it is a
-    conflict, left out unless `prefer == 'new'`, which relabels the existing copies instead. Labels are written as
-    the existing column writes them: names if it holds names, ids otherwise."""
+    """The existing file as it is + the annotated rows whose normalised text is new (columns only the sheet has go at
+    the end); a text known under another label is a conflict, left out unless `prefer == 'new'` relabels the copies."""
     if prefer not in ("existing", "new"):
         raise UserError("--prefer must be 'existing' or 'new'.")
     combined = existing.copy()
-    as_cell = label_cell_writer(existing[label_column], schema)
+    as_cell = label_cell_writer(existing[label_column], schema)  # names stay names, ids stay ids
     normalised = pd.Series([clean_text(t) for t in existing[text_column]], index=existing.index)
     known: dict[str, set[int]] = {}
-    for text, label in zip(normalised, existing_labels):
+    for text, cell in zip(normalised, existing[label_column]):
+        label = parse_label(cell, schema)[0]
         if text and label is not None:
-            known.setdefault(text, set()).add(int(label))
-    extras = new_rows["extra"] if "extra" in new_rows else [{}] * len(new_rows)
-    # The text is added as the sheet has it, as the existing rows are kept (matching above is on normalised texts).
-    written = new_rows["sentence"] if "sentence" in new_rows else new_rows["text"]
-    added, conflicts, counts = [], [], {"already_known": 0, "conflicts": 0, "relabeled_existing_rows": 0}
-    rows = zip(new_rows["row"], new_rows["text"], new_rows["label"], extras, written)
-    for row, text, label, extra, as_written in rows:
+            known.setdefault(text, set()).add(label)
+    added, conflicts, already_known, relabeled = [], [], 0, 0
+    resolution = "new label kept, existing rows relabeled" if prefer == "new" else "left out"
+    # The text is added as the sheet has it, as the existing rows are kept (matching is on normalised texts).
+    fields = ["row", "text", "label", "extra", "sentence"]
+    for row, text, label, extra, as_written in new_rows[fields].itertuples(index=False):
         label = int(label)
         if text not in known:
             own = {c: v for c, v in extra.items() if c not in (text_column, label_column)}
             added.append({**own, text_column: as_written, label_column: as_cell(label)})
         elif known[text] == {label}:
-            counts["already_known"] += 1
+            already_known += 1
         else:
             copies = normalised.index[normalised == text]
-            conflicts.append(
-                _conflict(text, copies=copies, known=known[text], row=row, label=label, schema=schema, prefer=prefer)
-            )
+            existing_rows = ", ".join(f"row {i + 2}" for i in copies)
+            existing_label = ", ".join(schema.names[i] for i in sorted(known[text]))
+            conflicts.append((text, existing_rows, existing_label, row, schema.names[label], resolution))
             if prefer == "new":
                 combined[label_column] = combined[label_column].astype(object)  # an int column may take a name
                 combined.loc[copies, label_column] = as_cell(label)
-                counts["relabeled_existing_rows"] += len(copies)
-    counts["conflicts"] = len(conflicts)
-    counts["added"] = len(added)
+                relabeled += len(copies)
     new_columns = sorted({c for row in added for c in row} - set(existing.columns))
-    counts["columns_added"] = new_columns
     if added:
         combined = _append_rows(combined, added, new_columns)
     if SELECTION_COLUMN in combined.columns:  # rows the file held before the loop recorded provenance
@@ -368,23 +330,16 @@ def merge_annotations(
         blank = np.array([is_blank(v) for v in combined[SELECTION_COLUMN]], dtype=bool)
         combined[SELECTION_COLUMN] = combined[SELECTION_COLUMN].astype(object)
         combined.loc[before & blank, SELECTION_COLUMN] = "original"
-    counts["added_by_selection"] = dict(Counter(row.get(SELECTION_COLUMN, "unknown") for row in added))
+    counts = {
+        "already_known": already_known,
+        "conflicts": len(conflicts),
+        "relabeled_existing_rows": relabeled,
+        "added": len(added),
+        "columns_added": new_columns,
+        "added_by_selection": dict(Counter(row.get(SELECTION_COLUMN, "unknown") for row in added)),
+    }
     columns = ["text", "existing_rows", "existing_label", "annotation_row", "new_label", "resolution"]
     return combined, pd.DataFrame(conflicts, columns=columns), counts
-
-
-def _conflict(
-    text: str, *, copies: pd.Index, known: set[int], row: str, label: int, schema: LabelSchema, prefer: str
-) -> dict:
-    """One line of the conflicts table: an annotated text the existing file holds under another label."""
-    return {
-        "text": text,
-        "existing_rows": ", ".join(f"row {i + 2}" for i in copies),
-        "existing_label": ", ".join(schema.names[i] for i in sorted(known)),
-        "annotation_row": row,
-        "new_label": schema.names[label],
-        "resolution": "new label kept, existing rows relabeled" if prefer == "new" else "left out",
-    }
 
 
 def _append_rows(combined: pd.DataFrame, added: list[dict], new_columns: list[str]) -> pd.DataFrame:
@@ -396,8 +351,3 @@ def _append_rows(combined: pd.DataFrame, added: list[dict], new_columns: list[st
         if additions[column].isna().all():
             additions[column] = pd.Series([None] * len(additions), dtype=integers.get(column, combined[column].dtype))
     return pd.concat([combined.astype(integers), additions], ignore_index=True)
-
-
-def existing_label_ids(frame: pd.DataFrame, label_column: str, schema: LabelSchema) -> list[int | None]:
-    """Label ids of the existing file's cells (names or ids; the file has passed `load_labeled`)."""
-    return [parse_label(v, schema)[0] for v in frame[label_column]]
