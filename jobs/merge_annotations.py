@@ -141,9 +141,8 @@ def merge(config: MergeConfig) -> None:
         f"{counts['conflicts']} conflicts {resolution} -> {stem}_conflicts.csv); "
         f"classes {check.counts['class_counts']}"
     )
-    print(
-        "rows added by how they were chosen: " + ", ".join(f"{k} {v}" for k, v in counts["added_by_selection"].items())
-    )
+    chosen = ", ".join(f"{how} {count}" for how, count in counts["added_by_selection"].items())
+    print(f"rows added by how they were chosen: {chosen}")
     if counts["columns_added"]:
         print(f"columns only the annotation sheet had, added at the end: {counts['columns_added']}")
     if other_sheets:

@@ -80,11 +80,9 @@ def score_by_fold(run: str | Path, texts: list[str], precision: str | None = Non
     precision, _ = choose_precision(precision, device_type=device.type, compute_capability=device_capability(device))
     ensemble = load_ensemble(run, device, inference_dtype(device, precision))
     encoded = encode(ensemble.tokenizer, [clean_text(t) for t in texts], ensemble.max_length)
-    pad = ensemble.tokenizer.pad_token_id
+    ids, pad, temperature = encoded.input_ids, ensemble.tokenizer.pad_token_id, ensemble.temperature
     try:
-        fold_probs = [
-            predict_probs([m], encoded.input_ids, pad, temperature=ensemble.temperature) for m in ensemble.models
-        ]
+        fold_probs = [predict_probs([model], ids, pad, temperature=temperature) for model in ensemble.models]
     except torch.cuda.OutOfMemoryError:  # predict_probs raises this type for cuBLAS/cuDNN exhaustion too
         raise UserError(
             f"Out of GPU memory scoring {len(texts)} comments with each fold model of {run}: lower --pool_factor "
