@@ -169,40 +169,6 @@ def _plot_label(group: str, number: int) -> str:
     return short if short.isascii() and len(short) <= 24 else f"G{number}"
 
 
-# ------------------------------------------------------------------------------------------------- plots
-# ------------------------------------------------------------------------------------------------- report
-
-
-def share_cell(row) -> str:
-    return f"{row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]" if row["total"] else "–"
-
-
-def headline_table(shares: pd.DataFrame, confident_name: str) -> pd.DataFrame:
-    """One row per class: count and share (95% CI) among all rows and among confident rows."""
-    everything = shares[shares["subset"] == "all"].reset_index(drop=True)
-    confident = shares[shares["subset"] == confident_name].reset_index(drop=True)
-    return pd.DataFrame(
-        {
-            "class": everything["name"],
-            "rows": everything["count"],
-            "share [95% CI]": [share_cell(r) for _, r in everything.iterrows()],
-            f"rows ({confident_name})": confident["count"],
-            f"share ({confident_name}) [95% CI]": [share_cell(r) for _, r in confident.iterrows()],
-        }
-    )
-
-
-def ngram_table(ngrams: pd.DataFrame, names: list[str], top: int) -> pd.DataFrame:
-    """Classes as columns, rank as rows: `n-gram (z)` cells."""
-    table = pd.DataFrame({"rank": range(1, top + 1)})
-    for name in names:
-        part = ngrams[ngrams["name"] == name].set_index("rank")
-        table[name] = [
-            f"{part.at[r, 'ngram']} ({part.at[r, 'z']:.1f})" if r in part.index else "" for r in table["rank"]
-        ]
-    return table
-
-
 # ------------------------------------------------------------------------------------------------- corrected shares
 
 
