@@ -58,7 +58,7 @@ def render_report(
         "",
         "## Class shares",
         "",
-        *(_gold_lines(config, gold, summary) if gold is not None else _no_gold_lines(summary)),
+        *_headline_lines(config, gold, summary),
         "",
         frame_table(_published_shares_table(shares)),
         "",
@@ -115,8 +115,19 @@ def render_report(
     return "\n".join(report) + "\n"
 
 
-def _gold_lines(config: AnalyzeConfig, gold: pd.DataFrame, summary: dict) -> list[str]:
-    """What the headline rests on with a gold sample, and a warning if the gold rows were also trained on."""
+def _headline_lines(config: AnalyzeConfig, gold: pd.DataFrame | None, summary: dict) -> list[str]:
+    """What the headline rests on, or the warning that it is not ready with the gold rows a random sample needs."""
+    needed = summary.get("gold_rows_needed")
+    if gold is None and not needed:
+        return [f"**Warning: {summary['warning']}**"]
+    if gold is None:
+        return [
+            f"**Warning: {summary['warning']}** For a 95% interval of full width {needed['target_width']:.0%} on "
+            f"every class it needs about {needed['rows']} gold rows (per class: "
+            + ", ".join(f"{k} {v}" for k, v in needed["per_class"].items())
+            + "; from this run's out-of-fold rates): "
+            f"`select_for_annotation.py --strategy random --k {needed['rows']}`, then `--gold_sample`."
+        ]
     lines = [
         f"**The shares to publish (headline) rest on the {len(gold)} rows of the random gold sample "
         f"`{config.gold_sample}` and assume nothing about the classifier.** PPI: the gold rows measure the "
@@ -133,20 +144,6 @@ def _gold_lines(config: AnalyzeConfig, gold: pd.DataFrame, summary: dict) -> lis
             "out of training (analyse with a run trained without it)."
         )
     return lines
-
-
-def _no_gold_lines(summary: dict) -> list[str]:
-    """The warning that the headline is not ready, with the gold rows a random sample needs where known."""
-    needed = summary.get("gold_rows_needed")
-    if not needed:
-        return [f"**Warning: {summary['warning']}**"]
-    return [
-        f"**Warning: {summary['warning']}** For a 95% interval of full width {needed['target_width']:.0%} on every "
-        f"class it needs about {needed['rows']} gold rows (per class: "
-        + ", ".join(f"{k} {v}" for k, v in needed["per_class"].items())
-        + "; from this run's out-of-fold rates): "
-        f"`select_for_annotation.py --strategy random --k {needed['rows']}`, then `--gold_sample`."
-    ]
 
 
 def _every_estimate_lines(config: AnalyzeConfig, oof: dict | None, no_adjustment: str, with_gold: bool) -> list[str]:
@@ -262,9 +259,6 @@ def _group_section(
         "![differences between groups](share_differences.png)",
         "",
     ]
-
-
-# ------------------------------------------------------------------------------------------------- tables
 
 
 def format_share(share: float, low: float | None = None, high: float | None = None) -> str:

@@ -18,14 +18,8 @@ from weibolabel.stats.shares import (
 )
 
 SHARE_COLUMNS = ["group", "class", "n", "naive_share", "adjusted_share", "adjusted_low", "adjusted_high"]
-
-
 HEADLINE_COLUMNS = ["share", "share_low", "share_high", "share_method"]
-
-
 DIFFERENCES_SHOWN = 6  # pairs of groups in the report and the plot; share_differences.csv has all
-
-
 GOLD_METHODS = ("ppi", "gold_wilson", "exact")  # headline methods that rest on the random gold sample alone
 
 
@@ -206,13 +200,9 @@ def check_label_shift(
     if oof is None or gold is None:
         why = "no random gold sample (--gold_sample)" if gold is None else "no out-of-fold rates (--run)"
         return {"statistic": None, "p_value": None, "verdict": "not tested", "why": why}
-    positions = gold["position"].to_numpy()
+    gold_probs = probs[gold["position"].to_numpy()]
     check = label_shift_check(
-        oof_gold=oof["gold"],
-        oof_probs=oof["probs"],
-        gold=gold["gold"].to_numpy(),
-        gold_probs=probs[positions],
-        seed=seed,
+        oof_gold=oof["gold"], oof_probs=oof["probs"], gold=gold["gold"].to_numpy(), gold_probs=gold_probs, seed=seed
     )
     for entry in check["per_class"]:
         entry["name"] = names[entry["class"]]
@@ -240,8 +230,8 @@ def shares_summary(
         "gold_rows": 0 if gold is None else len(gold),
     }
     if oof is not None:
-        summary["confusion_rows"] = {k: oof[k] for k in ("confusion_rows", "rows_used", "rows_total", "left_out")}
-        summary["confusion_rows"]["provenance"] = oof["provenance"]
+        keys = ("confusion_rows", "rows_used", "rows_total", "left_out", "provenance")
+        summary["confusion_rows"] = {k: oof[k] for k in keys}
         if gold is not None:
             known = {clean_text(t) for t in oof["texts"]}
             summary["gold_rows_in_training"] = int(sum(clean_text(t) in known for t in gold["text"]))
