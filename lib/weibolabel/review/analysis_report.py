@@ -34,9 +34,7 @@ def render_report(
     statuses: pd.Series,
     metadata: dict,
     confidence: np.ndarray,
-    oof: dict | None,
     no_adjustment: str,
-    gold: pd.DataFrame | None,
     shares: pd.DataFrame,
     differences: pd.DataFrame,
     summary: dict,
@@ -45,9 +43,10 @@ def render_report(
     names: list[str],
     codes: dict[str, str],
 ) -> str:
-    """analyze_labels' report.md, from the tables it wrote: the corpus, its class shares (naive, adjusted, PPI;
-    predicted labels among all and confident rows), the characteristic n-grams, the shares per group and the files."""
+    """analyze_labels' report.md, from the tables it wrote (shares.json's `summary` says what the shares rest on): the
+    corpus, its class shares, the predicted labels' shares, the characteristic n-grams, the groups and the files."""
     confident = confidence >= config.min_confidence
+    with_gold = summary["headline"] == "ppi"  # a random gold sample was given
     report = [
         f"# Labeled corpus: {source.name}",
         "",
@@ -58,12 +57,12 @@ def render_report(
         "",
         "## Class shares",
         "",
-        *_headline_lines(config, gold, summary),
+        *_headline_lines(config, with_gold, summary),
         "",
         frame_table(_published_shares_table(shares)),
         "",
         *_label_shift_lines(summary["label_shift_check"]),
-        *_every_estimate_lines(config, oof, no_adjustment, with_gold=gold is not None),
+        *_every_estimate_lines(config, summary.get("confusion_rows"), no_adjustment, with_gold),
         "",
         frame_table(_every_estimate_table(shares)),
         "",
@@ -91,9 +90,7 @@ def render_report(
         "",
     ]
     if config.group_by:
-        report += _group_section(
-            config, with_gold=gold is not None, shares=shares, differences=differences, codes=codes
-        )
+        report += _group_section(config, with_gold=with_gold, shares=shares, differences=differences, codes=codes)
     report += [
         "## Files",
         "",
@@ -101,7 +98,7 @@ def render_report(
         "with 95% intervals, acc_* and pacc_* for both adjustments, and the headline `share`, `share_low`, "
         "`share_high`, `share_method` (`shares.png`)",
         "- `shares.json`: the headline method, the label-shift check, the out-of-fold rows behind the confusion "
-        "rates" + ("" if gold is not None else ", the gold rows a random sample needs"),
+        "rates" + ("" if with_gold else ", the gold rows a random sample needs"),
         "- `class_shares.csv`: count, share and Wilson interval per class and subset (`class_shares.png`)",
         "- `confidence_histogram.csv`: rows per confidence bin and predicted class (`confidence_histogram.png`)",
         "- `characteristic_ngrams.csv`: the n-grams above with their counts and z-scores",
@@ -115,12 +112,12 @@ def render_report(
     return "\n".join(report) + "\n"
 
 
-def _headline_lines(config: AnalyzeConfig, gold: pd.DataFrame | None, summary: dict) -> list[str]:
+def _headline_lines(config: AnalyzeConfig, with_gold: bool, summary: dict) -> list[str]:
     """What the headline rests on, or the warning that it is not ready with the gold rows a random sample needs."""
     needed = summary.get("gold_rows_needed")
-    if gold is None and not needed:
+    if not with_gold and not needed:
         return [f"**Warning: {summary['warning']}**"]
-    if gold is None:
+    if not with_gold:
         return [
             f"**Warning: {summary['warning']}** For a 95% interval of full width {needed['target_width']:.0%} on "
             f"every class it needs about {needed['rows']} gold rows (per class: "
@@ -129,7 +126,7 @@ def _headline_lines(config: AnalyzeConfig, gold: pd.DataFrame | None, summary: d
             f"`select_for_annotation.py --strategy random --k {needed['rows']}`, then `--gold_sample`."
         ]
     lines = [
-        f"**The shares to publish (headline) rest on the {len(gold)} rows of the random gold sample "
+        f"**The shares to publish (headline) rest on the {summary['gold_rows']} rows of the random gold sample "
         f"`{config.gold_sample}` and assume nothing about the classifier.** PPI: the gold rows measure the "
         "model's bias on this very corpus and remove it, the model's probabilities on every row narrow the "
         "interval (t interval, finite-population correction: the target is this corpus' own share). A class "
@@ -146,26 +143,28 @@ def _headline_lines(config: AnalyzeConfig, gold: pd.DataFrame | None, summary: d
     return lines
 
 
-def _every_estimate_lines(config: AnalyzeConfig, oof: dict | None, no_adjustment: str, with_gold: bool) -> list[str]:
-    """What the naive, adjusted and PPI shares mean and what they assume."""
+def _every_estimate_lines(
+    config: AnalyzeConfig, confusion: dict | None, no_adjustment: str, with_gold: bool
+) -> list[str]:
+    """What the naive, adjusted and PPI shares mean and what they assume; `confusion`: the out-of-fold rows used."""
     lines = [
         "### Every estimate",
         "",
         "Labels are model predictions, not gold. The naive share counts predicted "
         "labels; it is biased by the classifier's errors, which are not symmetric.",
     ]
-    if oof is not None:
+    if confusion is not None:
         adjusted_by = {"pacc": "PACC, on calibrated probabilities", "acc": "ACC, on predicted labels"}
-        left_out = ", ".join(f"{v} {k}" for k, v in oof["left_out"].items())
+        left_out = ", ".join(f"{v} {k}" for k, v in confusion["left_out"].items())
         lines.append(
             f"The adjusted share ({adjusted_by[config.adjustment]}) corrects for them with the confusion rates "
             f"measured on the labeled data's out-of-fold predictions (run `{config.run}`); **it assumes those rates "
             "hold on this corpus** (the class mix may differ, the way each class is written may not). Its 95% "
             f"interval is a percentile bootstrap ({config.bootstrap_replicates} replicates) over both the corpus rows "
-            f"and the out-of-fold rows. The rates come from {oof['rows_used']} of the run's {oof['rows_total']} "
-            "out-of-fold rows"
+            f"and the out-of-fold rows. The rates come from {confusion['rows_used']} of the run's "
+            f"{confusion['rows_total']} out-of-fold rows"
             + (f" (left out, chosen by a model or unknown: {left_out})" if left_out else "")
-            + f"; how each was chosen: {oof['provenance']}."
+            + f"; how each was chosen: {confusion['provenance']}."
         )
     else:
         lines.append(f"**No adjusted shares: {no_adjustment}.**")
