@@ -40,19 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def analyze(config: AnalyzeConfig) -> None:
-    # 1. The labeled rows, their predicted class, probabilities and confidence; options checked first.
-    if not config.input:
-        raise UserError("--input is required (see --help).")
-    if not 0 <= config.min_confidence <= 1:
-        raise UserError("--min_confidence must be between 0 and 1.")
-    if not 0 < config.target_width < 1:
-        raise UserError("--target_width must be between 0 and 1 (e.g. 0.05 for an interval 5 points wide).")
-    if config.bootstrap_replicates < 100:
-        raise UserError("--bootstrap_replicates must be at least 100 for a 95% percentile interval.")
-    source = Path(config.input)
-    out = Path(config.output_dir) if config.output_dir else source.with_name(f"{source.stem}_analysis")
-    reads = {"--input": source, "--run": config.run, "--gold_sample": config.gold_sample}
-    check_outputs("analyze_labels", reads=reads, output_dir=out)
+    source, out = _check_options(config)
     frame, probs, schema = read_labeled_parquet(source)
     # scipy, scikit-learn and matplotlib take seconds to import: only once the input has been read.
     from weibolabel.review import analysis, analysis_report, share_inputs, share_tables
@@ -67,31 +55,104 @@ def analyze(config: AnalyzeConfig) -> None:
     claim_output_directory(out, "analyze_labels")
     names, labels = schema.names, frame["label"].astype(int).to_numpy()
     confidence = frame["confidence"].astype(float).to_numpy()
-    statuses = pd.read_parquet(source, columns=["status"])["status"].value_counts()
     metadata = read_metadata(source)
     temperature = float(metadata.get("temperature", 1.0))
 
-    # 2. What the shares can be corrected with: the run's out-of-fold confusion (scored with the temperature the
-    # labeling job applied to this file, so both sides are alike; only rows chosen without a model, unless told
-    # otherwise), once the file is known to be labeled by that run; and a gold sample drawn uniformly from the corpus.
-    oof, no_adjustment = None, "no --run was given, so only naive shares are reported"
-    if config.run:
-        oof, no_adjustment = share_inputs.read_run_predictions(config.run, names, temperature, config.confusion_rows)
-        if oof is None:
-            print(f"warning: {no_adjustment}.", file=sys.stderr)
-        else:  # the run's rates describe only its own fold ensemble's labels
-            moved = share_inputs.check_labeled_by_run(metadata, config.run, source)
-            if moved:
-                print(f"warning: {moved}.", file=sys.stderr)
+    # What the shares can be corrected with: the run's out-of-fold confusion and a gold sample drawn from the corpus.
+    oof, no_adjustment = _run_predictions(config, metadata, names, temperature, source)
     gold = share_inputs.read_gold_sample(config.gold_sample, frame, schema) if config.gold_sample else None
-
-    # 3. Groups: the whole corpus first (named ''), then each group, largest first.
+    # The whole corpus first (named ''), then each group, largest first.
     groups, codes, values = analysis.corpus_groups(
         frame, group_by=config.group_by, by_month=config.group_by_month, max_groups=config.max_groups, source=source
     )
+    shares, differences, summary = _write_shares(
+        config, out, labels=labels, probs=probs, names=names, groups=groups, oof=oof, gold=gold, temperature=temperature
+    )
 
-    # 4. The headline share (PPI with a gold sample, else the adjusted share) and every other estimate with its 95%
-    # interval, per group, and the differences between groups: shares.csv, share_differences.csv, shares.png.
+    class_shares = analysis.shares_by_confidence(labels, confidence, names, config.min_confidence)
+    write_table(class_shares, out / "class_shares.csv")
+    plots.plot_class_shares(class_shares, out / "class_shares.png")
+    histogram = analysis.confidence_histogram(confidence, labels, names)
+    write_table(histogram, out / "confidence_histogram.csv")
+    plots.plot_confidence_histogram(histogram, names, config.min_confidence, out / "confidence_histogram.png")
+    # Tables only: plots have no CJK font.
+    ngrams = analysis.characteristic_ngrams(
+        frame["text"].tolist(), labels, names, config.top_ngrams, config.min_ngram_count
+    )
+    write_table(ngrams, out / "characteristic_ngrams.csv")
+    if config.group_by:  # counts in group_shares.csv, estimates in shares.csv
+        write_table(analysis.group_shares(values, labels, names, config.max_groups), out / "group_shares.csv")
+        plots.plot_group_shares(
+            analysis.with_naive_intervals(shares), codes, config.group_by, temperature, out / "group_shares.png"
+        )
+        write_table(differences, out / "share_differences.csv")
+        if not differences.empty:
+            shown = share_tables.shown_differences(differences)
+            plots.plot_share_differences(shown, codes, config.group_by, out / "share_differences.png")
+
+    report = analysis_report.render_report(
+        config,
+        source=source,
+        statuses=pd.read_parquet(source, columns=["status"])["status"].value_counts(),
+        metadata=metadata,
+        confidence=confidence,
+        no_adjustment=no_adjustment,
+        shares=shares,
+        differences=differences,
+        summary=summary,
+        class_shares=class_shares,
+        ngrams=ngrams,
+        names=names,
+        codes=codes,
+    )
+    write_text(out / "report.md", report)
+    print(f"wrote {out / 'report.md'} and {len(list(out.glob('*.csv')))} tables, {len(list(out.glob('*.png')))} plots")
+
+
+def _check_options(config: AnalyzeConfig) -> tuple[Path, Path]:
+    """The input and output paths, once every option is valid and no other job holds them."""
+    if not config.input:
+        raise UserError("--input is required (see --help).")
+    if not 0 <= config.min_confidence <= 1:
+        raise UserError("--min_confidence must be between 0 and 1.")
+    if not 0 < config.target_width < 1:
+        raise UserError("--target_width must be between 0 and 1 (e.g. 0.05 for an interval 5 points wide).")
+    if config.bootstrap_replicates < 100:
+        raise UserError("--bootstrap_replicates must be at least 100 for a 95% percentile interval.")
+    source = Path(config.input)
+    out = Path(config.output_dir) if config.output_dir else source.with_name(f"{source.stem}_analysis")
+    reads = {"--input": source, "--run": config.run, "--gold_sample": config.gold_sample}
+    check_outputs("analyze_labels", reads=reads, output_dir=out)
+    return source, out
+
+
+def _run_predictions(
+    config: AnalyzeConfig, metadata: dict, names: list[str], temperature: float, source: Path
+) -> tuple[dict | None, str]:
+    """The run's out-of-fold predictions, scored with the temperature the labeling job applied to this file, once the
+    file is known to be labeled by that run; (None, why not) without them."""
+    from weibolabel.review import share_inputs
+
+    if not config.run:
+        return None, "no --run was given, so only naive shares are reported"
+    oof, no_adjustment = share_inputs.read_run_predictions(config.run, names, temperature, config.confusion_rows)
+    if oof is None:
+        print(f"warning: {no_adjustment}.", file=sys.stderr)
+        return None, no_adjustment
+    moved = share_inputs.check_labeled_by_run(metadata, config.run, source)  # its rates describe only its own labels
+    if moved:
+        print(f"warning: {moved}.", file=sys.stderr)
+    return oof, no_adjustment
+
+
+def _write_shares(
+    config: AnalyzeConfig, out: Path, *, labels, probs, names, groups, oof, gold, temperature: float
+) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The headline share and every other estimate per group, the differences between groups and the label-shift
+    check: shares.csv, shares.png and shares.json (share_differences.csv is written with the groups)."""
+    from weibolabel.review import share_tables
+    from weibolabel.util import plots
+
     shares, differences = share_tables.shares_table(
         predicted=labels,
         probs=probs,
@@ -107,8 +168,6 @@ def analyze(config: AnalyzeConfig) -> None:
     )
     write_table(shares, out / "shares.csv")
     plots.plot_shares(shares, temperature, out / "shares.png")
-
-    # 4b. Does the assumption behind the adjusted shares hold? The gold rows' confusion rates against the run's.
     check = share_tables.check_label_shift(oof=oof, gold=gold, probs=probs, names=names, seed=config.seed)
     summary = share_tables.shares_summary(
         shares=shares,
@@ -128,55 +187,7 @@ def analyze(config: AnalyzeConfig) -> None:
             f"(p = {check['p_value']:.3g}): the adjusted shares are biased; the headline (PPI) does not use them.",
             file=sys.stderr,
         )
-
-    # 5. Predicted-label shares with Wilson intervals, over all rows and over confident rows only.
-    class_shares = analysis.shares_by_confidence(labels, confidence, names, config.min_confidence)
-    write_table(class_shares, out / "class_shares.csv")
-    plots.plot_class_shares(class_shares, out / "class_shares.png")
-
-    # 6. Confidence by predicted class.
-    histogram = analysis.confidence_histogram(confidence, labels, names)
-    write_table(histogram, out / "confidence_histogram.csv")
-    plots.plot_confidence_histogram(histogram, names, config.min_confidence, out / "confidence_histogram.png")
-
-    # 7. The character n-grams that set each predicted class apart (tables only: plots have no CJK font).
-    ngrams = analysis.characteristic_ngrams(
-        frame["text"].tolist(), labels, names, config.top_ngrams, config.min_ngram_count
-    )
-    write_table(ngrams, out / "characteristic_ngrams.csv")
-
-    # 8. Shares per group: counts in group_shares.csv, estimates in shares.csv, the plot with intervals.
-    if config.group_by:
-        group_counts = analysis.group_shares(values, labels, names, config.max_groups)
-        write_table(group_counts, out / "group_shares.csv")
-        plots.plot_group_shares(
-            analysis.with_naive_intervals(shares), codes, config.group_by, temperature, out / "group_shares.png"
-        )
-        write_table(differences, out / "share_differences.csv")
-        if not differences.empty:
-            shown = share_tables.shown_differences(differences)
-            plots.plot_share_differences(shown, codes, config.group_by, out / "share_differences.png")
-
-    # 9. report.md, from the tables above.
-    report = analysis_report.render_report(
-        config,
-        source=source,
-        statuses=statuses,
-        metadata=metadata,
-        confidence=confidence,
-        oof=oof,
-        no_adjustment=no_adjustment,
-        gold=gold,
-        shares=shares,
-        differences=differences,
-        summary=summary,
-        class_shares=class_shares,
-        ngrams=ngrams,
-        names=names,
-        codes=codes,
-    )
-    write_text(out / "report.md", report)
-    print(f"wrote {out / 'report.md'} and {len(list(out.glob('*.csv')))} tables, {len(list(out.glob('*.png')))} plots")
+    return shares, differences, summary
 
 
 if __name__ == "__main__":

@@ -1,9 +1,5 @@
-"""What a labeled corpus says: class shares with confidence intervals, confidence, characteristic n-grams per
-class and shares per group. Every plot is drawn from a table that is also written as CSV.
-
-Plots carry only ASCII (label names, group codes): a cluster's matplotlib often has no CJK font, so Chinese
-n-grams and group names go into the Markdown and CSV tables only.
-"""
+"""What a labeled corpus says: class shares with intervals, confidence, characteristic n-grams per class, shares
+per group. Plots carry only ASCII (a cluster's matplotlib often has no CJK font): Chinese goes into the tables."""
 
 from __future__ import annotations
 
@@ -34,24 +30,6 @@ def with_naive_intervals(shares: pd.DataFrame) -> pd.DataFrame:
     return shares
 
 
-def class_shares(labels: np.ndarray, names: list[str], subset: str) -> pd.DataFrame:
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(names))
-    total = int(counts.sum())
-    low, high = wilson_interval(counts, total)
-    return pd.DataFrame(
-        {
-            "subset": subset,
-            "label": range(len(names)),
-            "name": names,
-            "count": counts,
-            "total": total,
-            "share": counts / total if total else np.nan,
-            "ci_low": low,
-            "ci_high": high,
-        }
-    )
-
-
 def confident_subset(min_confidence: float) -> str:
     """The confident rows' subset, as class_shares.csv and the report name it."""
     return f"confidence >= {min_confidence}"
@@ -61,13 +39,26 @@ def shares_by_confidence(
     labels: np.ndarray, confidence: np.ndarray, names: list[str], min_confidence: float
 ) -> pd.DataFrame:
     """class_shares.csv: the predicted-label shares with Wilson intervals, over all rows and over confident rows."""
-    return pd.concat(
-        [
-            class_shares(labels, names, "all"),
-            class_shares(labels[confidence >= min_confidence], names, confident_subset(min_confidence)),
-        ],
-        ignore_index=True,
-    )
+    parts = []
+    for subset, chosen in (("all", labels), (confident_subset(min_confidence), labels[confidence >= min_confidence])):
+        counts = np.bincount(np.asarray(chosen, dtype=np.int64), minlength=len(names))
+        total = int(counts.sum())
+        low, high = wilson_interval(counts, total)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "subset": subset,
+                    "label": range(len(names)),
+                    "name": names,
+                    "count": counts,
+                    "total": total,
+                    "share": counts / total if total else np.nan,
+                    "ci_low": low,
+                    "ci_high": high,
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
 
 
 def confidence_histogram(confidence: np.ndarray, labels: np.ndarray, names: list[str], bins: int = 20) -> pd.DataFrame:
@@ -86,15 +77,15 @@ def confidence_histogram(confidence: np.ndarray, labels: np.ndarray, names: list
 def characteristic_ngrams(
     texts: list[str], labels: np.ndarray, names: list[str], top: int = 15, min_count: int = 3
 ) -> pd.DataFrame:
-    """Character 2-3-grams most typical of each predicted class against all others: the log-odds ratio with an
-    informative Dirichlet prior (Monroe, Colaresi & Quinn 2008, the corpus counts as prior), as a z-score, so rare
-    n-grams are shrunk towards no difference instead of topping the list. Counts are comments containing the
-    n-gram (presence, not frequency), so one comment repeating 哈哈哈 twenty times counts once."""
+    """Character 2-3-grams most typical of each predicted class against all others: the z-scored log-odds ratio with
+    an informative Dirichlet prior (Monroe, Colaresi & Quinn 2008), which shrinks rare n-grams towards no difference.
+    Counts are comments containing the n-gram, so one comment repeating 哈哈哈 twenty times counts once."""
+    columns = ["label", "name", "rank", "ngram", "in_class", "elsewhere", "z"]
     vectorizer = CountVectorizer(analyzer="char", ngram_range=(2, 3), binary=True, min_df=min_count, lowercase=True)
     try:
         matrix = vectorizer.fit_transform([clean_text(t) for t in texts]).tocsc()
     except ValueError:  # no n-gram reaches min_count (a tiny corpus)
-        return pd.DataFrame(columns=["label", "name", "rank", "ngram", "in_class", "elsewhere", "z"])
+        return pd.DataFrame(columns=columns)
     vocabulary = vectorizer.get_feature_names_out()
     keep = np.array([bool(_HAS_WORD.search(g)) and not g.isspace() and " " not in g for g in vocabulary])
     matrix, vocabulary = matrix[:, keep], vocabulary[keep]
@@ -113,35 +104,21 @@ def characteristic_ngrams(
             (y_out + prior) / (n_out + prior_total - y_out - prior)
         )
         z = delta / np.sqrt(1 / (y_in + prior) + 1 / (y_out + prior))
-        for rank, j in enumerate(np.argsort(-z)[:top], start=1):
-            if z[j] <= 0:
-                break
-            rows.append(
-                {
-                    "label": i,
-                    "name": name,
-                    "rank": rank,
-                    "ngram": vocabulary[j],
-                    "in_class": int(y_in[j]),
-                    "elsewhere": int(y_out[j]),
-                    "z": round(float(z[j]), 3),
-                }
-            )
-    return pd.DataFrame(rows, columns=["label", "name", "rank", "ngram", "in_class", "elsewhere", "z"])
+        best = [j for j in np.argsort(-z)[:top] if z[j] > 0]
+        rows += [
+            [i, name, rank, vocabulary[j], int(y_in[j]), int(y_out[j]), round(float(z[j]), 3)]
+            for rank, j in enumerate(best, start=1)
+        ]
+    return pd.DataFrame(rows, columns=columns)
 
 
 # ------------------------------------------------------------------------------------------------- groups
 
 
-def group_names(values: pd.Series) -> pd.Series:
-    """Each row's group as text, '(missing)' where it has none. As objects first: a typed column (Int64, boolean,
-    dates) cannot hold that word, and an integer reads '3', never '3.0'."""
-    return values.astype(object).where(values.notna(), "(missing)").astype(str).reset_index(drop=True)
-
-
 def pooled_groups(values: pd.Series, max_groups: int) -> pd.Series:
-    """Each row's group name; beyond the largest `max_groups - 1` groups, '(other)'."""
-    values = group_names(values)
+    """Each row's group name, '(missing)' where it has none; beyond the largest `max_groups - 1` groups, '(other)'.
+    As objects first: a typed column (Int64, boolean, dates) cannot hold a word, and an integer reads '3', not '3.0'."""
+    values = values.astype(object).where(values.notna(), "(missing)").astype(str).reset_index(drop=True)
     sizes = values.value_counts()
     if len(sizes) <= max_groups:
         return values
@@ -169,50 +146,7 @@ def _plot_label(group: str, number: int) -> str:
     return short if short.isascii() and len(short) <= 24 else f"G{number}"
 
 
-# ------------------------------------------------------------------------------------------------- plots
-# ------------------------------------------------------------------------------------------------- report
-
-
-def share_cell(row) -> str:
-    return f"{row['share']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]" if row["total"] else "–"
-
-
-def headline_table(shares: pd.DataFrame, confident_name: str) -> pd.DataFrame:
-    """One row per class: count and share (95% CI) among all rows and among confident rows."""
-    everything = shares[shares["subset"] == "all"].reset_index(drop=True)
-    confident = shares[shares["subset"] == confident_name].reset_index(drop=True)
-    return pd.DataFrame(
-        {
-            "class": everything["name"],
-            "rows": everything["count"],
-            "share [95% CI]": [share_cell(r) for _, r in everything.iterrows()],
-            f"rows ({confident_name})": confident["count"],
-            f"share ({confident_name}) [95% CI]": [share_cell(r) for _, r in confident.iterrows()],
-        }
-    )
-
-
-def ngram_table(ngrams: pd.DataFrame, names: list[str], top: int) -> pd.DataFrame:
-    """Classes as columns, rank as rows: `n-gram (z)` cells."""
-    table = pd.DataFrame({"rank": range(1, top + 1)})
-    for name in names:
-        part = ngrams[ngrams["name"] == name].set_index("rank")
-        table[name] = [
-            f"{part.at[r, 'ngram']} ({part.at[r, 'z']:.1f})" if r in part.index else "" for r in table["rank"]
-        ]
-    return table
-
-
 # ------------------------------------------------------------------------------------------------- corrected shares
-
-
-def group_members(values: pd.Series, max_groups: int) -> tuple[list[str], list[np.ndarray], list[str]]:
-    """Group names (largest first; beyond `max_groups`, pooled as '(other)'), each group's row positions, and a
-    short ASCII code per group for plots (the name itself when it is short ASCII, else G1, G2 ...)."""
-    values = pooled_groups(values, max_groups)
-    names = [str(g) for g in values.value_counts().index]
-    members = [np.flatnonzero(values.to_numpy() == g) for g in names]
-    return names, members, [_plot_label(g, i) for i, g in enumerate(names, start=1)]
 
 
 def month_of(values: pd.Series, source: Path, column: str, row_ids: pd.Series) -> pd.Series:
@@ -229,14 +163,15 @@ def corpus_groups(
     frame: pd.DataFrame, *, group_by: str | None, by_month: bool, max_groups: int, source: Path
 ) -> tuple[list[tuple[str, np.ndarray]], dict[str, str], pd.Series | None]:
     """The groups shares are reported for: the whole corpus first (named ''), then each value of the `group_by`
-    column (its calendar month with `by_month`), largest first; each group's plot code; each row's group value
-    (None without `group_by`)."""
+    column (its calendar month with `by_month`), largest first, beyond `max_groups` pooled as '(other)'; each group's
+    short ASCII plot code; each row's group value (None without `group_by`)."""
     groups, codes, values = [("", np.arange(len(frame)))], {}, None
     if group_by:
         values = frame[group_by]
         if by_month:
             values = month_of(values, source, group_by, frame["row_id"])
-        group_names, members, plot_labels = group_members(values, max_groups)
-        groups += list(zip(group_names, members))
-        codes = dict(zip(group_names, plot_labels))
+        pooled = pooled_groups(values, max_groups)
+        for number, name in enumerate(pooled.value_counts().index.astype(str), start=1):
+            groups.append((name, np.flatnonzero(pooled.to_numpy() == name)))
+            codes[name] = _plot_label(name, number)
     return groups, codes, values

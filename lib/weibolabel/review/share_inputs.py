@@ -17,9 +17,8 @@ from weibolabel.util.errors import UserError
 
 
 def check_labeled_by_run(metadata: dict, run: str | Path, source: Path) -> str:
-    """Refuse a labeled file whose metadata says another model labeled it: the run's out-of-fold rates describe
-    its own fold ensemble, not another run or one fold model alone. Returns a warning ('' if none) when only the
-    path differs (a run moved or named relatively) but the name and the fold members agree."""
+    """Refuse a file labeled by another model than the run's fold ensemble, which its out-of-fold rates describe;
+    a warning ('' if none) when only the path differs (a run moved) but the name and the fold members agree."""
     run = Path(run)
     model, members = metadata.get("model"), list(metadata.get("members") or [])
     expected = [f"fold_{k}" for k in range(_num_folds(run))]
@@ -46,26 +45,24 @@ def check_labeled_by_run(metadata: dict, run: str | Path, source: Path) -> str:
 
 def _num_folds(run: Path) -> int:
     layout = RunLayout(run)
-    if layout.metrics.is_file():
-        folds = json.loads(layout.metrics.read_text()).get("folds")
-        if folds:
-            return len(folds)
-    if layout.config.is_file():
-        import yaml
+    folds = json.loads(layout.metrics.read_text()).get("folds") if layout.metrics.is_file() else None
+    return len(folds) if folds else int(_run_settings(layout).get("num_folds", 0))
 
-        return int((yaml.safe_load(layout.config.read_text()) or {}).get("num_folds", 0))
-    return 0
+
+def _run_settings(layout: RunLayout) -> dict:
+    """The run's config.yaml, {} without one."""
+    import yaml
+
+    return (yaml.safe_load(layout.config.read_text()) or {}) if layout.config.is_file() else {}
 
 
 def training_selection(run: Path, oof: pd.DataFrame) -> tuple[np.ndarray | None, str]:
     """How each out-of-fold row was chosen (the training file's `selection` column, written by merge_annotations),
     read from the training file the run's config.yaml names; (None, why) when it cannot be known."""
-    import yaml
-
     from weibolabel.review.annotation import SELECTION_COLUMN
 
     layout = RunLayout(run)
-    settings = (yaml.safe_load(layout.config.read_text()) or {}) if layout.config.is_file() else {}
+    settings = _run_settings(layout)
     data = settings.get("data")
     if not data:
         return None, f"{layout.config} does not name the training file"
@@ -90,13 +87,9 @@ def training_selection(run: Path, oof: pd.DataFrame) -> tuple[np.ndarray | None,
 def read_run_predictions(
     run: str | Path, names: list[str], temperature: float, confusion_rows: str = "model_free"
 ) -> tuple[dict | None, str]:
-    """The training run's out-of-fold gold labels, predictions and probabilities, the probabilities recalibrated
-    with `temperature` (the one the labeling job applied to the corpus, so both sides are scored alike). With
-    `confusion_rows` 'model_free', only rows whose selection did not depend on a model (original, random) are kept;
-    the dict says how many were used and left out (`rows_used`, `rows_total`, `left_out`, `provenance`).
-
-    Returns (None, why) when the run cannot adjust this file's shares (another label schema, a class without rows),
-    so the caller reports naive shares and says why; a missing run or file is a UserError."""
+    """The run's out-of-fold gold labels, predictions and probabilities recalibrated with `temperature` (the labeling
+    job's, so both sides are scored alike); with `confusion_rows` 'model_free' only rows chosen without a model.
+    (None, why) when the run cannot adjust this file's shares (another schema, a class without rows)."""
     from weibolabel.review.annotation import MODEL_FREE_SELECTIONS
 
     oof, run_names = read_out_of_fold(run)
@@ -112,7 +105,7 @@ def read_run_predictions(
     else:
         provenance = "from the training file's 'selection' column"
     keep = np.isin(selection, MODEL_FREE_SELECTIONS) if confusion_rows == "model_free" else np.ones(len(oof), bool)
-    left_out = dict(pd.Series(selection[~keep]).value_counts().astype(int)) if (~keep).any() else {}
+    left_out = {str(k): int(v) for k, v in pd.Series(selection[~keep]).value_counts().items()}
     oof = oof[keep].reset_index(drop=True)
     absent = [n for i, n in enumerate(names) if not (oof["gold"] == i).any()]
     if absent:
@@ -129,17 +122,16 @@ def read_run_predictions(
         "texts": oof["text"].astype(str).tolist(),
         "rows_used": int(keep.sum()),
         "rows_total": len(keep),
-        "left_out": {str(k): int(v) for k, v in left_out.items()},
+        "left_out": left_out,
         "provenance": provenance,
         "confusion_rows": confusion_rows,
     }, ""
 
 
 def read_gold_sample(path: str | Path, frame: pd.DataFrame, schema) -> pd.DataFrame:
-    """A filled-in random sample (select_for_annotation --strategy random): per gold row its position in `frame`
-    (the ok rows) and its gold label. Every problem is a UserError naming the spreadsheet rows: labels outside the
-    schema or missing (a sample with holes is no longer uniform), repeated row ids, row ids not in the file or
-    whose text differs from the file's."""
+    """A filled-in random sample (select_for_annotation --strategy random): per gold row its position in `frame` (the
+    ok rows) and gold label. Missing labels (a sample with holes is no longer uniform), bad or unknown row ids and
+    texts that differ from the file's are UserErrors naming the spreadsheet rows."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Gold sample not found: {path}")

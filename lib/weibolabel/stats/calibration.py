@@ -1,8 +1,7 @@
 """Temperature scaling fitted on out-of-fold predictions, expected calibration error and the reliability table.
 
-Every out-of-fold probability comes from the fold model that never saw that row, so fitting one temperature on
-them touches no test data of any fold and needs no extra held-out split. The log of a softmax output differs from
-the logits only by a per-row constant, which the softmax ignores, so log-probabilities serve as logits.
+Out-of-fold probabilities come from fold models that never saw their rows, so the fit needs no extra held-out split.
+Log-probabilities serve as logits: they differ by a per-row constant, which the softmax ignores.
 """
 
 from __future__ import annotations
@@ -40,8 +39,8 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray, tolerance: float = 1e-5) -> float:
-    """The T minimising NLL, by golden-section search on log T in [0.05, 20]. The NLL is convex in 1/T, hence
-    unimodal in log T, so the 1-D search finds the optimum without scipy or a learning rate to tune."""
+    """The T minimising NLL, by golden-section search on log T in [0.05, 20] (the NLL is convex in 1/T, hence
+    unimodal in log T)."""
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) == 0:
         raise UserError("Cannot fit a temperature on zero predictions.")
@@ -68,20 +67,16 @@ def reliability_table(probs: np.ndarray, labels: np.ndarray, num_bins: int = NUM
     edges = np.linspace(0.0, 1.0, num_bins + 1)
     # Bins are (lower, upper]; a confidence of exactly 0 cannot occur (it is at least 1 / classes).
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, num_bins - 1)
-    rows = []
-    for b in range(num_bins):
-        members = which == b
-        count = int(members.sum())
-        rows.append(
-            {
-                "bin_lower": edges[b],
-                "bin_upper": edges[b + 1],
-                "count": count,
-                "mean_confidence": float(confidence[members].mean()) if count else float("nan"),
-                "accuracy": float(correct[members].mean()) if count else float("nan"),
-            }
-        )
-    return pd.DataFrame(rows)
+    members = [which == b for b in range(num_bins)]
+    return pd.DataFrame(
+        {
+            "bin_lower": edges[:-1],
+            "bin_upper": edges[1:],
+            "count": [int(m.sum()) for m in members],
+            "mean_confidence": [float(confidence[m].mean()) if m.any() else float("nan") for m in members],
+            "accuracy": [float(correct[m].mean()) if m.any() else float("nan") for m in members],
+        }
+    )
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, num_bins: int = NUM_BINS) -> float:

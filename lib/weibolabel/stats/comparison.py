@@ -1,12 +1,9 @@
 """Is model A better than model B on the same folds? Two paired tests.
 
-- Per metric, the mean over folds of the difference A - B with the corrected resampled t-test (Nadeau & Bengio
-  2003): the folds' training sets overlap, so the fold differences are correlated and the plain paired t-test
-  understates their variance; the correction multiplies it by (1/k + n_test/n_train), n_train being the rows a
-  fold model was fitted on (without its validation split).
-- McNemar's test on the out-of-fold predictions: among the rows exactly one model gets right, is A right more often
-  than B? Exact (binomial) form, valid for any count. It conditions on these rows and on the trained models: it says
-  whether A beats B on this data set, not whether the training recipe would win on another sample.
+- Per metric, the corrected resampled t-test (Nadeau & Bengio 2003) of the fold differences A - B: the folds'
+  training sets overlap, so the plain paired t-test understates the variance.
+- McNemar's exact test on the out-of-fold predictions: it says whether A beats B on this data set, not whether the
+  training recipe would win on another sample.
 """
 
 from __future__ import annotations
@@ -20,8 +17,8 @@ from weibolabel.util.markdown import markdown_table
 
 
 def corrected_ttest(differences: list[float], test_fraction: float, alpha: float = 0.05) -> dict:
-    """Nadeau-Bengio corrected resampled t-test of mean(differences) = 0; `test_fraction` is n_test / n_train of a
-    fold. Returns mean, corrected standard error, t, degrees of freedom, two-sided p and the (1 - alpha) interval."""
+    """Nadeau-Bengio corrected resampled t-test of mean(differences) = 0, the variance scaled by (1/k + n_test/n_train)
+    (`test_fraction`): mean, standard error, t, df, two-sided p and the (1 - alpha) interval."""
     d = np.asarray(differences, dtype=np.float64)
     k = len(d)
     mean = float(d.mean())
@@ -61,8 +58,7 @@ def compare_pair(
     test_fraction: float,
     metrics: tuple[str, ...] = HEADLINE,
 ) -> dict:
-    """Per metric the corrected t-test of A - B over folds (per-fold metric dicts, fold order alike), and McNemar's
-    test on the rows' correctness."""
+    """Per metric the corrected t-test of A - B over the per-fold metric dicts, and McNemar's test on the rows."""
     return {
         "metrics": {
             m: {
@@ -77,9 +73,8 @@ def compare_pair(
 
 
 def test_fraction_of(folds: list[dict]) -> float:
-    """Mean n_test / n_train over folds. n_train is the rows the fold model was fitted on (`num_train`, the fold's
-    training part without the validation split that picked the best epoch); records without it count every row
-    outside the test fold."""
+    """Mean n_test / n_train over folds, n_train the rows the fold model was fitted on (`num_train`, without the
+    validation split); records without it count every row outside the test fold."""
     total = sum(f["num_test"] for f in folds)
     return float(np.mean([f["num_test"] / f.get("num_train", total - f["num_test"]) for f in folds]))
 

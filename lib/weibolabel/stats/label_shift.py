@@ -1,16 +1,9 @@
-"""Does the label-shift assumption hold? The confusion rates behind ACC/PACC, measured on a random gold sample of the
-corpus, against the same rates measured out of fold on the training data.
+"""Does the label-shift assumption behind ACC/PACC hold? The model's mean probabilities per true class on a random
+gold sample of the corpus against the out-of-fold ones (docs/statistics.md).
 
-ACC and PACC assume that P(prediction | true class) is the same on the labeled data and on the corpus. A random gold
-sample measures it on the corpus itself: for each true class, the model's mean probability vector over the gold
-rows of that class should match the one over the out-of-fold rows of that class. The comparison is on
-probabilities (what PACC uses), not labels: the corpus is scored by the fold ensemble, whose mean probabilities
-equal the fold models' mean, while its labels are more accurate than any one fold model's.
-
-The test is a permutation test, so its size holds at any count: within each true class the rows' origin (gold or
-out-of-fold) is shuffled, which leaves the class sizes and every row's probabilities as they are. The statistic sums,
-over true classes and predicted classes, the squared two-sample z of the mean probability with the pooled
-variance (invariant under the shuffle).
+Probabilities, not labels: the corpus is scored by the fold ensemble, whose mean probabilities equal the fold
+models' mean while its labels are more accurate than any one fold model's. A permutation test (the rows' origin
+shuffled within each true class), so its size holds at any count.
 """
 
 from __future__ import annotations
@@ -30,9 +23,8 @@ def label_shift_check(
     seed: int = 0,
     alpha: float = 0.05,
 ) -> dict:
-    """Permutation test that the per-class mean probabilities (PACC's confusion rates) of the random gold rows equal
-    the out-of-fold ones. Returns statistic, p_value, verdict ('consistent' | 'violated' | 'not tested'), the
-    permutations, alpha, and per true class: rows on each side, own-class rate on each side, its statistic and p."""
+    """Permutation test that the gold rows' per-class mean probabilities equal the out-of-fold ones: statistic (the
+    summed squared two-sample z, pooled variance), p_value, verdict, and per true class its rows, rates and p."""
     oof_gold, gold = np.asarray(oof_gold, dtype=np.int64), np.asarray(gold, dtype=np.int64)
     oof_probs, gold_probs = np.asarray(oof_probs, np.float64), np.asarray(gold_probs, np.float64)
     num_classes = oof_probs.shape[1]

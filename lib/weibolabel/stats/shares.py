@@ -1,23 +1,9 @@
-"""Class shares a paper can defend: the share of each class in a corpus, corrected for the classifier's errors.
+"""Class shares a paper can defend, corrected for the classifier's errors (docs/statistics.md has the methods).
 
-Counting predicted labels ("classify and count") is biased whenever the classifier errs unevenly: a class the model
-over-predicts looks bigger than it is, and a 95% interval around the count covers sampling noise only, so on a
-large corpus it is narrow around the wrong value. Two corrections:
-
-- **Adjusted classify and count** (ACC; Forman 2008) and its probabilistic form (PACC; Bella et al. 2010): the
-  out-of-fold predictions of the training run measure how often a comment of class j is predicted as class i
-  (M[i, j]); the corpus' predicted shares q then satisfy q = M p for the true shares p, solved for p on the simplex.
-  Valid when the class-conditional error rates measured on the labeled data hold on the corpus (label shift: the
-  class mix may differ, the way each class is written may not). The 95% interval is a percentile bootstrap that
-  resamples both the corpus rows and the out-of-fold rows, so the uncertainty of M is in it.
-- **Prediction-powered inference** (PPI++; Angelopoulos et al., Science 2023, and arXiv:2311.01453): a small gold
-  sample drawn uniformly from the corpus measures the model's bias on the corpus itself; the model's predictions
-  on all rows reduce the variance. Valid without the label-shift assumption.
-
-The share to publish (`headline_share`) is PPI for a finite group (finite-population correction, t interval), the
-gold rows' own Wilson interval where they hold few rows of the class, the exact share of a group labeled in full;
-`difference_interval` compares two groups' independent headlines, `adjusted_shares(pairs=...)` two adjusted shares
-through the shared bootstrap; `gold_rows_needed` sizes a gold sample from the run's own rates.
+Counting predicted labels is biased whenever the classifier errs unevenly, and its interval covers sampling noise
+only. ACC/PACC (Forman 2008; Bella et al. 2010) invert the out-of-fold confusion rates, valid under label shift;
+PPI++ (Angelopoulos et al. 2023) uses a random gold sample of the corpus and needs no such assumption.
+`headline_share` is the share to publish, `difference_interval` compares two groups' independent headlines.
 """
 
 from __future__ import annotations
@@ -49,8 +35,7 @@ METHODS = ("acc", "pacc")
 
 # ------------------------------------------------------------------------------------------------- ACC / PACC
 def calibrated(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities recalibrated the way the labeling job does it: softmax(logits / T), with log-probabilities as
-    logits (they differ by a per-row constant, which the softmax ignores)."""
+    """Probabilities recalibrated as the labeling job does: softmax(log-probabilities / T)."""
     return softmax(log_probs(probs), temperature)
 
 
@@ -68,10 +53,8 @@ def conditional_rates(gold: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def adjust(rates: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """The shares p on the simplex with rates @ p closest to the observed (predicted) shares.
-
-    When the exact solution is already a distribution it is the answer (quapy's minimiser would reach zero loss
-    there too); only otherwise is quapy's constrained solver called, which keeps the bootstrap fast."""
+    """The shares p on the simplex with rates @ p closest to the observed shares. An exact solution that is already a
+    distribution is quapy's answer too; only otherwise is its (slow) constrained solver called."""
     try:
         exact = np.linalg.solve(rates, observed)
     except np.linalg.LinAlgError:
@@ -89,13 +72,9 @@ def adjust(rates: np.ndarray, observed: np.ndarray) -> np.ndarray:
 
 def stratified_resample(gold: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Row indices drawn with replacement within each gold class: each class keeps its size, so no column of M
-    goes empty in a replicate, and M's uncertainty is what a relabeled training set of that make-up would give."""
-    parts = [rng.choice(members, size=len(members)) for members in _members(gold)]
-    return np.concatenate(parts)
-
-
-def _members(gold: np.ndarray) -> list[np.ndarray]:
-    return [np.flatnonzero(gold == c) for c in np.unique(gold)]
+    goes empty in a replicate."""
+    members = [np.flatnonzero(gold == c) for c in np.unique(gold)]
+    return np.concatenate([rng.choice(rows, size=len(rows)) for rows in members])
 
 
 def adjusted_shares(
@@ -111,13 +90,11 @@ def adjusted_shares(
     alpha: float = 0.05,
     pairs: list[tuple[int, int]] = (),
 ) -> dict[str, np.ndarray]:
-    """Naive, ACC and PACC shares with percentile-bootstrap intervals, for each group (an index array into the
-    corpus rows). Returns arrays [groups, classes]: naive, acc, acc_low, acc_high, pacc, pacc_low, pacc_high; and for
-    each of `pairs` (a, b) of group indices, [pairs, classes]: {method}_difference (a - b), _difference_low, _high.
+    """Naive, ACC and PACC shares [groups, classes] with percentile-bootstrap intervals ({method}_low, _high), and
+    per pair (a, b) of groups {method}_difference (a - b) with _difference_low, _high [pairs, classes].
 
-    Each replicate resamples the out-of-fold rows once (shared by all groups: one confusion matrix per replicate,
-    as in the real data) and every group's corpus rows on their own, so a difference's interval carries the shared
-    confusion estimate (its errors move both groups' shares together)."""
+    Each replicate resamples the out-of-fold rows once for all groups (one confusion matrix, as in the real data)
+    and every group's rows on their own, so that matrix's error, common to both groups, moves their shares together."""
     num_classes = corpus_probs.shape[1]
     corpus_scores = {"acc": one_hot(corpus_predicted, num_classes), "pacc": np.asarray(corpus_probs, np.float64)}
     oof_scores = {"acc": one_hot(oof_predicted, num_classes), "pacc": np.asarray(oof_probs, np.float64)}
@@ -155,12 +132,8 @@ def adjusted_shares(
 def ppi_mean(
     gold: np.ndarray, predicted_gold: np.ndarray, predicted_unlabeled: np.ndarray, alpha: float = 0.05
 ) -> tuple[float, float, float]:
-    """PPI++ estimate of a mean with power tuning and its (1 - alpha) normal interval: (estimate, low, high).
-
-    `gold` is the outcome on the n gold rows (e.g. 1 if the comment is of the class), `predicted_gold` the model's
-    score of the same rows, `predicted_unlabeled` its score of the N other rows. The tuning weight lambda in [0, 1]
-    minimises the estimate's variance (lambda = 0 is the gold sample alone, 1 is plain PPI), so the interval is
-    never much wider than the classical one. The same formulas as ppi_py.ppi_mean_ci (tested against it)."""
+    """PPI++ mean of `gold` (0/1 on the gold rows) with power tuning and its (1 - alpha) normal interval:
+    (estimate, low, high). The same formulas as ppi_py.ppi_mean_ci (tested against it)."""
     y, yhat, yhat_u = (np.asarray(a, dtype=np.float64) for a in (gold, predicted_gold, predicted_unlabeled))
     n, big_n = len(y), len(yhat_u)
     if big_n == 0:  # every row is in the gold sample: the model adds nothing
@@ -192,36 +165,23 @@ def ppi_shares(
     rows = []
     for c in range(num_classes):
         estimate, low, high = ppi_mean(truth[:, c], gold_probs[:, c], unlabeled_probs[:, c], alpha)
-        share, gold_low, gold_high = classical_interval(truth[:, c], alpha)
-        rows.append(
-            {
-                "ppi_share": float(np.clip(estimate, 0, 1)),
-                "ppi_low": max(low, 0.0),
-                "ppi_high": min(high, 1.0),
-                "gold_n": len(gold),
-                "gold_share": share,
-                "gold_low": gold_low,
-                "gold_high": gold_high,
-            }
-        )
-    return pd.DataFrame(rows)
+        gold_only = classical_interval(truth[:, c], alpha)
+        rows.append([float(np.clip(estimate, 0, 1)), max(low, 0.0), min(high, 1.0), len(gold), *gold_only])
+    columns = ["ppi_share", "ppi_low", "ppi_high", "gold_n", "gold_share", "gold_low", "gold_high"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 # ------------------------------------------------------------------------------------------------- the headline share
-# The target is a group's own share (the corpus is finite, and every row's prediction is known), so the model's
-# mean over the group has no sampling error: only the gold rows' residuals do, with the finite-population
-# correction of a simple random sample. A group labeled in full has its exact share.
+# The target is a group's own share: the model's mean over the group has no sampling error, only the gold rows'
+# residuals do, with the finite-population correction of a simple random sample.
 MIN_CLASS_ROWS = 10  # gold rows in and out of a class below which PPI's variance estimate is unreliable
 
 
 def ppi_finite_share(
     gold: np.ndarray, predicted_gold: np.ndarray, predicted_rest: np.ndarray, alpha: float = 0.05
 ) -> tuple[float, float, float]:
-    """Share of a 0/1 outcome in a finite group (n gold rows + the rest) and its t interval: (share, low, high).
-
-    The difference (regression) estimator lambda * mean(model, all rows) + mean(gold - lambda * model, gold rows),
-    lambda in [0, 1] tuned as PPI++ does; variance (1 - n/N) * var(residual) / n, t with n - 1 degrees of freedom.
-    The interval is cut to what the gold rows already fix: at least their count of 1s over N."""
+    """Share of a 0/1 outcome in a finite group (n gold rows + the rest), the PPI++-tuned difference estimator, and
+    its t interval (variance (1 - n/N) var(residual) / n) cut to what the gold rows already fix: (share, low, high)."""
     y, yhat, rest = (np.asarray(a, dtype=np.float64) for a in (gold, predicted_gold, predicted_rest))
     n, population = len(y), len(y) + len(rest)
     floor, ceiling = y.sum() / population, 1 - (n - y.sum()) / population
@@ -242,8 +202,8 @@ def ppi_finite_share(
 
 
 def wilson_finite_share(count: int, n: int, population: int, alpha: float = 0.05) -> tuple[float, float, float]:
-    """The gold rows alone: their share and Wilson interval with the finite-population correction (an effective
-    sample size n (N - 1) / (N - n)), cut to what the gold rows already fix; exact when n = N."""
+    """The gold rows alone: their share and Wilson interval with the finite-population correction (effective sample
+    size n (N - 1) / (N - n)), cut to what the gold rows already fix; exact when n = N."""
     share = count / n
     if n >= population:
         return float(share), float(share), float(share)
@@ -260,20 +220,16 @@ def headline_share(
     alpha: float = 0.05,
     min_class_rows: int = MIN_CLASS_ROWS,
 ) -> dict:
-    """The published share of one class in one group from its random gold rows (`gold` 0/1) and the model's scores:
-    PPI (ppi_finite_share) when the gold rows hold at least `min_class_rows` rows in and out of the class; else the
-    gold-only Wilson interval (wilson_finite_share), whose coverage holds with few rows of a rare class where the
-    normal PPI interval's does not; 'exact' for a group labeled in full. Returns share, low, high, method."""
+    """One class's published share in one group from its gold rows (`gold` 0/1): PPI with `min_class_rows` gold rows
+    in and out of the class, else the gold rows' Wilson interval (whose coverage holds for a rare class where PPI's
+    does not), 'exact' for a group labeled in full. Returns share, low, high, method."""
     y = np.asarray(gold, dtype=np.float64)
-    if len(predicted_rest) == 0:
-        share, low, high = float(y.mean()), float(y.mean()), float(y.mean())
-        return {"share": share, "low": low, "high": high, "method": "exact"}
     count = int(y.sum())
-    if min(count, len(y) - count) >= min_class_rows:
-        share, low, high = ppi_finite_share(y, predicted_gold, predicted_rest, alpha)
-        return {"share": share, "low": low, "high": high, "method": "ppi"}
-    share, low, high = wilson_finite_share(count, len(y), len(y) + len(predicted_rest), alpha)
-    return {"share": share, "low": low, "high": high, "method": "gold_wilson"}
+    if len(predicted_rest) and min(count, len(y) - count) < min_class_rows:
+        share, low, high = wilson_finite_share(count, len(y), len(y) + len(predicted_rest), alpha)
+        return {"share": share, "low": low, "high": high, "method": "gold_wilson"}
+    share, low, high = ppi_finite_share(y, predicted_gold, predicted_rest, alpha)  # the share itself if labeled in full
+    return {"share": share, "low": low, "high": high, "method": "ppi" if len(predicted_rest) else "exact"}
 
 
 def difference_interval(
@@ -290,10 +246,8 @@ def difference_interval(
 def gold_rows_needed(
     *, oof_gold: np.ndarray, oof_probs: np.ndarray, shares: np.ndarray, width: float, alpha: float = 0.05
 ) -> np.ndarray:
-    """Per class, the random gold rows a PPI interval of full `width` needs on a large corpus, from the run's own
-    out-of-fold probabilities reweighted to the corpus' estimated class `shares`: n = (2 z sd / width)^2 with sd the
-    residual's (gold - probability) standard deviation, or the gold sample's own sqrt(p (1 - p)) where smaller
-    (PPI++'s tuning never does worse than that)."""
+    """Per class, the random gold rows a PPI interval of full `width` needs, n = (2 z sd / width)^2, with sd the
+    residual's from the out-of-fold rows reweighted to the corpus' `shares` (or sqrt(p (1 - p)) where smaller)."""
     oof_gold = np.asarray(oof_gold, dtype=np.int64)
     num_classes = oof_probs.shape[1]
     needed = np.empty(num_classes)
