@@ -121,16 +121,11 @@ def fold_ensemble(
     the corpus scored by the fold ensemble (mean over fold models of softmax(logits / T))."""
     # The folds make_folds gives when no two comments are near-copies (its StratifiedGroupKFold with one group per
     # row makes the same kind of split, at ten times the cost over thousands of replicates).
-    fold_of_row = np.empty(len(codes), dtype=np.int64)
     splitter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
-    for fold, (_, test) in enumerate(splitter.split(features, codes)):
-        fold_of_row[test] = fold
-    oof = np.zeros((len(codes), len(NAMES)))
-    corpus_logits = []
-    for fold in range(num_folds):
-        train = fold_of_row != fold
+    oof, corpus_logits = np.zeros((len(codes), len(NAMES))), []
+    for train, test in splitter.split(features, codes):
         model = LogisticRegression(max_iter=500).fit(features[train], codes[train])
-        oof[~train] = model.predict_proba(features[~train])
+        oof[test] = model.predict_proba(features[test])
         corpus_logits.append(model.predict_log_proba(corpus_features))
     summary, oof_calibrated = calibrate(oof, codes)
     temperature = summary["temperature"]
@@ -302,25 +297,21 @@ def simulate(scenario: Scenario, *, replicates: int, bootstrap: int, seed: int) 
 
 def markdown(table: pd.DataFrame) -> str:
     """The tables of docs/statistics.md: per method (rows) and scenario (columns), coverage ± its MC standard error
-    and the mean width in brackets; first of the shares, then of the difference between groups A and B."""
-    scenarios = list(dict.fromkeys(table["scenario"]))
+    and the mean width in brackets: of the shares, of the difference between groups A and B, of the rarest class."""
+    methods, scenarios = list(dict.fromkeys(table["method"])), list(dict.fromkeys(table["scenario"]))
+    by_cell = table.set_index(["method", "scenario"])
+    cell_formats = {
+        "shares": "{coverage:.3f} ± {mc_se:.3f} ({mean_width:.3f})",
+        "difference A - B": "{difference_coverage:.3f} ± {difference_mc_se:.3f} ({difference_mean_width:.3f})",
+        "rarest class": "{coverage_rarest:.3f}",
+    }
     blocks = []
-    for prefix, title in (("", "shares"), ("difference_", "difference A - B")):
+    for title, cell in cell_formats.items():
         lines = [f"| {title} | " + " | ".join(scenarios) + " |", "|---" * (len(scenarios) + 1) + "|"]
-        for method in dict.fromkeys(table["method"]):
-            cells = []
-            for scenario in scenarios:
-                row = table[(table["scenario"] == scenario) & (table["method"] == method)].iloc[0]
-                cells.append(
-                    f"{row[prefix + 'coverage']:.3f} ± {row[prefix + 'mc_se']:.3f} ({row[prefix + 'mean_width']:.3f})"
-                )
+        for method in methods:
+            cells = [cell.format(**by_cell.loc[(method, scenario)].to_dict()) for scenario in scenarios]
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         blocks.append("\n".join(lines))
-    rarest = table.pivot(index="method", columns="scenario", values="coverage_rarest")
-    lines = ["| rarest class | " + " | ".join(scenarios) + " |", "|---" * (len(scenarios) + 1) + "|"]
-    for method in dict.fromkeys(table["method"]):
-        lines.append(f"| {method} | " + " | ".join(f"{rarest.loc[method, s]:.3f}" for s in scenarios) + " |")
-    blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 

@@ -465,12 +465,9 @@ def _put_cell(cell, value) -> bool:
         cell.value = value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
     else:  # text, and what a cell has no type for (a time zone, infinity, a list) as its text
         text = escape_cell_text(str(value))
-        was_cut = len(text) > CELL_LIMIT
-        if was_cut:
-            text = _cut_to_fit(str(value))
-        cell.value = text
+        cell.value = text if len(text) <= CELL_LIMIT else _cut_to_fit(str(value))
         cell.data_type = "s"  # openpyxl makes a formula of a string that starts with '=': this keeps it text
-        return was_cut
+        return len(text) > CELL_LIMIT
     return False
 
 
