@@ -109,10 +109,8 @@ def one_seed(data: pd.DataFrame, seed: int, bootstrap: int) -> dict:
     corpus_probs, oof = run["corpus"], run["oof"]
     lengths = corpus["text"].str.len().to_numpy()
     groups = [np.flatnonzero(lengths <= SHORT), np.flatnonzero(lengths > SHORT)]
-    gold = []
-    for g, rows in enumerate(groups):
-        sample = select_random(frame.iloc[rows], GOLD_PER_GROUP, seed=seed * 10 + g)
-        gold.append(sample["row_id"].to_numpy())
+    samples = [select_random(frame.iloc[rows], GOLD_PER_GROUP, seed=seed * 10 + g) for g, rows in enumerate(groups)]
+    gold = [sample["row_id"].to_numpy() for sample in samples]
     gold_all = np.concatenate(gold)
 
     result = {"seed": seed, "temperature": run["temperature"], "selected_share": selected.mean()}

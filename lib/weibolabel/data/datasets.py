@@ -1,9 +1,5 @@
-"""Inputs read through Hugging Face `datasets`: JSON/JSON Lines files, dataset directories (save_to_disk, or laid
-out for datasets.load_dataset) and hub dataset ids; and the identity of any input, which a resumed run compares.
-
-`datasets` is imported only when such an input is given: the labeling job on a GPU node and the quick commands do
-not pay its import time.
-"""
+"""Inputs read through Hugging Face `datasets` (JSON/JSON Lines files, dataset directories, hub dataset ids), and the
+identity of any input, which a resumed run compares. `datasets` is imported only when such an input is given."""
 
 from __future__ import annotations
 
@@ -34,8 +30,8 @@ def is_dataset_input(path: Path) -> bool:
 
 
 def is_dataset_directory(path: Path) -> bool:
-    """Written by save_to_disk, or laid out for `datasets.load_dataset`: a dataset card (README.md) that configures
-    it, or data files only in subfolders (data/train-*.parquet). A directory of table files is a list of inputs."""
+    """Written by save_to_disk, or laid out for `datasets.load_dataset` (a configuring card, or data files only in
+    subfolders: data/train-*.parquet). A directory of table files is a list of inputs."""
     # A loading script is named after its directory (datasets refuses to run it, and says so); another .py beside
     # the data, a scraper say, does not make a dataset.
     if any((path / name).is_file() for name in (*SAVED_DATASET_FILES, f"{path.name}.py")):
@@ -71,16 +67,14 @@ def dataset_download_advice(dataset_id: str, split: str) -> str:
 
 
 def open_dataset(path: Path, split: str | None = None, encoding: str | None = None):
-    """The `datasets` view of an input. Dataset directories of data files stream (nothing is copied into a cache,
-    rows are parsed as they are read); JSON files, save_to_disk directories and cached hub datasets are
-    memory-mapped Arrow (`datasets.Dataset`), so a process can read any slice of them alone."""
+    """The `datasets` view of an input: directories of data files stream (nothing is cached); JSON files, save_to_disk
+    directories and hub datasets are memory-mapped Arrow, so a process can read any slice of them alone."""
     import datasets
 
     split = split or "train"
     if path.is_file():  # .json/.jsonl: JSON Lines, or one array of objects
-        # Converted once into Arrow in the datasets cache (HF_DATASETS_CACHE) and memory-mapped from there, so each
-        # labeling process slices its own chunks; streamed, datasets hands a JSON array's mixed-type columns back
-        # as raw JSON text ('"heritage"'), which would change the comments.
+        # Converted once into Arrow in the datasets cache: streamed, datasets hands a JSON array's mixed-type columns
+        # back as raw JSON text ('"heritage"'), which would change the comments.
         encoding = detect_encoding(path, encoding)  # its own message, not one about malformed JSON
         try:
             return datasets.load_dataset("json", data_files=str(path), split="train", encoding=encoding)
@@ -124,18 +118,14 @@ def _open_hub_dataset(dataset_id: str, split: str):
 def dataset_blocks(
     path: Path, dataset, ranges: Sequence[tuple[int, float]], block_rows: int, columns: list[str] | None = None
 ) -> Iterator[tuple[int, pd.DataFrame]]:
-    """(first row, rows) blocks holding exactly the rows in `ranges` (sorted, disjoint [start, end) row numbers)
-    of an opened dataset: an Arrow dataset is sliced (only these rows are read); a streamed one is read through
-    up to the last range. ClassLabel columns come back as their names, which the label schema maps to its ids."""
+    """(first row, rows) blocks of exactly the rows in `ranges` (as tables.csv_blocks): an Arrow dataset is sliced, a
+    stream read up to the last range. ClassLabel columns come back as their names, which the schema maps to ids."""
     import datasets
 
     if columns is not None:
         dataset = dataset.select_columns(list(dict.fromkeys(columns)))
-    names = {
-        column: feature.names
-        for column, feature in (dataset.features or {}).items()
-        if isinstance(feature, datasets.ClassLabel)
-    }
+    features = (dataset.features or {}).items()
+    names = {column: feature.names for column, feature in features if isinstance(feature, datasets.ClassLabel)}
 
     def decoded(frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame.reset_index(drop=True)
@@ -181,12 +171,12 @@ def read_dataset(path: Path, split: str | None = None, encoding: str | None = No
 
 
 def dataset_column_types(dataset) -> dict:
-    """The Arrow type of each plain column whose type the dataset knows (a stream may not); others (a ClassLabel,
-    read as its names, JSON of mixed types, lists) are carried as text."""
+    """The Arrow type of each plain column whose type the dataset knows; others (a ClassLabel, read as its names,
+    JSON of mixed types, lists) are carried as text."""
     import datasets
 
-    features = dataset.features or {}
-    return {column: feature.pa_type for column, feature in features.items() if isinstance(feature, datasets.Value)}
+    features = (dataset.features or {}).items()
+    return {column: feature.pa_type for column, feature in features if isinstance(feature, datasets.Value)}
 
 
 def dataset_columns(path: Path, dataset) -> list[str]:
@@ -205,10 +195,10 @@ def dataset_num_rows(path: Path, dataset) -> int:
 
 
 def _malformed_json_message(path: Path, error: Exception) -> str:
-    """Where a JSON file stops being valid, found by reading it again (only after `datasets` failed on it: its own
-    message names no line)."""
+    """Where a JSON file stops being valid, read again after `datasets` failed on it (its message names no line)."""
+    fallback = f"Could not read {path} with datasets: {type(error).__name__}: {error}"
     if not path.is_file():
-        return f"Could not read {path} with datasets: {type(error).__name__}: {error}"
+        return fallback
     text = path.read_text(encoding="utf-8-sig", errors="replace")
     if text.lstrip().startswith("["):  # one array of objects
         try:
@@ -247,7 +237,7 @@ def _malformed_json_message(path: Path, error: Exception) -> str:
             f"and columns whose values mix JSON types: {columns}. Delete the blank lines (sed -i '/^\\s*$/d' "
             "FILE) or write each column's values as one type, and run again."
         )
-    return f"Could not read {path} with datasets: {type(error).__name__}: {error}"
+    return fallback
 
 
 def _dataset_files(path: Path, split: str | None) -> list[Path]:

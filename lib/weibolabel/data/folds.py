@@ -27,10 +27,8 @@ def make_folds(labels: np.ndarray, groups: list[str], num_folds: int, seed: int)
 
 
 def _stratified_group_splits(labels: np.ndarray, groups: list[str], num_splits: int, seed: int):
-    """StratifiedGroupKFold(shuffle=True)'s splits as scikit-learn 1.8+ makes them, on every version: the groups are
-    shuffled here, so that the splitter runs unshuffled. Before 1.8 its shuffle moved the groups' class counts but
-    not the groups (folds far from stratified); unshuffled, it keeps ties in the groups' sorted order, which the
-    shuffled numbering below makes the same order 1.8's own shuffle gives."""
+    """StratifiedGroupKFold(shuffle=True)'s splits as scikit-learn 1.8+ makes them, on every version (before 1.8 its
+    shuffle left folds far from stratified): groups numbered in 1.8's shuffled order, the splitter unshuffled."""
     _, group_of_row = np.unique(np.asarray(groups, dtype=object), return_inverse=True)
     order = np.arange(group_of_row.max() + 1)
     np.random.RandomState(seed).shuffle(order)  # the draw scikit-learn's check_random_state(seed) makes

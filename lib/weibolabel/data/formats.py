@@ -16,9 +16,8 @@ ALL_ROWS = ((0, math.inf),)  # `ranges` that ask for every row
 
 
 def detect_encoding(path: Path, encoding: str | None) -> str:
-    """`encoding` if given; else UTF-8 (with or without BOM), else the one of GB18030 (a superset of GBK and GB2312,
-    Simplified Chinese) and Big5 (Traditional Chinese) that decodes the file. Every Big5 byte pair is valid GB18030,
-    so a file both decode is not guessed at: the UserError shows a line read both ways, to choose --encoding."""
+    """`encoding` if given; else UTF-8 (BOM or not), else the one of GB18030 (GBK) and Big5 that decodes the file. Every
+    Big5 byte pair is valid GB18030: a file both decode is not guessed at, the UserError shows a line read both ways."""
     if encoding:
         return encoding
     with open(path, "rb") as handle:

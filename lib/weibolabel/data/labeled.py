@@ -1,8 +1,5 @@
-"""Labeled data: the text a model sees (clean_text, used by every job that reads comments), label cells, and the
-validation of a labeled table (bad labels are errors; empty texts and duplicates are dropped and reported).
-
-Every problem is reported with the file, the row as a spreadsheet shows it (header = row 1) and the column.
-"""
+"""Labeled data: the text a model sees (clean_text), label cells, and the validation of a labeled table (bad labels
+are errors; empty texts and duplicates are dropped and reported), each problem named by file, row and column."""
 
 from __future__ import annotations
 
@@ -48,49 +45,35 @@ def group_key(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------------------- labels
 def parse_label(value, schema: LabelSchema) -> tuple[int | None, str | None]:
-    """(label id, None) or (None, what is wrong with the cell). A cell is a label id or a label name, read by one
-    rule whatever the cell's type (a number 4, a text "4" or "4.0" are the same cell): a name matches first; a
-    whole number is an id, unless some label names are whole numbers (a 1-5 scale on ids 0..4): then a whole
-    number is only ever read as the name of that number, never as an id, so 4 is the class named "4" in a number
-    cell and in a text cell alike."""
+    """(label id, None) or (None, what is wrong with the cell), by one rule whatever the cell's type (4, "4", "4.0"):
+    a name matches first, then a whole number is an id; with whole-number names (a 1-5 scale) it is only a name."""
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None, "missing label"
     if isinstance(value, bool | np.bool_):
         return None, f"'{value}' is not a label id"
     if schema.number_names:
         return _parse_number_name(value, schema)
-    if isinstance(value, int | np.integer):
-        number = int(value)
-    elif isinstance(value, float | np.floating):
-        if not float(value).is_integer():
-            return None, f"'{value}' is not a whole number"
-        number = int(value)  # Excel stores 1 as 1.0 once a column holds an empty cell
-    else:
-        text = str(value)
-        if text in schema.names:
-            return schema.names.index(text), None
-        if re.fullmatch(r"\d+", text):
-            number = int(text)
-        elif re.fullmatch(r"\d+\.\d*", text):  # "1.0" from a CSV written by a program that saw floats
-            if not float(text).is_integer():
-                return None, f"'{text}' is not a whole number"
-            number = int(float(text))
-        elif text.strip() != text and parse_label(text.strip(), schema)[1] is None:
+    text = str(value)
+    if not isinstance(value, int | float | np.number) and text in schema.names:
+        return schema.names.index(text), None
+    # Excel stores 1 as 1.0 once a column holds an empty cell; a CSV written by a program that saw floats has "1.0".
+    number = _whole_number(value)
+    if number is None:
+        if isinstance(value, float | np.floating) or re.fullmatch(r"\d+\.\d*", text):
+            return None, f"'{text}' is not a whole number"
+        if text.strip() != text and parse_label(text.strip(), schema)[1] is None:
             return None, f"{shown(text)} has spaces around it; type {text.strip()!r} without them"
-        else:
-            guess = schema.closest_name(text)
-            hint = f"; did you mean '{guess}'?" if guess else ""
-            return (
-                None,
-                f"{shown(text)} is neither a label id (0..{len(schema) - 1}) nor a label name {schema.names}{hint}",
-            )
+        guess = schema.closest_name(text)
+        hint = f"; did you mean '{guess}'?" if guess else ""
+        names = f"a label name {schema.names}{hint}"
+        return None, f"{shown(text)} is neither a label id (0..{len(schema) - 1}) nor {names}"
     if not 0 <= number < len(schema):
         return None, f"{number} is outside the label schema (ids 0..{len(schema) - 1})"
     return number, None
 
 
 def _parse_number_name(value, schema: LabelSchema) -> tuple[int | None, str | None]:
-    """parse_label for a schema with names that are whole numbers: a whole number (any cell type) is a name."""
+    """parse_label for a schema with whole-number names: a whole number (any cell type) is a name."""
     number = _whole_number(value)
     if number is not None and number in schema.number_names:
         return schema.number_names[number], None
@@ -112,23 +95,21 @@ def _whole_number(value) -> int | None:
     if isinstance(value, float | np.floating):
         return int(value) if float(value).is_integer() else None
     text = str(value)
-    if re.fullmatch(r"\d+", text) or (re.fullmatch(r"\d+\.0*", text)):
-        return int(float(text)) if "." in text else int(text)
+    if re.fullmatch(r"\d+(\.0*)?", text):
+        return int(text.split(".")[0])
     return None
 
 
 def shown(text: str) -> str:
-    """A cell's text for a message: quoted, with escapes for what would print as nothing (a zero-width space, a
-    BOM), which are also named."""
+    """A cell's text for a message: quoted, with what would print as nothing (a zero-width space, a BOM) named."""
     hidden = sorted({c for c in text if unicodedata.category(c) in ("Cf", "Cc", "Zs", "Zl", "Zp") and c != " "})
     named = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, 'CONTROL CHARACTER')}" for c in hidden)
     return repr(text) + (f" (with the hidden character(s) {named})" if hidden else "")
 
 
 def label_cell_writer(column: pd.Series, schema: LabelSchema):
-    """Label id -> the cell to write into a file's label `column`, in the file's own convention: names if it holds
-    names, ids otherwise. With names that are whole numbers (see parse_label) always the name, as a number in a
-    column of numbers: an id there would be read as another class."""
+    """Label id -> the cell to write into a file's label `column`: names if it holds names, ids otherwise; with
+    whole-number names always the name (an id there would read as another class), a number in a number column."""
     filled = column.dropna()
     if schema.number_names:
         numbers = len(filled) > 0 and all(isinstance(v, int | float | np.number) for v in filled)
@@ -167,16 +148,8 @@ def load_labeled(
     """Read and validate a labeled table; bad labels are errors, empty texts and duplicates are reported."""
     path = Path(path)
     frame = read_table(path, sheet=sheet, encoding=encoding, header_row=header_row, split=split)
-    return validate_labeled(
-        frame,
-        path,
-        schema,
-        text_column=text_column,
-        label_column=label_column,
-        sheet=sheet,
-        on_conflict=on_conflict,
-        header_row=header_row,
-    )
+    options = {"sheet": sheet, "on_conflict": on_conflict, "header_row": header_row}
+    return validate_labeled(frame, path, schema, text_column=text_column, label_column=label_column, **options)
 
 
 def validate_labeled(
@@ -198,17 +171,20 @@ def validate_labeled(
 
     rows = [row_name(path, i, header_row) for i in range(len(frame))]
     texts = [clean_text(v) for v in frame[text_column].tolist()]
-    labels = _parse_labels(
-        frame, path, schema=schema, column=label_column, texts=texts, rows=rows, sheet=sheet, header_row=header_row
-    )
+    labels = _parse_labels(frame, path, schema, label_column, texts, rows, sheet, header_row)
     # row_id: 0-based position below the header, the convention of every output; row: the name a user looks up.
     row_ids = np.arange(len(frame), dtype=np.int64)
     table = pd.DataFrame({"row_id": row_ids, "row": rows, "text": texts, "label": labels})
     empty = table["text"] == ""
     blank_row = empty & table["label"].isna()
-    issues = _empty_text_issues(
-        frame, path, rows=rows, empty=empty, blank_row=blank_row, column=text_column, sheet=sheet, header_row=header_row
-    )
+    reasons = {}
+    if (empty & ~blank_row).any():  # only then is the workbook loaded again, for why a text is empty
+        reasons = _blank_reasons(frame, path, text_column, sheet, header_row, np.flatnonzero(empty))
+    issues = []
+    for i in np.flatnonzero(empty):
+        why = "empty row" if blank_row[i] else "empty text"
+        why += f" ({reasons[i]})" if i in reasons else ""
+        issues.append({"row": rows[i], "column": text_column, "issue": why, "action": "dropped"})
     table = table[~empty]
 
     conflict_rows, merged_rows = _duplicates(table, schema)
@@ -243,7 +219,6 @@ def validate_labeled(
 def _parse_labels(
     frame: pd.DataFrame,
     path: Path,
-    *,
     schema: LabelSchema,
     column: str,
     texts: list[str],
@@ -259,46 +234,31 @@ def _parse_labels(
         # A row with neither text nor label is a blank spacer row (common in hand-made sheets), not a mistake.
         if problem and not (texts[i] == "" and problem == "missing label"):
             bad_labels.append((i, problem))
-    if bad_labels and path.suffix.lower() in SPREADSHEET_SUFFIXES:
-        column_number = list(frame.columns).index(column) + 1  # pandas keeps empty leading columns: A = 1
-        blank = [i + header_row + 1 for i, problem in bad_labels if problem == "missing label"]
-        reasons = blank_cell_reasons(path, sheet, column_number, blank)
-        bad_labels = [(i, reasons.get(i + header_row + 1, problem)) for i, problem in bad_labels]
-    label_errors = [f"  {path}, {rows[i]}, column '{column}': {problem}" for i, problem in bad_labels]
-    if label_errors:
-        listed = "\n".join(label_errors[:MAX_LISTED])
-        more = f"\n  ... and {len(label_errors) - MAX_LISTED} more" if len(label_errors) > MAX_LISTED else ""
+    if bad_labels:
+        blank = [i for i, problem in bad_labels if problem == "missing label"]
+        reasons = _blank_reasons(frame, path, column, sheet, header_row, blank)
+        bad_labels = [(i, reasons.get(i, problem)) for i, problem in bad_labels]
+        listed = "\n".join(
+            f"  {path}, {rows[i]}, column '{column}': {problem}" for i, problem in bad_labels[:MAX_LISTED]
+        )
+        more = f"\n  ... and {len(bad_labels) - MAX_LISTED} more" if len(bad_labels) > MAX_LISTED else ""
         raise UserError(
-            f"{len(label_errors)} invalid label(s) in {path}:\n{listed}{more}\n"
+            f"{len(bad_labels)} invalid label(s) in {path}:\n{listed}{more}\n"
             f"Each label must be an id {list(range(len(schema)))} or a name {schema.names}. "
             "Fix these cells, or delete the rows, and run again."
         )
     return labels
 
 
-def _empty_text_issues(
-    frame: pd.DataFrame,
-    path: Path,
-    *,
-    rows: list[str],
-    empty: pd.Series,
-    blank_row: pd.Series,
-    column: str,
-    sheet: str | None,
-    header_row: int,
-) -> list[dict]:
-    """An issue for each row whose text is empty: a blank row, or an empty text (with why, when a workbook says)."""
-    reasons = {}
-    if path.suffix.lower() in SPREADSHEET_SUFFIXES and (empty & ~blank_row).any():
-        column_number = list(frame.columns).index(column) + 1
-        reasons = blank_cell_reasons(path, sheet, column_number, [i + header_row + 1 for i in np.flatnonzero(empty)])
-    issues = []
-    for i in np.flatnonzero(empty):
-        why = "empty row" if blank_row[i] else "empty text"
-        if i + header_row + 1 in reasons:
-            why += f" ({reasons[i + header_row + 1]})"
-        issues.append({"row": rows[i], "column": column, "issue": why, "action": "dropped"})
-    return issues
+def _blank_reasons(
+    frame: pd.DataFrame, path: Path, column: str, sheet: str | None, header_row: int, positions
+) -> dict[int, str]:
+    """Why the cells of `column` at these row positions are empty, when a workbook says (blank_cell_reasons)."""
+    if path.suffix.lower() not in SPREADSHEET_SUFFIXES:
+        return {}
+    column_number = list(frame.columns).index(column) + 1  # pandas keeps empty leading columns: A = 1
+    reasons = blank_cell_reasons(path, sheet, column_number, [i + header_row + 1 for i in positions])
+    return {i: reasons[i + header_row + 1] for i in positions if i + header_row + 1 in reasons}
 
 
 def _duplicates(table: pd.DataFrame, schema: LabelSchema) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

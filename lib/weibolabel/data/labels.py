@@ -35,13 +35,12 @@ class LabelSchema:
         ids = [label.id for label in self.labels]
         if ids != list(range(len(ids))):
             # Ids are positions: the model's output k is class k, so a gap or a reordering would shift every class.
-            wanted = list(range(len(ids)))
             changes = ", ".join(
                 f"'{label.name}': {label.id} -> {i}" for i, label in enumerate(self.labels) if label.id != i
             )
             raise UserError(
                 f"Label ids must be 0..{len(ids) - 1} in order, one per class with no gap, got {ids}; renumber them "
-                f"{', '.join(map(str, wanted))} ({changes}), and relabel the data to match."
+                f"{', '.join(map(str, range(len(ids))))} ({changes}), and relabel the data to match."
             )
         names = [label.name for label in self.labels]
         if len(set(names)) != len(names) or not all(names):

@@ -1,8 +1,5 @@
-"""One table of any supported format (xlsx, csv, parquet, txt; json/jsonl and Hugging Face datasets through
-data.datasets), each format read by one function here: whole (read_table) or a block of rows at a time (the corpus).
-
-Every problem is reported with the file, the row as a spreadsheet shows it (header = row 1) and the column.
-"""
+"""One table of any supported format (xlsx, csv, parquet, txt; json/jsonl and datasets through data.datasets), read
+whole or in blocks of rows, and written. Problems name the file, the row as a spreadsheet shows it and the column."""
 
 from __future__ import annotations
 
@@ -31,11 +28,12 @@ from weibolabel.util.files import atomic_path
 # ---------------------------------------------------------------------------------------------------------- files
 def row_name(path: Path, index: int, header_row: int = 1) -> str:
     """How a user finds row `index` (0-based, after the header) in their file."""
-    if path.suffix.lower() in JSON_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix in JSON_SUFFIXES:
         return f"record {index + 1}"  # the Nth JSON object: blank lines of a JSON Lines file are not counted
-    if path.suffix.lower() == ".parquet" or path.suffix.lower() not in TABLE_SUFFIXES:  # also datasets' Arrow rows
+    if suffix == ".parquet" or suffix not in TABLE_SUFFIXES:  # also datasets' Arrow rows
         return f"row index {index}"
-    if path.suffix.lower() == ".txt":
+    if suffix == ".txt":
         return f"line {index + 1}"
     return f"row {index + header_row + 1}"
 
@@ -53,11 +51,8 @@ def read_table(
     header_row: int = 1,
     split: str | None = None,
 ) -> pd.DataFrame:
-    """The whole table, cells as read (no type coercion of text), with a clear error for unreadable files.
-    `header_row` is the spreadsheet row of the column names (.xlsx and .csv); the rows above it are skipped.
+    """The whole table, cells as read (text not coerced); `header_row` is the spreadsheet row of the column names.
     JSON files, dataset directories and hub ids are read through `datasets` (`split` of those that have splits)."""
-    # datasets_io builds on this module's suffixes and encodings: imported here, where a dataset is read.
-
     path = Path(path)
     if is_dataset_input(path):
         frame = read_dataset(path, split, encoding)
@@ -99,14 +94,10 @@ def read_errors(path: Path, encoding: str | None = None, header_row: int = 1) ->
     except UserError:
         raise
     except pd.errors.EmptyDataError:
-        raise UserError(_empty_file_message(path, header_row)) from None
+        where = f" at or below row {header_row} (--header_row)" if header_row > 1 else ""
+        raise UserError(f"{path}: the file is empty (no header row{where}). Check that it is the right file.") from None
     except Exception as error:  # a corrupt or mislabelled file: say which and why, not where in pandas
         raise UserError(unreadable_message(path, error, encoding)) from None
-
-
-def _empty_file_message(path: Path, header_row: int) -> str:
-    where = f" at or below row {header_row} (--header_row)" if header_row > 1 else ""
-    return f"{path}: the file is empty (no header row{where}). Check that it is the right file."
 
 
 def unreadable_message(path: Path, error: Exception, encoding: str | None = None) -> str:
@@ -136,25 +127,22 @@ def unreadable_message(path: Path, error: Exception, encoding: str | None = None
 
 
 def _read_excel(path: Path, sheet: str | None, header_row: int = 1) -> pd.DataFrame:
-    import openpyxl
-
-    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    sheets = workbook.sheetnames
-    workbook.close()
-    if sheet is not None and sheet not in sheets:
-        raise UserError(f"{path}: no sheet named '{sheet}'; the sheets are {sheets}. Pass one of them with --sheet.")
-    name = sheet if sheet is not None else sheets[0]
-    # data_only above and pandas both read a formula's cached value, which is what the user saw in Excel.
-    try:
-        # keep_default_na=False: a comment reading "NA", "null" or "None" is text; only empty cells are missing.
-        frame = pd.read_excel(
-            path, sheet_name=name, header=header_row - 1, dtype=object, engine="openpyxl", keep_default_na=False
-        )
-    except ValueError as error:
-        if "header" not in str(error):
-            raise
-        message = f"{path}: sheet '{name}' has fewer than {header_row} rows (--header_row {header_row})."
-        raise UserError(message) from None
+    # pandas reads a formula's cached value (openpyxl's data_only), which is what the user saw in Excel.
+    with pd.ExcelFile(path, engine="openpyxl") as workbook:
+        sheets = workbook.sheet_names
+        if sheet is not None and sheet not in sheets:
+            raise UserError(
+                f"{path}: no sheet named '{sheet}'; the sheets are {sheets}. Pass one of them with --sheet."
+            )
+        name = sheet if sheet is not None else sheets[0]
+        try:
+            # keep_default_na=False: a comment reading "NA", "null" or "None" is text; only empty cells are missing.
+            frame = pd.read_excel(workbook, sheet_name=name, header=header_row - 1, dtype=object, keep_default_na=False)
+        except ValueError as error:
+            if "header" not in str(error):
+                raise
+            message = f"{path}: sheet '{name}' has fewer than {header_row} rows (--header_row {header_row})."
+            raise UserError(message) from None
     if len(frame.columns) == 0:
         others = f" The workbook's sheets are {sheets}: pick one with --sheet." if len(sheets) > 1 else ""
         raise UserError(f"{path}: sheet '{name}' is empty (nothing at or below row {header_row}).{others}")
@@ -165,19 +153,11 @@ def _read_excel(path: Path, sheet: str | None, header_row: int = 1) -> pd.DataFr
 
 
 def read_csv(path: Path, encoding: str, header_row: int, **options):
-    """pandas' reader with the options every CSV is read with, whole or in chunks (`options` adds nrows,
-    chunksize, or a skiprows that leaves out other rows too)."""
-    return pd.read_csv(
-        path,
-        **{
-            "dtype": object,
-            "encoding": encoding,
-            "keep_default_na": False,  # "NA", "null" and "None" are comments too, not missing values
-            "skiprows": header_row - 1,
-            "skip_blank_lines": False,  # a blank line is a row in a spreadsheet program: keep row numbers true
-            **options,
-        },
-    )
+    """pandas' reader with the options every CSV is read with; `options` adds nrows, chunksize or its own skiprows."""
+    # keep_default_na=False: "NA", "null" and "None" are comments too, not missing values; skip_blank_lines=False:
+    # a blank line is a row in a spreadsheet program, so row numbers stay true.
+    defaults = {"dtype": object, "encoding": encoding, "keep_default_na": False, "skip_blank_lines": False}
+    return pd.read_csv(path, **{**defaults, "skiprows": header_row - 1, **options})
 
 
 def csv_blocks(
@@ -276,9 +256,7 @@ def require_column(
     frame: pd.DataFrame, column: str, path: Path, option: str, header_row: int = 1, sheet: str | None = None
 ) -> None:
     """Stop with the closest fix: another sheet that has the column, a similar name, or the row the header is on.
-    `option` is the job's option that names the column; a file the job reads in a fixed layout (a sheet it wrote:
-    its first sheet, header in row 1) passes a description instead, and the advice then says what to change in
-    the file, since the job has no --sheet or --header_row for it. Names in advice are quoted for a shell."""
+    `option` names the job's option; a file read in a fixed layout passes a description: the advice edits the file."""
     if column in frame.columns:
         return
     path = Path(path)
@@ -319,8 +297,7 @@ def require_column(
 
 
 def shell_word(text: str) -> str:
-    """`text` as one word of a shell command: quoted only where a shell would split or expand it (a Chinese sheet
-    name stays as it is; 'Sentence;Label' is quoted)."""
+    """`text` as one word of a shell command, quoted only where a shell would split or expand it ('Sentence;Label')."""
     return shlex.quote(text) if not text or re.search(r"[\s;&|<>()$`\\\"'*?\[\]#~!{}]", text) else text
 
 
@@ -344,27 +321,23 @@ def _other_sheet_with(path: Path, sheet: str | None, header_row: int, column: st
     """The first other sheet of a workbook whose header has `column` (users often label on a second sheet)."""
     if path.suffix.lower() not in SPREADSHEET_SUFFIXES or not path.is_file():
         return None
-    import openpyxl
-
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True)
-        sheets = workbook.sheetnames
-        workbook.close()
-        current = sheet if sheet is not None else sheets[0]
-        for name in sheets:
-            if name == current:
-                continue
-            header = pd.read_excel(path, sheet_name=name, header=header_row - 1, nrows=0, engine="openpyxl")
-            if column in [str(c) for c in header.columns]:
-                return name
+        with pd.ExcelFile(path, engine="openpyxl") as workbook:
+            current = sheet if sheet is not None else workbook.sheet_names[0]
+            for name in workbook.sheet_names:
+                if name == current:
+                    continue
+                header = pd.read_excel(workbook, sheet_name=name, header=header_row - 1, nrows=0)
+                if column in [str(c) for c in header.columns]:
+                    return name
     except Exception:  # only a hint: an unreadable sheet must not hide the real message
         return None
     return None
 
 
 def blank_cell_reasons(path: Path, sheet: str | None, column_number: int, excel_rows: list[int]) -> dict[int, str]:
-    """Why cells that read as empty are empty, when the workbook says: a formula that Excel never computed and
-    saved, or a merged range (only its top cell holds the value)."""
+    """Why cells that read as empty are empty, when the workbook says: a formula with no saved value, or a merged
+    range (only its top cell holds the value)."""
     if path.suffix.lower() not in SPREADSHEET_SUFFIXES or not excel_rows:
         return {}
     import openpyxl
@@ -377,30 +350,26 @@ def blank_cell_reasons(path: Path, sheet: str | None, column_number: int, excel_
     reasons = {}
     for row in excel_rows:
         cell = worksheet.cell(row=row, column=column_number)
-        value = cell.value
         if cell.data_type == "f":  # a text cell that starts with '=' is text, not a formula
             reasons[row] = (
-                f"the formula {value} has no saved value (the file was written by a program, not saved by Excel): "
+                f"the formula {cell.value} has no saved value (the file was written by a program, not saved by Excel): "
                 "open the file in Excel and save it, or replace the formula by its value"
             )
-    wanted = set(excel_rows)
     for merged in worksheet.merged_cells.ranges:
         if merged.min_col <= column_number <= merged.max_col:
-            for row in range(merged.min_row + 1, merged.max_row + 1):
-                if row in wanted:
-                    reasons[row] = (
-                        f"the cell is inside the merged cells {merged.coord}, whose value belongs to its first row "
-                        "only: unmerge them and fill in every row"
-                    )
+            for row in set(excel_rows) & set(range(merged.min_row + 1, merged.max_row + 1)):
+                reasons[row] = (
+                    f"the cell is inside the merged cells {merged.coord}, whose value belongs to its first row "
+                    "only: unmerge them and fill in every row"
+                )
     workbook.close()
     return reasons
 
 
 # ---------------------------------------------------------------------------------------------------------- writing
 def write_table(frame: pd.DataFrame, path: str | Path, name: str | Path | None = None) -> None:
-    """Write `frame` atomically in the format its suffix names (.xlsx by `write_xlsx`, .csv as UTF-8 with a BOM so
-    Excel reads the Chinese text, .parquet), keeping every column and the row order. `name`: what messages call
-    the file (the file it becomes, when `path` is a temporary name)."""
+    """Write `frame` atomically as .xlsx (`write_xlsx`), .csv (UTF-8 with a BOM, for Excel) or .parquet, every column
+    in order. `name`: what messages call the file (the file it becomes, when `path` is a temporary name)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".xlsx", ".csv", ".parquet"):
@@ -446,11 +415,8 @@ def write_xlsx(
     if_cut: str = "write a .csv or .parquet to keep them whole",
     name: str | Path | None = None,
 ) -> None:
-    """The one writer of .xlsx files: each frame as a sheet (its header in row 1), atomically. Every string is a
-    text cell whatever its first character (=, +, -, @ never make a formula), with the characters a worksheet cannot
-    hold escaped (see _UNWRITABLE); a text longer than Excel's 32,767-character cell is cut to fit and the cells
-    are named in a warning, which ends with `if_cut` (what to do about it). `decorate(workbook)` adds what the
-    annotators' sheets need (widths, drop-downs)."""
+    """The one .xlsx writer, atomic, a sheet per frame: strings are text cells (=, +, -, @ never make a formula),
+    escaped (_UNWRITABLE), cut to a cell's limit with a warning ending in `if_cut`; `decorate(workbook)` styles it."""
     from openpyxl import Workbook
 
     path = Path(path)
@@ -477,8 +443,8 @@ def write_xlsx(
 
 
 def _save(workbook, path: Path) -> None:
-    """openpyxl's Workbook.save, with the archive closed on every way out: a full disk then raises once, here,
-    instead of again from the garbage collector at exit ("Exception ignored ... No space left on device")."""
+    """openpyxl's Workbook.save with the archive closed on every way out: a full disk raises once, here, not again
+    from the garbage collector at exit."""
     from openpyxl.writer.excel import ExcelWriter
 
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
@@ -499,19 +465,14 @@ def _put_cell(cell, value) -> bool:
         cell.value = value.to_pydatetime() if isinstance(value, pd.Timestamp) else value
     else:  # text, and what a cell has no type for (a time zone, infinity, a list) as its text
         text = escape_cell_text(str(value))
-        was_cut = len(text) > CELL_LIMIT
-        if was_cut:
-            text = _cut_to_fit(str(value))
-        cell.value = text
+        cell.value = text if len(text) <= CELL_LIMIT else _cut_to_fit(str(value))
         cell.data_type = "s"  # openpyxl makes a formula of a string that starts with '=': this keeps it text
-        return was_cut
+        return len(text) > CELL_LIMIT
     return False
 
 
 def _cut_to_fit(text: str) -> str:
     """The longest start of `text` whose escaped form fits one cell, escaped (an escape is never cut in half)."""
-    low, high = 0, len(text)  # the escaped length grows with the length of the start: bisect it
-    while low < high:
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if len(escape_cell_text(text[:middle])) <= CELL_LIMIT else (low, middle - 1)
-    return escape_cell_text(text[:low])
+    # The escaped length grows with the length of the start: bisect it.
+    fits = bisect.bisect_right(range(len(text) + 1), CELL_LIMIT, key=lambda size: len(escape_cell_text(text[:size])))
+    return escape_cell_text(text[: fits - 1])
