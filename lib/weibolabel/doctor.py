@@ -21,7 +21,7 @@ from pathlib import Path
 from weibolabel.run.config import DEVICE_OPTION, LabelConfig, TrainConfig, parse_config
 from weibolabel.run.cuda_builds import driver_runs
 from weibolabel.run.device import NodeGpus, TorchGpus, gpu_problem, node_gpus, torch_gpus
-from weibolabel.run.precision import choose_precision
+from weibolabel.run.precision import choose_precision, device_capability
 from weibolabel.util.errors import UserError
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -104,14 +104,10 @@ def check_gpus(settings: Settings, node: NodeGpus, torch_info: TorchGpus) -> lis
     return lines
 
 
-def check_precision_and_transport(settings: Settings, node: NodeGpus, torch_info: TorchGpus) -> tuple[list[Line], int]:
-    """(lines, processes): the precision the job chooses and how its processes meet."""
+def check_precision_and_transport(settings: Settings, node: NodeGpus, torch_info: TorchGpus) -> list[Line]:
+    """The precision the job chooses and how its processes meet."""
     on_gpu = settings.device != "cpu" and torch_info.usable > 0
-    capability = None
-    if on_gpu:
-        import torch
-
-        capability = min(tuple(torch.cuda.get_device_capability(i)) for i in range(torch_info.usable))
+    capability = device_capability() if on_gpu else None  # the lowest of the node's GPUs
     precision, _ = choose_precision(None, device_type="cuda" if on_gpu else "cpu", compute_capability=capability)
     if on_gpu:
         why = f"compute capability {capability[0]}.{capability[1]}: " + (
@@ -136,7 +132,7 @@ def check_precision_and_transport(settings: Settings, node: NodeGpus, torch_info
         )
     else:
         lines.append(Line("ok", "transport", f"gloo over {processes} CPU processes"))
-    return lines, processes
+    return lines
 
 
 def estimate_bytes(model_config, batch_size: int, max_length: int, training: bool) -> int:
@@ -242,10 +238,9 @@ def guarded(topic: str, check) -> list[Line]:
     """A check's lines; an error it did not expect is a warning line, not a crash: the doctor opens every SLURM
     job's log, and the job's own checks still stop it on what matters."""
     try:
-        lines = check()
+        return check()
     except Exception as error:
         return [Line("warning", topic, f"could not be checked: {type(error).__name__}: {error}")]
-    return lines if isinstance(lines, list) else [lines]
 
 
 def diagnose(settings: Settings) -> list[Line]:
@@ -253,7 +248,7 @@ def diagnose(settings: Settings) -> list[Line]:
     torch_info = torch_gpus()
     return [
         *check_gpus(settings, node, torch_info),
-        *guarded("precision", lambda: check_precision_and_transport(settings, node, torch_info)[0]),
+        *guarded("precision", lambda: check_precision_and_transport(settings, node, torch_info)),
         *guarded("model", lambda: check_model_and_memory(settings, torch_info, node)),
         check_offline(),
         *guarded("output", lambda: check_output(settings)),
@@ -271,16 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--output_dir", default=None, help="Where the job would write.")
         parser.add_argument("--batch_size", type=int, default=32, help="Per-device batch size.")
         parser.add_argument("--max_length", type=int, default=128, help="Tokens per comment.")
-        parser.add_argument("--labeling", action="store_true", help="Estimate memory for labeling, not training.")
-        args = parser.parse_args(argv)
-        settings = Settings(
-            device=args.device,
-            model=args.model,
-            output_dir=args.output_dir,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            training=not args.labeling,
+        parser.add_argument(
+            "--labeling", dest="training", action="store_false", help="Estimate memory for labeling, not training."
         )
+        settings = Settings(**vars(parser.parse_args(argv)))
     lines = diagnose(settings)
     print("weibolabel doctor: what a job would use on this node, and why")
     for line in lines:

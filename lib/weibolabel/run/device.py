@@ -1,11 +1,9 @@
 """Which device a job runs on: the GPUs the node shows (SLURM, CUDA_VISIBLE_DEVICES, nvidia-smi, the driver) against
 the GPUs torch can use, and the one message when they disagree.
 
-A CPU build of torch, or a CUDA build newer than the node's driver, sees no GPU: without this check a job on a GPU
-node runs on its CPU with only a log line (or dies in training with torch's "driver too old"). Every job that can
-use a GPU calls `check_device` before any work (in preflight and again when it builds its device), and
-`python -m weibolabel.doctor` prints the same verdict. The CPU is used there only when asked for: `--device cpu`
-(jobs) or `DEVICE=cpu` (the launch scripts, which pass `--device cpu` on). Importing this module imports no torch.
+A CPU build of torch, or a CUDA build newer than the driver, sees no GPU: unchecked, a job on a GPU node would run
+on its CPU with only a log line. Every GPU job calls `check_device` before any work, and the doctor prints the same
+verdict; the CPU is used there only when asked for (--device cpu, DEVICE=cpu). Imports no torch.
 """
 
 from __future__ import annotations
@@ -137,15 +135,13 @@ def nvidia_smi() -> tuple[list[Gpu], str | None]:
             continue
         name, driver, capability, free, total = fields
         major, _, minor = capability.partition(".")
-        gpus.append(
-            Gpu(
-                name=name,
-                compute_capability=(int(major), int(minor)) if major.isdigit() and minor.isdigit() else None,
-                free_mib=int(free) if free.isdigit() else None,
-                total_mib=int(total) if total.isdigit() else None,
-            )
-        )
+        capability = (int(major), int(minor)) if major.isdigit() and minor.isdigit() else None
+        gpus.append(Gpu(name, capability, _number(free), _number(total)))
     return gpus, driver
+
+
+def _number(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
 
 
 def proc_driver_version() -> str | None:
@@ -193,16 +189,13 @@ def gpu_problem(node: NodeGpus, torch_info: TorchGpus) -> tuple[str, str] | None
 
 def check_device(requested: str = "auto") -> None:
     """Stop (UserError) when the node shows GPUs that torch cannot use, unless the CPU is asked for. Imports torch
-    only where GPUs are seen, so a check on a CPU machine costs nothing."""
+    only where GPUs are seen: free on a CPU machine."""
     if requested not in DEVICES:
         raise UserError(f"Unknown device '{requested}'; use one of {list(DEVICES)}.")
     if requested == "cpu":
         return
     node = node_gpus()
-    if not node.seen:
-        return
-    found = gpu_problem(node, torch_gpus())
-    if found:
+    if node.seen and (found := gpu_problem(node, torch_gpus())):
         problem, fix = found
         raise UserError(f"{problem}. Fix: {fix}.")
 

@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from weibolabel.run.config import check_positive
 from weibolabel.run.device import job_device
 from weibolabel.run.precision import PRECISIONS, choose_precision, device_capability
 from weibolabel.run.preemption import EXIT_PREEMPTED, Preempted
@@ -60,31 +61,22 @@ COLLECTIVE_TIMEOUT_MINUTES = {"gpu": 120.0, "cpu": 24 * 60.0}
 
 
 def collective_timeout(minutes: float | None, *, on_gpu: bool) -> timedelta:
-    """How long a process waits for the others at a barrier before the job fails: `minutes` if given (the jobs'
-    --collective_timeout_minutes), else the default for the device."""
-    if minutes is not None and minutes <= 0:
-        raise UserError(f"--collective_timeout_minutes must be positive, got {minutes}.")
+    """How long a process waits at a barrier before the job fails: --collective_timeout_minutes, else the device's."""
+    check_positive(minutes, "--collective_timeout_minutes")
     return timedelta(minutes=minutes or COLLECTIVE_TIMEOUT_MINUTES["gpu" if on_gpu else "cpu"])
 
 
 def make_accelerator(collective_timeout_minutes: float | None = None, device: str = "auto") -> Accelerator:
-    """The job's one Accelerator. On a machine without GPUs, processes started by `accelerate launch --multi_gpu
-    --num_processes N` become N gloo CPU processes (accelerate's --cpu flag alone always starts one process).
-    `device` is the job's --device: on a node whose GPUs torch cannot use, "auto" stops with weibolabel.run.device's
-    message (a UserError) before the Accelerator exists; "cpu" runs on the CPU whatever the node has.
-
-    Mixed precision: the launch's `--mixed_precision` is kept (fp16 on a CPU becomes fp32, said so); without one
-    (a plain `python jobs/...`) weibolabel.run.precision chooses: bf16 on GPUs of compute capability 8.0 or newer, fp16
-    on older GPUs, fp32 on CPUs. accelerate's own check lets bf16 through on V100/T4, where it is emulated."""
+    """The job's one Accelerator: without GPUs, `accelerate launch --multi_gpu --num_processes N` gives N gloo CPU
+    processes (its --cpu flag would start one). The launch's --mixed_precision is kept, else run/precision chooses
+    (accelerate's own check lets bf16 through on V100/T4, where it is emulated)."""
     from accelerate import Accelerator, InitProcessGroupKwargs
     from accelerate.logging import get_logger
 
     on_gpu = job_device(device) == "cuda"
     if on_gpu:
-        # The ranks exchange only barriers and small objects (folds and chunks run side by side, no gradient
-        # all-reduce; docs/cluster.md, section "Transport"): NCCL's peer-to-peer path gains nothing here and hangs
-        # on some PCIe servers until the collective timeout. Read by NCCL when it starts, after this; a value set
-        # by the user is kept.
+        # The ranks exchange only barriers and small objects (docs/cluster.md, "Transport"): NCCL's peer-to-peer
+        # path gains nothing and hangs on some PCIe servers until the collective timeout. A user's value is kept.
         os.environ.setdefault("NCCL_P2P_DISABLE", "1")
     timeout = collective_timeout(collective_timeout_minutes, on_gpu=on_gpu)
     # accelerate launch always sets it (from --mixed_precision, the config file, or its default "no"); a value
@@ -114,17 +106,13 @@ def now_utc() -> str:
 
 def git_revision() -> str:
     """The commit of the code that ran, with '+dirty' when the work tree had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, check=True).stdout
+
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return commit + ("+dirty" if dirty else "")
+        dirty = git("status", "--porcelain", "--untracked-files=no").strip()
+        return git("rev-parse", "HEAD").strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -164,13 +152,10 @@ LAUNCHER_GONE_GRACE_S = 60.0  # after the clean-stop signal, what a worker gets 
 
 
 def exit_with_launcher(poll_s: float = 1.0, grace_s: float = LAUNCHER_GONE_GRACE_S) -> None:
-    """A torchrun worker (accelerate launch --multi_gpu) stops when its launcher dies, even by SIGKILL (the OOM
-    killer, kill -9): torchrun starts workers in sessions of their own, so nothing else would stop them, and they
-    would go on writing next to a new run. Their parent is the launcher itself (torchrun's agent runs inside
-    `accelerate launch`, under srun too), so the kernel's parent-death signal (Linux) reaches them: SIGTERM, the
-    jobs' clean stop after the step or chunk in flight. A watchdog thread covers what that does not (other systems,
-    a launcher gone before this runs) and kills the worker if it has not stopped `grace_s` later (a worker blocked
-    at a barrier never reaches a safe point)."""
+    """A torchrun worker stops when its launcher dies, even by SIGKILL: torchrun starts workers in sessions of their
+    own, so they would go on writing next to a new run. The kernel's parent-death signal (Linux) sends the jobs'
+    clean stop, SIGTERM; a watchdog thread covers the rest (other systems, a launcher gone already) and kills a worker
+    still running `grace_s` later (one blocked at a barrier never reaches a safe point)."""
     if "TORCHELASTIC_RUN_ID" not in os.environ:  # a plain `python jobs/...` keeps running under nohup, as ever
         return
     launcher = os.getppid()
@@ -197,18 +182,16 @@ def tokenizer_threads(cpus: int, local_processes: int) -> int:
 
 
 def limit_tokenizer_threads() -> int:
-    """The tokenizers library runs batches on a Rust thread pool (rayon) as wide as the machine, in every process:
-    8 processes on a node would start 8 pools of all its cores. RAYON_NUM_THREADS sizes the pool when the first
-    batch is tokenized, so this runs before; a value the user set is kept. Returns the size in force."""
+    """Size the tokenizers' Rust thread pool (rayon, as wide as the machine in every process) to this process's share
+    of the node, before the first batch; a value the user set is kept. Returns the size in force."""
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this node
     threads = tokenizer_threads(len(os.sched_getaffinity(0)), local_processes)
     return int(os.environ.setdefault("RAYON_NUM_THREADS", str(threads)))
 
 
 def on_main_process(accelerator: Accelerator, work: Callable[[], T]) -> T:
-    """`work()` on the main process only, its result handed to every process (a barrier). A problem there that
-    the user can fix (UserError, a full disk) is raised on every process, so all of them exit with the one message,
-    instead of the others waiting at a barrier for a process that has gone and dying in gloo with a traceback."""
+    """`work()` on the main process only, its result handed to every process (a barrier). A UserError or full disk
+    there is raised on every process, so all exit with the one message instead of dying in gloo at a barrier."""
     if accelerator.num_processes == 1:
         return work()
     from accelerate.utils import broadcast_object_list
@@ -271,8 +254,8 @@ def gloo_teardown_can_hang() -> bool:
 
 
 def exit_job(code: int) -> None:
-    """A distributed job's last step, in its __main__: sys.exit(code), or where the gloo teardown can hang (after
-    run_guarded, every file written and the lock released), leave the process at once without it."""
+    """A distributed job's last step: sys.exit(code), or, where the gloo teardown can hang, leave at once without it
+    (run_guarded has written every file and released the lock)."""
     if gloo_teardown_can_hang():
         logging.shutdown()
         sys.stdout.flush()

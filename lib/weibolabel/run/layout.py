@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 
 
 # ------------------------------------------------------------------------------------------- the run directory
+class _RunFile:
+    """A file or folder of the run directory, by name: `RunLayout(root).config` is `root / "config.yaml"`."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, layout: RunLayout, owner: type | None = None) -> Path:
+        return layout.root / self.name
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Where a training run of jobs/train.py keeps each file: the one place their names are spelled (the README's
@@ -33,34 +43,19 @@ class RunLayout:
         object.__setattr__(self, "root", Path(self.root))
 
     # Written when the run starts: what it is, and what the folds are.
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def env(self) -> Path:
-        return self.root / "env.json"
-
-    @property
-    def identity(self) -> Path:
-        return self.root / "run_identity.json"
-
-    @property
-    def data_issues(self) -> Path:
-        return self.root / "data_issues.csv"
-
-    @property
-    def folds_csv(self) -> Path:
-        return self.root / "folds.csv"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / ".lock"
-
-    @property
-    def owner(self) -> Path:
-        """The name of the job whose directory this is (every job's --output_dir has one: claim_output_directory)."""
-        return self.root / ".weibolabel-job"
+    config = _RunFile("config.yaml")
+    env = _RunFile("env.json")
+    identity = _RunFile("run_identity.json")
+    data_issues = _RunFile("data_issues.csv")
+    folds_csv = _RunFile("folds.csv")
+    lock = _RunFile(".lock")
+    owner = _RunFile(".weibolabel-job")  # the job whose directory it is (every job's: claim_output_directory)
+    # Gathered from the folds at the end; the report is written last, so a run with one has finished.
+    oof_predictions = _RunFile("oof_predictions.parquet")
+    calibration = _RunFile("calibration.json")
+    metrics = _RunFile("metrics.json")
+    plots = _RunFile("plots")
+    report = _RunFile("report.md")
 
     # One directory per fold: its checkpoint, its test predictions, its record, and while it trains its resume state.
     def fold_dir(self, fold: int) -> Path:
@@ -78,27 +73,6 @@ class RunLayout:
     def resume_state(self, fold: int) -> Path:
         return self.resume_dir(fold) / "state.pt"
 
-    # Gathered from the folds at the end; the report is written last, so a run with one has finished.
-    @property
-    def oof_predictions(self) -> Path:
-        return self.root / "oof_predictions.parquet"
-
-    @property
-    def calibration(self) -> Path:
-        return self.root / "calibration.json"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.json"
-
-    @property
-    def plots(self) -> Path:
-        return self.root / "plots"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.md"
-
     def require_finished(self) -> None:
         """A UserError naming the first missing file of those that a finished run has and its readers need."""
         for path in (self.metrics, self.folds_csv, self.oof_predictions):
@@ -108,7 +82,7 @@ class RunLayout:
 
 def read_out_of_fold(run: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """The one reader of a finished run's out-of-fold predictions: its rows in `row_id` order (row_id, text, gold,
-    fold, prob_<class> per class, ...) and the class names in id order. A run of an older format is refused."""
+    fold, prob_<class>, ...) and the class names in id order; a run of an older format is refused."""
     import pandas as pd  # not on the jobs' --help path
 
     layout = RunLayout(Path(run))
@@ -132,8 +106,7 @@ def read_out_of_fold(run: str | Path) -> tuple[pd.DataFrame, list[str]]:
 
 
 def find_checkpoints(path: Path) -> list[Path]:
-    """The fold checkpoints of a finished training run, or [path] for a single checkpoint directory. (Here, not in
-    weibolabel.model.inference: the labeling job checks its --model before it imports torch.)"""
+    """The fold checkpoints of a finished training run, or [path] for a checkpoint (here: checked before torch)."""
     import yaml
 
     if not path.is_dir():
@@ -162,8 +135,8 @@ def find_checkpoints(path: Path) -> list[Path]:
 
 
 def check_run_directory(directory: Path, identity: dict, what: str) -> bool:
-    """Whether `directory` already holds a run with these settings (False: a new run); a run with other settings
-    or other data is refused, naming what changed. Writes nothing."""
+    """Whether `directory` already holds a run with these settings (False: a new run); one with other settings or
+    data is refused, naming what changed."""
     record = RunLayout(directory).identity
     if not record.is_file():
         return False
@@ -179,8 +152,7 @@ def check_run_directory(directory: Path, identity: dict, what: str) -> bool:
 
 
 def claim_run_directory(directory: Path, identity: dict, what: str) -> bool:
-    """Record what a run directory holds; refuse to resume it with other settings or other data. Returns whether
-    it was there already (a resume, or a re-run of a finished run)."""
+    """Record what a run directory holds (refusing other settings or data); whether it was there already."""
     if check_run_directory(directory, identity, what):
         return True
     directory.mkdir(parents=True, exist_ok=True)
@@ -226,8 +198,8 @@ SUBDIRECTORY = {
 
 
 def directory_owner(directory: Path) -> str | None:
-    """The job whose output `directory` holds: its owner record, else (a directory written before there was one)
-    the job whose telling files are there; None for a new or unrelated directory."""
+    """The job whose output `directory` holds: its owner record, else the job whose telling files are there (a
+    directory from before owner records); None for a new or unrelated directory."""
     marker = RunLayout(directory).owner
     if marker.is_file():
         return marker.read_text(encoding="utf-8").strip() or None
@@ -238,7 +210,7 @@ def directory_owner(directory: Path) -> str | None:
 
 
 def _present(directory: Path, name: str) -> list[Path]:
-    return list(directory.glob(name)) if "*" in name else [directory / name] if (directory / name).exists() else []
+    return list(directory.glob(name))  # a plain name too: [directory / name] if it exists
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -263,10 +235,9 @@ def check_outputs(
     output_dir: Path | None = None,
     replaceable: str | None = None,
 ) -> None:
-    """Before a job writes anything: none of the files it `writes` (option -> path(s)) nor its `output_dir` is one of
-    the paths it `reads` (option -> path(s); `replaceable` names the input its --output may replace, with its own
-    backup), and it writes neither into a directory another job owns nor over another job's files. Writes nothing;
-    the refusals never suggest --overwrite, which would not help."""
+    """Before a job writes anything: no file it `writes` (option -> path(s)) nor its `output_dir` is a path it `reads`
+    (but --output may replace the input `replaceable` names), another job's directory or another job's file. The
+    refusals never suggest --overwrite, which would not help."""
     outputs = [(option, path) for option, value in (writes or {}).items() for path in _paths(value)]
     for option, path in outputs:
         if path.is_dir():
@@ -320,8 +291,7 @@ def _check_not_anothers_file(job: str, option: str, output: Path) -> None:
 
 
 def claim_output_directory(directory: Path, job: str) -> None:
-    """Make the job's --output_dir and record that it is `job`'s (check_outputs has checked it is free); a guest
-    writing into its host's directory records nothing."""
+    """Make the job's --output_dir and record it as `job`'s (a guest in its host's directory records nothing)."""
     directory.mkdir(parents=True, exist_ok=True)
     if directory_owner(directory) in GUESTS.get(job, ()):
         return
@@ -332,15 +302,13 @@ def claim_output_directory(directory: Path, job: str) -> None:
 
 
 def write_probe_path(directory: Path) -> Path:
-    """A probe file no other process writes at the same time: process ids repeat across the nodes that share a
-    directory, so the host name is part of the name."""
+    """A probe file no other process writes at the same time (process ids repeat across nodes: the host is named)."""
     return directory / f".write-test-{socket.gethostname()}-{os.getpid()}"
 
 
 def ensure_writable(directory: Path, option: str = "--output_dir", create: bool = True) -> None:
-    """Fail before any model work if outputs cannot be written here. With `create=False` nothing is made: the
-    nearest existing folder is probed instead, so a run refused by a later check leaves no empty directory behind
-    (the job's first write creates it)."""
+    """Fail before any model work if outputs cannot be written here. `create=False` probes the nearest existing
+    folder instead, so a run refused by a later check leaves no empty directory behind."""
     try:
         if create:
             directory.mkdir(parents=True, exist_ok=True)
@@ -371,10 +339,8 @@ SHARED_CHECK_WAIT_S = 10.0  # NFS may cache a directory's listing for some secon
 def check_shared_directory(
     accelerator: Accelerator, directory: Path, option: str, wait_seconds: float = SHARED_CHECK_WAIT_S
 ) -> None:
-    """Every process must see what the main process writes in `directory`. With several nodes, parts and folds are
-    written on every node and read on the main one; on node-local scratch that fails only at the end (a merge with
-    missing chunks, a report without folds). Called by every process: the main one writes a token file, the others
-    read it after a barrier, and all stop with one message naming the nodes that do not see it."""
+    """Every process must see what the main process writes in `directory` (parts and folds written on every node are
+    read on the main one: on node-local scratch a run would fail only at the end). Called by every process."""
     if accelerator.num_processes == 1:
         return
     from accelerate.utils import broadcast_object_list, gather_object

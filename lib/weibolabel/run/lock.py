@@ -35,14 +35,12 @@ def output_lock_path(output: Path) -> Path:
 
 
 class RunLock:
-    """One run at a time per output: a lock file naming its holder (host, process id, SLURM job id). The job's
-    main process takes it (`take`) once its inputs are checked and holds it until the job ends (`with`).
+    """One run at a time per output: a lock file naming its holder (host, process id, SLURM job id), taken by the
+    job's main process once its inputs are checked (`take`) and held until the job ends (`with`).
 
-    Why a file made with O_CREAT | O_EXCL rather than flock: the outputs live on shared filesystems, where flock
-    is either local to one client (older NFS clients) or released only when the server's lease on a dead node runs
-    out, and a flock cannot tell the second run who holds it. An exclusive create is atomic on NFS v3 and later,
-    the file says who holds it, and a holder that died is recognised: on this host, its process is gone; on
-    another host, it stopped refreshing the file's mtime (the heartbeat) several heartbeats ago."""
+    An O_EXCL create, not flock: on shared filesystems flock is local to one client or outlives a dead node until
+    the server's lease runs out, and cannot say who holds it. A dead holder is recognised: on this host, its process
+    is gone; on another, it stopped refreshing the file's mtime (the heartbeat)."""
 
     def __init__(self, heartbeat_s: float = LOCK_HEARTBEAT_S):
         self.heartbeat_s = heartbeat_s
@@ -147,8 +145,8 @@ def held_message(path: Path, holder: dict, what: str, heartbeat_s: float) -> str
 
 
 def _read_lock(path: Path) -> tuple[bytes | None, dict, float]:
-    """The lock's bytes (None: no lock), its holder ({} while the holder is still writing it) and its age in
-    seconds by the filesystem's clock (the holder may be another machine, with another clock)."""
+    """The lock's bytes (None: no lock), its holder ({} while still being written) and its age by the filesystem's
+    clock (the holder may be another machine, with another clock)."""
     try:
         raw = path.read_bytes()
         modified = path.stat().st_mtime
@@ -201,18 +199,15 @@ def _process_start(pid: int) -> str | None:
 
 
 def _remove_stale(path: Path, raw: bytes) -> None:
-    """Remove the stale lock whose bytes are `raw`, unless another run took it over meanwhile. The takeover is
-    itself guarded by an exclusive marker: two runs that both found the lock stale must not remove each other's
-    new lock."""
+    """Remove the stale lock whose bytes are `raw`, unless another run took it over meanwhile; an exclusive marker
+    keeps two runs that both found it stale from removing each other's new lock."""
     marker = path.with_name(path.name + ".takeover")
     try:
         descriptor = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             if time.time() - marker.stat().st_mtime > TAKEOVER_STALE_S:
                 marker.unlink(missing_ok=True)
-        except FileNotFoundError:
-            pass
         time.sleep(0.1)
         return
     try:

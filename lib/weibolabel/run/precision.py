@@ -1,12 +1,7 @@
-"""What the device computes well, and how it fails: the mixed precision a job runs in, and whether an error means
-the device ran out of memory.
+"""The mixed precision a job runs in, and whether an error means the device ran out of memory. The decisions are
+plain functions of the device's capabilities (tested without a GPU); torch is imported only where a device is asked.
 
-The decisions are plain functions of the device's capabilities (tested without a GPU); only `device_capability`
-and the command line ask a real device. torch is imported inside the functions that need it, so importing this
-module stays cheap, but `python -m weibolabel.run.precision` (what scripts/launch.sh and slurm/launch.sh call to choose
-`--mixed_precision`) pays for the torch import, a second or two.
-
-    python -m weibolabel.run.precision          # prints bf16, fp16 or no for the GPUs this process can see
+    python -m weibolabel.run.precision    # bf16, fp16 or no for the visible GPUs (the launch scripts' default)
 """
 
 from __future__ import annotations
@@ -28,17 +23,14 @@ def has_native_bf16(compute_capability: tuple[int, int] | None) -> bool:
 def choose_precision(
     requested: str | None, *, device_type: str, compute_capability: tuple[int, int] | None = None
 ) -> tuple[str, str | None]:
-    """(precision, warning or None). `requested` is the user's explicit choice (no, fp16, bf16), None for none:
-    then bf16 on GPUs that compute it natively, fp16 on older GPUs, fp32 ("no") on CPUs. An explicit choice is
-    kept, with a warning where it will be slow, except fp16 on a CPU, which has no fp16 autocast (accelerate
-    would silently run fp32 and still call it fp16): that becomes "no", said so, so every output records the truth."""
+    """(precision, warning or None). Without an explicit `requested`: bf16 on GPUs that compute it natively, fp16 on
+    older GPUs, fp32 ("no") on CPUs. A choice is kept (warned where slow), except fp16 on a CPU, which has no fp16
+    autocast (accelerate would run fp32 and call it fp16): that becomes "no", said so, so outputs record the truth."""
     if requested is not None and requested not in PRECISIONS:
         raise UserError(f"Unknown precision '{requested}'; use one of {list(PRECISIONS)}.")
     on_gpu = device_type == "cuda"
     if requested is None:
-        if not on_gpu:
-            return "no", None
-        return ("bf16" if has_native_bf16(compute_capability) else "fp16"), None
+        return ("bf16" if has_native_bf16(compute_capability) else "fp16") if on_gpu else "no", None
     if requested == "fp16" and not on_gpu:
         return "no", "fp16 needs a GPU: running in fp32 on this CPU (bf16 is the CPU's mixed precision)"
     if requested == "bf16" and on_gpu and not has_native_bf16(compute_capability):
@@ -58,8 +50,8 @@ def precision_dtype(precision: str):
 
 
 def device_capability(device=None) -> tuple[int, int] | None:
-    """The compute capability of `device` (a CUDA device), or the lowest of every visible GPU when None (a node
-    with mixed GPUs runs at what its weakest computes natively); None without GPUs."""
+    """The compute capability of `device`, or with None the lowest of the visible GPUs (a node with mixed GPUs runs
+    at what its weakest computes natively); None without GPUs."""
     import torch
 
     if device is not None:

@@ -2,25 +2,21 @@
 
     python -m weibolabel.run.preflight jobs/train.py --data comments.xlsx --output_dir runs/cv ...
 
-scripts/launch.sh and slurm/launch.sh run this first. A problem the user can fix then ends the launch with the
-job's own one-line message and exit status 2, before `accelerate launch` or `srun` start anything, so the last
-line a user reads is that message and not a launcher's traceback, and a wrong path costs seconds, not a GPU
-allocation. The checks are the job's own: its `preflight(argv)` function runs the validation that the job runs
-at its start (config, input files, columns and labels, the model's files, the output and its lock), without
-accelerate or model weights, and writes nothing. A script without a `preflight` function passes unchecked.
+scripts/launch.sh and slurm/launch.sh run this first, so a problem the user can fix ends the launch with the job's
+own one-line message (exit status 2) before `accelerate launch` or `srun` start anything, not with a launcher's
+traceback after a GPU allocation. It runs the job's `preflight(argv)` (the checks the job makes at its start,
+without accelerate or model weights; it writes nothing); a script without one passes unchecked.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import sys
 from pathlib import Path
 
 from weibolabel.run.launch import setup_logging
-from weibolabel.util.errors import UserError, storage_error_message
-
-logger = logging.getLogger("preflight")
+from weibolabel.run.startup import refuse
+from weibolabel.util.errors import UserError
 
 
 def load_script(script: Path):
@@ -49,15 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = [str(script), *args]  # --help and argparse's errors name the job, not this module
     try:
         check(args)  # a bad option or config file exits 2 itself, with argparse's message
-    except UserError as error:
-        logger.error(str(error))
-        return 2
-    except OSError as error:  # unreadable storage: the same message as the job's
-        message = storage_error_message(error, "nothing was started")
-        if message is None:
-            raise
-        logger.error(message)
-        return 2
+    except (UserError, OSError) as error:  # unreadable storage: the job's message for it; another OSError is raised
+        return refuse(error, "preflight")
     return 0
 
 

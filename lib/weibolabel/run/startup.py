@@ -1,10 +1,5 @@
-"""What a job does before its heavy imports.
-
-torch, transformers and accelerate take some 5 s to import on a 2-core machine (bench/startup.py). The jobs parse
-their options and check their inputs first, with this module, pandas and pyarrow only, so that `--help` and a
-bad input's message come in about a second; they import the rest once the inputs are known to be good. Nothing
-here imports them.
-"""
+"""What a job does before its heavy imports: torch, transformers and accelerate take some 5 s (bench/startup.py), so
+the jobs check their options and inputs first, with this module, pandas and pyarrow only, and answer in a second."""
 
 from __future__ import annotations
 
@@ -17,8 +12,8 @@ RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RA
 
 
 def is_main_launch_process() -> bool:
-    """Whether this is the launch's main process (rank 0, or a plain `python jobs/...`), known before accelerate
-    has started: what accelerate's logger would print, only this process prints."""
+    """Whether this is the launch's main process (rank 0, or a plain `python jobs/...`), before accelerate starts:
+    only it prints, as accelerate's logger would."""
     for variable in RANK_VARIABLES:
         if variable in os.environ:
             return os.environ[variable].strip() == "0"
@@ -26,16 +21,9 @@ def is_main_launch_process() -> bool:
 
 
 def refuse(error: Exception, name: str) -> int:
-    """A job's exit status for a UserError or OSError met before its heavy imports: 2, with the one-line message in
-    the jobs' log format (from the main process only, as a job's later errors); any other OSError is re-raised.
-    No process group exists yet, so each process checks for itself and stops on its own; where only the main
-    process checks (the labeling job's input headers), the launcher ends the others once it has failed.
-
-        try:
-            output, files = check_inputs(config)
-        except (UserError, OSError) as error:
-            return refuse(error, "label_corpus")
-    """
+    """A job's exit status for a UserError, storage OSError or Ctrl-C met before its heavy imports: 2 (130), with the
+    one-line message from the main process only; another OSError is re-raised. No process group exists yet: each
+    process stops on its own (where only the main one checks, the launcher ends the others)."""
     from weibolabel.util.errors import EXIT_INTERRUPTED, storage_error_message
 
     if isinstance(error, KeyboardInterrupt):
@@ -53,9 +41,8 @@ def refuse(error: Exception, name: str) -> int:
 
 
 class JobLogger:
-    """accelerate's logger for a job (`get_logger(name)`: each message from the main process only, unless
-    `main_process_only=False`), made at its first message: importing accelerate imports torch, which a job does
-    only once its inputs are checked."""
+    """accelerate's `get_logger(name)` for a job, made at its first message: importing accelerate imports torch,
+    which a job does only once its inputs are checked."""
 
     def __init__(self, name: str):
         self.name = name
@@ -70,8 +57,8 @@ class JobLogger:
 
 
 def process_start() -> float:
-    """This process's start, as a `time.time()` value: a job's "time to first batch" counts the interpreter and the
-    imports too. (Under `accelerate launch`, the worker's start; the launcher's own start-up comes before it.)"""
+    """This process's start as a `time.time()` value (a worker's, under a launcher): a job's "time to first batch"
+    counts the interpreter and the imports too."""
     try:
         import psutil  # an accelerate dependency, so always installed with weibolabel
 

@@ -13,8 +13,8 @@ class UserError(Exception):
 
 
 def on_every_process(error: BaseException) -> BaseException:
-    """Mark `error` as raised by every process of a run at the same point (after a collective that told them all),
-    so that runs.run_guarded can have them leave together, as a finished run does; returns it, to raise."""
+    """Mark `error` as raised by every process at the same point (after a collective), so that run_guarded has them
+    leave together; returns it, to raise."""
     error.on_every_process = True
     return error
 
@@ -43,9 +43,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopp
 
 
 def exit_status(work: Callable[[], object]) -> int:
-    """Run a single-process job: 0 when `work` finishes, 2 with the one-line message on stderr for a UserError or
-    a full, read-only or failing disk (its files are written whole or not at all), 130 on Ctrl-C. (The distributed
-    jobs use runs.run_guarded, which also brings every process down together.)"""
+    """A single-process job's exit status: 0 done, 2 with the one-line message on stderr for a UserError or a full,
+    read-only or failing disk, 130 on Ctrl-C (the distributed jobs use run_guarded)."""
     try:
         work()
     except UserError as error:

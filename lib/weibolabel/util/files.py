@@ -15,10 +15,9 @@ from pathlib import Path
 
 @contextmanager
 def atomic_path(path: str | Path, fsync: bool = False, tmp_name: str | None = None) -> Iterator[Path]:
-    """Yield a temporary name beside `path` (same suffix, so writers pick the right format); rename it over `path`
-    when the block succeeds, remove it when the block fails (a full disk must not leave half-written files).
-    `fsync` flushes it to the disk before the rename (a crash of the machine, not only of the process, then leaves
-    the old file or the new one); `tmp_name` names the temporary file where a resume or a clean-up looks for it."""
+    """A temporary name beside `path` (same suffix, for writers that go by it), renamed over `path` when the block
+    succeeds, removed when it fails. `fsync`: a machine crash too leaves the old file or the new one; `tmp_name`:
+    where a resume or a clean-up looks for it."""
     path = Path(path)
     tmp = path.with_name(tmp_name or f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
@@ -42,8 +41,7 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def backup_copy(path: str | Path) -> Path:
-    """A timestamped copy beside `path` (`train.backup-20240102-150405.xlsx`), never over an earlier one: what a job
-    writes before it replaces a user's own file."""
+    """A timestamped copy beside `path` (`train.backup-20240102-150405.xlsx`), never over an earlier one."""
     path = Path(path)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     backup, n = path.with_name(f"{path.stem}.backup-{stamp}{path.suffix}"), 1
@@ -56,7 +54,6 @@ def backup_copy(path: str | Path) -> Path:
 
 
 def write_json(path: Path, payload) -> None:
-    """Written under a temporary name, then renamed, so a reader never sees half a file."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=_jsonable))
 
