@@ -19,7 +19,7 @@ original and random rows. The original training file is replaced only when --out
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from weibolabel.data.labeled import load_labeled
@@ -31,38 +31,34 @@ from weibolabel.review.annotation import (
     sheet_schema,
     workbook_sheets,
 )
-from weibolabel.run.config import parse_config
+from weibolabel.run.config import option, parse_config
 from weibolabel.util.errors import UserError, exit_status
 from weibolabel.util.files import atomic_path, backup_copy, write_json
 
 WRITABLE = (".xlsx", ".csv", ".parquet")
 
 
-def _option(default, help_text: str, **metadata):
-    return field(default=default, metadata={"help": help_text, **metadata})
-
-
 @dataclass(frozen=True)
 class MergeConfig:
     """Merge a filled-in annotation sheet into a labeled training file."""
 
-    annotations: str | None = _option(None, "The filled-in .xlsx (required).")
-    existing: str | None = _option(None, "The current labeled training file (required).")
-    output: str | None = _option(
+    annotations: str | None = option(None, "The filled-in .xlsx (required).")
+    existing: str | None = option(None, "The current labeled training file (required).")
+    output: str | None = option(
         None, "The combined .xlsx, .csv or .parquet (default: <existing>_merged beside it, same format)."
     )
-    text_column: str = _option("Sentence", "Text column of the existing file.")
-    label_column: str = _option("Label", "Label column of the existing file.")
-    sheet: str | None = _option(None, "Sheet of an .xlsx existing file (default: the first).")
-    header_row: int = _option(1, "Spreadsheet row (1 = first) of the column names in the existing file.")
-    encoding: str | None = _option(None, "Encoding of .csv inputs (default: detect).")
-    labels: str | None = _option(
+    text_column: str = option("Sentence", "Text column of the existing file.")
+    label_column: str = option("Label", "Label column of the existing file.")
+    sheet: str | None = option(None, "Sheet of an .xlsx existing file (default: the first).")
+    header_row: int = option(1, "Spreadsheet row (1 = first) of the column names in the existing file.")
+    encoding: str | None = option(None, "Encoding of .csv inputs (default: detect).")
+    labels: str | None = option(
         None, "YAML/JSON label schema (default: the annotation file's 'labels' sheet, else the four)."
     )
-    prefer: str = _option(
+    prefer: str = option(
         "existing", "Label kept when an annotation contradicts the existing file.", choices=["existing", "new"]
     )
-    overwrite: bool = _option(
+    overwrite: bool = option(
         False, "Replace an existing output file; when --output is --existing, a backup is written first."
     )
 
@@ -74,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def merge(config: MergeConfig) -> None:
     # 1. Where things go: a new file by default; the original only when asked twice (--output and --overwrite).
-    for option in ("annotations", "existing"):
-        if not getattr(config, option):
-            raise UserError(f"--{option} is required (see --help).")
+    for name in ("annotations", "existing"):
+        if not getattr(config, name):
+            raise UserError(f"--{name} is required (see --help).")
     annotations, existing = Path(config.annotations), Path(config.existing)
     same_format = existing.suffix.lower() if existing.suffix.lower() in WRITABLE else ".xlsx"
     output = Path(config.output) if config.output else existing.with_name(f"{existing.stem}_merged{same_format}")
