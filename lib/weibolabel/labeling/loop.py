@@ -125,8 +125,7 @@ def label_chunks(
         texts = [clean_text(t) for t in chunk.rows["text"]]
         return chunk, texts, encode(ensemble.tokenizer, texts, model.max_length)
 
-    # Each process reads only its own unfinished chunks (Parquet row groups; CSV and text rows of other chunks are
-    # skipped unparsed), not the whole corpus.
+    # Each process reads only its own unfinished chunks, not the whole corpus.
     todo = corpus.iter_chunks(config.chunk_size, wanted=lambda c: c % world == rank and not store.is_done(c))
     labeling_started, labeled_rows, labeled_tokens = time.perf_counter(), 0, 0
     started, first_batch = process_start(), None  # the process's start; seconds from it to its first scored batch
@@ -155,8 +154,7 @@ def label_chunks(
         progress.update(min(len(rows) * world, progress.total - progress.n))
         stop.check(f"after chunk {chunk.index}")
     progress.close()
-    # Every process reports what it labeled in this run (finished chunks skipped on resume are not counted), and
-    # which chunks are finished on its node: the merge waits for those parts if a network filesystem shows them late.
+    # What each process labeled in this run, and which chunks are finished on its node (the merge waits for them).
     finished = [chunk for chunk in range(rank, num_chunks, world) if store.is_done(chunk)]
     reports = gather_object([(labeled_rows, labeled_tokens, socket.gethostname(), finished, first_batch)])
     first_batches = [report[4] for report in reports if report[4] is not None]
@@ -170,8 +168,7 @@ def label_chunks(
 
 
 def score_chunk(*, config: LabelConfig, model: Model, corpus: Corpus, chunk, texts, encoded, on_batch) -> tuple:
-    """One chunk's output rows, and its record: tokens, seconds and its gold cells (valid, empty, invalid; the merge
-    then says how many are left)."""
+    """One chunk's output rows, and its record: tokens, seconds and its gold cells (valid, empty, invalid)."""
     import torch
 
     from weibolabel.model.inference import label_encoded
@@ -223,7 +220,6 @@ def merge_and_summarise(
     gold = gold_check(store.done_records(), corpus.gold_column) if corpus.gold_column else None
     if gold:
         gold["files_without_column"] = [str(path) for path in corpus.files_without_gold]
-    if gold:
         metadata["gold_labels"] = gold
     num_chunks = math.ceil(corpus.num_rows / config.chunk_size)
     store.merge(num_chunks, corpus.num_rows, metadata, tally.finished_on)
@@ -242,11 +238,9 @@ def merge_and_summarise(
         summary_path(output),
         {
             "output": str(output),
-            **{key: summary[key] for key in ("rows", "labeled", "label_counts", "status_counts", "truncated")},
-            "low_confidence": summary["low_confidence"],
+            **summary,  # the counts, and gold_labels
             "low_confidence_threshold": config.low_confidence,
             "gold_agreement": summary.get("gold_agreement"),
-            "gold_labels": gold,
             "rows_labeled": tally.rows,
             "tokens_labeled": tally.tokens,
             "seconds_labeling": seconds,
@@ -258,18 +252,12 @@ def merge_and_summarise(
             "processes": accelerator.num_processes,
             "threads": torch.get_num_threads(),
             "device": accelerator.device.type,
-            "precision": model.precision,
-            "model": ensemble.source,
-            "members": ensemble.members,
-            "max_length": model.max_length,
-            "temperature": ensemble.temperature,
+            **{key: metadata[key] for key in ("precision", "model", "members", "max_length", "temperature")},
             "batch_size": config.batch_size,
             "max_tokens": config.max_tokens,
             "chunk_size": config.chunk_size,
             "chunks": num_chunks,
-            "inputs": [str(p) for p in corpus.files],
-            "code_revision": metadata["code_revision"],
-            "time": metadata["time"],
+            **{key: metadata[key] for key in ("inputs", "code_revision", "time")},
         },
     )
 
@@ -284,19 +272,16 @@ def open_corpus(
 ) -> Corpus:
     """The inputs as one stream of rows; opening it checks every file's header (and counts its rows, unless
     `row_counts` are given)."""
-    return Corpus(
-        files, config.text_column, config.carry_columns, config.gold_column, sheet=config.sheet,
-        encoding=config.encoding, header_row=config.header_row, copies=copies, row_counts=row_counts,
-        split=config.split,
-    )  # fmt: skip
+    options = {name: getattr(config, name) for name in ("sheet", "encoding", "header_row", "split")}
+    columns = (config.text_column, config.carry_columns, config.gold_column)
+    return Corpus(files, *columns, copies=copies, row_counts=row_counts, **options)
 
 
 def read_corpus(
     config: LabelConfig, files: list[Path], accelerator: Accelerator, copies: Path, row_counts: list[int] | None
 ) -> Corpus:
-    """The inputs, with spreadsheets parsed once into Parquet copies and every file's rows counted once (main()
-    counted them already when `row_counts` is given), both by the main process; the other processes then read
-    only their own chunks."""
+    """The inputs, with spreadsheets parsed into Parquet copies and rows counted (unless `row_counts` are given) once,
+    by the main process; the other processes then read only their own chunks."""
 
     def parse_once() -> tuple[dict, list[int]]:
         try:
