@@ -140,15 +140,7 @@ def label_chunks(
     progress = tqdm(total=corpus.num_rows, unit="rows", disable=not accelerator.is_main_process, desc="labeling")
     progress.update(sum(r["rows"] for r in store.done_records()))
     for chunk, texts, encoded in prefetched(todo, prepare):
-        rows, record = score_chunk(
-            config=config,
-            model=model,
-            corpus=corpus,
-            chunk=chunk,
-            texts=texts,
-            encoded=encoded,
-            on_batch=time_first_batch,
-        )
+        rows, record = score_chunk(config, model, corpus, chunk, texts, encoded, on_batch=time_first_batch)
         store.write(chunk.index, rows, {"rank": rank} | record)
         labeled_rows, labeled_tokens = labeled_rows + len(rows), labeled_tokens + record["tokens"]
         progress.update(min(len(rows) * world, progress.total - progress.n))
@@ -167,7 +159,7 @@ def label_chunks(
     )
 
 
-def score_chunk(*, config: LabelConfig, model: Model, corpus: Corpus, chunk, texts, encoded, on_batch) -> tuple:
+def score_chunk(config: LabelConfig, model: Model, corpus: Corpus, chunk, texts, encoded, on_batch) -> tuple:
     """One chunk's output rows, and its record: tokens, seconds and its gold cells (valid, empty, invalid)."""
     import torch
 
@@ -189,9 +181,7 @@ def score_chunk(*, config: LabelConfig, model: Model, corpus: Corpus, chunk, tex
             f"--max_tokens {config.max_tokens}: lower --max_tokens (e.g. to {config.max_tokens // 2}; it caps "
             "long batches) or --batch_size and re-run: finished chunks are kept."
         ) from None
-    schema = model.ensemble.schema
-    rows = assemble_rows(chunk.rows, labels, corpus, schema, multi_file=len(corpus.files) > 1)
-    gold = check_gold(chunk.rows, corpus, schema, config.header_row) if corpus.gold_column else {}
+    rows, gold = assemble_rows(chunk.rows, labels, corpus, model.ensemble.schema, config.header_row)
     return rows, {"tokens": int(encoded.lengths.sum()), "seconds": time.perf_counter() - started, **gold}
 
 
@@ -295,30 +285,27 @@ def read_corpus(
     return open_corpus(config, files, spreadsheet_copies, counts)
 
 
-def assemble_rows(source: pd.DataFrame, labels: pd.DataFrame, corpus: Corpus, schema, multi_file: bool) -> pd.DataFrame:
-    """Input position, the text as given, the predictions, and the columns the user asked to carry."""
+def assemble_rows(source: pd.DataFrame, labels: pd.DataFrame, corpus: Corpus, schema, header_row: int) -> tuple:
+    """Input position, the text as given, the predictions and the carried columns; and the chunk's gold record
+    (counts, and the first invalid cells named by file and row as the user numbers them)."""
     rows = pd.DataFrame({"row_id": source["row_id"].to_numpy(), "text": [_as_text(t) for t in source["text"]]})
     rows = pd.concat([rows, labels.reset_index(drop=True)], axis=1)
-    if multi_file:
+    if len(corpus.files) > 1:
         rows["source_file"], rows["source_row"] = source["source_file"].to_numpy(), source["source_row"].to_numpy()
     for column, kind in corpus.carry_types.items():
         rows[column] = carried_column(source[column].tolist(), kind)
-    if corpus.gold_column:
-        rows["gold_label"] = pd.array(parse_gold(source["gold"].tolist(), schema)[0], dtype="Int64")
-    return rows
-
-
-def check_gold(source: pd.DataFrame, corpus: Corpus, schema, header_row: int) -> dict:
-    """A chunk's gold-label counts and its first invalid cells, named by file and row as the user numbers them."""
+    if not corpus.gold_column:
+        return rows, {}
     values = source["gold"].tolist()
-    _, invalid = parse_gold(values, schema)
+    ids, invalid = parse_gold(values, schema)
+    rows["gold_label"] = pd.array(ids, dtype="Int64")
     files, source_rows = source["source_file"].tolist(), source["source_row"].tolist()
 
     def where(position: int) -> tuple[str, str]:
         path = Path(files[position] or corpus.files[0])  # one input file: source_file is left empty
         return str(path), row_name(path, int(source_rows[position]), header_row)
 
-    return gold_record(values, invalid, where)
+    return rows, gold_record(values, invalid, where)
 
 
 def _as_text(value) -> str | None:

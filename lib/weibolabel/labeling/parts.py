@@ -10,6 +10,7 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -239,7 +240,7 @@ class PartStore:
             for chunk in range(num_chunks):
                 table = pq.read_table(self._part(chunk), schema=self.schema)
                 row_ids = table.column("row_id").to_numpy()
-                if len(row_ids) and (row_ids[0] != expected_id or (row_ids[1:] - row_ids[:-1] != 1).any()):
+                if (row_ids != np.arange(expected_id, expected_id + len(row_ids))).any():
                     raise UserError(f"{self._part(chunk)}: row ids are not contiguous from {expected_id}.")
                 expected_id += len(row_ids)
                 writer.write_table(table.replace_schema_metadata(schema.metadata))

@@ -1,9 +1,6 @@
-"""The classifier's forward pass, `classify(model, input_ids, attention_mask)`, for training, validation and labeling.
-
-It returns the model's own logits (and gradients) to float rounding. For BERT on CPU it runs BERT's modules itself,
-with less work; since it reads transformers' internals, `check_classify` compares both passes whenever a model loads
-and stops with a message if a transformers release changed them, instead of silently returning other numbers.
-"""
+"""The classifier's forward pass for training, validation and labeling: the model's own logits (and gradients) to float
+rounding; for BERT on CPU with less work. `check_classify` compares both passes whenever a model loads and stops with
+a message if a transformers release changed the modules it reads, instead of silently returning other numbers."""
 
 from __future__ import annotations
 

@@ -236,35 +236,18 @@ def load_ensemble(
 
 def label_texts(ensemble: Ensemble, raw_texts: list, max_length: int, **options) -> pd.DataFrame:
     """Label, name, confidence, probabilities, status and truncation flag of each text, in input order; `options`
-    (batch_size, max_tokens, autocast) as for `label_encoded`."""
+    (batch_size, max_tokens, autocast, ...) as for `predict_probs`."""
     texts = [clean_text(t) for t in raw_texts]
     return label_encoded(ensemble, texts, encode(ensemble.tokenizer, texts, max_length), **options)
 
 
-def label_encoded(
-    ensemble: Ensemble,
-    texts: list[str],
-    encoded: Encoded,
-    *,
-    batch_size: int = 256,
-    max_tokens: int = 16384,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    on_batch: Callable[[int], None] | None = None,
-    min_tokens: int | None = None,
-) -> pd.DataFrame:
+def label_encoded(ensemble: Ensemble, texts: list[str], encoded: Encoded, **options) -> pd.DataFrame:
+    """`label_texts` for texts cleaned and encoded already; `options` as for `predict_probs`."""
     empty = np.array([t == "" for t in texts], dtype=bool)
-    scored = ~empty & ~encoded.unk_only
-    index = np.flatnonzero(scored)
+    index = np.flatnonzero(~empty & ~encoded.unk_only)  # empty and unknown-only texts get no label
+    input_ids = [encoded.input_ids[i] for i in index]
     probs = predict_probs(
-        ensemble.models,
-        [encoded.input_ids[i] for i in index],
-        ensemble.tokenizer.pad_token_id,
-        batch_size=batch_size,
-        max_tokens=max_tokens,
-        autocast=autocast,
-        temperature=ensemble.temperature,
-        on_batch=on_batch,
-        min_tokens=min_tokens,
+        ensemble.models, input_ids, ensemble.tokenizer.pad_token_id, temperature=ensemble.temperature, **options
     )
     num_rows, predicted = len(texts), probs.argmax(axis=1)
     label = pd.array([pd.NA] * num_rows, dtype="Int64")

@@ -1,18 +1,13 @@
 """`--quantize onnx-int8`: a checkpoint's classifier run by ONNX Runtime, its linear layers dynamically quantized to
-int8. Needs the `onnx` extra (`pip install -e '.[onnx]'`).
-
-Per checkpoint (about 16 s for a bert-base fold on 2 cores) unless the graph cache holds it:
-1. torch.onnx's TorchScript exporter traces the model with eager attention: the graph ONNX Runtime's BERT fusions
-   recognise (the dynamo exporter's SDPA graph was not fused, and ran 1.1-1.2x slower).
-2. The fp32 graph is checked against PyTorch on a padded probe batch: a release that exports another function stops
-   the job instead of labeling with it.
-3. `onnxruntime.quantization.quantize_dynamic`: int8 weights per output channel, activations quantized on the fly.
-4. A CPU InferenceSession, all graph optimisations, this process's torch thread count.
-
-The graph cache (`cache_directory()`) names a graph by a hash of the weights, configuration, releases and opset, so
-a re-run, the job's other processes and the next corpus read it back in under a second, and a retrained model or
-another release is exported anew. Graphs are renamed into place whole; an unreadable one is exported again, and a
-cache that cannot be written costs only the time.
+int8 (the `onnx` extra: `pip install -e '.[onnx]'`). Per checkpoint, unless the graph cache holds it (about 16 s for
+a bert-base fold on 2 cores):
+1. export with torch.onnx's TorchScript exporter and eager attention, the graph ONNX Runtime's BERT fusions recognise
+   (the dynamo exporter's SDPA graph was not fused, and ran 1.1-1.2x slower);
+2. check the fp32 graph against PyTorch on a padded probe batch: a release that exports another function stops;
+3. quantize dynamically (int8 weights per output channel); 4. load on the CPU with all graph optimisations.
+The cache names a graph by a hash of weights, configuration, releases and opset: re-runs, the job's other processes
+and the next corpus read it back in under a second. Graphs are renamed into place whole; an unreadable one is
+exported again, and a cache that cannot be written costs only the time.
 """
 
 from __future__ import annotations
@@ -50,11 +45,8 @@ def check_onnxruntime() -> None:
 
 def cache_directory() -> Path:
     """$WEIBOLABEL_CACHE, else $XDG_CACHE_HOME/weibolabel, else ~/.cache/weibolabel; `onnx-int8/` there."""
-    if os.environ.get(CACHE_ENV):
-        root = Path(os.environ[CACHE_ENV])
-    else:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "weibolabel"
-    return root.expanduser() / "onnx-int8"
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "weibolabel"
+    return Path(os.environ.get(CACHE_ENV) or default).expanduser() / "onnx-int8"
 
 
 def graph_key(model: PreTrainedModel) -> str:
@@ -151,8 +143,8 @@ def export_and_quantize(model: PreTrainedModel, name: str, directory: Path) -> P
                 f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Label with "
                 "--quantize int8 instead."
             ) from None
-    exported = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
-    logits = exported.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    logits = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(["logits"], feed)[0]
     difference = float(np.abs(logits - reference).max())
     if not difference <= PROBE_TOLERANCE:
         raise UserError(
@@ -160,7 +152,6 @@ def export_and_quantize(model: PreTrainedModel, name: str, directory: Path) -> P
             f"{difference:.2g} on a probe batch; torch {torch.__version__}, onnxruntime {ort.__version__}). "
             "Label without --quantize onnx-int8, or with --quantize int8."
         )
-    del exported
     # onnxruntime.quantization logs 14 lines a layer on the root logger; the job's own loggers are named.
     root = logging.getLogger()
     level = root.level
