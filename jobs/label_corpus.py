@@ -26,13 +26,7 @@ from weibolabel.labeling.loop import (
     read_corpus,
     summary_path,
 )
-from weibolabel.labeling.parts import (
-    PartStore,
-    check_output_free,
-    inputs_directory,
-    is_complete,
-    output_schema,
-)
+from weibolabel.labeling.parts import PartStore, check_output_free, inputs_directory, is_complete, output_schema
 from weibolabel.run.config import LabelConfig, config_to_dict, parse_config
 from weibolabel.run.device import check_device
 from weibolabel.run.launch import (
@@ -61,15 +55,14 @@ logger = JobLogger("label_corpus")
 
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(LabelConfig, argv, description=__doc__)
-    # oneDNN keeps compiled kernels for every input shape it meets (up to 1,024 of them). Length-bucketed batches
-    # have many shapes, and over 1M rows that cache alone grew the job by 300+ MiB; rebuilding the kernels costs
-    # nothing measurable (bench/README.md). Read at first use, so setting it here is in time.
+    # oneDNN keeps compiled kernels for every input shape (up to 1,024): over 1M rows of length-bucketed batches that
+    # grew the job by 300+ MiB, and rebuilding them costs nothing measurable (bench/README.md). Read at first use.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
     exit_with_launcher()  # a worker whose launcher was killed stops, instead of labeling beside a new run
     limit_tokenizer_threads()
     setup_logging()
-    # Step 1, before the heavy imports: every process checks the options, the paths and the model's files; the main
-    # process also reads every input's header (a wrong column) and counts its rows, which it then need not redo.
+    # Step 1, before the heavy imports: every process checks the options, paths and model files; the main process
+    # also reads every input's header and counts its rows, which it then need not redo.
     try:
         check_device(config.device)  # a GPU node whose GPUs torch cannot use stops here, not on its CPU
         output, files = check_inputs(config)
@@ -94,9 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def preflight(argv: list[str]) -> None:
-    """`python -m weibolabel.run.preflight jobs/label_corpus.py ARGS` (the launch scripts, before starting any
-    process): the job's own checks of step 1, in one process without accelerate or model weights, and every input
-    file's columns; nothing is written."""
+    """`python -m weibolabel.run.preflight jobs/label_corpus.py ARGS` (the launch scripts): step 1's checks in one
+    process, without accelerate or model weights; nothing is written."""
     config = parse_config(LabelConfig, argv, description=__doc__)
     check_device(config.device)
     output, files = check_inputs(config)
@@ -114,9 +106,7 @@ def label_corpus(
     files: list[Path],
     row_counts: list[int] | None,
 ) -> None:
-    """Steps 2 and 3 of the job; `output` and `files` as check_inputs found them, `row_counts` of the inputs on the
-    main process (None elsewhere)."""
-    # 1. Everything that can be checked was checked before any labeling (main(): inputs, output location, model).
+    """Steps 2 and 3 of the job; `output` and `files` as check_inputs found them, `row_counts` on the main process."""
     # Every node writes parts there and the main process merges them: all must see the same directory.
     check_shared_directory(accelerator, output.parent, "--output")
     # One run at a time on an output: a second submission is refused, naming the first.
@@ -168,8 +158,8 @@ def label_corpus(
 
 
 def check_inputs(config: LabelConfig) -> tuple[Path, list[Path]]:
-    """Step 1, by the job and by `preflight`: the options, the input files, the output's location, an existing
-    output (made with other settings: refused without --overwrite) and the model's checkpoints. Writes nothing."""
+    """Step 1, by the job and by `preflight`: the options, inputs, output (an existing one made with other settings
+    needs --overwrite) and the model's checkpoints. Writes nothing."""
     for option in ("input", "model", "output"):
         if not getattr(config, option):
             raise UserError(f"--{option} is required (see --help).")
@@ -195,20 +185,11 @@ def check_inputs(config: LabelConfig) -> tuple[Path, list[Path]]:
 
 
 def known_settings(config: LabelConfig, files: list[Path]) -> dict:
-    """What decides the labels and is known before the model is loaded: the options and the inputs. Batch sizes
-    only move float rounding, so after an out-of-memory error a re-run with a smaller budget keeps the finished
-    chunks; max_length is recorded as the job resolves it. Where the output is does not change what it holds: a
-    file moved or copied elsewhere is still recognised as complete."""
-    ignored = {
-        "output",
-        "overwrite",
-        "low_confidence",
-        "batch_size",
-        "max_tokens",
-        "collective_timeout_minutes",
-        "device",
-    }
-    ignored.add("max_length")
+    """What decides the labels and is known before the model loads: options and inputs. Batch sizes only move float
+    rounding (a re-run after running out of memory keeps finished chunks); max_length is recorded as resolved; a
+    moved output is still recognised as complete."""
+    ignored = {"output", "overwrite", "low_confidence", "batch_size", "max_tokens", "collective_timeout_minutes"}
+    ignored |= {"device", "max_length"}
     settings = {k: v for k, v in config_to_dict(config).items() if k not in ignored}
     if settings.get("quantize") is None:  # as recorded before --quantize existed: those runs still resume
         settings.pop("quantize", None)

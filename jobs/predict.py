@@ -26,25 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="A training run directory or one checkpoint directory.")
     parser.add_argument("--max_length", type=int, default=None, help="Longest input in tokens (default: the run's).")
     parser.add_argument("--no_calibration", action="store_true", help="Ignore the run's fitted temperature.")
-    parser.add_argument(
-        "--precision",
-        choices=["auto", *PRECISIONS],
-        default="auto",
-        help="auto (default): the labeling job's choice for this device; no = fp32.",
-    )
+    precision_help = "auto (default): the labeling job's choice for this device; no = fp32."
+    parser.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto", help=precision_help)
     parser.add_argument("--device", **DEVICE_OPTION, default="auto")
-    parser.add_argument(
-        "--encoding", default=None, help="Encoding of the comments on stdin (default: detect, as for .txt files)."
-    )
+    encoding_help = "Encoding of the comments on stdin (default: detect, as for .txt files)."
+    parser.add_argument("--encoding", default=None, help=encoding_help)
     parser.add_argument("comments", nargs="*", help="Comments to label; read from stdin (one a line) if none.")
     args = parser.parse_args(argv)
     setup_logging()
     try:
         find_checkpoints(Path(args.model))  # a wrong --model is said before the imports below, and before stdin
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
         comments = args.comments or read_lines(sys.stdin.buffer.read(), args.encoding)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -97,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def read_lines(data: bytes, encoding: str | None) -> list[str]:
-    """Comments piped in, one a line, decoded by the rule of .txt inputs (tables.detect_encoding): a GBK pipe from
-    a Chinese Windows console is read, a pipe both GB18030 and Big5 could be is not guessed at."""
+    """Comments piped in, one a line, decoded by the rule of .txt inputs: GBK from a Chinese Windows console is read,
+    a pipe both GB18030 and Big5 could be is not guessed at."""
     from weibolabel.data.formats import choose_encoding
 
     if encoding is None:

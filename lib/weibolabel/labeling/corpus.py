@@ -3,9 +3,9 @@ chunk at a time, so memory stays bounded and each process reads only its own chu
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
-import itertools
 import json
 import math
 import os
@@ -89,27 +89,21 @@ class CorpusChunk:
 def copy_spreadsheets(
     files: list[Path], directory: Path, sheet: str | None, header_row: int, rows_per_group: int
 ) -> dict[Path, Path]:
-    """A Parquet copy of each spreadsheet among `files`, in `directory`, one row group per `rows_per_group` rows.
-    A workbook can only be parsed whole: the main process parses it once, and every process then reads only its
-    own chunks' row groups, instead of each one holding the whole sheet. A copy is reused while its source, sheet
-    and header row are unchanged (a resumed run does not parse the workbook again)."""
+    """A Parquet copy of each spreadsheet among `files` in `directory`, one row group per `rows_per_group` rows: a
+    workbook is parsed whole once, not by every process. A copy is reused while its source, sheet and header row are
+    unchanged (a resumed run does not parse the workbook again)."""
     copies = {}
     for number, path in enumerate(files):
         if path.suffix.lower() not in SPREADSHEET_SUFFIXES:
             continue
         stat = path.stat()
-        source = json.dumps(
-            {"path": str(path.resolve()), "bytes": stat.st_size, "modified": stat.st_mtime_ns, "sheet": sheet,
-             "header_row": header_row}
-        ).encode()  # fmt: skip
+        identity = {"path": str(path.resolve()), "bytes": stat.st_size, "modified": stat.st_mtime_ns}
+        source = json.dumps(identity | {"sheet": sheet, "header_row": header_row}).encode()
         copy = directory / f"input-{number:04d}.parquet"
-        if copy.is_file():
-            try:
-                if (pq.read_schema(copy).metadata or {}).get(_COPY_KEY) == source:
-                    copies[path] = copy
-                    continue
-            except Exception:  # a copy cut short by a kill: made again below
-                pass
+        with contextlib.suppress(Exception):  # no copy yet, or one cut short by a kill: made below
+            if (pq.read_schema(copy).metadata or {}).get(_COPY_KEY) == source:
+                copies[path] = copy
+                continue
         frame = read_table(path, sheet=sheet, header_row=header_row)
         # Cells become text the way the labeling reads them (an empty cell stays missing, 12.0 reads as 12), so a
         # column that mixes numbers and text fits one Parquet type.
@@ -130,9 +124,8 @@ def _cell_text(value) -> str | None:
 
 
 class Corpus:
-    """The input files as one stream of rows, read a chunk at a time so memory stays bounded. `copies` maps a
-    spreadsheet to its Parquet copy (copy_spreadsheets), which is then read instead; `row_counts`, when another
-    process has counted the rows already, saves reading whole CSV and text files just to count them."""
+    """The input files as one stream of rows, read a chunk at a time. `copies`: spreadsheets' Parquet copies, read
+    instead (copy_spreadsheets); `row_counts`, counted by another process, saves reading every file to count it."""
 
     def __init__(
         self,
@@ -155,7 +148,7 @@ class Corpus:
         self.copies = dict(copies or {})
         # JSON files, dataset directories and hub ids, each opened once through `datasets` (open_dataset).
         self.datasets = {path: None for path in files if path not in self.copies and is_dataset_input(path)}
-        self.row_counts: list[int] = []
+        self.row_counts = list(row_counts) if row_counts is not None else []
         self.gold_column = None  # known once every file's header is read; reading rows needs it set
         with_gold = []
         types: dict[str, list[pa.DataType]] = {column: [] for column in self.carry_columns}
@@ -175,8 +168,6 @@ class Corpus:
                 with_gold.append(path)
             if row_counts is None:
                 self.row_counts.append(self._count_rows(path, head))
-        if row_counts is not None:
-            self.row_counts = list(row_counts)
         self.gold_column = gold_column if with_gold and gold_column else None
         # Files without the gold column, when others have it: their rows have no gold label (the job warns).
         self.files_without_gold = [path for path in files if path not in with_gold] if self.gold_column else []
@@ -249,9 +240,8 @@ class Corpus:
     def _read_ranges(
         self, path: Path, ranges: Sequence[tuple[int, float]], block_rows: int
     ) -> Iterator[tuple[int, pd.DataFrame]]:
-        """(first row, rows) blocks holding exactly the rows in `ranges` (sorted, disjoint [start, end) row numbers
-        of this file, 0-based below the header), in order, reading as little of the rest as the format allows:
-        Parquet only the row groups they touch, CSV and text files parse or keep nothing else."""
+        """(first row, rows) blocks holding exactly the rows in `ranges` (sorted, disjoint [start, end) of this file,
+        0-based below the header), in order, reading as little of the rest as the format allows."""
         suffix = self._suffix(path)
         with_gold = self.gold_column and path not in self.files_without_gold
         wanted = [self.text_column, *self.carry_columns] + ([self.gold_column] if with_gold else [])
@@ -287,15 +277,12 @@ class Corpus:
             ]
             for first, block in self._read_ranges(path, ranges, chunk_size) if ranges else ():
                 rows = self._output_rows(path, first, block, offset)
-                chunk_of_row = rows["row_id"].to_numpy() // chunk_size
-                cuts = [0, *(np.flatnonzero(np.diff(chunk_of_row)) + 1), len(rows)]
-                for begin, end in itertools.pairwise(cuts):
-                    chunk = int(chunk_of_row[begin])
+                for chunk, part in rows.groupby(rows["row_id"] // chunk_size, sort=False):
                     if chunk != current and buffer:
                         yield CorpusChunk(current, pd.concat(buffer, ignore_index=True))
                         buffer = []
-                    current = chunk
-                    buffer.append(rows.iloc[begin:end])
+                    current = int(chunk)
+                    buffer.append(part)
             offset += num_rows
         if buffer:
             yield CorpusChunk(current, pd.concat(buffer, ignore_index=True))
@@ -304,22 +291,16 @@ class Corpus:
         """A block of `path`'s rows from row `first` on, in the columns of a chunk (`offset`: rows of earlier files)."""
         block = block.reset_index(drop=True)
         rows = np.arange(first, first + len(block), dtype=np.int64)
-        return pd.DataFrame(
-            {
-                "row_id": rows + offset,
-                "text": block[self.text_column].to_numpy(dtype=object),
-                "source_file": str(path) if len(self.files) > 1 else None,
-                "source_row": rows,
-                **{c: block[c].to_numpy(dtype=object) for c in self.carry_columns},
-                **({"gold": self._gold(path, block)} if self.gold_column else {}),
-            }
-        )
-
-    def _gold(self, path: Path, block: pd.DataFrame) -> np.ndarray:
-        """The block's gold cells; none for a file without the gold column."""
-        if path in self.files_without_gold:
-            return np.full(len(block), None, dtype=object)
-        return block[self.gold_column].to_numpy(dtype=object)
+        columns = {
+            "row_id": rows + offset,
+            "text": block[self.text_column].to_numpy(dtype=object),
+            "source_file": str(path) if len(self.files) > 1 else None,
+            "source_row": rows,
+            **{c: block[c].to_numpy(dtype=object) for c in self.carry_columns},
+        }
+        if self.gold_column:  # a file without the gold column has no gold cells
+            columns["gold"] = None if path in self.files_without_gold else block[self.gold_column].to_numpy(object)
+        return pd.DataFrame(columns)
 
 
 def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

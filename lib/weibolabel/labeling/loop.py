@@ -125,8 +125,7 @@ def label_chunks(
         texts = [clean_text(t) for t in chunk.rows["text"]]
         return chunk, texts, encode(ensemble.tokenizer, texts, model.max_length)
 
-    # Each process reads only its own unfinished chunks (Parquet row groups; CSV and text rows of other chunks are
-    # skipped unparsed), not the whole corpus.
+    # Each process reads only its own unfinished chunks, not the whole corpus.
     todo = corpus.iter_chunks(config.chunk_size, wanted=lambda c: c % world == rank and not store.is_done(c))
     labeling_started, labeled_rows, labeled_tokens = time.perf_counter(), 0, 0
     started, first_batch = process_start(), None  # the process's start; seconds from it to its first scored batch
@@ -141,22 +140,13 @@ def label_chunks(
     progress = tqdm(total=corpus.num_rows, unit="rows", disable=not accelerator.is_main_process, desc="labeling")
     progress.update(sum(r["rows"] for r in store.done_records()))
     for chunk, texts, encoded in prefetched(todo, prepare):
-        rows, record = score_chunk(
-            config=config,
-            model=model,
-            corpus=corpus,
-            chunk=chunk,
-            texts=texts,
-            encoded=encoded,
-            on_batch=time_first_batch,
-        )
+        rows, record = score_chunk(config, model, corpus, chunk, texts, encoded, on_batch=time_first_batch)
         store.write(chunk.index, rows, {"rank": rank} | record)
         labeled_rows, labeled_tokens = labeled_rows + len(rows), labeled_tokens + record["tokens"]
         progress.update(min(len(rows) * world, progress.total - progress.n))
         stop.check(f"after chunk {chunk.index}")
     progress.close()
-    # Every process reports what it labeled in this run (finished chunks skipped on resume are not counted), and
-    # which chunks are finished on its node: the merge waits for those parts if a network filesystem shows them late.
+    # What each process labeled in this run, and which chunks are finished on its node (the merge waits for them).
     finished = [chunk for chunk in range(rank, num_chunks, world) if store.is_done(chunk)]
     reports = gather_object([(labeled_rows, labeled_tokens, socket.gethostname(), finished, first_batch)])
     first_batches = [report[4] for report in reports if report[4] is not None]
@@ -169,9 +159,8 @@ def label_chunks(
     )
 
 
-def score_chunk(*, config: LabelConfig, model: Model, corpus: Corpus, chunk, texts, encoded, on_batch) -> tuple:
-    """One chunk's output rows, and its record: tokens, seconds and its gold cells (valid, empty, invalid; the merge
-    then says how many are left)."""
+def score_chunk(config: LabelConfig, model: Model, corpus: Corpus, chunk, texts, encoded, on_batch) -> tuple:
+    """One chunk's output rows, and its record: tokens, seconds and its gold cells (valid, empty, invalid)."""
     import torch
 
     from weibolabel.model.inference import label_encoded
@@ -192,9 +181,7 @@ def score_chunk(*, config: LabelConfig, model: Model, corpus: Corpus, chunk, tex
             f"--max_tokens {config.max_tokens}: lower --max_tokens (e.g. to {config.max_tokens // 2}; it caps "
             "long batches) or --batch_size and re-run: finished chunks are kept."
         ) from None
-    schema = model.ensemble.schema
-    rows = assemble_rows(chunk.rows, labels, corpus, schema, multi_file=len(corpus.files) > 1)
-    gold = check_gold(chunk.rows, corpus, schema, config.header_row) if corpus.gold_column else {}
+    rows, gold = assemble_rows(chunk.rows, labels, corpus, model.ensemble.schema, config.header_row)
     return rows, {"tokens": int(encoded.lengths.sum()), "seconds": time.perf_counter() - started, **gold}
 
 
@@ -223,7 +210,6 @@ def merge_and_summarise(
     gold = gold_check(store.done_records(), corpus.gold_column) if corpus.gold_column else None
     if gold:
         gold["files_without_column"] = [str(path) for path in corpus.files_without_gold]
-    if gold:
         metadata["gold_labels"] = gold
     num_chunks = math.ceil(corpus.num_rows / config.chunk_size)
     store.merge(num_chunks, corpus.num_rows, metadata, tally.finished_on)
@@ -242,11 +228,9 @@ def merge_and_summarise(
         summary_path(output),
         {
             "output": str(output),
-            **{key: summary[key] for key in ("rows", "labeled", "label_counts", "status_counts", "truncated")},
-            "low_confidence": summary["low_confidence"],
+            **summary,  # the counts, and gold_labels
             "low_confidence_threshold": config.low_confidence,
             "gold_agreement": summary.get("gold_agreement"),
-            "gold_labels": gold,
             "rows_labeled": tally.rows,
             "tokens_labeled": tally.tokens,
             "seconds_labeling": seconds,
@@ -258,18 +242,12 @@ def merge_and_summarise(
             "processes": accelerator.num_processes,
             "threads": torch.get_num_threads(),
             "device": accelerator.device.type,
-            "precision": model.precision,
-            "model": ensemble.source,
-            "members": ensemble.members,
-            "max_length": model.max_length,
-            "temperature": ensemble.temperature,
+            **{key: metadata[key] for key in ("precision", "model", "members", "max_length", "temperature")},
             "batch_size": config.batch_size,
             "max_tokens": config.max_tokens,
             "chunk_size": config.chunk_size,
             "chunks": num_chunks,
-            "inputs": [str(p) for p in corpus.files],
-            "code_revision": metadata["code_revision"],
-            "time": metadata["time"],
+            **{key: metadata[key] for key in ("inputs", "code_revision", "time")},
         },
     )
 
@@ -284,19 +262,16 @@ def open_corpus(
 ) -> Corpus:
     """The inputs as one stream of rows; opening it checks every file's header (and counts its rows, unless
     `row_counts` are given)."""
-    return Corpus(
-        files, config.text_column, config.carry_columns, config.gold_column, sheet=config.sheet,
-        encoding=config.encoding, header_row=config.header_row, copies=copies, row_counts=row_counts,
-        split=config.split,
-    )  # fmt: skip
+    options = {name: getattr(config, name) for name in ("sheet", "encoding", "header_row", "split")}
+    columns = (config.text_column, config.carry_columns, config.gold_column)
+    return Corpus(files, *columns, copies=copies, row_counts=row_counts, **options)
 
 
 def read_corpus(
     config: LabelConfig, files: list[Path], accelerator: Accelerator, copies: Path, row_counts: list[int] | None
 ) -> Corpus:
-    """The inputs, with spreadsheets parsed once into Parquet copies and every file's rows counted once (main()
-    counted them already when `row_counts` is given), both by the main process; the other processes then read
-    only their own chunks."""
+    """The inputs, with spreadsheets parsed into Parquet copies and rows counted (unless `row_counts` are given) once,
+    by the main process; the other processes then read only their own chunks."""
 
     def parse_once() -> tuple[dict, list[int]]:
         try:
@@ -310,30 +285,27 @@ def read_corpus(
     return open_corpus(config, files, spreadsheet_copies, counts)
 
 
-def assemble_rows(source: pd.DataFrame, labels: pd.DataFrame, corpus: Corpus, schema, multi_file: bool) -> pd.DataFrame:
-    """Input position, the text as given, the predictions, and the columns the user asked to carry."""
+def assemble_rows(source: pd.DataFrame, labels: pd.DataFrame, corpus: Corpus, schema, header_row: int) -> tuple:
+    """Input position, the text as given, the predictions and the carried columns; and the chunk's gold record
+    (counts, and the first invalid cells named by file and row as the user numbers them)."""
     rows = pd.DataFrame({"row_id": source["row_id"].to_numpy(), "text": [_as_text(t) for t in source["text"]]})
     rows = pd.concat([rows, labels.reset_index(drop=True)], axis=1)
-    if multi_file:
+    if len(corpus.files) > 1:
         rows["source_file"], rows["source_row"] = source["source_file"].to_numpy(), source["source_row"].to_numpy()
     for column, kind in corpus.carry_types.items():
         rows[column] = carried_column(source[column].tolist(), kind)
-    if corpus.gold_column:
-        rows["gold_label"] = pd.array(parse_gold(source["gold"].tolist(), schema)[0], dtype="Int64")
-    return rows
-
-
-def check_gold(source: pd.DataFrame, corpus: Corpus, schema, header_row: int) -> dict:
-    """A chunk's gold-label counts and its first invalid cells, named by file and row as the user numbers them."""
+    if not corpus.gold_column:
+        return rows, {}
     values = source["gold"].tolist()
-    _, invalid = parse_gold(values, schema)
+    ids, invalid = parse_gold(values, schema)
+    rows["gold_label"] = pd.array(ids, dtype="Int64")
     files, source_rows = source["source_file"].tolist(), source["source_row"].tolist()
 
     def where(position: int) -> tuple[str, str]:
         path = Path(files[position] or corpus.files[0])  # one input file: source_file is left empty
         return str(path), row_name(path, int(source_rows[position]), header_row)
 
-    return gold_record(values, invalid, where)
+    return rows, gold_record(values, invalid, where)
 
 
 def _as_text(value) -> str | None:

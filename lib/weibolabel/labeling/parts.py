@@ -10,6 +10,7 @@ import socket
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,9 +44,8 @@ def output_schema(num_labels: int, multi_file: bool, carry_types: dict[str, pa.D
 
 
 def carry_type(types: list[pa.DataType]) -> pa.DataType:
-    """The one type a carried column has in the output, from its type in each input file (text formats give
-    string): the inputs' own type where they agree (integers of any width as int64), else string, so a column has
-    the same type in every part and a value is never rounded through a float."""
+    """A carried column's output type from its type in each input: theirs where they agree (integers as int64), else
+    string, so every part has the same type and no value is rounded through a float."""
     kinds = {kind.value_type if pa.types.is_dictionary(kind) else kind for kind in types}
     kinds = {pa.string() if pa.types.is_large_string(kind) else kind for kind in kinds if not pa.types.is_null(kind)}
     if len(kinds) == 1:
@@ -56,8 +56,8 @@ def carry_type(types: list[pa.DataType]) -> pa.DataType:
 
 
 def carried_column(values, kind: pa.DataType):
-    """A chunk's values of a carried column, as its output `kind` holds them: integers as pandas' nullable Int64
-    (a null must not turn them into floats), text exactly (7234567890123456789, never 7.234567890123457e+18)."""
+    """A chunk's values of a carried column as `kind` holds them: integers as nullable Int64 (a null must not make
+    them floats), text exactly (7234567890123456789, never 7.234567890123457e+18)."""
     missing = [v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v) for v in values]
     if pa.types.is_integer(kind):
         return pd.array([None if m else int(v) for v, m in zip(values, missing)], dtype="Int64")
@@ -69,9 +69,8 @@ def carried_column(values, kind: pa.DataType):
 
 
 def huggingface_metadata(schema: pa.Schema, label_names: list[str]) -> dict[bytes, bytes]:
-    """The output's `datasets` features under the schema-metadata key that `datasets` writes and reads
-    (Features.arrow_schema, Features.from_arrow_schema): `label` and `gold_label` load as ClassLabel with the label
-    names; other columns keep their Arrow types. Spelled out here so the labeling job need not import `datasets`."""
+    """The `datasets` features in the schema metadata `datasets` reads: `label` and `gold_label` load as ClassLabel.
+    Spelled out so that the labeling job need not import `datasets`."""
     classes = {"names": list(label_names), "_type": "ClassLabel"}
     features = {field.name: classes for field in schema if field.name in ("label", "gold_label")}
     if not (features and label_names):
@@ -89,20 +88,24 @@ def inputs_directory(output: Path) -> Path:
 
 
 def check_output_free(output: Path, overwrite: bool, settings: dict) -> None:
-    """Before any model work: an existing output is replaced only with --overwrite, unless it was written with
-    these `settings` (those known before the model is loaded): then it may be complete (`is_complete`), and a re-run
-    is a no-op. A run that merged but was stopped before removing its parts is recognised by PartStore.prepare."""
+    """Before any model work: an existing output is replaced only with --overwrite, unless it was written with these
+    `settings` (those known before the model loads): it may be complete, and a re-run a no-op (`is_complete`)."""
     if not output.exists() or overwrite or parts_directory(output).exists():
         return
     recorded = recorded_job(output)
     if recorded is None:  # not a labeling job's output, or one written before settings were kept
         raise UserError(f"{output} already exists; pass --overwrite to replace it.")
-    changed = sorted(key for key in settings if recorded.get(key) != settings[key])
+    changed = _changed({key: recorded.get(key) for key in settings}, settings)
     if changed:
         raise UserError(
-            f"{output} already exists, labeled with other settings (changed: {', '.join(changed)}); pass "
-            "--overwrite to replace it, or another --output."
+            f"{output} already exists, labeled with other settings (changed: {changed}); pass --overwrite to replace "
+            "it, or another --output."
         )
+
+
+def _changed(old: dict, new: dict) -> str:
+    """The keys whose values differ, sorted and comma-separated."""
+    return ", ".join(sorted(key for key in {**new, **old} if old.get(key) != new.get(key)))
 
 
 def recorded_job(output: Path) -> dict | None:
@@ -133,11 +136,10 @@ class PartStore:
         return self.directory / f"part-{chunk:05d}.done"
 
     def prepare(self, job: dict, overwrite: bool) -> bool:
-        """Main process only: refuse to clobber, or to resume parts made with other settings. Returns False when
-        an earlier run with these settings already merged and verified the output (it was stopped while
-        removing its parts), so there is nothing left to do."""
+        """Main process only: refuse to clobber, or to resume parts made with other settings. False: an earlier run
+        with these settings merged and verified the output (stopped while removing its parts), nothing is left to do."""
         record = self.directory / "job.json"
-        earlier = json.loads(record.read_text()) if record.is_file() else None
+        earlier = json.loads(record.read_text()) if record.is_file() else {}
         same = earlier == job
         for stale in self.output.parent.glob(f".{self.output.name}.*.tmp"):  # merges killed midway
             stale.unlink(missing_ok=True)
@@ -146,15 +148,14 @@ class PartStore:
                 shutil.rmtree(self.directory)
                 return False
             recorded = recorded_job(self.output) or {}
-            changed = sorted(k for k in {**job, **recorded} if recorded.get(k) != job.get(k)) if recorded else []
-            detail = f", labeled with other settings (changed: {', '.join(changed)})" if changed else ""
+            changed = _changed(recorded, job) if recorded else ""
+            detail = f", labeled with other settings (changed: {changed})" if changed else ""
             raise UserError(f"{self.output} already exists{detail}; pass --overwrite to replace it.")
         if self.directory.exists() and not same:
             if not overwrite:
-                changed = sorted(k for k in {**job, **(earlier or {})} if (earlier or {}).get(k) != job.get(k))
                 raise UserError(
                     f"{self.directory} holds unfinished parts of a labeling run with other settings (changed: "
-                    f"{', '.join(changed)}); pass --overwrite to discard them, or re-run with the original "
+                    f"{_changed(earlier, job)}); pass --overwrite to discard them, or re-run with the original "
                     "arguments to finish that run."
                 )
             shutil.rmtree(self.directory)
@@ -180,7 +181,7 @@ class PartStore:
         """Temp name, fsync, rename; then the completion record. A kill at any point leaves no part that counts."""
         table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
         part, done = self._part(chunk), self._done(chunk)
-        # Flushed by _fsync rather than atomic_path(fsync=True): the fault tests stop a job at this very call.
+        # _fsync, not atomic_path(fsync=True): the fault tests stop a job at this very call.
         try:
             with atomic_path(part, tmp_name=_tmp_name(part)) as tmp:
                 pq.write_table(table, tmp)
@@ -201,9 +202,8 @@ class PartStore:
         finished_on: dict[int, str] | None = None,
         wait_seconds: float = MERGE_WAIT_S,
     ) -> None:
-        """Concatenate the parts in chunk order into the output, verify it, and only then delete the parts.
-        `finished_on` names the node of each chunk that another process reports finished: on a network filesystem
-        its part may take a while to show here (cached attributes), so the merge waits up to `wait_seconds`."""
+        """The parts concatenated in chunk order into the output, verified, and only then deleted. Parts of chunks
+        `finished_on` other nodes are waited for up to `wait_seconds` (a network filesystem shows them late)."""
         missing = self._wait_for_parts(num_chunks, finished_on or {}, wait_seconds)
         if missing:
             raise UserError(f"Cannot merge: chunks {missing[:10]} of {num_chunks} are not finished; re-run to finish.")
@@ -219,8 +219,7 @@ class PartStore:
         shutil.rmtree(self.directory)
 
     def _merged_schema(self, num_chunks: int, metadata: dict) -> pa.Schema:
-        """The parts' schema with the output's metadata: the run's provenance, the settings (so that a re-run with
-        the same arguments recognises the finished file, is_complete), and the `datasets` features."""
+        """The parts' schema with the output's metadata: provenance, the settings (is_complete), `datasets` features."""
         metadata = {**metadata, "job": json.loads((self.directory / "job.json").read_text())}
         # Keep the parts' pandas metadata, or nullable int columns (label, gold_label) read back as float64.
         part_metadata = (pq.read_schema(self._part(0)).metadata or {}) if num_chunks else {}
@@ -241,15 +240,14 @@ class PartStore:
             for chunk in range(num_chunks):
                 table = pq.read_table(self._part(chunk), schema=self.schema)
                 row_ids = table.column("row_id").to_numpy()
-                if len(row_ids) and (row_ids[0] != expected_id or (row_ids[1:] - row_ids[:-1] != 1).any()):
+                if (row_ids != np.arange(expected_id, expected_id + len(row_ids))).any():
                     raise UserError(f"{self._part(chunk)}: row ids are not contiguous from {expected_id}.")
                 expected_id += len(row_ids)
                 writer.write_table(table.replace_schema_metadata(schema.metadata))
         return expected_id
 
     def _wait_for_parts(self, num_chunks: int, finished_on: dict[int, str], wait_seconds: float) -> list[int]:
-        """The chunks that are not finished here; those reported finished elsewhere are waited for, and a part that
-        never shows up is a directory that the nodes do not share, which the message says."""
+        """The chunks not finished here, after waiting for those finished elsewhere (never seen: an unshared folder)."""
         missing = [chunk for chunk in range(num_chunks) if not self.is_done(chunk)]
         deadline = time.monotonic() + wait_seconds
         while any(chunk in finished_on for chunk in missing) and time.monotonic() < deadline:

@@ -11,6 +11,5 @@ if __name__ == "__main__":
     parser.add_argument("--num_layers", type=int, default=2)
     parser.add_argument("--num_heads", type=int, default=2)
     parser.add_argument("--intermediate_size", type=int, default=512)
-    args = parser.parse_args()
-    path = build_demo_model(args.output_dir, args.hidden_size, args.num_layers, args.num_heads, args.intermediate_size)
+    path = build_demo_model(**vars(parser.parse_args()))
     print(f"from-scratch demo BERT (random weights, bert-base-chinese tokenizer) written to {path}")

@@ -1,15 +1,6 @@
-"""The classifier's forward pass, `classify(model, input_ids, attention_mask)`: training, validation and labeling all
-call it.
-
-Contract: it returns `model(input_ids=..., attention_mask=...).logits` to float rounding, and so do its gradients.
-For a `BertForSequenceClassification` (absolute positions, encoder only, SDPA or eager attention) on a CPU it gets
-there with less work, by running BERT's modules itself: the last layer computes [CLS] alone (the one position the
-head reads) and the linear layers see only the real tokens, packed without padding. Every other model, and every
-device but the CPU (`forward_path`: never measured there), runs the model's own forward. Because it reads
-transformers' BERT modules (embeddings, each layer's query/key/value, attention output, intermediate and output,
-pooler, classifier), `check_classify` compares the two passes on a probe batch whenever a model is loaded and stops
-with a message if a transformers release changed what it reads, instead of silently returning other numbers.
-"""
+"""The classifier's forward pass for training, validation and labeling: the model's own logits (and gradients) to float
+rounding; for BERT on CPU with less work. `check_classify` compares both passes whenever a model loads and stops with
+a message if a transformers release changed the modules it reads, instead of silently returning other numbers."""
 
 from __future__ import annotations
 
@@ -24,10 +15,8 @@ from weibolabel.util.errors import UserError
 
 
 def forward_path(device_type: str) -> str:
-    """Which forward pass `classify` runs on a device: "custom" (the BERT shortcut below) or "model" (the
-    model's own forward, SDPA attention). The shortcut was measured faster with equal outputs on CPUs only
-    (bench/README.md); on GPUs it has never run, so the model's own forward serves there until a GPU
-    measurement (tests/gpu_smoke.sh compares the outputs) shows it faster."""
+    """Which pass `classify` runs: "custom" (the BERT shortcut) or "model" (its own). The shortcut measured faster on
+    CPUs only (bench/README.md); GPUs keep the model's own until a measurement (tests/gpu_smoke.sh) says otherwise."""
     return "custom" if device_type == "cpu" else "model"
 
 
@@ -38,15 +27,9 @@ def classify(
     pack: bool | None = None,
     path: str | None = None,
 ) -> torch.Tensor:
-    """The classifier's logits, equal to `model(input_ids, attention_mask).logits` to float rounding (tested),
-    computed with less work for BERT on CPU (other architectures, and other devices unless `path` is "custom",
-    run the model's own forward; see `forward_path`):
-
-    - the last encoder layer runs for [CLS] alone, the one position the classification head reads (keys and values
-      still come from every token): 10/12 of that layer's matmuls, 7% of a 12-layer model's, are skipped;
-    - with `pack` (the default, since a CPU batch's cost is its matmuls), the padding is dropped: the linear
-      layers see only the real tokens, packed into [tokens, hidden], and only attention sees the padded grid. A
-      training batch of 32 consecutive lengths is about 13% padding."""
+    """`model(input_ids, attention_mask).logits`, for BERT on the "custom" `path` with less work: the last layer runs
+    for [CLS] alone (7% of a 12-layer model's matmuls skipped) and, with `pack` (CPU default), the linear layers see
+    only the real tokens; only attention sees the padded grid."""
     path = path or forward_path(input_ids.device.type)
     if not is_bert_classifier(model) or path != "custom":
         return model(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -79,8 +62,7 @@ class _Layout:
     cls_rows: torch.Tensor  # where each row's first token ([CLS]) is among the tokens
 
     @classmethod
-    def of(cls, keep: torch.Tensor, pack: bool) -> _Layout:
-        """The layout of a batch whose real tokens are `keep` ([batch, length], bool), packed or not."""
+    def of(cls, keep: torch.Tensor, pack: bool) -> _Layout:  # keep: [batch, length], the real tokens
         batch, length = keep.shape
         starts = torch.arange(batch, device=keep.device) * length
         if not pack:
@@ -103,8 +85,8 @@ class _Layout:
 
 
 def _attend(attention, hidden: torch.Tensor, layout: _Layout, key_mask, cls_only: bool = False) -> torch.Tensor:
-    """BERT self-attention (`attention` is a BertSelfAttention) over the real tokens of each row; the queries are
-    every token ([tokens, hidden] out) or, with `cls_only`, each row's [CLS] ([batch, hidden] out)."""
+    """BertSelfAttention over each row's real tokens, for every token ([tokens, hidden] out) or, with `cls_only`,
+    each [CLS] ([batch, hidden] out)."""
     heads, head_size = attention.num_attention_heads, attention.attention_head_size
 
     def split_heads(states: torch.Tensor) -> torch.Tensor:  # [batch, positions, hidden] -> [batch, heads, ...]
@@ -140,8 +122,7 @@ def is_bert_classifier(model: PreTrainedModel) -> bool:
 
 
 def check_classify(model: PreTrainedModel) -> None:
-    """Stop, with what to do, if `classify`'s BERT shortcut no longer gives the model's own logits (a transformers
-    release that changed the modules it reads). A no-op for models the shortcut does not serve."""
+    """Stop, with what to do, if `classify`'s BERT shortcut no longer gives the model's own logits."""
     if not is_bert_classifier(model):
         return
     device = next(model.parameters()).device

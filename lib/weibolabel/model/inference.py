@@ -1,7 +1,5 @@
-"""Scoring: tokenisation, length-sorted batching under a token budget, fold ensembles, labeled rows.
-
-One code path serves validation during training, the labeling job and `jobs/predict.py`.
-"""
+"""Scoring: tokenisation, length-sorted batching under a token budget, fold ensembles, labeled rows. One code path
+serves validation during training, the labeling job and `jobs/predict.py`."""
 
 from __future__ import annotations
 
@@ -28,7 +26,6 @@ from weibolabel.util.errors import UserError
 STATUS_OK, STATUS_EMPTY, STATUS_UNK_ONLY = "ok", "empty", "unknown_tokens_only"
 
 
-# ------------------------------------------------------------------------------------------------- tokens
 @dataclass
 class Encoded:
     input_ids: list[list[int]]
@@ -56,24 +53,17 @@ def encode(tokenizer, texts: list[str], max_length: int) -> Encoded:
     return Encoded(input_ids, truncated, unk_only)
 
 
-# On CPU a batch holds at least this many padded tokens (within --batch_size and --max_tokens), however much padding
-# that takes: each linear layer's call costs a fixed part (reading and packing its weights) whatever the batch, and
-# on CPU `classify` packs the real tokens, so the linear layers never see the padding. A higher floor pads more for
-# attention: a one-off benchmark (2026-12-02) measured 1,024 the fastest or within the noise of it for fp32, bf16 and
-# int8, on 300 and 1,000 comments, and 8,192 up to 1.3x slower (bench/README.md keeps the figures).
+# On CPU a batch holds at least this many padded tokens, however much padding that takes: each linear layer's call
+# has a fixed cost, and `classify` packs the real tokens there, so only attention sees the padding. 1,024 measured
+# fastest (or within noise) for fp32, bf16 and int8; 8,192 up to 1.3x slower (bench/README.md, 2026-12-02).
 CPU_MIN_TOKENS = 1024
 
 
 def length_batches(
     lengths: np.ndarray, batch_size: int, max_tokens: int, max_padding: float = MAX_PADDING, min_tokens: int = 0
 ) -> list[np.ndarray]:
-    """Indices sorted by length (longest first, so memory trouble shows at once) cut into batches of at most
-    `batch_size` rows and `max_tokens` padded tokens, whose rows are all within `max_padding` (a share) of the
-    batch's longest, so padding is at most that share of any batch, unless that leaves a batch under `min_tokens`
-    padded tokens: it then takes the next rows up to that size. Without the bound a small input is cut into a few
-    wide batches that are a quarter padding; with it the matmuls see real tokens, at the price of a few more
-    batches. On CPU, where the linear layers see only the real tokens anyway, tiny batches cost more than padding
-    (CPU_MIN_TOKENS)."""
+    """Indices, longest first (memory trouble shows at once), in batches of at most `batch_size` rows and `max_tokens`
+    padded tokens whose rows are within `max_padding` of the longest, unless that leaves under `min_tokens`."""
     order = np.argsort(-lengths, kind="stable")
     descending = lengths[order]
     batches, start = [], 0
@@ -103,14 +93,11 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int) -> l
 
 def pad_batch(input_ids: list[list[int]], pad_id: int, multiple_of: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and the attention mask that hides the padding."""
-    longest = max(len(ids) for ids in input_ids)
-    longest = -(-longest // multiple_of) * multiple_of
-    ids = np.full((len(input_ids), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(input_ids), longest), dtype=np.int64)
-    for row, seq in enumerate(input_ids):
-        ids[row, : len(seq)] = seq
-        mask[row, : len(seq)] = 1
-    return torch.from_numpy(ids), torch.from_numpy(mask)
+    lengths = np.array([len(ids) for ids in input_ids])
+    mask = np.arange(-(-lengths.max() // multiple_of) * multiple_of) < lengths[:, None]
+    ids = np.full(mask.shape, pad_id, dtype=np.int64)
+    ids[mask] = np.concatenate(input_ids)
+    return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
 
 
 @torch.inference_mode()
@@ -126,18 +113,17 @@ def predict_probs(
     on_batch: Callable[[int], None] | None = None,
     min_tokens: int | None = None,
 ) -> np.ndarray:
-    """Class probabilities, averaged over `models` (a fold ensemble), in input order; float32 [n, classes].
-    `on_batch(rows)` is called after each batch is scored (the labeling job times its first one). `min_tokens`:
-    the batches' floor in padded tokens (`length_batches`); None: CPU_MIN_TOKENS on CPU, none elsewhere."""
+    """Class probabilities averaged over `models` (a fold ensemble), in input order, float32 [n, classes];
+    `on_batch(rows)` after each batch. `min_tokens` None: CPU_MIN_TOKENS on CPU, none elsewhere."""
     if not input_ids:
         return np.zeros((0, models[0].config.num_labels), dtype=np.float32)
     device = models[0].device  # a transformers model's, or weibolabel.model.onnx's (the CPU)
     multiple_of = 8 if device.type == "cuda" else 1  # tensor-core friendly shapes on GPU
     probs = torch.zeros((len(input_ids), models[0].config.num_labels), dtype=torch.float32, device=device)
     lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
+    if min_tokens is None:
+        min_tokens = CPU_MIN_TOKENS if device.type == "cpu" else 0  # GPUs: not measured, so as before
     try:
-        if min_tokens is None:
-            min_tokens = CPU_MIN_TOKENS if device.type == "cpu" else 0  # GPUs: not measured, so as before
         for batch in length_batches(lengths, batch_size, max_tokens, min_tokens=min_tokens):
             ids, mask = pad_batch([input_ids[i] for i in batch], pad_id, multiple_of)
             ids, mask = ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
@@ -158,8 +144,8 @@ def predict_probs(
 
 
 def prefetched(items: Iterable, work: Callable) -> Iterator:
-    """`work(item)` for each item, computed one item ahead in a thread (tokenisation releases the GIL, so the
-    next chunk is tokenised while the current one runs on the device)."""
+    """`work(item)` for each item, one item ahead in a thread: tokenisation releases the GIL, so the next chunk is
+    tokenised while the current one runs on the device."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
         for item in items:
@@ -172,10 +158,8 @@ def prefetched(items: Iterable, work: Callable) -> Iterator:
 
 
 def inference_dtype(device: torch.device, mixed_precision: str) -> torch.dtype | None:
-    """The weights' dtype for labeling in the job's `--mixed_precision` (weibolabel.run.precision chooses it when the
-    launch does not: bf16 on GPUs with native bf16, fp16 on older ones, fp32 on CPUs): bf16, fp16 (GPUs only), or
-    None (fp32, as stored). bf16 on CPUs with AVX512-BF16 or AMX is about 1.9x the fp32 speed (bench/). Lower
-    precision rounds the logits coarser than fp32, so near-ties can flip: every output records the precision."""
+    """The weights' dtype for labeling in `--mixed_precision`: bf16, fp16 (GPUs only) or None (fp32, as stored).
+    Near-ties can flip in lower precision, so every output records it."""
     if mixed_precision == "fp16" and device.type != "cuda":
         return None
     return precision_dtype(mixed_precision)
@@ -186,7 +170,6 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-# ------------------------------------------------------------------------------------------------- ensembles
 @dataclass
 class Ensemble:
     models: list[torch.nn.Module]
@@ -205,9 +188,8 @@ def load_ensemble(
     calibrated: bool = True,
     quantize: str | None = None,
 ) -> Ensemble:
-    """Fold checkpoints (or one checkpoint), with the run's temperature unless `calibrated` is False; with
-    `quantize` (CPU, fp32 weights only) their linear layers dynamically quantized to int8: "int8" by PyTorch,
-    "onnx-int8" exported to ONNX Runtime (weibolabel.model.onnx), through its graph cache."""
+    """Fold checkpoints (or one), with the run's temperature unless not `calibrated`; `quantize` (CPU, fp32): "int8"
+    by PyTorch or "onnx-int8" by ONNX Runtime (weibolabel.model.onnx, through its graph cache)."""
     path = Path(path)
     checkpoints = find_checkpoints(path)
     check_quantize(quantize, torch.device(device).type, dtype)
@@ -218,9 +200,9 @@ def load_ensemble(
             if quantize == "int8":
                 model = quantize_int8(model)
             elif quantize == "onnx-int8":
-                from weibolabel.model.onnx import cache_directory, quantize_onnx_int8
+                from weibolabel.model.onnx import quantize_onnx_int8
 
-                model = quantize_onnx_int8(model, str(checkpoint), cache=cache_directory())
+                model = quantize_onnx_int8(model, str(checkpoint))
             else:
                 model = model.to(device)
             models.append(model)
@@ -240,69 +222,36 @@ def load_ensemble(
     max_length = int(yaml.safe_load(run.config.read_text())["max_length"]) if run.config.is_file() else 512
     max_length = min(max_length, models[0].config.max_position_embeddings)
     calibration = run.calibration
-    temperature = (
-        float(json.loads(calibration.read_text())["temperature"]) if calibrated and calibration.is_file() else 1.0
-    )
+    temperature = json.loads(calibration.read_text())["temperature"] if calibrated and calibration.is_file() else 1
     return Ensemble(
         models=models,
         tokenizer=load_tokenizer(str(checkpoints[0])),
         schema=schemas[0],
         max_length=max_length,
         source=str(path),
-        members=[str(c.relative_to(path)) if c != path else "." for c in checkpoints],
-        temperature=temperature,
+        members=[str(c.relative_to(path)) for c in checkpoints],  # "." for one checkpoint
+        temperature=float(temperature),
     )
 
 
-def label_texts(
-    ensemble: Ensemble,
-    raw_texts: list,
-    max_length: int,
-    *,
-    batch_size: int = 256,
-    max_tokens: int = 16384,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> pd.DataFrame:
-    """Label, name, confidence, probabilities, status and truncation flag of each text, in input order."""
+def label_texts(ensemble: Ensemble, raw_texts: list, max_length: int, **options) -> pd.DataFrame:
+    """Label, name, confidence, probabilities, status and truncation flag of each text, in input order; `options`
+    (batch_size, max_tokens, autocast, ...) as for `predict_probs`."""
     texts = [clean_text(t) for t in raw_texts]
-    return label_encoded(
-        ensemble,
-        texts,
-        encode(ensemble.tokenizer, texts, max_length),
-        batch_size=batch_size,
-        max_tokens=max_tokens,
-        autocast=autocast,
-    )
+    return label_encoded(ensemble, texts, encode(ensemble.tokenizer, texts, max_length), **options)
 
 
-def label_encoded(
-    ensemble: Ensemble,
-    texts: list[str],
-    encoded: Encoded,
-    *,
-    batch_size: int = 256,
-    max_tokens: int = 16384,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    on_batch: Callable[[int], None] | None = None,
-    min_tokens: int | None = None,
-) -> pd.DataFrame:
+def label_encoded(ensemble: Ensemble, texts: list[str], encoded: Encoded, **options) -> pd.DataFrame:
+    """`label_texts` for texts cleaned and encoded already; `options` as for `predict_probs`."""
     empty = np.array([t == "" for t in texts], dtype=bool)
-    scored = ~empty & ~encoded.unk_only
-    index = np.flatnonzero(scored)
+    index = np.flatnonzero(~empty & ~encoded.unk_only)  # empty and unknown-only texts get no label
+    input_ids = [encoded.input_ids[i] for i in index]
     probs = predict_probs(
-        ensemble.models,
-        [encoded.input_ids[i] for i in index],
-        ensemble.tokenizer.pad_token_id,
-        batch_size=batch_size,
-        max_tokens=max_tokens,
-        autocast=autocast,
-        temperature=ensemble.temperature,
-        on_batch=on_batch,
-        min_tokens=min_tokens,
+        ensemble.models, input_ids, ensemble.tokenizer.pad_token_id, temperature=ensemble.temperature, **options
     )
-    num_rows, names = len(texts), np.array(ensemble.schema.names, dtype=object)
+    num_rows, predicted = len(texts), probs.argmax(axis=1)
     label = pd.array([pd.NA] * num_rows, dtype="Int64")
-    label[index] = probs.argmax(axis=1)
+    label[index] = predicted
     confidence = np.full(num_rows, np.nan, dtype=np.float32)
     confidence[index] = probs.max(axis=1)
     all_probs = [None] * num_rows
@@ -310,7 +259,7 @@ def label_encoded(
         all_probs[row] = p
     status = np.where(empty, STATUS_EMPTY, np.where(encoded.unk_only, STATUS_UNK_ONLY, STATUS_OK))
     label_name = np.full(num_rows, None, dtype=object)
-    label_name[index] = names[probs.argmax(axis=1)]
+    label_name[index] = np.array(ensemble.schema.names, dtype=object)[predicted]
     return pd.DataFrame(
         {
             "label": label,

@@ -1,5 +1,5 @@
-"""Tokenizer and model loading (hub name or local directory, with a fast clear offline error), checkpoints and the
-demo model. The forward pass is weibolabel.model.forward."""
+"""Tokenizer and model loading (hub name or local directory, with a fast clear offline error), checkpoints, the demo
+model."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from weibolabel.model.forward import check_classify
 from weibolabel.util.errors import UserError
 from weibolabel.util.hub import hub_reachable
 
-# bert-base-chinese's vocab.txt (21,128 entries, md5 3b5b76c4aef48ecf8cb3abaafe960f09), as shipped byte-identical
-# in PyPI's cn-clip 1.6.0 (cn_clip/clip/vocab.txt). It lets the demo and the tests use the real tokenizer offline.
+# bert-base-chinese's vocab.txt (md5 3b5b76c4aef48ecf8cb3abaafe960f09), byte-identical in PyPI's cn-clip 1.6.0: the
+# demo and the tests use the real tokenizer offline.
 BUNDLED_VOCAB = "bert-base-chinese-vocab.txt"
 DEMO_MARKER = "weibolabel_demo_model"  # set in config.json of models built from scratch by build_demo_model
 
@@ -45,8 +45,7 @@ def build_demo_model(
     seed: int = 0,
 ) -> Path:
     """A small BERT initialised from scratch (no pretraining) on the real bert-base-chinese tokenizer."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = Path(output_dir)  # save_pretrained creates it
     tokenizer = BertTokenizerFast(vocab=str(bundled_vocab_path()), do_lower_case=True, tokenize_chinese_chars=True)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
@@ -67,8 +66,7 @@ def is_demo_model(config) -> bool:
     return bool(getattr(config, DEMO_MARKER, False))
 
 
-# What a cluster without internet needs of a BERT checkpoint (bert-base-chinese's own file names); the hub repo
-# also holds TensorFlow and Flax copies of the weights that nothing here reads.
+# What an offline cluster needs of a BERT checkpoint; the hub repo's TensorFlow and Flax weights are not read.
 MODEL_FILES = ("config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json")
 
 
@@ -88,8 +86,7 @@ def resolve_model_source(name_or_path: str) -> tuple[str, bool]:
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return str(path), True
-    # A path, not a hub name: it says so (./ / ~ or more than one '/'), or its first folder exists here
-    # (models/bert-base-chinese with a models/ directory). Asking the hub for it would only confuse.
+    # A path, not a hub name (./ / ~, several '/', or an existing first folder): asking the hub would only confuse.
     first_folder = Path(name_or_path.split("/")[0]).expanduser()
     if (
         name_or_path.startswith((".", "/", "~"))
@@ -132,15 +129,11 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
         if not vocab.is_file():
             raise UserError(f"No tokenizer files (tokenizer.json or vocab.txt) in {source}.") from None
         tokenizer = BertTokenizerFast(vocab=str(vocab))
-    check_tokenizer(tokenizer, source)
-    return tokenizer
-
-
-def check_tokenizer(tokenizer: PreTrainedTokenizerBase, source: str) -> None:
-    """Refuse a tokenizer that maps ordinary Chinese to [UNK] (a silent transformers v5 trap)."""
+    # Refuse a tokenizer that maps ordinary Chinese to [UNK] (a silent transformers v5 trap).
     ids = tokenizer("故宫的文物真好看", add_special_tokens=False)["input_ids"]
     if not ids or sum(i == tokenizer.unk_token_id for i in ids) > len(ids) // 2:
         raise UserError(f"The tokenizer in {source} maps Chinese text to [UNK]; its vocabulary is wrong or missing.")
+    return tokenizer
 
 
 def load_pretrained_classifier(name_or_path: str, schema: LabelSchema) -> PreTrainedModel:
@@ -159,10 +152,8 @@ def load_pretrained_classifier(name_or_path: str, schema: LabelSchema) -> PreTra
 
 
 def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: Path, schema) -> None:
-    """Hugging Face format, loadable by AutoModelForSequenceClassification; label descriptions in config.json.
-
-    Written with huggingface_hub rather than `model.save_pretrained`: once torch.distributed is initialised,
-    transformers v5 silently writes weights on global rank 0 only, and here every rank saves its own folds."""
+    """Hugging Face format, label descriptions in config.json. Not `save_pretrained`: under torch.distributed
+    transformers v5 silently writes weights on rank 0 only, and every rank saves its own folds."""
     directory.mkdir(parents=True, exist_ok=True)
     model.config.label_descriptions = {str(label.id): label.description for label in schema.labels}
     model.config.architectures = [type(model).__name__]
@@ -188,12 +179,11 @@ def load_checkpoint(directory: Path, dtype: torch.dtype | None = None) -> tuple[
     return model.eval(), schema
 
 
-QUANTIZE_CHOICES = ("int8", "onnx-int8")  # PyTorch's dynamic int8; ONNX Runtime's (weibolabel.model.onnx)
+QUANTIZE_CHOICES = ("int8", "onnx-int8")  # PyTorch's dynamic int8; ONNX Runtime's
 
 
 def check_quantize(quantize: str | None, device_type: str, dtype: torch.dtype | None) -> None:
-    """Refuse, with what to do, a --quantize the labeling path cannot serve: int8 runs on CPUs, on fp32 weights;
-    onnx-int8 also needs the `onnx` extra."""
+    """Refuse a --quantize the labeling cannot serve: int8 runs on CPUs, on fp32 weights; onnx-int8 needs `onnx`."""
     if quantize is None:
         return
     if quantize not in QUANTIZE_CHOICES:
@@ -215,10 +205,7 @@ def check_quantize(quantize: str | None, device_type: str, dtype: torch.dtype | 
 
 
 def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
-    """Dynamic int8 quantization of every linear layer, in place (CPU): weights int8 per output channel, each
-    batch's activations quantized on the fly. Embeddings, LayerNorm, softmax and the attention products stay fp32.
-    `weibolabel.model.forward.classify` runs the quantized layers as it runs fp32 ones. bench/label_throughput.py
-    measures its speed and its label agreement with fp32 on the demo's trained folds (bench/README.md)."""
+    """Every linear layer dynamically quantized to int8 (per output channel), in place, for CPU; the rest stays fp32."""
     import warnings
 
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -238,8 +225,7 @@ def weights_digest(model) -> str:
 
 
 def fit_max_length(max_length: int, max_position_embeddings: int | None) -> tuple[int, str | None]:
-    """(max_length the model can take, a message if it had to be lowered). Position ids past the model's
-    position table crash on GPU with a bare device-side assert, on CPU with an IndexError."""
+    """(max_length the model can take, a message if lowered): positions past its table crash (GPU: device assert)."""
     if max_position_embeddings is None or max_length <= max_position_embeddings:
         return max_length, None
     return max_position_embeddings, (

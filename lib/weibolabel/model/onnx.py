@@ -1,33 +1,18 @@
 """`--quantize onnx-int8`: a checkpoint's classifier run by ONNX Runtime, its linear layers dynamically quantized to
-int8. Needs the `onnx` extra (`pip install -e '.[onnx]'`: onnxruntime and onnx).
-
-How, per checkpoint, when the ensemble loads (about 16 s for a bert-base fold on 2 cores, bench/README.md), unless
-the graph cache below holds it already:
-1. torch.onnx's TorchScript exporter traces the model with eager attention. That graph is the one ONNX Runtime's
-   BERT fusions recognise (attention, LayerNorm and GELU fused when the session loads it). In the dynamo
-   exporter's SDPA graph onnxruntime's BERT optimizer found no attention to fuse, and it ran 1.1-1.2x slower in a
-   two-round trial (not in bench/).
-2. The exported fp32 graph is checked against the PyTorch model on a probe batch with padding (a transformers or
-   torch release that exports another function stops the job instead of labeling with it).
-3. `onnxruntime.quantization.quantize_dynamic`: int8 weights per output channel, each batch's activations quantized
-   to uint8 on the fly; embeddings, LayerNorm and softmax stay fp32.
-4. An InferenceSession on the CPU provider, all graph optimisations, this process's torch thread count.
-
-The graph cache: the quantized graph (about 100 MB for bert-base) is kept in `cache_directory()`
-($WEIBOLABEL_CACHE, else $XDG_CACHE_HOME/weibolabel, else ~/.cache/weibolabel; `onnx-int8/` there), named by a
-SHA-256 of the model's weights and configuration and of the torch, transformers, onnx and onnxruntime versions
-and the opset: a re-run, a requeued job, the labeling job's other processes (the main process exports first) and
-the next corpus labeled with the same run read it back in well under a second, and a retrained model or another
-release is exported anew. A graph is written there whole or not at all (renamed into place); one that cannot be
-read is exported again, and a cache that cannot be written costs the time only. Delete the folder to free it.
-
-The session takes the batches `inference.predict_probs` makes (length-sorted, under the token budget), as
-a transformers model would. bench/label_throughput.py measures its speed against PyTorch's int8 (`--quantize int8`)
-and optimum's ONNX Runtime int8, and its label agreement with fp32 on the demo's trained folds (bench/README.md).
+int8 (the `onnx` extra: `pip install -e '.[onnx]'`). Per checkpoint, unless the graph cache holds it (about 16 s for
+a bert-base fold on 2 cores):
+1. export with torch.onnx's TorchScript exporter and eager attention, the graph ONNX Runtime's BERT fusions recognise
+   (the dynamo exporter's SDPA graph was not fused, and ran 1.1-1.2x slower);
+2. check the fp32 graph against PyTorch on a padded probe batch: a release that exports another function stops;
+3. quantize dynamically (int8 weights per output channel); 4. load on the CPU with all graph optimisations.
+The cache names a graph by a hash of weights, configuration, releases and opset: re-runs, the job's other processes
+and the next corpus read it back in under a second. Graphs are renamed into place whole; an unreadable one is
+exported again, and a cache that cannot be written costs only the time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -59,17 +44,13 @@ def check_onnxruntime() -> None:
 
 
 def cache_directory() -> Path:
-    """Where quantized graphs are kept between runs (see the module's docstring)."""
-    if os.environ.get(CACHE_ENV):
-        root = Path(os.environ[CACHE_ENV])
-    else:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "weibolabel"
-    return root.expanduser() / "onnx-int8"
+    """$WEIBOLABEL_CACHE, else $XDG_CACHE_HOME/weibolabel, else ~/.cache/weibolabel; `onnx-int8/` there."""
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "weibolabel"
+    return Path(os.environ.get(CACHE_ENV) or default).expanduser() / "onnx-int8"
 
 
 def graph_key(model: PreTrainedModel) -> str:
-    """What the quantized graph of `model` (fp32) depends on, hashed: its weights and configuration, the exporting
-    and quantizing releases, the opset."""
+    """What `model`'s quantized graph depends on, hashed: weights, configuration, releases, opset."""
     import onnx
     import onnxruntime
     import torch
@@ -86,17 +67,16 @@ def graph_key(model: PreTrainedModel) -> str:
 
 
 class OnnxClassifier:
-    """A dynamically quantized ONNX classifier that `predict_probs` calls as it calls a transformers model: CPU
-    tensors of ids and attention mask in, an output with `.logits` (float32, on the CPU) out. `origin` says where
-    its graph came from: "cache" (read back from the graph cache), "exported", or "exported, not cached: <why>"."""
+    """An ONNX classifier that `predict_probs` calls as a transformers model (`.logits` out). `origin`: "cache",
+    "exported", or "exported, not cached: <why>"."""
 
-    def __init__(self, path: Path, config, threads: int, origin: str = "exported"):
+    def __init__(self, path: Path, config, origin: str):
         import onnxruntime as ort
         import torch
 
         self.device = torch.device("cpu")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: the fused-graph notices are not the user's business
@@ -112,35 +92,24 @@ class OnnxClassifier:
         return SequenceClassifierOutput(logits=torch.from_numpy(self.session.run(["logits"], feed)[0]))
 
 
-def quantize_onnx_int8(
-    model: PreTrainedModel, name: str, threads: int | None = None, cache: Path | None = None
-) -> OnnxClassifier:
-    """`model` (fp32, on the CPU) exported, checked, quantized and loaded as above; `name` (its checkpoint) names it
-    in errors. With `cache` (a directory, see `cache_directory`) the graph is read from there when it holds it, and
-    kept there when it is made. The PyTorch model is not used afterwards: the caller drops it."""
+def quantize_onnx_int8(model: PreTrainedModel, name: str) -> OnnxClassifier:
+    """`model` (on the CPU) exported, checked, quantized and loaded as above, through the graph cache; `name` (its
+    checkpoint) names it in errors."""
     check_onnxruntime()
-    import torch
-
     model = model.float().eval()
-    threads = threads or torch.get_num_threads()
-    cached = cache / f"{graph_key(model)}.onnx" if cache is not None else None
-    if cached is not None and cached.is_file():
-        try:
-            return OnnxClassifier(cached, model.config, threads, origin="cache")
-        except Exception:  # a truncated or damaged file: made again below, and replaced
-            pass
-    origin = "exported"
+    cached = cache_directory() / f"{graph_key(model)}.onnx"
+    if cached.is_file():
+        with contextlib.suppress(Exception):  # a truncated or damaged file: made again below, and replaced
+            return OnnxClassifier(cached, model.config, origin="cache")
     with tempfile.TemporaryDirectory(prefix="weibolabel-onnx-") as tmp:
         int8 = export_and_quantize(model, name, Path(tmp))
-        if cached is not None:
-            try:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(cached) as partial:
-                    shutil.copyfile(int8, partial)
-                int8 = cached
-            except OSError as error:  # a full or read-only cache: this run pays the export, and labels all the same
-                origin = f"exported, not cached: {error}"
-        return OnnxClassifier(int8, model.config, threads, origin=origin)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cached) as partial:
+                shutil.copyfile(int8, partial)
+        except OSError as error:  # a full or read-only cache: this run pays the export, and labels all the same
+            return OnnxClassifier(int8, model.config, origin=f"exported, not cached: {error}")
+        return OnnxClassifier(cached, model.config, origin="exported")
 
 
 def export_and_quantize(model: PreTrainedModel, name: str, directory: Path) -> Path:
@@ -174,8 +143,8 @@ def export_and_quantize(model: PreTrainedModel, name: str, directory: Path) -> P
                 f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Label with "
                 "--quantize int8 instead."
             ) from None
-    exported = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
-    logits = exported.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
+    feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    logits = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(["logits"], feed)[0]
     difference = float(np.abs(logits - reference).max())
     if not difference <= PROBE_TOLERANCE:
         raise UserError(
@@ -183,9 +152,7 @@ def export_and_quantize(model: PreTrainedModel, name: str, directory: Path) -> P
             f"{difference:.2g} on a probe batch; torch {torch.__version__}, onnxruntime {ort.__version__}). "
             "Label without --quantize onnx-int8, or with --quantize int8."
         )
-    del exported
-    # onnxruntime.quantization logs on the root logger: a line per tensor it leaves fp32 and advice to
-    # pre-process the graph, 14 lines a layer. The job's own loggers are named, and unaffected.
+    # onnxruntime.quantization logs 14 lines a layer on the root logger; the job's own loggers are named.
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
