@@ -23,11 +23,8 @@ from weibolabel.util.files import write_json, write_text
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Leading arguments that are not options are the runs (the config parser has no positional arguments).
-    leading = 0
-    while leading < len(argv) and not argv[leading].startswith("-"):
-        leading += 1
-    if leading:
-        argv = ["--runs", *argv[:leading], *argv[leading:]]
+    if argv and not argv[0].startswith("-"):
+        argv = ["--runs", *argv]
     config = parse_config(CompareConfig, argv, description=__doc__)
     return exit_status(lambda: compare(config))
 
@@ -48,11 +45,10 @@ def compare(config: CompareConfig) -> None:
     from weibolabel.stats.comparison import compare_runs, comparison_markdown
 
     runs = []
-    for run in config.runs:
-        oof, _ = read_out_of_fold(run)
-        layout = RunLayout(Path(run))
+    for run in map(Path, config.runs):
+        layout = RunLayout(run)
         metrics, folds = json.loads(layout.metrics.read_text()), pd.read_csv(layout.folds_csv)
-        runs.append({"path": Path(run), "metrics": metrics, "folds": folds, "oof": oof})
+        runs.append({"path": run, "metrics": metrics, "folds": folds, "oof": read_out_of_fold(run)[0]})
 
     # 2. Same folds, then the paired tests for every pair.
     pairs = compare_runs(runs)

@@ -15,6 +15,7 @@ learning_curve.png into the run directory or --output_dir.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,16 +91,15 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
     from weibolabel.model.inference import encode
     from weibolabel.model.loading import load_tokenizer
     from weibolabel.training import learning_curve as lc
-    from weibolabel.training.fold import Recipe
+    from weibolabel.training.fold import Recipe, fit_and_score_fold
     from weibolabel.util import plots
 
     run, layout = Path(config.run), RunLayout(config.run)
     train_config, schema, folds = lc.read_run(run)
     recipe = Recipe.from_settings(train_config)  # the run's own settings, exactly
-    names = schema.names
     texts, labels = folds["text"].astype(str).tolist(), folds["label"].to_numpy(dtype=np.int64)
     groups, fold_of_row = folds["group"].astype(str).tolist(), folds["fold"].to_numpy(dtype=np.int64)
-    fractions = sorted(set(config.fractions))
+    grid = [(fold, fraction) for fraction in sorted(set(config.fractions)) for fold in range(train_config.num_folds)]
     out = output_directory(config)
     work = out / "learning_curve_parts"
     on_main_process(accelerator, lambda: (claim_output_directory(out, "learning_curve"), ensure_writable(work)))
@@ -107,47 +107,33 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
     # 2. The baseline on every fold and share (seconds).
     cells = []
     if accelerator.is_main_process:
-        for fraction in fractions:
-            for fold in range(train_config.num_folds):
-                cells.append(
-                    lc.baseline_cell(
-                        recipe=recipe,
-                        texts=texts,
-                        labels=labels,
-                        fold_of_row=fold_of_row,
-                        fold=fold,
-                        fraction=fraction,
-                        names=names,
-                    )
-                )
+        cells = lc.baseline_cells(
+            recipe=recipe, texts=texts, labels=labels, fold_of_row=fold_of_row, grid=grid, names=schema.names
+        )
         logger.info(f"baseline: {len(cells)} cells scored")
 
-    # 3. The encoder: 100% comes from the run's own fold results; other shares are trained, cell c on process
-    # c mod N, each finished cell saved so a re-run skips it.
-    reused_full = False
+    # 3. The encoder: 100% comes from the run's own fold results; other shares are trained as jobs/train.py trains a
+    # fold, cell c on process c mod N, each finished cell saved so a re-run skips it.
+    reused, todo = [], []
     if not config.baseline_only:
-        todo = []
-        for fraction in fractions:
-            for fold in range(train_config.num_folds):
-                result = layout.fold_result(fold)
-                if fraction == 1.0 and result.is_file():
-                    reused_full = True
-                    cells.append(lc.run_cell(fold, result))
-                else:
-                    todo.append((fold, fraction))
-        cells = cells if accelerator.is_main_process else []
+        reused = [fold for fold, fraction in grid if fraction == 1.0 and layout.fold_result(fold).is_file()]
+        todo = [(fold, fraction) for fold, fraction in grid if fraction != 1.0 or fold not in reused]
+    if accelerator.is_main_process:
+        cells += [lc.cell_record("encoder", 1.0, json.loads(layout.fold_result(k).read_text()), "run") for k in reused]
+
+    def cell_file(fold: int, fraction: float) -> Path:  # one finished encoder cell (a re-run skips it)
+        return work / f"encoder_fold_{fold}_fraction_{fraction:g}.json"
+
+    if todo:
         tokenizer = load_tokenizer(train_config.model_name_or_path)
         input_ids = encode(tokenizer, texts, train_config.max_length).input_ids
-
-        def cell_file(fold: int, fraction: float) -> Path:  # one finished encoder cell (a re-run skips it)
-            return work / f"encoder_fold_{fold}_fraction_{fraction:g}.json"
-
         for c, (fold, fraction) in enumerate(todo):
             done = cell_file(fold, fraction)
             if c % accelerator.num_processes != accelerator.process_index or done.is_file():
                 continue
             logger.info(f"encoder: fold {fold}, {fraction:.0%} of the training part", main_process_only=False)
-            record = lc.encoder_cell(
+            state_dir = work / f"fold_{fold}_fraction_{fraction:g}"
+            record, _, model = fit_and_score_fold(
                 recipe=recipe,
                 accelerator=accelerator,
                 stop=stop,
@@ -156,30 +142,32 @@ def learning_curve(config: LearningCurveConfig, accelerator, stop: StopSignal) -
                 input_ids=input_ids,
                 labels=labels,
                 groups=groups,
-                fold_of_row=fold_of_row,
+                train_index=lc.subsample(np.flatnonzero(fold_of_row != fold), labels, fraction, recipe.seed + fold),
+                test_index=np.flatnonzero(fold_of_row == fold),
                 fold=fold,
-                fraction=fraction,
-                work_dir=work,
+                state_file=state_dir / "state.pt",
             )
-            write_json(done, record)
+            write_json(done, lc.cell_record("encoder", fraction, record))
+            shutil.rmtree(state_dir, ignore_errors=True)
+            del model
+            accelerator.free_memory()
         accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            cells += [json.loads(cell_file(f, x).read_text()) for f, x in todo]
+    if not accelerator.is_main_process:
+        return
+    cells += [json.loads(cell_file(fold, fraction).read_text()) for fold, fraction in todo]
 
     # 4. The per-fold table, its summary, the plot and the Markdown page.
-    if accelerator.is_main_process:
-        table = pd.DataFrame(cells).sort_values(["model", "fraction", "fold"], kind="stable")
-        write_table(table, out / "learning_curve.csv")
-        summary = lc.summarize(table)
-        title = f"Learning curve, {train_config.num_folds} folds"
-        plots.plot_data_size_curve(summary, out / "learning_curve.png", title)
-        page = lc.render_markdown(summary, recipe, train_config.num_folds, run, reused_full)
-        write_text(out / "learning_curve.md", page)
-        if not any(work.iterdir()):
-            work.rmdir()
-        for row in summary.itertuples(index=False):
-            logger.info(f"{row.model} {row.fraction:.0%}: macro-F1 {row.macro_f1_mean:.3f} ± {row.macro_f1_std:.3f}")
-        logger.info(f"wrote {out / 'learning_curve.md'}")
+    table = pd.DataFrame(cells).sort_values(["model", "fraction", "fold"], kind="stable")
+    write_table(table, out / "learning_curve.csv")
+    summary = lc.summarize(table)
+    plots.plot_data_size_curve(summary, out / "learning_curve.png", f"Learning curve, {train_config.num_folds} folds")
+    page = lc.render_markdown(summary, recipe, train_config.num_folds, run, reused_full=bool(reused))
+    write_text(out / "learning_curve.md", page)
+    if not any(work.iterdir()):
+        work.rmdir()
+    for row in summary.itertuples(index=False):
+        logger.info(f"{row.model} {row.fraction:.0%}: macro-F1 {row.macro_f1_mean:.3f} ± {row.macro_f1_std:.3f}")
+    logger.info(f"wrote {out / 'learning_curve.md'}")
 
 
 if __name__ == "__main__":

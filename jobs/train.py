@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -51,11 +50,6 @@ from weibolabel.run.startup import JobLogger, refuse
 from weibolabel.util.errors import UserError
 from weibolabel.util.files import write_json
 
-if TYPE_CHECKING:
-    from accelerate import Accelerator
-
-    from weibolabel.training.fold import Recipe
-
 # torch, transformers and accelerate take seconds to import: make_accelerator() and the steps after the data check
 # import them (with the modules that need them), so --help and bad data's message come quickly (bench/startup.py).
 logger = JobLogger("train")
@@ -73,45 +67,37 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, OSError, KeyboardInterrupt) as error:
         return refuse(error, "train")
     accelerator = make_accelerator(config.collective_timeout_minutes, config.device)
-    kept = "finished folds and epochs"  # what a stopped run keeps, for its message
     with RunLock() as lock:  # released on every way out; taken once the inputs are checked
 
         def work() -> None:
-            cross_validate(
-                config=config, schema=schema, data=data, accelerator=accelerator, stop=StopSignal(), lock=lock
-            )
+            cross_validate(config, schema, data, accelerator, StopSignal(), lock)
 
-        return run_guarded(work, accelerator, logger, kept)
+        return run_guarded(work, accelerator, logger, "finished folds and epochs")
 
 
 def preflight(argv: list[str]) -> None:
     """`python -m weibolabel.run.preflight jobs/train.py ARGS` (the launch scripts, before starting any process): the
-    job's own checks of step 1 and 2, in one process without accelerate; nothing is written."""
+    job's own checks of steps 1 and 2, in one process without accelerate; nothing is written."""
     config = parse_config(TrainConfig, argv, description=__doc__)
     check_device(config.device)
-    config, schema, _, _, _ = check_inputs(config)
+    schema, _ = check_data(config)
+    config, _, _ = check_model(config)
     out = Path(config.output_dir)
     check_lock_free(training_lock_path(out), "training run")
     check_run_directory(out, run_identity(config, schema), "training run")
 
 
 def cross_validate(
-    *,
-    config: TrainConfig,
-    schema: LabelSchema,
-    data: LabeledData,
-    accelerator: Accelerator,
-    stop: StopSignal,
-    lock: RunLock,
+    config: TrainConfig, schema: LabelSchema, data: LabeledData, accelerator, stop: StopSignal, lock: RunLock
 ) -> None:
     """Steps 1 (the model) to 5; `schema` and `data` as check_data found them."""
     from weibolabel.data.folds import make_folds
     from weibolabel.model.inference import encode
-    from weibolabel.training.fold import Recipe
+    from weibolabel.model.loading import save_checkpoint
+    from weibolabel.training.fold import Recipe, fit_and_score_fold
     from weibolabel.training.results import write_results
 
-    out = Path(config.output_dir)
-    layout = RunLayout(out)
+    out, layout = Path(config.output_dir), RunLayout(config.output_dir)
 
     # 1. Data and model are checked before any training: bad rows (main()) and unreachable models fail here.
     config, tokenizer, lowered = check_model(config)
@@ -119,7 +105,7 @@ def cross_validate(
         logger.warning(lowered)
     # Folds are written on every node and reported on the main one: all must see the same directory.
     check_shared_directory(accelerator, out, "--output_dir")
-    rows, texts, labels = data.rows, data.rows["text"].tolist(), data.rows["label"].to_numpy()
+    rows, labels = data.rows, data.rows["label"].to_numpy()
     logger.info(f"{config.data}: {data.counts['rows_used']} rows used, classes {data.counts['class_counts']}")
     for key in ("empty_text_dropped", "duplicates_merged", "conflicting_duplicates_dropped"):
         if data.counts[key]:
@@ -151,42 +137,51 @@ def cross_validate(
     fold_of_row = make_folds(labels, rows["group"].tolist(), config.num_folds, config.seed)
     if accelerator.is_main_process:
         write_table(rows.assign(fold=fold_of_row), layout.folds_csv)
-    encoded = encode(tokenizer, texts, config.max_length)
+    encoded = encode(tokenizer, rows["text"].tolist(), config.max_length)
     if encoded.truncated.any():
         logger.warning(f"{int(encoded.truncated.sum())} texts are longer than {config.max_length} tokens: truncated")
 
-    # 4. Each process trains its share of the folds.
-    for fold in range(config.num_folds):
-        if fold % accelerator.num_processes != accelerator.process_index:
-            continue
+    # 4. Each process trains its share of the folds (fold k on process k mod N): a fresh model on every fold but
+    # k, the best epoch picked on a validation part carved from it, fold k scored once with that epoch's model.
+    for fold in range(accelerator.process_index, config.num_folds, accelerator.num_processes):
         if layout.fold_result(fold).is_file():
             logger.info(f"fold {fold}: already finished, skipped", main_process_only=False)
             continue
-        run_fold(
-            fold=fold,
+        test_index = np.flatnonzero(fold_of_row == fold)
+        record, probs, model = fit_and_score_fold(
             recipe=Recipe.from_settings(config),
             accelerator=accelerator,
             stop=stop,
-            tokenizer=tokenizer,
             schema=schema,
+            pad_id=tokenizer.pad_token_id,
             input_ids=encoded.input_ids,
             labels=labels,
-            rows=rows,
-            fold_of_row=fold_of_row,
-            out=out,
+            groups=rows["group"].tolist(),
+            train_index=np.flatnonzero(fold_of_row != fold),
+            test_index=test_index,
+            fold=fold,
+            state_file=layout.resume_state(fold),
         )
+        save_checkpoint(accelerator.unwrap_model(model), tokenizer, layout.fold_dir(fold), schema)
+        pd.DataFrame({"index": test_index, "probs": list(probs)}).to_parquet(layout.test_predictions(fold))
+        write_json(layout.fold_result(fold), record)  # the fold's mark of completion
+        shutil.rmtree(layout.resume_dir(fold), ignore_errors=True)
+        test = record["test"]
+        logger.info(
+            f"fold {fold}: test accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f}",
+            main_process_only=False,
+        )
+        del model
+        accelerator.free_memory()
     accelerator.wait_for_everyone()
 
     # 5. The main process gathers the folds, scores the baseline on the same folds and writes the report.
     def report() -> None:
-        data_counts = data.counts | {"truncated": int(encoded.truncated.sum())}
         metrics = write_results(
             settings=config_to_dict(config),
             out=out,
             names=schema.names,
-            data_counts=data_counts,
-            texts=texts,
-            labels=labels,
+            data_counts=data.counts | {"truncated": int(encoded.truncated.sum())},
             rows=rows,
             fold_of_row=fold_of_row,
         )
@@ -197,16 +192,6 @@ def cross_validate(
         )
 
     on_main_process(accelerator, report)
-
-
-def check_inputs(config: TrainConfig) -> tuple:
-    """Step 1, by `preflight`: the options, the output location, every row of the data and the model's files (not
-    its weights). Returns the config (max_length fitted to the model), the label schema, the data, the tokenizer,
-    and the warning when max_length was lowered. (The job runs its two parts apart: the model's after the heavy
-    imports.)"""
-    schema, data = check_data(config)
-    config, tokenizer, lowered = check_model(config)
-    return config, schema, data, tokenizer, lowered
 
 
 def check_data(config: TrainConfig) -> tuple[LabelSchema, LabeledData]:
@@ -235,7 +220,7 @@ def check_data(config: TrainConfig) -> tuple[LabelSchema, LabeledData]:
 
 
 def check_model(config: TrainConfig) -> tuple:
-    """The model's files (not its weights): (config with max_length fitted to the model, tokenizer, the warning
+    """The model's files, not its weights: (config with max_length fitted to the model, tokenizer, the warning
     when max_length was lowered)."""
     from weibolabel.model.loading import fit_max_length, load_model_config, load_tokenizer
 
@@ -249,66 +234,13 @@ def check_model(config: TrainConfig) -> tuple:
     return config, tokenizer, lowered
 
 
-def run_identity(config: TrainConfig, schema) -> dict:
-    """What a resume must match: every setting but where the run is and how long it waits at barriers (a re-run
-    may wait longer without changing the result), and the data's hash."""
-    identity = {
-        **config_to_dict(config),
-        "data_sha256": input_sha256(config.data, config.split),
-        "labels": schema.names,
-    }
-    identity.pop("output_dir")
-    identity.pop("collective_timeout_minutes")
-    identity.pop("device")  # a run started on the CPU may finish on a GPU: the recorded precision says which ran
+def run_identity(config: TrainConfig, schema: LabelSchema) -> dict:
+    """What a resume must match: the data's hash and every setting but where the run is, how long it waits at
+    barriers and the device (a run started on the CPU may finish on a GPU: the recorded precision says which ran)."""
+    identity = config_to_dict(config) | {"data_sha256": input_sha256(config.data, config.split), "labels": schema.names}
+    for setting in ("output_dir", "collective_timeout_minutes", "device"):
+        identity.pop(setting)
     return identity
-
-
-def run_fold(
-    *, fold, recipe: Recipe, accelerator, stop, tokenizer, schema, input_ids, labels, rows, fold_of_row, out
-) -> None:
-    """Train on every fold but `fold` (a validation part carved out picks the best epoch), score `fold` once with
-    that epoch's model, and save the checkpoint, the test predictions and the fold's record."""
-    from weibolabel.model.loading import save_checkpoint
-    from weibolabel.training.fold import fit_and_score_fold
-
-    layout = RunLayout(out)
-    test_index = np.flatnonzero(fold_of_row == fold)
-    score, model = fit_and_score_fold(
-        recipe=recipe,
-        accelerator=accelerator,
-        stop=stop,
-        schema=schema,
-        pad_id=tokenizer.pad_token_id,
-        input_ids=input_ids,
-        labels=labels,
-        groups=rows["group"].tolist(),
-        train_index=np.flatnonzero(fold_of_row != fold),
-        test_index=test_index,
-        fold=fold,
-        state_file=layout.resume_state(fold),
-    )
-    save_checkpoint(accelerator.unwrap_model(model), tokenizer, layout.fold_dir(fold), schema)
-    pd.DataFrame({"index": test_index, "probs": list(score.probs)}).to_parquet(layout.test_predictions(fold))
-    write_json(
-        layout.fold_result(fold),
-        {
-            "fold": fold,
-            "num_train": score.num_fit,
-            "num_validation": score.num_validation,
-            "num_test": len(test_index),
-            "best_epoch": score.training.best_epoch + 1,
-            "history": score.training.history,
-            "test": score.metrics,
-            "initial_weights_sha256": score.initial_weights_sha256,
-        },
-    )
-    shutil.rmtree(layout.resume_dir(fold), ignore_errors=True)
-    logger.info(
-        f"fold {fold}: test accuracy {score.metrics['accuracy']:.4f}, macro-F1 {score.metrics['macro_f1']:.4f}",
-        main_process_only=False,
-    )
-    del model
-    accelerator.free_memory()
 
 
 if __name__ == "__main__":

@@ -28,10 +28,8 @@ def one_class(metrics: dict) -> str | None:
 
 
 def below_baseline(metrics: dict) -> str | None:
-    """Below the baseline beyond fold noise (the corrected resampled t-test's 95% interval of the macro-F1
-    difference lies below zero), or, within fold noise, the baseline right on significantly more of the same
-    comments (McNemar, p < 0.05): with five folds the t-test is cautious, and a fine-tuned encoder that a TF-IDF
-    model beats on the same rows deserves a look either way."""
+    """Below the baseline beyond fold noise (corrected resampled t-test), or the baseline right on significantly
+    more of the same comments (McNemar): with five folds the t-test is cautious, and either deserves a look."""
     baseline = metrics.get("baseline")
     if not baseline:
         return None
@@ -57,11 +55,8 @@ def below_baseline(metrics: dict) -> str | None:
 
 def still_rising(metrics: dict) -> str | None:
     """Validation macro-F1 was still rising at the last epoch in most folds: more epochs would likely help."""
-    rising = []
-    for fold in metrics["folds"]:
-        curve = [epoch["val_macro_f1"] for epoch in fold["history"]]
-        if len(curve) >= 2 and curve[-1] > curve[-2] and curve[-1] >= max(curve):
-            rising.append(fold["fold"])
+    curves = {fold["fold"]: [epoch["val_macro_f1"] for epoch in fold["history"]] for fold in metrics["folds"]}
+    rising = [k for k, curve in curves.items() if len(curve) >= 2 and curve[-1] > curve[-2] and curve[-1] >= max(curve)]
     if len(rising) <= len(metrics["folds"]) / 2:
         return None
     return (
@@ -97,8 +92,7 @@ def temperature_far_from_one(metrics: dict) -> str | None:
     calibration = metrics.get("calibration")
     if not calibration:
         return None
-    temperature = calibration["temperature"]
-    low, high = TEMPERATURE_RANGE
+    temperature, (low, high) = calibration["temperature"], TEMPERATURE_RANGE
     if low <= temperature <= high:
         return None
     direction = "over-confident" if temperature > 1 else "under-confident"
@@ -118,14 +112,9 @@ def run_checks(metrics: dict) -> list[str]:
 
 def checks_section(metrics: dict) -> list[str]:
     """The report's 'Checks' section as Markdown lines."""
-    flags = run_checks(metrics)
-    lines = ["## Checks", ""]
-    if not flags:
-        lines += [
-            "None of the checks flagged anything (one predicted class, below the baseline, still "
-            "rising at the last epoch, large spread over folds, many truncated texts, temperature far from 1).",
-            "",
-        ]
-    else:
-        lines += [f"- **Warning.** {message}" for message in flags] + [""]
-    return lines
+    warnings = [f"- **Warning.** {message}" for message in run_checks(metrics)]
+    none = (
+        "None of the checks flagged anything (one predicted class, below the baseline, still rising at the last "
+        "epoch, large spread over folds, many truncated texts, temperature far from 1)."
+    )
+    return ["## Checks", "", *(warnings or [none]), ""]

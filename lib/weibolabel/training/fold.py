@@ -32,14 +32,9 @@ from weibolabel.util.files import atomic_path
 logger = get_logger(__name__)
 
 
-class NonFiniteLoss(UserError):
-    """The loss became NaN or inf; the message names fold, epoch and step."""
-
-
 @dataclass(frozen=True)
 class Recipe:
-    """What training one fold needs of a job's settings; the jobs build it from their config (`from_settings`), so
-    the library reads no job recipe."""
+    """What training one fold needs of a job's settings, so the library reads no job config."""
 
     model_name_or_path: str
     seed: int
@@ -68,10 +63,6 @@ class Split:
     input_ids: list[list[int]]
     labels: np.ndarray
 
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
-
 
 @dataclass
 class FoldTraining:
@@ -87,8 +78,8 @@ def class_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
 
 
 def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe), fused into one kernel per
-    step on CPU and CUDA (a bert-base step on 2 CPU cores: 0.06 s against 0.25 s for the default implementation)."""
+    """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe), fused on CPU and CUDA (a
+    bert-base step on 2 CPU cores: 0.06 s against 0.25 s unfused)."""
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
@@ -123,41 +114,71 @@ def train_fold(
     stop: StopSignal,
 ) -> FoldTraining:
     """Train `model` on `train` for `recipe.num_epochs` epochs, validating on `validation` after each; the best
-    epoch's weights are returned."""
+    epoch's weights are returned. A non-finite loss or running out of GPU memory stops with fold, epoch and step."""
     device = accelerator.device
     model.to(device)
-    optimizer, scheduler = _optimizer_and_scheduler(model, recipe, accelerator, num_train=len(train.input_ids))
+    optimizer = accelerator.prepare_optimizer(
+        build_optimizer(model, recipe.learning_rate, recipe.weight_decay), device_placement=True
+    )
+    # Linear warmup, then decay to zero over all of the fold's updates.
+    updates_per_epoch = math.ceil(
+        math.ceil(len(train.input_ids) / recipe.per_device_batch_size) / recipe.gradient_accumulation_steps
+    )
+    total_updates = updates_per_epoch * recipe.num_epochs
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer.optimizer, round(recipe.warmup_ratio * total_updates), total_updates
+    )
     weight = class_weights(train.labels, model.config.num_labels).to(device) if recipe.class_weighted_loss else None
+    labels, lengths = torch.from_numpy(train.labels), np.array([len(ids) for ids in train.input_ids], dtype=np.int64)
 
-    result = FoldTraining(best_state={}, best_epoch=-1)
-    best_f1, first_epoch = -1.0, 0
+    result, best_f1, first_epoch = FoldTraining(best_state={}, best_epoch=-1), -1.0, 0
     if accelerator.scaler is not None:
         reset_loss_scaler(accelerator.scaler)  # fp16: the fold before this one on this process must not leak in
     if state_file.is_file():
-        result, best_f1, first_epoch = _resume(
-            state_file, model=model, optimizer=optimizer, scheduler=scheduler, accelerator=accelerator, fold=fold
-        )
+        result, best_f1, first_epoch = _resume(state_file, model, optimizer, scheduler, accelerator, fold)
 
     for epoch in range(first_epoch, recipe.num_epochs):
         started = time.perf_counter()
-        train_loss = _train_epoch(
-            model,
-            train,
-            recipe=recipe,
-            accelerator=accelerator,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            weight=weight,
-            fold=fold,
-            epoch=epoch,
-            pad_id=pad_id,
-            stop=stop,
-        )
+        model.train()
+        losses = []
+        # Length-grouped batches seeded by fold and epoch: a resumed epoch replays exactly.
+        seed = recipe.seed * 1_000_003 + fold * 1_009 + epoch
+        batches = length_grouped_batches(lengths, recipe.per_device_batch_size, seed=seed)
+        for step, batch in enumerate(batches):
+            where = f"fold {fold}, epoch {epoch + 1}, step {step + 1}"
+            ids, mask = pad_batch([train.input_ids[i] for i in batch], pad_id, 8 if device.type == "cuda" else 1)
+            try:
+                with accelerator.autocast():
+                    logits = classify(model, ids.to(device), mask.to(device))
+                loss = F.cross_entropy(logits.float(), labels[batch].to(device), weight=weight)
+                if not torch.isfinite(loss):
+                    raise UserError(non_finite_loss_message(loss.item(), where, accelerator.mixed_precision))
+                accelerator.backward(loss / recipe.gradient_accumulation_steps)
+                # An optimizer step every gradient_accumulation_steps batches and after the last.
+                if (step + 1) % recipe.gradient_accumulation_steps == 0 or step + 1 == len(batches):
+                    accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+            except RuntimeError as error:  # torch.cuda.OutOfMemoryError, or cuBLAS/cuDNN out of memory
+                if not is_out_of_memory(error):
+                    raise
+                batch_size, accumulation = recipe.per_device_batch_size, recipe.gradient_accumulation_steps
+                raise UserError(
+                    f"Out of GPU memory in {where} (a batch of {ids.shape[0]} texts x {ids.shape[1]} tokens) with "
+                    f"--per_device_batch_size {batch_size}. Lower --per_device_batch_size (e.g. to "
+                    f"{max(1, batch_size // 2)}) and raise --gradient_accumulation_steps (e.g. to {accumulation * 2}) "
+                    f"to keep the same effective batch, or lower --max_length (now {recipe.max_length}), and run "
+                    "again with a new --output_dir (these settings change the result, so this run cannot be resumed "
+                    "with them)."
+                ) from None
+            losses.append(loss.detach())
+            stop.check(f"in {where}")
         train_seconds = time.perf_counter() - started
         _, val = evaluate(model, validation, pad_id, accelerator, recipe.eval_batch_size)
         record = {
             "epoch": epoch + 1,
-            "train_loss": train_loss,
+            "train_loss": float(torch.stack(losses).mean()),
             "val_accuracy": val["accuracy"],
             "val_macro_f1": val["macro_f1"],
             "learning_rate": scheduler.get_last_lr()[0],
@@ -187,25 +208,9 @@ def train_fold(
     return result
 
 
-def _optimizer_and_scheduler(model: torch.nn.Module, recipe: Recipe, accelerator: Accelerator, num_train: int):
-    """AdamW, prepared by accelerate, and its linear warmup-then-decay schedule over all of the fold's updates."""
-    optimizer = accelerator.prepare_optimizer(
-        build_optimizer(model, recipe.learning_rate, recipe.weight_decay), device_placement=True
-    )
-    batches_per_epoch = math.ceil(num_train / recipe.per_device_batch_size)
-    updates_per_epoch = math.ceil(batches_per_epoch / recipe.gradient_accumulation_steps)
-    total_updates = updates_per_epoch * recipe.num_epochs
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer.optimizer, round(recipe.warmup_ratio * total_updates), total_updates
-    )
-    return optimizer, scheduler
-
-
-def _resume(
-    state_file: Path, *, model, optimizer, scheduler, accelerator: Accelerator, fold: int
-) -> tuple[FoldTraining, float, int]:
-    """Load a killed fold's end-of-epoch state into the model, optimizer, schedule, loss scaler and random
-    generators; returns the training so far, its best validation macro-F1 and the epoch to continue with."""
+def _resume(state_file: Path, model, optimizer, scheduler, accelerator: Accelerator, fold: int):
+    """Load a killed fold's end-of-epoch state into model, optimizer, schedule, loss scaler and random generators;
+    returns the training so far, its best validation macro-F1 and the epoch to continue with."""
     state = _load_state(state_file)
     model.load_state_dict(state["model"])
     optimizer.optimizer.load_state_dict(state["optimizer"])
@@ -218,58 +223,9 @@ def _resume(
     return result, state["best_f1"], state["epoch"] + 1
 
 
-def _train_epoch(
-    model: torch.nn.Module,
-    train: Split,
-    *,
-    recipe: Recipe,
-    accelerator: Accelerator,
-    optimizer,
-    scheduler,
-    weight: torch.Tensor | None,
-    fold: int,
-    epoch: int,
-    pad_id: int,
-    stop: StopSignal,
-) -> float:
-    """One pass over `train` in length-grouped batches (seeded by fold and epoch), an optimizer step every
-    `gradient_accumulation_steps` batches and after the last; returns the mean training loss. A non-finite loss or
-    running out of GPU memory stops with the fold, epoch and step named; `stop` is checked after every step."""
-    device = accelerator.device
-    labels = torch.from_numpy(train.labels)
-    model_losses = []
-    model.train()
-    batches = length_grouped_batches(train.lengths, recipe.per_device_batch_size, seed=_epoch_seed(recipe, fold, epoch))
-    for step, batch in enumerate(batches):
-        ids, mask = pad_batch([train.input_ids[i] for i in batch], pad_id, 8 if device.type == "cuda" else 1)
-        try:
-            with accelerator.autocast():
-                logits = classify(model, ids.to(device), mask.to(device))
-            loss = F.cross_entropy(logits.float(), labels[batch].to(device), weight=weight)
-            if not torch.isfinite(loss):
-                where = f"fold {fold}, epoch {epoch + 1}, step {step + 1}"
-                raise NonFiniteLoss(non_finite_loss_message(loss.item(), where, accelerator.mixed_precision))
-            accelerator.backward(loss / recipe.gradient_accumulation_steps)
-            if (step + 1) % recipe.gradient_accumulation_steps == 0 or step + 1 == len(batches):
-                accelerator.clip_grad_norm_(model.parameters(), recipe.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-        except RuntimeError as error:  # torch.cuda.OutOfMemoryError, or cuBLAS/cuDNN out of memory
-            if not is_out_of_memory(error):
-                raise
-            where = f"fold {fold}, epoch {epoch + 1}, step {step + 1}"
-            raise UserError(_out_of_memory_message(recipe, where, ids)) from None
-        model_losses.append(loss.detach())
-        stop.check(f"in fold {fold}, epoch {epoch + 1}, step {step + 1}")
-    return float(torch.stack(model_losses).mean())
-
-
 def reset_loss_scaler(scaler: torch.amp.GradScaler) -> None:
-    """Give fp16's loss scaler the state of a new one. accelerate keeps one scaler for the whole job, so without
-    this a fold would start with the scale and growth count the previous fold on this process left behind, and
-    its first steps (skipped or not) would depend on which folds ran before it. make_accelerator passes no
-    GradScalerKwargs, so torch's default initial scale is accelerate's too."""
+    """Give fp16's loss scaler a new one's state: accelerate keeps one scaler per job, so a fold would otherwise
+    start with the scale the previous fold on this process left (torch's default initial scale is accelerate's)."""
     fresh = torch.amp.GradScaler(
         "cpu",  # the state is plain numbers, whatever the device; a CPU scaler needs no GPU to build
         growth_factor=scaler.get_growth_factor(),
@@ -294,37 +250,21 @@ def non_finite_loss_message(value: float, where: str, mixed_precision: str) -> s
     )
 
 
-def _out_of_memory_message(recipe: Recipe, where: str, ids: torch.Tensor) -> str:
-    batch, accumulation = recipe.per_device_batch_size, recipe.gradient_accumulation_steps
-    return (
-        f"Out of GPU memory in {where} (a batch of {ids.shape[0]} texts x {ids.shape[1]} tokens) with "
-        f"--per_device_batch_size {batch}. Lower --per_device_batch_size (e.g. to {max(1, batch // 2)}) and raise "
-        f"--gradient_accumulation_steps (e.g. to {accumulation * 2}) to keep the same effective batch, or lower "
-        f"--max_length (now {recipe.max_length}), and run again with a new --output_dir (these settings change the "
-        "result, so this run cannot be resumed with them)."
-    )
-
-
 # The layout of a fold's resume file; a file without it (or of an older layout) is refused, not guessed at.
 RESUME_FORMAT = "weibolabel-resume-2"
+# The parts of numpy's and Python's generator states, named as the resume record stores them.
+NUMPY_STATE = ("bit_generator", "key", "pos", "has_gauss", "cached_gaussian")
+PYTHON_STATE = ("version", "internal", "gauss_next")
 
 
 def _rng_state(device: torch.device) -> dict:
-    """Every random generator training may draw from (dropout uses torch's; CUDA's only for the current device,
-    so a fold can resume on another GPU or process). torch's states are uint8 tensors; numpy's and Python's are
-    plain numbers, kept JSON-ready so that no state needs pickle to be stored or read."""
-    kind, key, position, has_gauss, cached_gaussian = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
+    """Every random generator training may draw from (CUDA's for the current device only, so a fold can resume on
+    another GPU). torch's states are tensors; numpy's and Python's are kept JSON-ready, so none needs pickle."""
+    numpy_state = dict(zip(NUMPY_STATE, np.random.get_state()))
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {
-            "bit_generator": kind,
-            "key": key.tolist(),
-            "pos": int(position),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached_gaussian),
-        },
-        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "numpy": numpy_state | {"key": numpy_state["key"].tolist()},
+        "python": dict(zip(PYTHON_STATE, random.getstate())),
     }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
@@ -334,19 +274,17 @@ def _rng_state(device: torch.device) -> dict:
 def _restore_rng(state: dict, device: torch.device) -> None:
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
-    saved = rng["numpy"]
-    key = np.asarray(saved["key"], dtype=np.uint32)
-    np.random.set_state((saved["bit_generator"], key, saved["pos"], saved["has_gauss"], saved["cached_gaussian"]))
-    python = rng["python"]
-    random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
+    numpy_state = rng["numpy"] | {"key": np.asarray(rng["numpy"]["key"], dtype=np.uint32)}
+    np.random.set_state(tuple(numpy_state[name] for name in NUMPY_STATE))
+    python_state = rng["python"] | {"internal": tuple(rng["python"]["internal"])}
+    random.setstate(tuple(python_state[name] for name in PYTHON_STATE))
     if device.type == "cuda" and "cuda" in rng:
         torch.cuda.set_rng_state(rng["cuda"], device)
 
 
 def _load_state(path: Path) -> dict:
-    """The resume state as train_fold reads it. Read as data only: torch.load(weights_only=True) builds tensors and
-    plain containers and refuses any other object, so a file put in the run directory by someone else cannot run
-    code when the owner resumes; a file of another layout is refused as well."""
+    """The resume state, read as data only (torch.load(weights_only=True) refuses any object but tensors and plain
+    containers), so a file someone else put in the run directory cannot run code; another layout is refused."""
     try:
         stored = torch.load(path, map_location="cpu", weights_only=True)
         if not (isinstance(stored, dict) and isinstance(stored.get("json"), torch.Tensor)):
@@ -372,10 +310,6 @@ def _load_state(path: Path) -> dict:
         ) from None
 
 
-def _epoch_seed(recipe: Recipe, fold: int, epoch: int) -> int:
-    return recipe.seed * 1_000_003 + fold * 1_009 + epoch
-
-
 def _save_state(
     path: Path,
     *,
@@ -387,9 +321,8 @@ def _save_state(
     best_f1: float,
     result: FoldTraining,
 ) -> None:
-    """Everything needed to continue after `epoch`, in one file written under a temporary name and renamed
-    (atomic). Tensors are stored as tensors; counters, history and the numpy/Python RNG states as one JSON record
-    (UTF-8 bytes in a uint8 tensor), so `_load_state` never has to unpickle an object."""
+    """Everything needed to continue after `epoch`, written atomically: tensors as tensors, the rest as one JSON
+    record (UTF-8 bytes in a uint8 tensor), so `_load_state` never unpickles an object."""
     rng = _rng_state(accelerator.device)
     tensors = {
         "model": model.state_dict(),
@@ -419,18 +352,6 @@ def _save_state(
         raise UserError(message) from None
 
 
-@dataclass(kw_only=True)
-class FoldScore:
-    """A fold's test-set scoring with the best epoch's model, and how it got there."""
-
-    probs: np.ndarray
-    metrics: dict
-    training: FoldTraining
-    num_fit: int
-    num_validation: int
-    initial_weights_sha256: str
-
-
 def fit_and_score_fold(
     *,
     recipe: Recipe,
@@ -445,9 +366,9 @@ def fit_and_score_fold(
     test_index: np.ndarray,
     fold: int,
     state_file: Path,
-) -> tuple[FoldScore, object]:
+) -> tuple[dict, np.ndarray, torch.nn.Module]:
     """Carve the validation part out of `train_index`, train a fresh model from the pretrained weights, keep the
-    best epoch, score `test_index` once. Returns the score and the model (holding the best epoch's weights)."""
+    best epoch, score `test_index` once. Returns the fold's record, the test probabilities and the best model."""
     fit_index, val_index = split_validation(train_index, labels, groups, recipe.validation_fraction, recipe.seed + fold)
 
     def split(index):
@@ -474,12 +395,14 @@ def fit_and_score_fold(
     )
     model.load_state_dict(training.best_state)
     probs, metrics = evaluate(model, split(test_index), pad_id, accelerator, recipe.eval_batch_size)
-    score = FoldScore(
-        probs=probs,
-        metrics=metrics,
-        training=training,
-        num_fit=len(fit_index),
-        num_validation=len(val_index),
-        initial_weights_sha256=initial,
-    )
-    return score, model
+    record = {
+        "fold": fold,
+        "num_train": len(fit_index),
+        "num_validation": len(val_index),
+        "num_test": len(test_index),
+        "best_epoch": training.best_epoch + 1,
+        "history": training.history,
+        "test": metrics,
+        "initial_weights_sha256": initial,
+    }
+    return record, probs, model

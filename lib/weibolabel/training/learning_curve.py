@@ -1,39 +1,31 @@
 """Learning curves under a training run's own folds: nested, stratified subsamples of each fold's training part,
-scored on the untouched test fold, for the encoder and the TF-IDF baseline.
-
-Each cell is `weibolabel.training.fold.fit_and_score_fold`, the step jobs/train.py runs for every fold.
-"""
+scored on the untouched test fold, for the encoder and the TF-IDF baseline."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
-from accelerate import Accelerator
 
 from weibolabel.data.labels import Label, LabelSchema
 from weibolabel.run.config import TrainConfig
 from weibolabel.run.layout import RunLayout
-from weibolabel.run.preemption import StopSignal
 from weibolabel.stats.metrics import classification_metrics
-from weibolabel.training.fold import Recipe, fit_and_score_fold
+from weibolabel.training.baseline import tfidf_logreg_probs
+from weibolabel.training.fold import Recipe
 from weibolabel.util.errors import UserError
 from weibolabel.util.markdown import markdown_table
 
 
 def read_run(run: Path) -> tuple[TrainConfig, LabelSchema, pd.DataFrame]:
-    """A finished training run's settings (its config.yaml, as the TrainConfig it ran with), its label schema and
-    its folds.csv: the rows and folds exactly as it used them."""
+    """A training run's settings (the TrainConfig it ran with), its label schema and its folds.csv: the rows and
+    folds exactly as it used them (jobs/learning_curve.py has checked that the files are there)."""
     layout = RunLayout(run)
-    for path in (layout.config, layout.folds_csv, layout.identity):
-        if not path.is_file():
-            raise UserError(f"{run} is not a training run directory of jobs/train.py (no {path.name}).")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     train_config = TrainConfig(**{k: v for k, v in yaml.safe_load(layout.config.read_text()).items() if k in known})
     names = json.loads(layout.identity.read_text())["labels"]
@@ -54,113 +46,43 @@ def subsample(train_index: np.ndarray, labels: np.ndarray, fraction: float, seed
     return np.sort(np.concatenate(chosen))
 
 
-def encoder_cell(
-    *,
-    recipe: Recipe,
-    accelerator: Accelerator,
-    stop: StopSignal,
-    schema,
-    pad_id: int,
-    input_ids: list[list[int]],
-    labels: np.ndarray,
-    groups: list[str],
-    fold_of_row: np.ndarray,
-    fold: int,
-    fraction: float,
-    work_dir: Path,
-) -> dict:
-    train_index = subsample(np.flatnonzero(fold_of_row != fold), labels, fraction, recipe.seed + fold)
-    test_index = np.flatnonzero(fold_of_row == fold)
-    state_dir = work_dir / f"fold_{fold}_fraction_{fraction:g}"
-    score, model = fit_and_score_fold(
-        recipe=recipe,
-        accelerator=accelerator,
-        stop=stop,
-        schema=schema,
-        pad_id=pad_id,
-        input_ids=input_ids,
-        labels=labels,
-        groups=groups,
-        train_index=train_index,
-        test_index=test_index,
-        fold=fold,
-        state_file=state_dir / "state.pt",
-    )
-    shutil.rmtree(state_dir, ignore_errors=True)
-    del model
-    accelerator.free_memory()
-    return cell_record(
-        "encoder",
-        fold=fold,
-        fraction=fraction,
-        num_train=len(train_index),
-        metrics=score.metrics,
-        source="trained",
-        best_epoch=score.training.best_epoch + 1,
-    )
+def baseline_cells(
+    *, recipe: Recipe, texts: list[str], labels: np.ndarray, fold_of_row: np.ndarray, grid: list[tuple], names
+) -> list[dict]:
+    """The TF-IDF baseline's cell for every (fold, fraction) of `grid`."""
+    cells = []
+    for fold, fraction in grid:
+        train_index = subsample(np.flatnonzero(fold_of_row != fold), labels, fraction, recipe.seed + fold)
+        test_index = np.flatnonzero(fold_of_row == fold)
+        probs = tfidf_logreg_probs(
+            [texts[i] for i in train_index],
+            labels[train_index],
+            [texts[i] for i in test_index],
+            len(names),
+            recipe.class_weighted_loss,
+        )
+        metrics = classification_metrics(labels[test_index], probs.argmax(axis=1), names)
+        cells.append(cell_record("baseline", fraction, {"fold": fold, "num_train": len(train_index), "test": metrics}))
+    return cells
 
 
-def baseline_cell(
-    *, recipe: Recipe, texts: list[str], labels: np.ndarray, fold_of_row: np.ndarray, fold: int, fraction: float, names
-) -> dict:
-    from weibolabel.training.baseline import tfidf_logreg_probs
-
-    train_index = subsample(np.flatnonzero(fold_of_row != fold), labels, fraction, recipe.seed + fold)
-    test_index = np.flatnonzero(fold_of_row == fold)
-    probs = tfidf_logreg_probs(
-        [texts[i] for i in train_index],
-        labels[train_index],
-        [texts[i] for i in test_index],
-        len(names),
-        recipe.class_weighted_loss,
-    )
-    metrics = classification_metrics(labels[test_index], probs.argmax(axis=1), names)
-    return cell_record(
-        "baseline",
-        fold=fold,
-        fraction=fraction,
-        num_train=len(train_index),
-        metrics=metrics,
-        source="trained",
-        best_epoch=None,
-    )
-
-
-def run_cell(fold: int, fold_result: Path) -> dict:
-    """The encoder's cell at 100%, read from the run's own fold result: its training rows, validation split and seed
-    are exactly the cell's, so retraining would repeat it."""
-    record = json.loads(fold_result.read_text())
-    return cell_record(
-        "encoder",
-        fold=fold,
-        fraction=1.0,
-        num_train=record["num_train"] + record["num_validation"],
-        metrics=record["test"],
-        source="run",
-        best_epoch=record["best_epoch"],
-    )
-
-
-def cell_record(
-    model: str, *, fold: int, fraction: float, num_train: int, metrics: dict, source: str, best_epoch
-) -> dict:
+def cell_record(model: str, fraction: float, record: dict, source: str = "trained") -> dict:
+    """One row of learning_curve.csv, from a fold's record (fold_result.json's keys). An encoder's training rows
+    include the validation part carved from them; source "run" marks the run's own fold result, used at 100%."""
     return {
         "model": model,
         "fraction": fraction,
-        "fold": fold,
-        "num_train": num_train,
-        "accuracy": metrics["accuracy"],
-        "macro_f1": metrics["macro_f1"],
-        "weighted_f1": metrics["weighted_f1"],
-        "best_epoch": best_epoch,
+        "fold": record["fold"],
+        "num_train": record["num_train"] + record.get("num_validation", 0),
+        **{key: record["test"][key] for key in ("accuracy", "macro_f1", "weighted_f1")},
+        "best_epoch": record.get("best_epoch"),
         "source": source,
     }
 
 
 def summarize(cells: pd.DataFrame) -> pd.DataFrame:
     """Mean and sample standard deviation over folds per model and fraction."""
-    grouped = cells.groupby(["model", "fraction"], sort=True)
-    summary = grouped.agg(
+    summary = cells.groupby(["model", "fraction"], sort=True).agg(
         folds=("fold", "count"),
         num_train_mean=("num_train", "mean"),
         accuracy_mean=("accuracy", "mean"),

@@ -114,15 +114,9 @@ def _count(number: int, noun: str) -> str:
 SOFTWARE = "Models were trained with PyTorch (Paszke et al., 2019) and Hugging Face Transformers (Wolf et al., 2020)."
 
 
-def methods_section(
-    setup: dict,
-    data: dict,
-    calibration: dict | None = None,
-    baseline: dict | None = None,
-) -> str:
-    """The `## Methods` section: one paragraph from `setup` (the resolved TrainConfig, plus `demo_model`), `data`
-    (the report's data summary), metrics.json's `calibration` and `baseline` entries when the run has them, and the
-    references it cites."""
+def methods_section(setup: dict, data: dict, calibration: dict | None = None, baseline: dict | None = None) -> str:
+    """The `## Methods` section: one paragraph from `setup` (the resolved TrainConfig and `demo_model`), `data` (the
+    report's data summary) and metrics.json's `calibration` and `baseline` entries, and the references it cites."""
     encoder, cited = describe_encoder(setup["model_name_or_path"], bool(setup.get("demo_model")))
     parts = [
         (_data_sentences(setup, data, encoder), []),
@@ -133,20 +127,10 @@ def methods_section(
     ]
     sentences = [sentence for part, _ in parts for sentence in part]
     cited += [key for _, keys in parts for key in keys]
-    references = sorted(dict.fromkeys(cited), key=lambda key: REFERENCES[key])
-    return "\n".join(
-        [
-            "## Methods",
-            "",
-            "Written from this run's settings and data summary; paste it, then adapt the wording.",
-            "",
-            " ".join(sentences),
-            "",
-            "### References",
-            "",
-            *(f"- {REFERENCES[key]}" for key in references),
-            "",
-        ]
+    references = "\n".join(sorted(f"- {REFERENCES[key]}" for key in dict.fromkeys(cited)))
+    return (
+        "## Methods\n\nWritten from this run's settings and data summary; paste it, then adapt the wording.\n\n"
+        f"{' '.join(sentences)}\n\n### References\n\n{references}\n"
     )
 
 

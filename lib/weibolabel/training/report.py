@@ -70,18 +70,15 @@ def _headline_lines(summary: dict, baseline: dict | None) -> list[str]:
 
 
 def _per_fold_lines(folds: list[dict], summary: dict, baseline: dict | None) -> list[str]:
-    header = ["Fold", "Test rows", "Best epoch", *(TITLES[k] for k in HEADLINE)]
-    if baseline:
-        header += ["Baseline accuracy", "Baseline macro-F1"]
-    rows = []
-    for k, fold in enumerate(folds):
-        row = [k, fold["num_test"], fold["best_epoch"], *(f"{fold['test'][m]:.3f}" for m in HEADLINE)]
-        if baseline:
-            row += [f"{baseline['folds'][k][m]:.3f}" for m in ("accuracy", "macro_f1")]
-        rows.append(row)
+    compared = {"accuracy": "Baseline accuracy", "macro_f1": "Baseline macro-F1"} if baseline else {}
+    header = ["Fold", "Test rows", "Best epoch", *(TITLES[k] for k in HEADLINE), *compared.values()]
+    rows = [
+        [k, fold["num_test"], fold["best_epoch"], *(f"{fold['test'][m]:.3f}" for m in HEADLINE)]
+        + [f"{baseline['folds'][k][m]:.3f}" for m in compared]
+        for k, fold in enumerate(folds)
+    ]
     mean_row = ["mean ± std", sum(f["num_test"] for f in folds), "", *(_pm(summary[m]) for m in HEADLINE)]
-    if baseline:
-        mean_row += [_pm(baseline["summary"][m]) for m in ("accuracy", "macro_f1")]
+    mean_row += [_pm(baseline["summary"][m]) for m in compared]
     return ["## Per fold", "", markdown_table(header, [*rows, mean_row]), ""]
 
 
@@ -90,8 +87,7 @@ def _per_class_lines(folds: list[dict], summary: dict, names: list[str], baselin
     rows = []
     for name in names:
         per_fold = [fold["test"]["per_class"][name] for fold in folds]
-        precision = f"{sum(p['precision'] for p in per_fold) / len(per_fold):.3f}"
-        recall = f"{sum(p['recall'] for p in per_fold) / len(per_fold):.3f}"
+        precision, recall = (f"{sum(p[key] for p in per_fold) / len(per_fold):.3f}" for key in ("precision", "recall"))
         row = [name, precision, recall, _pm(summary["per_class_f1"][name]), sum(p["support"] for p in per_fold)]
         if baseline:
             row.append(_pm(baseline["summary"]["per_class_f1"][name]))
@@ -117,6 +113,9 @@ def _calibration_lines(calibration: dict | None) -> list[str]:
     """Temperature scaling's before and after (nothing for runs made before calibration existed)."""
     if not calibration:
         return []
+    temperature = f"{calibration['temperature']:.3f}"
+    before = ["Before", "1", f"{calibration['ece_before']:.4f}", f"{calibration['nll_before']:.4f}"]
+    after = ["After", temperature, f"{calibration['ece_after']:.4f}", f"{calibration['nll_after']:.4f}"]
     return [
         "## Calibration",
         "",
@@ -125,18 +124,7 @@ def _calibration_lines(calibration: dict | None) -> list[str]:
         "job divides every fold model's logits by T before the softmax. ECE: expected calibration error over "
         f"{calibration.get('num_bins', 15)} equal-width confidence bins; NLL: mean negative log-likelihood.",
         "",
-        markdown_table(
-            ["", "T", "ECE", "NLL"],
-            [
-                ["Before", "1", f"{calibration['ece_before']:.4f}", f"{calibration['nll_before']:.4f}"],
-                [
-                    "After",
-                    f"{calibration['temperature']:.3f}",
-                    f"{calibration['ece_after']:.4f}",
-                    f"{calibration['nll_after']:.4f}",
-                ],
-            ],
-        ),
+        markdown_table(["", "T", "ECE", "NLL"], [before, after]),
         "",
         "![reliability diagram](plots/reliability.png)",
         "",

@@ -52,6 +52,13 @@ def plot_confusion_matrix(matrix: list[list[int]], names: list[str], path: Path,
     save(figure, path)
 
 
+def _finish(figure, axis, path: Path, grid: str, **legend) -> None:
+    """The legend (`legend`: its options), a light grid along `grid` ("x", "y" or "both"), then `save`."""
+    axis.legend(fontsize=8, **legend)
+    axis.grid(axis=grid, alpha=0.3)
+    save(figure, path)
+
+
 def save(figure, path: Path) -> None:
     figure.tight_layout()
     with atomic_path(path) as tmp:  # the temporary name keeps the suffix that tells savefig the format
@@ -67,29 +74,27 @@ def plot_reliability(before: pd.DataFrame, after: pd.DataFrame, summary: dict, p
         f"After (T = {summary['temperature']:.2f}): ECE {summary['ece_after']:.3f}, NLL {summary['nll_after']:.3f}",
     )
     for axis, table, title in zip(axes, (before, after), titles):
-        width = table["bin_upper"] - table["bin_lower"]
-        filled = table["count"] > 0
+        shown = table[table["count"] > 0]
+        bins = {"x": shown["bin_lower"], "width": shown["bin_upper"] - shown["bin_lower"], "align": "edge"}
         axis.bar(
-            table.loc[filled, "bin_lower"],
-            table.loc[filled, "accuracy"],
-            width=width[filled],
-            align="edge",
+            height=shown["accuracy"],
             color="tab:blue",
             edgecolor="black",
             linewidth=0.5,
             label="accuracy in bin",
+            **bins,
         )
-        axis.bar(  # from accuracy up (over-confident) or down (under-confident) to the bin's mean confidence
-            table.loc[filled, "bin_lower"],
-            table.loc[filled, "mean_confidence"] - table.loc[filled, "accuracy"],
-            bottom=table.loc[filled, "accuracy"],
-            width=width[filled],
-            align="edge",
+        # From accuracy up (over-confident) or down (under-confident) to the bin's mean confidence.
+        gap = shown["mean_confidence"] - shown["accuracy"]
+        axis.bar(
+            height=gap,
+            bottom=shown["accuracy"],
             facecolor="none",
             hatch="///",
             edgecolor="tab:red",
             linewidth=0.8,
             label="gap to mean confidence",
+            **bins,
         )
         axis.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
         share = table["count"] / max(int(table["count"].sum()), 1)
@@ -125,17 +130,14 @@ def plot_shares(shares: pd.DataFrame, temperature: float, path: Path) -> None:
     axis.set_xticks(range(len(names)), names)
     axis.set(ylabel="share of comments", ylim=(0, 1))
     axis.set_title(_provenance_title("Class shares of the whole corpus", temperature), fontsize=9)
-    axis.legend(fontsize=8)
-    axis.grid(axis="y", alpha=0.3)
-    save(figure, path)
+    _finish(figure, axis, path, grid="y")
 
 
 def plot_group_shares(
     shares: pd.DataFrame, codes: dict[str, str], group_by: str, temperature: float, path: Path
 ) -> None:
-    """Class shares per group: one bar per class (colour key in the legend) with its 95% interval; adjusted shares
-    when a run was given, else naive ones with Wilson intervals. A share of zero is marked '0' so it is not taken
-    for missing data; a group with too few rows says so instead of showing bars."""
+    """Class shares per group, one bar per class with its 95% interval. A share of zero is marked '0' so it is not
+    taken for missing data; a group with too few rows says so instead of showing bars."""
     part = shares[shares["group"] != ""]
     groups = list(dict.fromkeys(part["group"]))
     names = list(dict.fromkeys(part["class"]))
@@ -172,13 +174,10 @@ def plot_group_shares(
     what = "adjusted for misclassification" if adjusted else "naive (predicted labels, Wilson intervals)"
     what = "headline (method per share in shares.csv)" if headline else what
     axis.set_title(_provenance_title(f"Class shares by {group_by}, {what}", temperature), fontsize=9)
-    axis.legend(title="class", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
-    axis.grid(axis="y", alpha=0.3)
-    coded = [g for g in groups if codes[g] != g]
-    if coded:  # the key: plots carry ASCII only, so non-ASCII group names get a code explained in report.md
+    if any(codes[g] != g for g in groups):  # plots carry ASCII only: non-ASCII group names get a code
         key = "Key to the codes G1, G2 ...: the table under this plot in report.md (and shares.csv)."
         figure.text(0.01, 0.01, key, fontsize=7)
-    save(figure, path)
+    _finish(figure, axis, path, grid="y", title="class", bbox_to_anchor=(1.01, 1), loc="upper left")
 
 
 def plot_share_differences(differences: pd.DataFrame, codes: dict[str, str], group_by: str, path: Path) -> None:
@@ -201,9 +200,7 @@ def plot_share_differences(differences: pd.DataFrame, codes: dict[str, str], gro
     axis.invert_yaxis()
     axis.set_xlabel("difference of shares (a - b)")
     axis.set_title(f"Differences of class shares between {group_by} groups, with 95% intervals", fontsize=9)
-    axis.legend(title="class", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
-    axis.grid(axis="x", alpha=0.3)
-    save(figure, path)
+    _finish(figure, axis, path, grid="x", title="class", bbox_to_anchor=(1.01, 1), loc="upper left")
 
 
 def _provenance_title(title: str, temperature: float) -> str:
@@ -225,9 +222,7 @@ def plot_class_shares(shares: pd.DataFrame, path: Path) -> None:
     axis.set_xticks(range(len(names)), names)
     axis.set(ylabel="share of rows", title="Predicted class shares with 95% Wilson intervals")
     axis.set_ylim(0, min(1, float(shares["ci_high"].max()) * 1.25 + 0.02))
-    axis.legend(fontsize=8)
-    axis.grid(axis="y", alpha=0.3)
-    save(figure, path)
+    _finish(figure, axis, path, grid="y")
 
 
 def plot_confidence_histogram(table: pd.DataFrame, names: list[str], threshold: float, path: Path) -> None:
@@ -240,9 +235,7 @@ def plot_confidence_histogram(table: pd.DataFrame, names: list[str], threshold: 
     axis.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"--min_confidence {threshold}")
     axis.set(xlabel="confidence (top-1 probability)", ylabel="rows", title="Confidence by predicted class", xlim=(0, 1))
     axis.set_ylim(0, max(1, int(table["total"].max())) * 1.1)
-    axis.legend(fontsize=8)
-    axis.grid(axis="y", alpha=0.3)
-    save(figure, path)
+    _finish(figure, axis, path, grid="y")
 
 
 # ------------------------------------------------------------------------------------------------- more labels
@@ -268,9 +261,7 @@ def plot_data_size_curve(summary: pd.DataFrame, path: Path, title: str) -> None:
         ylim=(0, 1),
         title=title,
     )
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
-    save(figure, path)
+    _finish(figure, axis, path, grid="both", loc="lower right")
 
 
 def plot_active_learning(summary: pd.DataFrame, full_score: float, tolerance: float, path: Path, title: str) -> None:
@@ -288,6 +279,4 @@ def plot_active_learning(summary: pd.DataFrame, full_score: float, tolerance: fl
     axis.axhline(full_score, color="black", linestyle="--", linewidth=1, label=f"all labels ({full_score:.3f})")
     axis.axhline(full_score - tolerance, color="grey", linestyle=":", linewidth=1, label=f"all labels - {tolerance:g}")
     axis.set(xlabel="labels (mean over folds)", ylabel="test macro-F1 (mean ± std over seeds)", title=title)
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
-    save(figure, path)
+    _finish(figure, axis, path, grid="both", loc="lower right")
