@@ -234,11 +234,10 @@ def load_ensemble(
     )
 
 
-def label_texts(ensemble: Ensemble, raw_texts: list, max_length: int, **options) -> pd.DataFrame:
-    """Label, name, confidence, probabilities, status and truncation flag of each text, in input order; `options`
-    (batch_size, max_tokens, autocast, ...) as for `predict_probs`."""
+def label_texts(ensemble: Ensemble, raw_texts: list, max_length: int) -> pd.DataFrame:
+    """Label, name, confidence, probabilities, status and truncation flag of each text, in input order."""
     texts = [clean_text(t) for t in raw_texts]
-    return label_encoded(ensemble, texts, encode(ensemble.tokenizer, texts, max_length), **options)
+    return label_encoded(ensemble, texts, encode(ensemble.tokenizer, texts, max_length))
 
 
 def label_encoded(ensemble: Ensemble, texts: list[str], encoded: Encoded, **options) -> pd.DataFrame:
