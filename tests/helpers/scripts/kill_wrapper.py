@@ -26,6 +26,10 @@ from weibolabel.run import preemption
 
 mode, _, arg = os.environ.get("WEIBOLABEL_TEST_KILL_AT", "").partition(":")
 signum = getattr(signal, os.environ.get("WEIBOLABEL_TEST_SIGNAL", "SIGKILL"))
+if signum == signal.SIGINT:
+    # Ctrl-C at a terminal: a test run as a background job of a shell without job control (`pytest &` in a script)
+    # starts with SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the job would run on.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def die() -> None:
