@@ -177,7 +177,14 @@ def write_annotation_sheet(
         sheet = sheet.drop(columns=["predicted_label", "predicted_name", "confidence"])
     # A drop-down of the valid ids (of the names, where names are numbers and a number is read as a name); typing
     # a name is still accepted by the merge (parse_label reads both).
-    widths = {"Sentence": 60, "Label": 8, "predicted_label": 15, "predicted_name": 15, "confidence": 11}
+    widths = {
+        "Sentence": 60,
+        "Label": 8,
+        "predicted_name": 15,
+        "predicted_label": 15,
+        "confidence": 11,
+        "selection": 11,
+    }
     choices = schema.names if schema.number_names else [str(i) for i in range(len(schema))]
     write_workbook(path, sheet, schema, widths, choices, choice_column="Label")
 
@@ -185,7 +192,7 @@ def write_annotation_sheet(
 def write_workbook(
     path: Path, sheet: pd.DataFrame, schema: LabelSchema, widths: dict[str, int], choices: list[str], choice_column: str
 ) -> None:
-    """The annotators' workbook: `sheet` first (header frozen, `widths`, 11 otherwise) with a drop-down of `choices`
+    """The annotators' workbook: `sheet` first (header frozen, `widths`, 9 otherwise) with a drop-down of `choices`
     on `choice_column` (other values are still accepted), the label schema second."""
     from openpyxl.utils import get_column_letter
     from openpyxl.worksheet.datavalidation import DataValidation
@@ -196,7 +203,7 @@ def write_workbook(
         worksheet = workbook[ANNOTATION_SHEET]
         worksheet.freeze_panes = "A2"
         for column, name in enumerate(sheet.columns, start=1):
-            worksheet.column_dimensions[get_column_letter(column)].width = widths.get(name, 11)
+            worksheet.column_dimensions[get_column_letter(column)].width = widths.get(name, 9)
         drop_down = DataValidation(type="list", formula1='"' + ",".join(choices) + '"', showErrorMessage=False)
         worksheet.add_data_validation(drop_down)
         if len(sheet):
