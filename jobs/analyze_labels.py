@@ -60,7 +60,9 @@ def analyze(config: AnalyzeConfig) -> None:
 
     # What the shares can be corrected with: the run's out-of-fold confusion and a gold sample drawn from the corpus.
     oof, no_adjustment = _run_predictions(config, metadata, names, temperature, source)
-    gold = share_inputs.read_gold_sample(config.gold_sample, frame, schema) if config.gold_sample else None
+    gold = None
+    if config.gold_sample:
+        gold = share_inputs.read_gold_sample(config.gold_sample, frame, schema, encoding=config.gold_encoding)
     # The whole corpus first (named ''), then each group, largest first.
     groups, codes, values = analysis.corpus_groups(
         frame, group_by=config.group_by, by_month=config.group_by_month, max_groups=config.max_groups, source=source

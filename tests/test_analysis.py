@@ -265,6 +265,16 @@ def test_gold_sample_adds_ppi_shares_and_is_validated(tmp_path, capsys):
     bad = filled.copy()
     bad.loc[8, "Sentence"] = "另一条评论"
     refused(bad, "column 'Sentence'", "row 10")
+    # Saved as CSV by Excel on a Chinese Windows (GBK): these bytes read as Big5 too, so the job asks, naming its flag.
+    gbk = tmp_path / "filled_gbk.csv"
+    gbk.write_bytes(filled.to_csv(index=False).encode("gb18030"))
+    status, _, err = run_job("analyze_labels.py", [*base, "--gold_sample", str(gbk)], capsys)
+    assert status == 2 and "--gold_encoding gb18030 or --gold_encoding big5" in err, err
+    args = [*base, "--gold_sample", str(gbk), "--gold_encoding", "gb18030", "--output_dir", str(tmp_path / "gbk")]
+    status, _, err = run_job("analyze_labels.py", args, capsys)
+    assert status == 0, err
+    gbk_shares = pd.read_csv(tmp_path / "gbk" / "shares.csv", keep_default_na=False, na_values=[""])
+    assert gbk_shares.equals(shares)  # the same gold rows as the .xlsx gave
 
 
 def test_group_by_month_and_bad_dates(tmp_path, capsys):

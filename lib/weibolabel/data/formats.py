@@ -15,13 +15,13 @@ JSON_SUFFIXES = (".json", ".jsonl")
 ALL_ROWS = ((0, math.inf),)  # `ranges` that ask for every row
 
 
-def detect_encoding(path: Path, encoding: str | None) -> str:
+def detect_encoding(path: Path, encoding: str | None, option: str = "--encoding") -> str:
     """`encoding` if given; else UTF-8 (BOM or not), else the one of GB18030 (GBK) and Big5 that decodes the file. Every
     Big5 byte pair is valid GB18030: a file both decode is not guessed at, the UserError shows a line read both ways."""
     if encoding:
         return encoding
     with open(path, "rb") as handle:
-        return choose_encoding(lambda: iter(lambda: handle.read(1 << 20), b""), handle.seek, str(path))
+        return choose_encoding(lambda: iter(lambda: handle.read(1 << 20), b""), handle.seek, str(path), option)
 
 
 def choose_encoding(blocks, rewind, name: str, option: str = "--encoding") -> str:

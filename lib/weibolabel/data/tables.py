@@ -50,9 +50,11 @@ def read_table(
     encoding: str | None = None,
     header_row: int = 1,
     split: str | None = None,
+    encoding_option: str = "--encoding",
 ) -> pd.DataFrame:
     """The whole table, cells as read (text not coerced); `header_row` is the spreadsheet row of the column names.
-    JSON files, dataset directories and hub ids are read through `datasets` (`split` of those that have splits)."""
+    JSON files, dataset directories and hub ids are read through `datasets` (`split` of those that have splits).
+    Messages about the encoding name `encoding_option`, the flag that sets it."""
     path = Path(path)
     if is_dataset_input(path):
         frame = read_dataset(path, split, encoding)
@@ -65,29 +67,31 @@ def read_table(
                 "(written by Dataset.save_to_disk, or data files with a dataset card)."
             )
         check_header_row(header_row)
-        with read_errors(path, encoding, header_row):
-            frame = _read_file(path, sheet, encoding, header_row)
+        with read_errors(path, encoding, header_row, encoding_option):
+            frame = _read_file(path, sheet, encoding, header_row, encoding_option)
     check_column_names(frame, path)
     return frame
 
 
-def _read_file(path: Path, sheet: str | None, encoding: str | None, header_row: int) -> pd.DataFrame:
+def _read_file(path: Path, sheet: str | None, encoding: str | None, header_row: int, option: str) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix in SPREADSHEET_SUFFIXES:
         return _read_excel(path, sheet, header_row)
     if suffix == ".csv":
-        return read_csv(path, detect_encoding(path, encoding), header_row).replace("", np.nan)
+        return read_csv(path, detect_encoding(path, encoding, option), header_row).replace("", np.nan)
     if suffix == ".parquet":
         check_column_names(pd.DataFrame(columns=pq.read_schema(path).names), path)  # pandas calls repeats "damaged"
         return pd.read_parquet(path)
     if suffix == ".txt":
-        blocks = text_line_blocks(path, detect_encoding(path, encoding))
+        blocks = text_line_blocks(path, detect_encoding(path, encoding, option))
         return pd.DataFrame({"text": [line for lines in blocks for line in lines]})
     raise UserError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(TABLE_SUFFIXES)}.")
 
 
 @contextmanager
-def read_errors(path: Path, encoding: str | None = None, header_row: int = 1) -> Iterator[None]:
+def read_errors(
+    path: Path, encoding: str | None = None, header_row: int = 1, encoding_option: str = "--encoding"
+) -> Iterator[None]:
     """A file that cannot be read stops the job with what is wrong and what to do, named by `path`."""
     try:
         yield
@@ -97,16 +101,18 @@ def read_errors(path: Path, encoding: str | None = None, header_row: int = 1) ->
         where = f" at or below row {header_row} (--header_row)" if header_row > 1 else ""
         raise UserError(f"{path}: the file is empty (no header row{where}). Check that it is the right file.") from None
     except Exception as error:  # a corrupt or mislabelled file: say which and why, not where in pandas
-        raise UserError(unreadable_message(path, error, encoding)) from None
+        raise UserError(unreadable_message(path, error, encoding, encoding_option)) from None
 
 
-def unreadable_message(path: Path, error: Exception, encoding: str | None = None) -> str:
+def unreadable_message(
+    path: Path, error: Exception, encoding: str | None = None, encoding_option: str = "--encoding"
+) -> str:
     """What went wrong reading a file, in the user's terms, with what to do about it."""
     suffix = path.suffix.lower()
     if isinstance(error, UnicodeDecodeError):
         return (
-            f"{path} is not valid {encoding or error.encoding} text (byte {error.start}: {error.reason}). "
-            "Pass the file's encoding with --encoding (e.g. utf-8, gb18030, big5), or leave it out to detect it."
+            f"{path} is not valid {encoding or error.encoding} text (byte {error.start}: {error.reason}). Pass the "
+            f"file's encoding with {encoding_option} (e.g. utf-8, gb18030, big5), or leave it out to detect it."
         )
     if suffix in SPREADSHEET_SUFFIXES:
         return (

@@ -128,14 +128,14 @@ def read_run_predictions(
     }, ""
 
 
-def read_gold_sample(path: str | Path, frame: pd.DataFrame, schema) -> pd.DataFrame:
+def read_gold_sample(path: str | Path, frame: pd.DataFrame, schema, encoding: str | None = None) -> pd.DataFrame:
     """A filled-in random sample (select_for_annotation --strategy random): per gold row its position in `frame` (the
     ok rows) and gold label. Missing labels (a sample with holes is no longer uniform), bad or unknown row ids and
     texts that differ from the file's are UserErrors naming the spreadsheet rows."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Gold sample not found: {path}")
-    table = read_table(path)
+    table = read_table(path, encoding=encoding, encoding_option="--gold_encoding")
     for column in ("row_id", "Label", "Sentence"):
         require_column(table, column, path, "(the sheet written by select_for_annotation.py --strategy random)")
 

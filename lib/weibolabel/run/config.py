@@ -217,6 +217,7 @@ class AnalyzeConfig:
     gold_sample: str | None = option(
         None, "A filled-in random sample (select_for_annotation --strategy random): adds PPI shares."
     )
+    gold_encoding: str | None = option(None, "Encoding of a .csv --gold_sample (default: detect).")
     adjustment: str = option(
         "pacc",
         "Method behind adjusted_share: 'pacc' (on calibrated probabilities) or 'acc' (on labels).",
