@@ -120,7 +120,9 @@ def cross_validate(
         if claim_run_directory(out, run_identity(config, schema), "training run") and layout.report.is_file():
             return True  # finished (the report is written last): nothing is rewritten, env.json stays the run's
         write_config(config, layout.config)
-        write_json(layout.env, environment(accelerator.num_processes, accelerator.mixed_precision))
+        write_json(
+            layout.env, environment(accelerator.num_processes, accelerator.mixed_precision, accelerator.device.type)
+        )
         write_table(data.issues, layout.data_issues)
         return False
 

@@ -47,7 +47,7 @@ def test_run_directory_has_config_env_and_tables(tiny_run_dir, labeled_xlsx):
     assert {"torch", "transformers", "accelerate", "python"} <= env["versions"].keys()
     assert env["git_revision"]
     assert env["hardware"]["num_processes"] == 1
-    assert "cpu_count" in env["hardware"] and "gpus" in env["hardware"]
+    assert "cpu_count" in env["hardware"] and "gpus" in env["hardware"] and env["hardware"]["device"] == "cpu"
 
     folds = pd.read_csv(tiny_run_dir / "folds.csv")
     assert len(folds) == 120

@@ -127,7 +127,8 @@ def versions() -> dict[str, str]:
     return found
 
 
-def environment(num_processes: int, mixed_precision: str) -> dict:
+def environment(num_processes: int, mixed_precision: str, device: str) -> dict:
+    """What a run ran on: `device` is where it computed ("cpu" under --device cpu), `gpus` what the node shows."""
     import torch
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -139,6 +140,7 @@ def environment(num_processes: int, mixed_precision: str) -> dict:
         "hardware": {
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
+            "device": device,
             "gpus": gpus,
             "cuda": torch.version.cuda,
             "num_processes": num_processes,
