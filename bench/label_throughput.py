@@ -5,7 +5,7 @@ with fp32 on the demo run's trained folds. bench/README.md says how each contend
 Peers: bench/peers/labeling.py, one function each (the prototype's way, transformers.pipeline at batch 1 and sorted,
 PyTorch dynamic int8, ONNX Runtime fp32 and int8 through optimum in bench/.venv-optimum); a tuned peer's batch size
 is chosen first on --calibration_texts other comments. The project: `python jobs/label_corpus.py` (fp32; bf16 where
-the CPU has native bf16; --quantize int8; --quantize onnx-int8) on a Parquet copy of the texts, timed by its
+the CPU has native bf16; --quantize onnx-int8) on a Parquet copy of the texts, timed by its
 summary.json's `seconds_labeling` (model load excluded, as for the peers), its whole run's wall time beside it.
 
     python bench/label_throughput.py                   # 1,000 comments, 3 rounds; appends to bench/results/
@@ -49,7 +49,6 @@ AGREEMENT_FLOOR, ECE_TOLERANCE = 0.995, 0.005
 PROJECT = {  # key: (name, the job's options, its environment)
     "project-fp32": ("weibolabel fp32", [], {}),
     "project-bf16": ("weibolabel bf16", [], {"ACCELERATE_MIXED_PRECISION": "bf16"}),
-    "project-int8": ("weibolabel --quantize int8", ["--quantize", "int8"], {}),
     "project-onnx-int8": ("weibolabel --quantize onnx-int8", ["--quantize", "onnx-int8"], {}),
 }
 
@@ -290,7 +289,7 @@ def agreement_report(contenders: list, folds: list[Fold], temperature: float, ma
         lower, scaled = agreement_lower_bound(compared - differ, compared), ece(p, True)
         rows.append([names[key], compared, f"{100 * same:.2f}% (>= {100 * lower:.2f}%)", differ, f"{diff:.1e}"])
         rows[-1] += [f"{ece(p, False):.4f}", f"{scaled:.4f} ({scaled - ece_fp32:+.4f})"]
-        if key in ("project-bf16", "project-int8", "project-onnx-int8"):
+        if key in ("project-bf16", "project-onnx-int8"):
             eligible[key] = bool(same >= AGREEMENT_FLOOR and abs(scaled - ece_fp32) <= ECE_TOLERANCE)
             notes.append(f"- {names[key]}: {'within both bounds' if eligible[key] else 'outside a bound'}")
     header = ["contender", "rows", "labels = fp32 (95% lower bound)", "differ", "largest |Δprob|", "ECE raw"]

@@ -34,7 +34,7 @@ SCRIPTS = {
         [
             "| contender | seconds | comments/s | labels = fp32 (differ) | load | setting |",
             "| prototype: pad to 100, no mask, batch 256 |",
-            "| weibolabel --quantize int8 |",
+            "| weibolabel --quantize onnx-int8 |",
             "| path | job wall s | start to first batch s | model load s |",
             "| contender | rows | labels = fp32 (95% lower bound) |",
         ],

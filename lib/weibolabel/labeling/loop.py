@@ -39,7 +39,7 @@ class Model:
     """The loaded ensemble and what it was loaded as: recorded in the output and its summary."""
 
     ensemble: Ensemble
-    precision: str  # "float32", "bfloat16", "float16", "int8-dynamic" or "int8-dynamic-onnxruntime"
+    precision: str  # "float32", "bfloat16", "float16" or "int8-dynamic-onnxruntime"
     max_length: int
     load_seconds: float  # this process's, ONNX export included (bench/ compares runs without it)
 
@@ -67,9 +67,7 @@ def load_model(config: LabelConfig, accelerator: Accelerator) -> Model:
     dtype = inference_dtype(device, accelerator.mixed_precision)
     if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
         logger.warning("--mixed_precision bf16: this CPU has no native bf16 (AVX512-BF16/AMX), expect it to be slow")
-    precision = {"int8": "int8-dynamic", "onnx-int8": "int8-dynamic-onnxruntime"}.get(
-        config.quantize, str(dtype or torch.float32).removeprefix("torch.")
-    )
+    precision = "int8-dynamic-onnxruntime" if config.quantize else str(dtype or torch.float32).removeprefix("torch.")
 
     def load() -> Ensemble:
         return load_ensemble(config.model, device, dtype, calibrated=config.calibration, quantize=config.quantize)

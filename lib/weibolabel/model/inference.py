@@ -18,7 +18,7 @@ import yaml
 from weibolabel.data.labeled import clean_text
 from weibolabel.data.labels import LabelSchema
 from weibolabel.model.forward import classify
-from weibolabel.model.loading import check_quantize, load_checkpoint, load_tokenizer, quantize_int8
+from weibolabel.model.loading import check_quantize, load_checkpoint, load_tokenizer
 from weibolabel.run.layout import RunLayout, find_checkpoints
 from weibolabel.run.precision import is_out_of_memory, precision_dtype
 from weibolabel.util.errors import UserError
@@ -188,8 +188,8 @@ def load_ensemble(
     calibrated: bool = True,
     quantize: str | None = None,
 ) -> Ensemble:
-    """Fold checkpoints (or one), with the run's temperature unless not `calibrated`; `quantize` (CPU, fp32): "int8"
-    by PyTorch or "onnx-int8" by ONNX Runtime (weibolabel.model.onnx, through its graph cache)."""
+    """Fold checkpoints (or one), with the run's temperature unless not `calibrated`; `quantize` (CPU, fp32):
+    "onnx-int8", by ONNX Runtime (weibolabel.model.onnx, through its graph cache)."""
     path = Path(path)
     checkpoints = find_checkpoints(path)
     check_quantize(quantize, torch.device(device).type, dtype)
@@ -197,9 +197,7 @@ def load_ensemble(
     try:
         for checkpoint in checkpoints:
             model, schema = load_checkpoint(checkpoint, dtype=dtype)
-            if quantize == "int8":
-                model = quantize_int8(model)
-            elif quantize == "onnx-int8":
+            if quantize == "onnx-int8":
                 from weibolabel.model.onnx import quantize_onnx_int8
 
                 model = quantize_onnx_int8(model, str(checkpoint))

@@ -179,11 +179,12 @@ def load_checkpoint(directory: Path, dtype: torch.dtype | None = None) -> tuple[
     return model.eval(), schema
 
 
-QUANTIZE_CHOICES = ("int8", "onnx-int8")  # PyTorch's dynamic int8; ONNX Runtime's
+# ONNX Runtime's dynamic int8: PyTorch's own (torch.ao.quantization) is deprecated, and measured slower.
+QUANTIZE_CHOICES = ("onnx-int8",)
 
 
 def check_quantize(quantize: str | None, device_type: str, dtype: torch.dtype | None) -> None:
-    """Refuse a --quantize the labeling cannot serve: int8 runs on CPUs, on fp32 weights; onnx-int8 needs `onnx`."""
+    """Refuse a --quantize the labeling cannot serve: int8 runs on CPUs, on fp32 weights, and needs `onnx`."""
     if quantize is None:
         return
     if quantize not in QUANTIZE_CHOICES:
@@ -198,21 +199,9 @@ def check_quantize(quantize: str | None, device_type: str, dtype: torch.dtype | 
             f"--quantize {quantize} quantizes fp32 weights; drop --mixed_precision "
             f"{ {torch.bfloat16: 'bf16', torch.float16: 'fp16'}.get(dtype, dtype) } (int8 replaces it on CPU)."
         )
-    if quantize == "onnx-int8":
-        from weibolabel.model.onnx import check_onnxruntime
+    from weibolabel.model.onnx import check_onnxruntime
 
-        check_onnxruntime()
-
-
-def quantize_int8(model: PreTrainedModel) -> PreTrainedModel:
-    """Every linear layer dynamically quantized to int8 (per output channel), in place, for CPU; the rest stays fp32."""
-    import warnings
-
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with warnings.catch_warnings():  # torch.ao.quantization is deprecated (torchao replaces it) but still here
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model.eval(), {torch.nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
+    check_onnxruntime()
 
 
 def weights_digest(model) -> str:

@@ -140,8 +140,8 @@ def export_and_quantize(model: PreTrainedModel, name: str, directory: Path) -> P
         except Exception as error:  # an architecture or a torch release the exporter cannot serve
             raise UserError(
                 f"{name}: torch {torch.__version__} could not export this {type(model).__name__} to ONNX "
-                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Label with "
-                "--quantize int8 instead."
+                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Label without "
+                "--quantize (fp32)."
             ) from None
     feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
     logits = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"]).run(["logits"], feed)[0]
@@ -150,7 +150,7 @@ def export_and_quantize(model: PreTrainedModel, name: str, directory: Path) -> P
         raise UserError(
             f"{name}: the ONNX export computes other logits than the PyTorch model (largest difference "
             f"{difference:.2g} on a probe batch; torch {torch.__version__}, onnxruntime {ort.__version__}). "
-            "Label without --quantize onnx-int8, or with --quantize int8."
+            "Label without --quantize onnx-int8 (fp32)."
         )
     # onnxruntime.quantization logs 14 lines a layer on the root logger; the job's own loggers are named.
     root = logging.getLogger()

@@ -127,11 +127,10 @@ class LabelConfig:
     )
     quantize: str | None = option(
         None,
-        "CPU only, off by default: int8 dynamically quantizes the models' linear layers with PyTorch, "
-        "onnx-int8 exports them to ONNX Runtime and quantizes them there (the faster, measured; needs "
-        "pip install -e '.[onnx]'). Labels and probabilities move a little, and depend slightly on the batch: "
-        "bench/README.md gives both's speed and agreement with fp32 on the demo run.",
-        choices=["int8", "onnx-int8"],
+        "CPU only, off by default: onnx-int8 exports the models to ONNX Runtime and quantizes their linear layers "
+        "to int8 there (needs pip install -e '.[onnx]'). Labels and probabilities move a little, and depend slightly "
+        "on the batch: bench/README.md gives its speed and agreement with fp32 on the demo run.",
+        choices=["onnx-int8"],
     )
     low_confidence: float = option(0.5, "Rows with confidence below this are counted in the summary.")
     overwrite: bool = option(False, "Replace an existing output and discard unfinished parts of another run.")
