@@ -204,6 +204,8 @@ def test_loss_scaler_reset_gives_a_new_scalers_state():
     assert scaler.state_dict() == torch.amp.GradScaler("cpu", growth_interval=100).state_dict()
 
 
+# The schedule counts the optimizer's real steps: fp16's step swapping must not hide them from it (torch warns then).
+@pytest.mark.filterwarnings("error:Seems like `optimizer.step\\(\\)` has been overridden:UserWarning")
 def test_each_fold_starts_with_a_fresh_loss_scale(tiny_base_model_dir, tmp_path, monkeypatch):
     """fp16's scaler runs on CPU too: train a fold with a scaler a previous fold left at scale 8 and growth count 37,
     and look at the scaler at the fold's first backward pass."""

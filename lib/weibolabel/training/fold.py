@@ -117,17 +117,16 @@ def train_fold(
     epoch's weights are returned. A non-finite loss or running out of GPU memory stops with fold, epoch and step."""
     device = accelerator.device
     model.to(device)
-    optimizer = accelerator.prepare_optimizer(
-        build_optimizer(model, recipe.learning_rate, recipe.weight_decay), device_placement=True
-    )
+    optimizer = build_optimizer(model, recipe.learning_rate, recipe.weight_decay)
     # Linear warmup, then decay to zero over all of the fold's updates.
     updates_per_epoch = math.ceil(
         math.ceil(len(train.input_ids) / recipe.per_device_batch_size) / recipe.gradient_accumulation_steps
     )
     total_updates = updates_per_epoch * recipe.num_epochs
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer.optimizer, round(recipe.warmup_ratio * total_updates), total_updates
-    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(recipe.warmup_ratio * total_updates), total_updates)
+    # Prepared after the schedule exists: with fp16, accelerate swaps optimizer.step in and out around each step and
+    # puts back the method it saw when prepared, which must be the one the schedule counts its steps with.
+    optimizer = accelerator.prepare_optimizer(optimizer, device_placement=True)
     weight = class_weights(train.labels, model.config.num_labels).to(device) if recipe.class_weighted_loss else None
     labels, lengths = torch.from_numpy(train.labels), np.array([len(ids) for ids in train.input_ids], dtype=np.int64)
 
