@@ -133,9 +133,7 @@ def label_corpus(
             f"{len(corpus.files_without_gold)} of {len(corpus.files)} input files have no gold column "
             f"'{corpus.gold_column}' ({names}): their rows have no gold label; the agreement is over the other files"
         )
-    schema = output_schema(
-        len(model.ensemble.schema), len(corpus.files) > 1, corpus.carry_types, corpus.gold_column is not None
-    )
+    schema = output_schema(len(corpus.files) > 1, corpus.carry_types, corpus.gold_column is not None)
     store = PartStore(output, schema)
     if not on_main_process(accelerator, lambda: store.prepare(job, config.overwrite)):
         on_main_process(accelerator, lambda: shutil.rmtree(inputs_directory(output), ignore_errors=True))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,9 @@ from weibolabel.run.preemption import StopSignal
 from weibolabel.run.startup import JobLogger, refuse
 from weibolabel.util.errors import UserError
 from weibolabel.util.files import write_json
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 # torch, transformers and accelerate take seconds to import: make_accelerator() and the steps after the data check
 # import them (with the modules that need them), so --help and bad data's message come quickly (bench/startup.py).
@@ -88,7 +92,12 @@ def preflight(argv: list[str]) -> None:
 
 
 def cross_validate(
-    config: TrainConfig, schema: LabelSchema, data: LabeledData, accelerator, stop: StopSignal, lock: RunLock
+    config: TrainConfig,
+    schema: LabelSchema,
+    data: LabeledData,
+    accelerator: Accelerator,
+    stop: StopSignal,
+    lock: RunLock,
 ) -> None:
     """Steps 1 (the model) to 5; `schema` and `data` as check_data found them."""
     from weibolabel.data.folds import make_folds

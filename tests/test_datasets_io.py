@@ -252,7 +252,7 @@ def test_plain_inputs_do_not_import_datasets(tmp_path):
 # ------------------------------------------------------------------------------------------------ output
 def test_labeled_parquet_loads_with_datasets_class_labels(tmp_path):
     output = tmp_path / "labels.parquet"
-    store = PartStore(output, output_schema(len(SCHEMA), False, {}, True))
+    store = PartStore(output, output_schema(False, {}, True))
     store.prepare({"test": True}, overwrite=False)
     part = pd.DataFrame(
         {

@@ -23,7 +23,7 @@ METADATA_KEY = b"weibolabel"
 MERGE_WAIT_S = 120.0
 
 
-def output_schema(num_labels: int, multi_file: bool, carry_types: dict[str, pa.DataType], with_gold: bool) -> pa.Schema:
+def output_schema(multi_file: bool, carry_types: dict[str, pa.DataType], with_gold: bool) -> pa.Schema:
     """The labeling output's columns; `carry_types` are the carried columns' types (`carry_type`)."""
     fields = [
         pa.field("row_id", pa.int64(), nullable=False),

@@ -162,15 +162,7 @@ def train_fold(
             except RuntimeError as error:  # torch.cuda.OutOfMemoryError, or cuBLAS/cuDNN out of memory
                 if not is_out_of_memory(error):
                     raise
-                batch_size, accumulation = recipe.per_device_batch_size, recipe.gradient_accumulation_steps
-                raise UserError(
-                    f"Out of GPU memory in {where} (a batch of {ids.shape[0]} texts x {ids.shape[1]} tokens) with "
-                    f"--per_device_batch_size {batch_size}. Lower --per_device_batch_size (e.g. to "
-                    f"{max(1, batch_size // 2)}) and raise --gradient_accumulation_steps (e.g. to {accumulation * 2}) "
-                    f"to keep the same effective batch, or lower --max_length (now {recipe.max_length}), and run "
-                    "again with a new --output_dir (these settings change the result, so this run cannot be resumed "
-                    "with them)."
-                ) from None
+                raise UserError(_out_of_memory_message(recipe, where, ids.shape)) from None
             losses.append(loss.detach())
             stop.check(f"in {where}")
         train_seconds = time.perf_counter() - started
@@ -205,6 +197,18 @@ def train_fold(
             result=result,
         )
     return result
+
+
+def _out_of_memory_message(recipe: Recipe, where: str, shape: tuple[int, int]) -> str:
+    batch_size, accumulation = recipe.per_device_batch_size, recipe.gradient_accumulation_steps
+    return (
+        f"Out of GPU memory in {where} (a batch of {shape[0]} texts x {shape[1]} tokens) with "
+        f"--per_device_batch_size {batch_size}. Lower --per_device_batch_size (e.g. to "
+        f"{max(1, batch_size // 2)}) and raise --gradient_accumulation_steps (e.g. to {accumulation * 2}) "
+        f"to keep the same effective batch, or lower --max_length (now {recipe.max_length}), and run "
+        "again with a new --output_dir (these settings change the result, so this run cannot be resumed "
+        "with them)."
+    )
 
 
 def _resume(state_file: Path, model, optimizer, scheduler, accelerator: Accelerator, fold: int):
