@@ -106,6 +106,24 @@ def test_gbk_json_is_decoded(tmp_path):
     assert read_table(path, encoding="gb18030")["Sentence"].tolist() == ["国家宝藏真好看"]
 
 
+def test_a_chinese_legacy_encoding_leaves_the_utf8_files_of_a_directory_as_they_are(tmp_path):
+    # A short GBK file is ambiguous, and the advice is --encoding gb18030: it must not garble the directory's UTF-8
+    # files, which GB18030 would decode without an error ('评论0' -> '璇勮0').
+    (tmp_path / "a_gbk.csv").write_bytes("Sentence\n国家宝藏真好看\n".encode("gb18030"))
+    (tmp_path / "b_utf8.csv").write_text("Sentence\n越王勾践剑\n", encoding="utf-8")
+    (tmp_path / "c_utf8.jsonl").write_text('{"Sentence": "评论0"}\n', encoding="utf-8")
+    files = sorted(tmp_path.glob("*"))
+    with pytest.raises(UserError, match="--encoding gb18030 or --encoding big5"):
+        Corpus(files, "Sentence", [], None)
+    corpus = Corpus(files, "Sentence", [], None, encoding="gb18030")
+    texts = [text for chunk in corpus.iter_chunks(10) for text in chunk.rows["text"]]
+    assert texts == ["国家宝藏真好看", "越王勾践剑", "评论0"]
+    # Another encoding given is the user's to choose, and is used as given.
+    assert read_table(tmp_path / "b_utf8.csv", encoding="latin-1")["Sentence"].tolist() == [
+        "è¶\x8aç\x8e\x8bå\x8b¾è·µå\x89\x91"
+    ]
+
+
 # ------------------------------------------------------------------------------------------------ datasets
 def test_saved_dataset_class_labels_map_to_the_schema_by_name(tmp_path):
     # The dataset's ClassLabel orders the classes its own way: ids are translated through the names, not copied.
