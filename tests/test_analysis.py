@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from weibolabel.review.analysis import characteristic_ngrams
+from weibolabel.review.analysis import characteristic_ngrams, corpus_groups, month_of
 from weibolabel.review.annotation import select_random
 from weibolabel.stats.shares import wilson_interval
+from weibolabel.util.errors import UserError
+from weibolabel.util.plots import plot_share_differences
 
 from helpers.data import NAMES, POOLS, make_labeled_rows
 from helpers.jobs import run_job
@@ -264,7 +266,17 @@ def test_gold_sample_adds_ppi_shares_and_is_validated(tmp_path, capsys):
     refused(bad, "row 5", "no labeled (status 'ok') row")
     bad = filled.copy()
     bad.loc[8, "Sentence"] = "另一条评论"
-    refused(bad, "column 'Sentence'", "row 10")
+    refused(bad, "column 'Sentence'", "row 10 reads '另一条评论' where the corpus has")
+    bad = filled.copy()
+    bad.loc[[1, 2], "Label"] = None
+    refused(bad, "row 3, row 4 have no valid label")
+    bad.loc[2, "Label"] = 1
+    refused(bad, "row 3 has no valid label")
+    # Excel's "CSV" on a Chinese Windows writes '?' for what GBK lacks (emoji): said, with the save that keeps them.
+    lossy = tmp_path / "lossy.csv"
+    filled.assign(Sentence=filled["Sentence"].where(filled.index != 8, "第?条评论")).to_csv(lossy, index=False)
+    status, _, err = run_job("analyze_labels.py", [*base, "--gold_sample", str(lossy)], capsys)
+    assert status == 2 and "row 10 reads '第?条评论'" in err and "save the sheet as .xlsx or as 'CSV UTF-8'" in err
     # Saved as CSV by Excel on a Chinese Windows (GBK): these bytes read as Big5 too, so the job asks, naming its flag.
     gbk = tmp_path / "filled_gbk.csv"
     gbk.write_bytes(filled.to_csv(index=False).encode("gb18030"))
@@ -301,3 +313,36 @@ def test_group_by_month_and_bad_dates(tmp_path, capsys):
     corpus, _, _ = biased_corpus(tmp_path, extra={"date": dates})
     status, _, err = run_job("analyze_labels.py", args, capsys)
     assert status == 2 and "column 'date'" in err and "row_id 7 ('soon')" in err
+
+
+def test_blank_group_cells_are_missing_not_a_second_whole_corpus(tmp_path):
+    # A CSV's empty cell is carried as ''; '' also names the whole corpus, whose rows it must not join.
+    frame = pd.DataFrame({"row_id": range(6), "show": ["国家宝藏", "", "  ", None, "国家宝藏", "故宫"]})
+    groups, _, _ = corpus_groups(frame, group_by="show", by_month=False, max_groups=20, source=tmp_path / "x.parquet")
+    named = {name: rows.tolist() for name, rows in groups}
+    assert [name for name, _ in groups].count("") == 1 and named[""] == list(range(6))
+    assert named["(missing)"] == [1, 2, 3] and named["国家宝藏"] == [0, 4] and named["故宫"] == [5]
+
+
+def test_months_of_weibo_dates_in_their_own_time_zone_and_excel_serials_are_explained(tmp_path):
+    values = pd.Series(["2024/1/5", "Mon Jan 05 12:00:00 +0800 2024", "Sat Feb 01 00:30:00 +0800 2025", "", None])
+    months = month_of(values, tmp_path / "x.parquet", "date", pd.Series(range(5)))
+    assert months[:3].tolist() == ["2024-01", "2024-01", "2025-02"] and months[3:].isna().all()
+    with pytest.raises(UserError, match=r"row_id 1 \('45303'\)\. Numbers such as 45303 are Excel date serials"):
+        month_of(pd.Series(["2024/1/5", "45303"]), tmp_path / "x.parquet", "date", pd.Series(range(2)))
+
+
+def test_share_difference_plot_draws_an_interval_that_misses_its_estimate(tmp_path):
+    # A bootstrap's percentile interval need not hold the point estimate (a weak model's PACC): drawn, not a crash.
+    differences = pd.DataFrame(
+        {
+            "group_a": ["a", "a"],
+            "group_b": ["b", "b"],
+            "class": ["production", "culture"],
+            "difference": [-0.26, 0.1],
+            "difference_low": [-0.18, np.nan],
+            "difference_high": [0.19, np.nan],
+        }
+    )
+    plot_share_differences(differences, {}, "show", tmp_path / "d.png")
+    assert (tmp_path / "d.png").stat().st_size > 0

@@ -118,7 +118,7 @@ def characteristic_ngrams(
 def pooled_groups(values: pd.Series, max_groups: int) -> pd.Series:
     """Each row's group name, '(missing)' where it has none; beyond the largest `max_groups - 1` groups, '(other)'.
     As objects first: a typed column (Int64, boolean, dates) cannot hold a word, and an integer reads '3', not '3.0'."""
-    values = values.astype(object).where(values.notna(), "(missing)").astype(str).reset_index(drop=True)
+    values = blank_as_missing(values).where(lambda v: v.notna(), "(missing)").astype(str).reset_index(drop=True)
     sizes = values.value_counts()
     if len(sizes) <= max_groups:
         return values
@@ -149,13 +149,32 @@ def _plot_label(group: str, number: int) -> str:
 # ------------------------------------------------------------------------------------------------- corrected shares
 
 
+def blank_as_missing(values: pd.Series) -> pd.Series:
+    """As objects, with blank text ('' or spaces: a CSV's empty cell, carried as written) missing like a null."""
+    values = values.astype(object)
+    return values.where(~values.map(lambda v: isinstance(v, str) and not v.strip()), None)
+
+
 def month_of(values: pd.Series, source: Path, column: str, row_ids: pd.Series) -> pd.Series:
-    """Calendar month (YYYY-MM) of a date column; a cell that is not a date is a UserError naming its row."""
-    dates = pd.to_datetime(values, errors="coerce", format="mixed")
+    """Calendar month (YYYY-MM) of a date column, in each date's own time zone (Weibo's 'Mon Jan 05 12:00:00 +0800
+    2024' is a January date in Beijing); blank cells are missing; a cell that is not a date is a UserError."""
+    values = blank_as_missing(values)
+    try:
+        dates = pd.to_datetime(values, errors="coerce", format="mixed")
+    except ValueError:  # time zones mixed (with one another or with plain dates): each date's local time
+        local = [pd.to_datetime(v, errors="coerce", format="mixed") for v in values]
+        dates = pd.Series([d.tz_localize(None) if d is not pd.NaT and d.tzinfo else d for d in local], dtype=object)
+        dates = pd.to_datetime(dates.set_axis(values.index))
     bad = dates.isna() & values.notna()
     if bad.any():
         listed = ", ".join(f"row_id {r} ({v!r})" for r, v in zip(row_ids[bad][:10], values[bad][:10]))
-        raise UserError(f"{source}, column '{column}': not a date in {int(bad.sum())} row(s): {listed}.")
+        serials = pd.to_numeric(values[bad], errors="coerce").between(1, 2958465).any()  # Excel's days 1900-9999
+        hint = (
+            " Numbers such as 45303 are Excel date serials: format the column as dates in Excel first."
+            if serials
+            else ""
+        )
+        raise UserError(f"{source}, column '{column}': not a date in {int(bad.sum())} row(s): {listed}.{hint}")
     return dates.dt.strftime("%Y-%m").where(dates.notna(), None)
 
 

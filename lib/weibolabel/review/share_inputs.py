@@ -148,8 +148,9 @@ def read_gold_sample(path: str | Path, frame: pd.DataFrame, schema, encoding: st
     if any(bad):
         first = next(f"{e}" for _, e in parsed if e is not None)
         raise UserError(
-            f"{path}, column 'Label': {rows(bad)} have no valid label (e.g. {first}); a gold sample must be labeled "
-            f"in full with ids 0..{len(schema) - 1} or the names {schema.names}, or its shares are biased."
+            f"{path}, column 'Label': {rows(bad)} {'has' if sum(bad) == 1 else 'have'} no valid label (e.g. {first}); "
+            f"a gold sample must be labeled in full with ids 0..{len(schema) - 1} or the names {schema.names}, or its "
+            "shares are biased."
         )
     row_ids = pd.to_numeric(table["row_id"], errors="coerce")
     not_int = row_ids.isna() | (row_ids != row_ids.round())
@@ -170,8 +171,18 @@ def read_gold_sample(path: str | Path, frame: pd.DataFrame, schema, encoding: st
     texts = frame["text"].astype(str).to_numpy()[where]
     differs = np.array([clean_text(str(a)) != clean_text(str(b)) for a, b in zip(table["Sentence"], texts)])
     if differs.any():
+        first = int(np.flatnonzero(differs)[0])
+        shown = (
+            f"row {first + 2} reads {str(table['Sentence'][first])[:40]!r} where the corpus has {texts[first][:40]!r}"
+        )
+        lossy = (  # what Excel's "CSV" save does on a Chinese Windows
+            " A CSV saved by Excel in a Chinese code page (GBK) turns the characters it lacks, such as emoji, into '?':"
+            " save the sheet as .xlsx or as 'CSV UTF-8'."
+            if path.suffix.lower() == ".csv"
+            else ""
+        )
         raise UserError(
-            f"{path}, column 'Sentence': {rows(differs)} differ from the corpus file's text at their row_id; was the "
-            "sample drawn from this file?"
+            f"{path}, column 'Sentence': {rows(differs)} differ from the corpus file's text at their row_id ({shown}); "
+            f"was the sample drawn from this file?{lossy}"
         )
     return pd.DataFrame({"position": where, "gold": [label for label, _ in parsed], "text": texts})

@@ -193,8 +193,9 @@ def plot_share_differences(differences: pd.DataFrame, codes: dict[str, str], gro
         y = np.arange(len(pairs)) + (c - (len(names) - 1) / 2) * step
         values = rows["difference"].to_numpy(dtype=float)
         low, high = rows["difference_low"].to_numpy(dtype=float), rows["difference_high"].to_numpy(dtype=float)
-        error = np.vstack([values - low, high - values])
-        axis.errorbar(values, y, xerr=np.nan_to_num(error), fmt="o", ms=4, capsize=2, color=colours[c % 10], label=name)
+        # Each interval drawn from its ends: a bootstrap's percentile interval need not hold its point estimate.
+        axis.hlines(y, low, high, color=colours[c % 10], lw=1)
+        axis.plot(values, y, "o", ms=4, color=colours[c % 10], label=name)
     axis.axvline(0, color="black", lw=0.8)
     axis.set_yticks(range(len(pairs)), [f"{codes.get(a, a)} - {codes.get(b, b)}" for a, b in pairs], fontsize=8)
     axis.invert_yaxis()
