@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from weibolabel.run.config import DEVICE_OPTION
+from weibolabel.run.config import DEVICE_OPTION, check_positive
 from weibolabel.run.device import job_device
 from weibolabel.run.launch import setup_logging
 from weibolabel.run.layout import find_checkpoints
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     try:
+        check_positive(args.max_length, "--max_length")  # 0 would silently mean the run's, -5 a tokenizer traceback
         find_checkpoints(Path(args.model))  # a wrong --model is said before the imports below, and before stdin
         comments = args.comments or read_lines(sys.stdin.buffer.read(), args.encoding)
     except UserError as error:

@@ -6,8 +6,10 @@ second."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
+import math
 import sys
 import types
 import typing
@@ -92,7 +94,19 @@ class TrainConfig:
     device: str = field(default="auto", metadata=DEVICE_OPTION)
 
     def __post_init__(self) -> None:
-        check_positive(self.collective_timeout_minutes, "--collective_timeout_minutes")
+        # At parse time, before the run directory is written: a refused value must not leave settings behind that
+        # the corrected command is then refused against. The wording is make_folds' and split_validation's.
+        check_at_least(self.num_folds, 2, "--num_folds")
+        if not 0 < self.validation_fraction < 0.5:
+            raise UserError(f"--validation_fraction must be between 0 and 0.5, got {self.validation_fraction}.")
+        check_positive_fields(
+            self,
+            "num_epochs max_length learning_rate per_device_batch_size gradient_accumulation_steps eval_batch_size "
+            "max_grad_norm collective_timeout_minutes",
+        )
+        check_at_least(self.weight_decay, 0, "--weight_decay")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise UserError(f"--warmup_ratio must be between 0 and 1, got {self.warmup_ratio}.")
 
 
 @dataclass(frozen=True)
@@ -142,7 +156,7 @@ class LabelConfig:
     device: str = field(default="auto", metadata=DEVICE_OPTION)
 
     def __post_init__(self) -> None:
-        check_positive(self.collective_timeout_minutes, "--collective_timeout_minutes")
+        check_positive_fields(self, "max_length batch_size max_tokens chunk_size collective_timeout_minutes")
 
 
 @dataclass(frozen=True)
@@ -203,6 +217,11 @@ class SimulateActiveLearningConfig:
     committee_size: int = option(3, "Models (k-fold parts of the labeled set) whose disagreement is measured.")
     tolerance: float = option(0.01, "Labels needed = first point within this of the full-data macro-F1.")
 
+    def __post_init__(self) -> None:
+        check_at_least(self.num_folds, 2, "--num_folds")  # make_folds' rule, said before the data is read
+        check_at_least(self.committee_size, 2, "--committee_size")  # k-fold parts: two at least
+        check_positive_fields(self, "batch_size max_labels")  # a batch of 0 labels would never reach max_labels
+
 
 @dataclass(frozen=True)
 class AnalyzeConfig:
@@ -241,6 +260,10 @@ class AnalyzeConfig:
     top_ngrams: int = option(15, "Characteristic n-grams listed per class.")
     min_ngram_count: int = option(3, "Fewest comments an n-gram must occur in.")
 
+    def __post_init__(self) -> None:
+        # 0 would name all groups but the smallest. --target_width and --bootstrap_replicates: the job's own rules.
+        check_at_least(self.max_groups, 1, "--max_groups")
+
 
 @dataclass(frozen=True)
 class SelectConfig:
@@ -272,6 +295,11 @@ class SelectConfig:
     overwrite: bool = option(False, "Replace an existing --output.")
     device: str = field(default="auto", metadata=DEVICE_OPTION)
 
+    def __post_init__(self) -> None:
+        # Said before --method disagreement loads and runs the fold models; the wording is select_for_annotation's.
+        check_at_least(self.k, 1, "--k")
+        check_at_least(self.pool_factor, 1, "--pool_factor")
+
 
 @dataclass(frozen=True)
 class CompareConfig:
@@ -282,8 +310,19 @@ class CompareConfig:
 
 
 def check_positive(value: float | None, flag: str) -> None:
-    if value is not None and value <= 0:
+    if value is not None and not 0 < value < math.inf:  # `not`: nan compares false with everything
         raise UserError(f"{flag} must be positive, got {value}.")
+
+
+def check_positive_fields(config, names: str) -> None:
+    """check_positive on each of a config's fields named (space-separated), as the flag a user gives."""
+    for name in names.split():
+        check_positive(getattr(config, name), f"--{name}")
+
+
+def check_at_least(value: float, minimum: float, flag: str) -> None:
+    if not value >= minimum:
+        raise UserError(f"{flag} must be at least {minimum}, got {value}.")
 
 
 ConfigT = typing.TypeVar("ConfigT")
@@ -403,7 +442,46 @@ def _read_yaml_options(path: Path, config_class: type) -> dict:
             f"{path}: unknown option{'s' if len(unknown) > 1 else ''} {', '.join(described)}; "
             f"valid options are {', '.join(sorted(known))}."
         )
-    return options
+    # argparse checks neither the type nor the choices of a default, and the file's values become the defaults.
+    hints = typing.get_type_hints(config_class)
+    return {
+        spec.name: _yaml_value(path, spec.name, options[spec.name], hints[spec.name], spec.metadata.get("choices"))
+        for spec in dataclasses.fields(config_class)
+        if spec.name in options
+    }
+
+
+_EXPECTED = {str: "a text", int: "a whole number", float: "a number", bool: "true or false"}
+
+
+def _yaml_value(path: Path, name: str, value, hint, choices: list[str] | None):
+    """A --config file's value of option `name` as its field's type `hint` has it, or a UserError saying why not."""
+    kind = _unwrap_optional(hint)
+    if value is None and kind is not hint:
+        return None
+    if typing.get_origin(kind) is list:
+        # `carry_columns: show` is one column, as `--carry_columns show` is (not the letters s, h, o, w).
+        items = value if isinstance(value, list) else [value]
+        return [_yaml_scalar(path, name, item, typing.get_args(kind)[0], choices, in_list=True) for item in items]
+    return _yaml_scalar(path, name, value, kind, choices)
+
+
+def _yaml_scalar(path: Path, name: str, value, kind: type, choices: list[str] | None, in_list: bool = False):
+    if kind is float and isinstance(value, str):
+        with contextlib.suppress(ValueError):  # YAML 1.1 reads `2e-5` (no dot) as text; it means the number
+            value = float(value)
+    if kind is float and type(value) is int:
+        value = float(value)
+    if type(value) is not kind:  # `type`, not isinstance: true is an int to Python, not a number of folds
+        expected = _EXPECTED[kind] + (" or a list of them" if in_list else "")
+        got = "null (leave the line out for the default)" if value is None else repr(value)
+        quote = f" (quote it: {name}: '{value}')" if kind is str and type(value) in (int, float) else ""
+        raise UserError(f"{path}: option '{name}' must be {expected}, got {got}{quote}.")
+    if choices and value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"{path}: option '{name}' must be one of {', '.join(choices)}, got {value!r}{hint}.")
+    return value
 
 
 def config_to_dict(config) -> dict:
