@@ -107,8 +107,10 @@ def merge(config: MergeConfig) -> None:
         write_table(combined, tmp, name=output)
         try:
             check = load_labeled(tmp, schema, **columns)
-        except UserError as error:
-            raise UserError(f"The merged file would not load for training: {error}") from None
+        except UserError as error:  # it names the temporary file, which the user never sees: name the output
+            raise UserError(
+                f"The merged file would not load for training: {str(error).replace(str(tmp), str(output))}"
+            ) from None
         if replaces_original:
             backup = backup_copy(existing)
     write_table(conflicts, f"{stem}_conflicts.csv")
@@ -131,10 +133,13 @@ def merge(config: MergeConfig) -> None:
     }
     write_json(Path(f"{stem}_merge_summary.json"), summary)
     resolution = "resolved in favour of the new label" if config.prefer == "new" else "left out"
+    # Every sheet row is counted once: added, no label, already known, conflict, or dropped within the sheet.
     print(
-        f"wrote {output}: {summary['existing_rows']} existing + {counts['added']} new rows "
-        f"({summary['not_labeled_skipped']} without a label skipped, {counts['already_known']} already known, "
-        f"{counts['conflicts']} conflicts {resolution} -> {stem}_conflicts.csv); "
+        f"wrote {output}: {summary['existing_rows']} existing + {counts['added']} new rows (of the sheet's "
+        f"{summary['annotation_rows']} rows: {summary['not_labeled_skipped']} without a label skipped, "
+        f"{counts['already_known']} already known, {counts['conflicts']} conflicts {resolution} -> "
+        f"{stem}_conflicts.csv, {summary['other_annotation_rows_dropped']} dropped for empty texts, duplicates or "
+        f"conflicting labels within the sheet; the skipped and dropped rows, and why: {stem}_merge_issues.csv); "
         f"classes {check.counts['class_counts']}"
     )
     chosen = ", ".join(f"{how} {count}" for how, count in counts["added_by_selection"].items())

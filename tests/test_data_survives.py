@@ -652,3 +652,118 @@ def test_an_output_that_is_a_directory_and_repeated_parquet_columns_are_messages
     status, _, _ = run_job("train.py", ["--data", str(repeated), "--output_dir", str(tmp_path / "run")], capsys)
     assert status == 2 and f"{repeated}: the header has duplicate column names ['Label']" in caplog.text
     assert "damaged" not in caplog.text
+
+
+# =================================================================== 13. ids, carriage returns, merged types
+def test_integers_of_more_than_15_digits_are_written_as_their_exact_digits_in_every_sheet(tmp_path):
+    # Weibo mids have 16 digits: below 2**53 a double still holds them, but Excel shows and exports 15 digits.
+    ids = [4987654321098765432, 4987654321098765, -4987654321098765, 999999999999999, 12]
+    frame = pd.DataFrame({"Sentence": list("abcde"), "mid": np.array(ids, dtype=np.int64), "uid": ids})
+    path = tmp_path / "ids.xlsx"
+    write_table(frame, path)
+    back = read_table(path)
+    exact = ["4987654321098765432", "4987654321098765", "-4987654321098765", 999999999999999, 12]
+    assert back["mid"].tolist() == exact and back["uid"].tolist() == exact
+    worksheet = openpyxl.load_workbook(path).worksheets[0]
+    assert [cell.data_type for cell in worksheet["B"][1:]] == ["s", "s", "s", "n", "n"]
+
+
+def test_a_bare_carriage_return_stays_inside_its_csv_field(tmp_path):
+    from weibolabel.data.formats import ALL_ROWS
+    from weibolabel.data.tables import csv_blocks
+
+    texts = ["ok", "cr\rreturn", "lf\nnewline", "crlf\r\nboth", "ends\r"]
+    path = tmp_path / "t.csv"
+    write_table(pd.DataFrame({"Sentence": texts, "Label": range(len(texts))}), path)
+    back = read_table(path)
+    assert back["Sentence"].tolist() == texts and back["Label"].tolist() == ["0", "1", "2", "3", "4"]
+    # The labeling job's CSV reader (blocks of rows) sees the same rows.
+    blocks = list(csv_blocks(path, "utf-8-sig", 1, ALL_ROWS, 2))
+    assert [text for _, block in blocks for text in block["Sentence"]] == texts
+
+
+@pytest.fixture
+def csv_training_file(tmp_path) -> Path:
+    """A training file kept as CSV: every cell reads as text ('0', '12')."""
+    existing = tmp_path / "train.csv"
+    existing.write_text("Sentence,Label,likes\n主持人讲得真好,0,12\n转发微博,3,7\n", encoding="utf-8")
+    return existing
+
+
+def test_a_merged_file_that_fails_its_check_is_named_by_its_output_not_its_temporary_name(
+    tmp_path, csv_training_file, capsys
+):
+    sheet = tmp_path / "filled.xlsx"  # a column "likes.1" beside the file's "likes" reads as a repeated header
+    pd.DataFrame({"Sentence": ["兵马俑好震撼"], "Label": [1], "likes.1": [3]}).to_excel(sheet, index=False)
+    output = tmp_path / "m.csv"
+    args = ["--annotations", str(sheet), "--existing", str(csv_training_file), "--output", str(output)]
+    status, _, err = run_job("merge_annotations.py", args, capsys)
+    assert status == 2 and f"would not load for training: {output}: the header has duplicate column names" in err
+    assert ".tmp" not in err and not output.exists()
+
+
+def test_a_csv_training_file_merges_into_parquet_with_one_label_type(tmp_path, csv_training_file, capsys, caplog):
+    from weibolabel.data.labeled import load_labeled
+    from weibolabel.data.labels import load_label_schema
+
+    sheet = tmp_path / "filled.xlsx"  # the sheet's numbers are numbers: Label 1, likes 5
+    pd.DataFrame({"Sentence": ["兵马俑好震撼", "中华文化"], "Label": [1, "culture"], "likes": [5, 6]}).to_excel(
+        sheet, index=False
+    )
+    output = tmp_path / "m.parquet"
+    args = ["--annotations", str(sheet), "--existing", str(csv_training_file), "--output", str(output)]
+    status, _, err = run_job("merge_annotations.py", args, capsys)
+    assert status == 0, err
+    merged = pd.read_parquet(output)
+    assert merged["Label"].tolist() == ["0", "3", "1", "2"]  # as the CSV holds them: text, ids as written
+    assert merged["likes"].tolist() == ["12", "7", "5", "6"]
+    assert f"{output}: the column(s) ['likes'] mix types" in caplog.text
+    loaded = load_labeled(output, load_label_schema(None))  # what training reads back
+    assert loaded.rows["label"].tolist() == [0, 3, 1, 2]
+
+
+def test_the_printed_merge_summary_counts_every_sheet_row_and_names_the_issues_file(tmp_path, capsys):
+    existing = tmp_path / "train.xlsx"
+    write_table(pd.DataFrame({"Sentence": ["主持人讲得真好", "转发微博"], "Label": [0, 3]}), existing)
+    sheet = tmp_path / "filled.xlsx"
+    workbook = openpyxl.Workbook()
+    rows = [
+        ["Sentence", "Label"],
+        ["兵马俑好震撼", 1],  # added
+        ["中华文化", None],  # no label
+        ["主持人讲得真好", 0],  # already known
+        ["转发微博", 1],  # conflicts with the training file
+        ["好好", 0],  # conflicting copies within the sheet: both dropped
+        ["好好", 2],
+        ["兵马俑好震撼", 1],  # a duplicate within the sheet
+        ["=A2", 1],  # a formula with no saved value: an empty text
+    ]
+    for row in rows:
+        workbook.active.append(row)
+    workbook.save(sheet)
+    output = tmp_path / "m.xlsx"
+    args = ["--annotations", str(sheet), "--existing", str(existing), "--output", str(output)]
+    status, out, err = run_job("merge_annotations.py", args, capsys)
+    assert status == 0, err
+    line = out.splitlines()[0]
+    assert "2 existing + 1 new rows (of the sheet's 8 rows: 1 without a label skipped, 1 already known, " in line
+    assert "1 conflicts left out" in line and "4 dropped for empty texts, duplicates or conflicting labels" in line
+    assert f"{tmp_path / 'm'}_merge_issues.csv" in line
+    summary = json.loads((tmp_path / "m_merge_summary.json").read_text())
+    counted = [int(n) for n in re.findall(r"(\d+) (?:new rows|without|already|conflicts|dropped)", line)]
+    assert sum(counted) == summary["annotation_rows"] == len(rows) - 1
+
+
+def test_select_and_analyze_name_a_spreadsheet_or_a_directory_given_as_the_labeled_parquet(tmp_path, capsys):
+    sheet = tmp_path / "labels.xlsx"
+    write_table(pd.DataFrame({"Sentence": ["主持人讲得真好"], "Label": [0]}), sheet)
+    for job, extra in [("select_for_annotation.py", ["--output", str(tmp_path / "s.xlsx")]), ("analyze_labels.py", [])]:
+        status, _, err = run_job(job, ["--input", str(sheet), *extra], capsys)
+        assert status == 2 and err.count("\n") == 1, err
+        assert f"{sheet} is a .xlsx file, not the labeled Parquet file jobs/label_corpus.py writes" in err
+        status, _, err = run_job(job, ["--input", str(tmp_path), *extra], capsys)
+        assert status == 2 and f"{tmp_path} is a directory; pass the labeled Parquet file" in err, err
+    damaged = tmp_path / "damaged.parquet"
+    damaged.write_bytes(sheet.read_bytes())
+    status, _, err = run_job("analyze_labels.py", ["--input", str(damaged)], capsys)
+    assert status == 2 and f"{damaged} is not a readable Parquet file" in err, err

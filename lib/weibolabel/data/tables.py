@@ -374,8 +374,9 @@ def blank_cell_reasons(path: Path, sheet: str | None, column_number: int, excel_
 
 # ---------------------------------------------------------------------------------------------------------- writing
 def write_table(frame: pd.DataFrame, path: str | Path, name: str | Path | None = None) -> None:
-    """Write `frame` atomically as .xlsx (`write_xlsx`), .csv (UTF-8 with a BOM, for Excel) or .parquet, every column
-    in order. `name`: what messages call the file (the file it becomes, when `path` is a temporary name)."""
+    """Write `frame` atomically as .xlsx (`write_xlsx`), .csv (UTF-8 with a BOM and CRLF, for Excel) or .parquet,
+    every column in order. `name`: what messages call the file (the file it becomes, when `path` is a temporary
+    name)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".xlsx", ".csv", ".parquet"):
@@ -387,11 +388,50 @@ def write_table(frame: pd.DataFrame, path: str | Path, name: str | Path | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         if suffix == ".csv":
-            frame.to_csv(tmp, index=False, encoding="utf-8-sig")
+            # CRLF line ends, as Excel writes them: the csv module quotes a field holding any character of the line
+            # end, so a bare carriage return in a comment ("\n" alone leaves it bare) cannot split its row.
+            frame.to_csv(tmp, index=False, encoding="utf-8-sig", lineterminator="\r\n")
         else:
-            frame.to_parquet(tmp, index=False)
+            _write_parquet(frame, tmp, name or path)
 
 
+def _write_parquet(frame: pd.DataFrame, path: Path, name: str | Path) -> None:
+    """`frame` as Parquet; a column that mixes types (numbers and text, as a CSV's text cells and a sheet's number
+    cells merged give) is written as text, with a warning: a Parquet column holds one type."""
+    import pyarrow as pa
+
+    try:
+        frame.to_parquet(path, index=False)
+        return
+    except pa.ArrowException:
+        mixed = [column for column in frame.columns if not _one_arrow_type(frame[column])]
+        if not mixed:
+            raise
+    frame = frame.copy()
+    for column in mixed:  # str() keeps every digit of an integer, a float as repr gives it; empty cells stay empty
+        frame[column] = frame[column].map(lambda value: value if _is_missing(value) else str(value))
+    frame.to_parquet(path, index=False)
+    logging.getLogger("weibolabel").warning(
+        f"{name}: the column(s) {[str(c) for c in mixed]} mix types (e.g. numbers and text); a Parquet column holds "
+        "one type, so they were written as text."
+    )
+
+
+def _one_arrow_type(column: pd.Series) -> bool:
+    import pyarrow as pa
+
+    try:
+        pa.array(column, from_pandas=True)
+    except pa.ArrowException:
+        return False
+    return True
+
+
+# Integers from here on are written as text cells, their exact digits (they read back as text). A cell's number is a
+# double, exact to 2**53 (9.0e15), and openpyxl writes 16 digits; but Excel shows, edits and exports (CSV) only 15
+# significant digits, so a 16-digit Weibo mid below 2**53 would still reach the annotators with its last digit
+# zeroed (4987654321098760). 15 digits is the bound at which every program a sheet goes through keeps the id whole.
+EXACT_IN_EXCEL = 10**15
 # Excel's most characters in one cell (openpyxl cuts longer strings silently: the writer cuts them itself, and says so).
 CELL_LIMIT = 32767
 # Characters a worksheet cannot hold (XML 1.0 forbids them; openpyxl's ILLEGAL_CHARACTERS_RE), and the carriage
@@ -457,13 +497,18 @@ def _save(workbook, path: Path) -> None:
         ExcelWriter(workbook, archive).write_data()
 
 
+def _is_missing(value) -> bool:
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+
+
 def _put_cell(cell, value) -> bool:
-    """Write `value` into `cell`, a string always as text; whether a too-long text was cut."""
-    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+    """Write `value` into `cell`, a string always as text, an integer of more than 15 digits too (EXACT_IN_EXCEL);
+    whether a too-long text was cut."""
+    if _is_missing(value):
         return False
     if isinstance(value, bool | np.bool_):
         cell.value = bool(value)
-    elif isinstance(value, int | np.integer):
+    elif isinstance(value, int | np.integer) and abs(int(value)) < EXACT_IN_EXCEL:
         cell.value = int(value)
     elif isinstance(value, float | np.floating) and math.isfinite(value):
         cell.value = float(value)

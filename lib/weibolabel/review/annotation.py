@@ -12,7 +12,7 @@ import pandas as pd
 
 from weibolabel.data.labeled import clean_text, group_key, label_cell_writer, parse_label, validate_labeled
 from weibolabel.data.labels import LabelSchema, load_label_schema
-from weibolabel.data.tables import read_table, require_column, write_xlsx
+from weibolabel.data.tables import read_table, require_column, unreadable_message, write_xlsx
 from weibolabel.labeling.parts import read_metadata
 from weibolabel.labeling.summary import is_blank
 from weibolabel.run.layout import check_outputs
@@ -31,6 +31,9 @@ MODEL_FREE_SELECTIONS = ("original", "random")
 def read_labeled_parquet(path: str | Path) -> tuple[pd.DataFrame, np.ndarray, LabelSchema]:
     """The labeling job's rows with status 'ok' (the only ones with probabilities), their probabilities and schema."""
     path = Path(path)
+    what = "the labeled Parquet file jobs/label_corpus.py writes (its --output)"
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; pass {what}.")
     if not path.is_file():
         raise UserError(f"Labeled Parquet file not found: {path}")
     try:
@@ -38,6 +41,13 @@ def read_labeled_parquet(path: str | Path) -> tuple[pd.DataFrame, np.ndarray, La
     except (KeyError, TypeError):
         raise UserError(
             f"{path} has no label schema in its metadata; is it an output of jobs/label_corpus.py?"
+        ) from None
+    except Exception as error:  # not Parquet inside (pyarrow: "magic bytes not found"): a spreadsheet, or cut short
+        if path.suffix.lower() == ".parquet":
+            raise UserError(unreadable_message(path, error)) from None
+        kind = f"a {path.suffix} file" if path.suffix else "not a Parquet file"
+        raise UserError(
+            f"{path} is {kind}, not {what}: label the comments with jobs/label_corpus.py and pass its output here."
         ) from None
     frame = pd.read_parquet(path)
     missing = {"row_id", "text", "label", "confidence", "probs", "status"} - set(frame.columns)
@@ -330,6 +340,7 @@ def merge_annotations(
     new_columns = sorted({c for row in added for c in row} - set(existing.columns))
     if added:
         combined = _append_rows(combined, added, new_columns)
+    combined[label_column] = _labels_of_one_type(combined[label_column])
     if SELECTION_COLUMN in combined.columns:  # rows the file held before the loop recorded provenance
         before = combined.index < len(existing)
         blank = np.array([is_blank(v) for v in combined[SELECTION_COLUMN]], dtype=bool)
@@ -345,6 +356,22 @@ def merge_annotations(
     }
     columns = ["text", "existing_rows", "existing_label", "annotation_row", "new_label", "resolution"]
     return combined, pd.DataFrame(conflicts, columns=columns), counts
+
+
+def _labels_of_one_type(column: pd.Series) -> pd.Series:
+    """The label column with every cell text once any cell is text (a CSV's cells, names), so a Parquet file can hold
+    it: training reads 1, 1.0 and '1' as the same label (parse_label); a column of numbers stays numbers."""
+    filled = [value for value in column if not is_blank(value)]
+    if all(isinstance(value, str) for value in filled) or not any(isinstance(value, str) for value in filled):
+        return column
+
+    def as_text(value):
+        if is_blank(value) or isinstance(value, str):
+            return value
+        whole = isinstance(value, float | np.floating) and float(value).is_integer()  # Excel's 1.0 is the id 1
+        return str(int(value)) if whole else str(value)
+
+    return column.astype(object).map(as_text)
 
 
 def _append_rows(combined: pd.DataFrame, added: list[dict], new_columns: list[str]) -> pd.DataFrame:
