@@ -67,14 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     # Step 1's data checks come before the heavy imports; every process reads the data, as each one trains on it.
     try:
         check_device(config.device)  # a GPU node whose GPUs torch cannot use stops here, not on its CPU
-        schema, data = check_data(config)
+        schema, data, fold_of_row = check_data(config)
     except (UserError, OSError, KeyboardInterrupt) as error:
         return refuse(error, "train")
     accelerator = make_accelerator(config.collective_timeout_minutes, config.device)
     with RunLock() as lock:  # released on every way out; taken once the inputs are checked
 
         def work() -> None:
-            cross_validate(config, schema, data, accelerator, StopSignal(), lock)
+            cross_validate(config, schema, data, fold_of_row, accelerator, StopSignal(), lock)
 
         return run_guarded(work, accelerator, logger, "finished folds and epochs")
 
@@ -84,7 +84,7 @@ def preflight(argv: list[str]) -> None:
     job's own checks of steps 1 and 2, in one process without accelerate; nothing is written."""
     config = parse_config(TrainConfig, argv, description=__doc__)
     check_device(config.device)
-    schema, _ = check_data(config)
+    schema, _, _ = check_data(config)
     config, _, _ = check_model(config)
     out = Path(config.output_dir)
     check_lock_free(training_lock_path(out), "training run")
@@ -95,12 +95,12 @@ def cross_validate(
     config: TrainConfig,
     schema: LabelSchema,
     data: LabeledData,
+    fold_of_row: np.ndarray,
     accelerator: Accelerator,
     stop: StopSignal,
     lock: RunLock,
 ) -> None:
-    """Steps 1 (the model) to 5; `schema` and `data` as check_data found them."""
-    from weibolabel.data.folds import make_folds
+    """Steps 1 (the model) to 5; `schema`, `data` and `fold_of_row` as check_data found them."""
     from weibolabel.model.inference import encode
     from weibolabel.model.loading import save_checkpoint
     from weibolabel.training.fold import Recipe, fit_and_score_fold
@@ -108,7 +108,8 @@ def cross_validate(
 
     out, layout = Path(config.output_dir), RunLayout(config.output_dir)
 
-    # 1. Data and model are checked before any training: bad rows (main()) and unreachable models fail here.
+    # 1. Data and model are checked before any training: bad rows and data too small for the folds (main()) and
+    # unreachable models fail here, before anything is written.
     config, tokenizer, lowered = check_model(config)
     if lowered:
         logger.warning(lowered)
@@ -144,8 +145,7 @@ def cross_validate(
         )
         return
 
-    # 3. Folds: stratified, seeded, duplicates grouped; every row's fold is written down.
-    fold_of_row = make_folds(labels, rows["group"].tolist(), config.num_folds, config.seed)
+    # 3. Folds: stratified, seeded, duplicates grouped (made by check_data); every row's fold is written down.
     if accelerator.is_main_process:
         write_table(rows.assign(fold=fold_of_row), layout.folds_csv)
     encoded = encode(tokenizer, rows["text"].tolist(), config.max_length)
@@ -205,8 +205,9 @@ def cross_validate(
     on_main_process(accelerator, report)
 
 
-def check_data(config: TrainConfig) -> tuple[LabelSchema, LabeledData]:
-    """The options, the output location and every row of the data: (label schema, data)."""
+def check_data(config: TrainConfig) -> tuple[LabelSchema, LabeledData, np.ndarray]:
+    """The options, the output location, every row of the data and the folds it makes: (label schema, data, each
+    row's test fold)."""
     if not config.data:
         raise UserError("--data is required: the labeled .xlsx, .csv or .parquet file.")
     # Every process: one that went on alone would wait for the others forever. Nothing is created yet: a run
@@ -227,7 +228,20 @@ def check_data(config: TrainConfig) -> tuple[LabelSchema, LabeledData]:
         header_row=config.header_row,
         split=config.split,
     )
-    return schema, data
+    return schema, data, make_checked_folds(config, schema, data)
+
+
+def make_checked_folds(config: TrainConfig, schema: LabelSchema, data: LabeledData) -> np.ndarray:
+    """Each row's test fold, once every fold's validation part is known to exist: data too small for the folds is
+    refused before the run directory is written (a refused run's settings left there would block the rerun)."""
+    from weibolabel.data.folds import make_folds, split_validation  # scikit-learn: after the data's own errors
+
+    labels, groups = data.rows["label"].to_numpy(), data.rows["group"].tolist()
+    fold_of_row = make_folds(labels, groups, config.num_folds, config.seed, schema.names)
+    for fold in range(config.num_folds):  # the split fit_and_score_fold makes, tried now instead of in fold k
+        train_index = np.flatnonzero(fold_of_row != fold)
+        split_validation(train_index, labels, groups, config.validation_fraction, config.seed + fold)
+    return fold_of_row
 
 
 def check_model(config: TrainConfig) -> tuple:

@@ -10,12 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from weibolabel.data.folds import make_folds, split_validation
 from weibolabel.data.labeled import clean_text, load_labeled, parse_label
 from weibolabel.data.labels import LabelSchema
 from weibolabel.data.tables import read_table
 from weibolabel.util.errors import UserError
 
 from helpers import REPO
+from helpers.data import make_labeled_rows
+from helpers.jobs import run_job, train_args
 
 SCHEMA = LabelSchema()
 
@@ -190,3 +193,123 @@ def test_shipped_sample_validates():
     assert sorted(conflicts["row"]) == sorted(["row 42", "row 188", "row 186", "row 407"])
     assert data.rows["text"].is_unique
     assert not any(math.isnan(v) for v in data.rows["label"].astype(float))
+
+
+# --------------------------------------------------------------------------------------------- rows for the folds
+def test_a_blank_spacer_row_leaves_integer_labels(tmp_path):
+    """A blank row among the rows (None in the label column) once left labels as floats: fold 0 then died in
+    cross_entropy ("expected target dtype to be Long"), and a conflict among them could not be named."""
+    table = make_labeled_rows(20)
+    table.loc[19, "Sentence"] = table.loc[18, "Sentence"]  # a conflicting copy, named by its label names
+    blank = pd.DataFrame({"Sentence": [None], "Label": [None]})
+    spaced = pd.concat([table.iloc[:10], blank, table.iloc[10:]], ignore_index=True)
+    spaced.to_excel(tmp_path / "spaced.xlsx", index=False)
+    spaced.to_csv(tmp_path / "spaced.csv", index=False)
+    for path in (tmp_path / "spaced.xlsx", tmp_path / "spaced.csv"):
+        data = load_labeled(path, SCHEMA)
+        assert data.rows["label"].dtype == np.int64, path
+        assert data.rows["label"].tolist() == table["Label"].iloc[:18].tolist()
+        issues = dict(zip(data.issues["row"], data.issues["issue"]))
+        assert issues["row 12"] == "empty row"
+        assert "row 21 = culture, row 22 = irrelevant" in issues["row 22"]
+
+
+def small_rows(rows_per_class: int) -> tuple[np.ndarray, list[str]]:
+    labels = np.repeat(np.arange(4), rows_per_class)
+    return labels, [f"text {i}" for i in range(len(labels))]
+
+
+@pytest.mark.parametrize(("rows_per_class", "num_folds"), [(10, 5), (13, 2), (3, 3)])
+def test_small_data_gets_a_stratified_validation_part(rows_per_class, num_folds):
+    """round(1 / 0.1) = 10 splits of a training part with fewer than 10 rows in every class once raised scikit-learn's
+    "n_splits=10 cannot be greater than the number of members in each class" in fold 0."""
+    labels, groups = small_rows(rows_per_class)
+    fold_of_row = make_folds(labels, groups, num_folds, seed=42)
+    for fold in range(num_folds):
+        train = np.flatnonzero(fold_of_row != fold)
+        fit, validation = split_validation(train, labels, groups, 0.1, seed=42 + fold)
+        assert sorted([*fit, *validation]) == sorted(train)
+        assert len(validation) > 0 and not set(fit) & set(validation)
+        assert len(validation) <= len(train) / 2
+        largest = np.bincount(labels[train]).max()  # splits as many as the largest class has rows: one of it
+        assert np.bincount(labels[validation], minlength=4)[np.bincount(labels[train]) == largest].max() == 1
+        np.testing.assert_array_equal(validation, split_validation(train, labels, groups, 0.1, seed=42 + fold)[1])
+
+
+def test_a_learning_curve_share_gets_a_validation_part():
+    """jobs/learning_curve.py's 25% share of a small fold (two or three rows per class) is split too."""
+    from weibolabel.training.learning_curve import subsample
+
+    labels, groups = small_rows(13)
+    train = np.flatnonzero(make_folds(labels, groups, 2, seed=42) != 0)
+    share = subsample(train, labels, 0.25, seed=42)
+    fit, validation = split_validation(share, labels, groups, 0.1, seed=42)
+    assert sorted([*fit, *validation]) == sorted(share) and len(validation) > 0
+
+
+def test_the_validation_part_is_unchanged_where_ten_splits_fit():
+    """Data with 10 rows or more in a class of the training part keeps its validation rows: the first of
+    round(1 / fraction) stratified group splits, as before small parts were split."""
+    from weibolabel.data.folds import _stratified_group_splits
+
+    rng = np.random.default_rng(0)
+    labels = rng.choice(4, size=300, p=[0.4, 0.3, 0.2, 0.1])
+    groups = [f"g{i}" for i in range(300)]
+    for start in range(0, 290, 30):  # near-duplicates: three rows of one comment share a group and a label
+        labels[start + 1 : start + 3] = labels[start]
+        groups[start + 1] = groups[start + 2] = groups[start]
+    fold_of_row = make_folds(labels, groups, 5, seed=1)
+    for fold in range(5):
+        train = np.flatnonzero(fold_of_row != fold)
+        for fraction in (0.1, 0.2, 0.3):
+            old_fit, old_validation = next(
+                _stratified_group_splits(labels[train], [groups[i] for i in train], round(1 / fraction), fold)
+            )
+            fit, validation = split_validation(train, labels, groups, fraction, seed=fold)
+            np.testing.assert_array_equal(fit, train[old_fit])
+            np.testing.assert_array_equal(validation, train[old_validation])
+
+
+def test_a_training_part_too_small_to_split_is_a_clear_error():
+    labels, groups = small_rows(1)
+    with pytest.raises(UserError, match="too few to carve a validation part") as error:
+        split_validation(np.arange(4), labels, groups, 0.1, seed=0)
+    assert "--num_folds" in str(error.value)
+
+
+def test_one_class_is_refused():
+    """A label column with one class trained and reported accuracy 1.0000 (with --no_baseline)."""
+    labels = np.full(40, 2)
+    with pytest.raises(UserError, match="Only one class has rows") as error:
+        make_folds(labels, [str(i) for i in range(40)], 2, seed=0, names=SCHEMA.names)
+    assert "{'culture': 40}" in str(error.value) and "--label_column" in str(error.value)
+
+
+def test_too_few_rows_names_classes_by_name_with_the_empty_ones():
+    labels = np.array([0] * 10 + [1] * 10 + [2] * 3)
+    with pytest.raises(UserError, match="Too few examples") as error:
+        make_folds(labels, [str(i) for i in range(len(labels))], 5, seed=0, names=SCHEMA.names)
+    assert "{'culture': 3, 'irrelevant': 0}" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("rows_per_class", "extra", "message"),
+    [
+        ({0: 10, 1: 10, 2: 10, 3: 3}, [], "Too few examples for 5-fold"),
+        ({2: 12}, ["--no_baseline"], "Only one class has rows"),
+        ({0: 2, 1: 2, 2: 2, 3: 2}, ["--num_folds", "2"], "too few to carve a validation part"),
+    ],
+)
+def test_data_the_folds_refuse_leaves_no_run_directory(
+    tmp_path, capsys, caplog, tiny_base_model_dir, rows_per_class, extra, message
+):
+    """The folds' refusals came after config.yaml and run_identity.json were written, and that directory then
+    refused the corrected rerun ("already holds a training run with different settings")."""
+    table = make_labeled_rows(48)
+    table = pd.concat([table[table["Label"] == label].head(n) for label, n in rows_per_class.items()])
+    data = tmp_path / "few.csv"
+    table.to_csv(data, index=False)
+    out = tmp_path / "run"
+    status, _, _ = run_job("train.py", train_args(data, tiny_base_model_dir, out, "--num_folds", "5", *extra), capsys)
+    assert status == 2 and message in caplog.text
+    assert not out.exists()

@@ -185,7 +185,8 @@ def validate_labeled(
         why = "empty row" if blank_row[i] else "empty text"
         why += f" ({reasons[i]})" if i in reasons else ""
         issues.append({"row": rows[i], "column": text_column, "issue": why, "action": "dropped"})
-    table = table[~empty]
+    # A blank row's missing label made the column float (2.0): every row left has a label, and ids are integers.
+    table = table[~empty].astype({"label": np.int64})
 
     conflict_rows, merged_rows = _duplicates(table, schema)
     if conflict_rows and on_conflict == "error":

@@ -99,7 +99,8 @@ def render_markdown(summary: pd.DataFrame, recipe: Recipe, num_folds: int, run: 
         "",
         f"Macro-F1 on each test fold of the run's {num_folds} folds when training on a stratified, seeded "
         "share of that fold's training part (smaller shares are subsets of larger ones; the validation part that "
-        f"picks the best epoch is carved from the share, {recipe.validation_fraction:.0%} of it). The encoder uses "
+        f"picks the best epoch is carved from the share, {recipe.validation_fraction:.0%} of it, more of a share too "
+        "small to split that finely). The encoder uses "
         f"the run's settings (`{recipe.model_name_or_path}`, {recipe.num_epochs} epochs, learning rate "
         f"{recipe.learning_rate}); the baseline is the run's TF-IDF + logistic regression. ± is the sample "
         "standard deviation over folds. The number of epochs is fixed, so a smaller share also gets fewer "
