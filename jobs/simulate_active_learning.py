@@ -62,7 +62,7 @@ def load_rows(config: SimulateActiveLearningConfig) -> tuple[list[str], np.ndarr
     from weibolabel.data.folds import make_folds  # scikit-learn (see simulate()): not on --help's path
 
     labels = data.rows["label"].to_numpy(dtype=np.int64)
-    fold_of_row = make_folds(labels, data.rows["group"].tolist(), config.num_folds, config.fold_seed)
+    fold_of_row = make_folds(labels, data.rows["group"].tolist(), config.num_folds, config.fold_seed, schema.names)
     return data.rows["text"].tolist(), labels, fold_of_row, schema.names, config.data
 
 

@@ -93,3 +93,11 @@ def test_simulation_job_in_seconds(tmp_path, capsys):
 def test_unknown_strategy_is_a_clear_error(tmp_path, capsys):
     status, _, err = run_job("simulate_active_learning.py", ["--data", "x.xlsx", "--strategies", "bald"], capsys)
     assert status == 2 and "--strategies ['bald']" in err
+
+
+def test_data_the_folds_refuse_is_named_by_class_name(tmp_path, capsys):
+    data = tmp_path / "labeled.xlsx"
+    make_labeled_rows(12, seed=4).assign(Label=2).to_excel(data, index=False)
+    args = ["--data", str(data), "--output_dir", str(tmp_path / "al")]
+    status, _, err = run_job("simulate_active_learning.py", args, capsys)
+    assert status == 2 and "Only one class has rows ({'culture': 12})" in err, err
