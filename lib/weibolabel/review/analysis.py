@@ -161,9 +161,9 @@ def month_of(values: pd.Series, source: Path, column: str, row_ids: pd.Series) -
     values = blank_as_missing(values)
     try:
         dates = pd.to_datetime(values, errors="coerce", format="mixed")
-    except ValueError:  # time zones mixed (with one another or with plain dates): each date's local time
+    except (ValueError, TypeError):  # time zones mixed (pandas 2.1 raises TypeError): each date's local time
         local = [pd.to_datetime(v, errors="coerce", format="mixed") for v in values]
-        dates = pd.Series([d.tz_localize(None) if d is not pd.NaT and d.tzinfo else d for d in local], dtype=object)
+        dates = pd.Series([d.tz_localize(None) if not pd.isna(d) and d.tzinfo else d for d in local], dtype=object)
         dates = pd.to_datetime(dates.set_axis(values.index))
     bad = dates.isna() & values.notna()
     if bad.any():
