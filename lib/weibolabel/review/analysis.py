@@ -11,6 +11,7 @@ import pandas as pd
 from sklearn.feature_extraction.text import CountVectorizer
 
 from weibolabel.data.labeled import clean_text
+from weibolabel.labeling.summary import is_blank
 from weibolabel.stats.shares import wilson_interval
 from weibolabel.util.errors import UserError
 
@@ -152,7 +153,7 @@ def _plot_label(group: str, number: int) -> str:
 def blank_as_missing(values: pd.Series) -> pd.Series:
     """As objects, with blank text ('' or spaces: a CSV's empty cell, carried as written) missing like a null."""
     values = values.astype(object)
-    return values.where(~values.map(lambda v: isinstance(v, str) and not v.strip()), None)
+    return values.where(~values.map(is_blank).astype(bool), None)
 
 
 def month_of(values: pd.Series, source: Path, column: str, row_ids: pd.Series) -> pd.Series:
